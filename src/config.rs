@@ -1,0 +1,633 @@
+//! Stage 1: load and validate `sandbox.yaml`.
+//!
+//! Parsing is strict (unknown fields are errors with a "did you mean" hint) and every error names
+//! the file, the line and the field, so a typo never turns into a half-deployed sandbox.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file name looked up in the working directory when `--config` is not given.
+pub const FILE_NAME: &str = "sandbox.yaml";
+
+/// A loaded and validated `sandbox.yaml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory that template paths are relative to.
+    pub dir: PathBuf,
+    pub name: String,
+    pub namespace_prefix: String,
+    pub ttl: Duration,
+    pub timeouts: Timeouts,
+    pub url: UrlRule,
+    pub repos: BTreeMap<String, Repo>,
+    /// Services in file order.
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long one service (or preflight Job) may take to become ready.
+    pub service: Duration,
+    /// How long the smoke Jobs may take together.
+    pub smoke: Duration,
+}
+
+/// How the sandbox's URL is found once everything is ready.
+#[derive(Debug, Clone)]
+pub enum UrlRule {
+    /// The first Ingress host, LoadBalancer address or NodePort of this service's Service.
+    Service(String),
+    /// A handlebars template over `sandbox` (name, branch, namespace).
+    Template(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub name: String,
+    /// The URL with `${VAR}` references expanded.
+    pub url: String,
+    pub fallback_branch: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub repo: String,
+    /// Templates of the service's own objects, relative to the config's directory.
+    pub templates: Vec<PathBuf>,
+    /// Jobs that must complete after the dependencies are ready and before the service's objects.
+    pub preflight: Vec<PathBuf>,
+    /// Jobs run once every service is ready.
+    pub smoke: Vec<PathBuf>,
+    /// Values given in `sandbox.yaml` (the lowest layer).
+    pub values: serde_json::Value,
+    /// Values files inside the repo, in order.
+    pub values_files: Vec<String>,
+    /// sops-encrypted values files inside the repo, in order.
+    pub secrets_files: Vec<String>,
+    pub depends_on: Vec<String>,
+}
+
+/// What went wrong in `sandbox.yaml`, with where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("could not read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the schema (unknown field, wrong type…).
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        hint: Option<String>,
+    },
+    /// A field is present and well-formed but its value is not acceptable.
+    #[error("{}:{line}: `{field}`: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+        hint: Option<String>,
+    },
+    /// `depends_on` edges form a cycle.
+    #[error("{}:{line}: dependency cycle: {}", path.display(), cycle.join(" → "))]
+    Cycle {
+        path: PathBuf,
+        line: usize,
+        cycle: Vec<String>,
+    },
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { path, .. } => Some(format!(
+                "run sandbox in the directory holding {FILE_NAME}, or pass --config {}",
+                path.display()
+            )),
+            ConfigError::Parse { hint, .. } | ConfigError::Invalid { hint, .. } => hint.clone(),
+            ConfigError::Cycle { .. } => {
+                Some("remove one of these `depends_on` edges so the services form a DAG".into())
+            }
+        }
+    }
+}
+
+// --- the file as written ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    #[serde(default = "default_prefix")]
+    namespace_prefix: String,
+    #[serde(default = "default_ttl")]
+    ttl: String,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    url: RawUrl,
+    repos: BTreeMap<String, RawRepo>,
+    services: serde_yaml_ng::Mapping,
+}
+
+fn default_prefix() -> String {
+    "sb-".into()
+}
+fn default_ttl() -> String {
+    "2d".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    service: Option<String>,
+    smoke: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrl {
+    service: Option<String>,
+    template: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    url: String,
+    fallback_branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    repo: String,
+    #[serde(default)]
+    templates: Vec<PathBuf>,
+    #[serde(default)]
+    preflight: Vec<PathBuf>,
+    #[serde(default)]
+    smoke: Vec<PathBuf>,
+    #[serde(default)]
+    values: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    values_files: Vec<String>,
+    #[serde(default)]
+    secrets_files: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+const TOP_FIELDS: &[&str] = &[
+    "name",
+    "namespace_prefix",
+    "ttl",
+    "timeouts",
+    "url",
+    "repos",
+    "services",
+];
+
+// --- loading ------------------------------------------------------------------------------------
+
+/// Read and validate the config at `path`. `env` expands `${VAR}` in repo URLs.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path, env)
+}
+
+/// Validate config `text` that was read from `path`.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+    let locate = |keys: &[&str]| locate_line(text, keys);
+    let invalid = |keys: &[&str], message: String, hint: Option<String>| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: locate(keys),
+        field: keys.join("."),
+        message,
+        hint,
+    };
+
+    let duration = |keys: &[&str], value: &str| {
+        humantime::parse_duration(value).map_err(|e| {
+            invalid(
+                keys,
+                format!("`{value}` is not a duration ({e})"),
+                Some("write durations like `90s`, `5m`, `2d`".into()),
+            )
+        })
+    };
+    let ttl = duration(&["ttl"], &raw.ttl)?;
+    let timeouts = Timeouts {
+        service: match &raw.timeouts.service {
+            Some(v) => duration(&["timeouts", "service"], v)?,
+            None => Duration::from_secs(180),
+        },
+        smoke: match &raw.timeouts.smoke {
+            Some(v) => duration(&["timeouts", "smoke"], v)?,
+            None => Duration::from_secs(120),
+        },
+    };
+
+    if !is_dns_label_prefix(&raw.namespace_prefix) {
+        return Err(invalid(
+            &["namespace_prefix"],
+            format!(
+                "`{}` cannot start a namespace name (lower case letters, digits and `-`, starting with a letter, at most 20 characters)",
+                raw.namespace_prefix
+            ),
+            None,
+        ));
+    }
+
+    let mut repos = BTreeMap::new();
+    for (name, repo) in raw.repos {
+        let url = expand_env(&repo.url, env).map_err(|var| {
+            invalid(
+                &["repos", &name, "url"],
+                format!("`${{{var}}}` is not set in the environment"),
+                Some(format!("set {var}, e.g. `export {var}=…`, or write the URL out")),
+            )
+        })?;
+        repos.insert(
+            name.clone(),
+            Repo {
+                name,
+                url,
+                fallback_branch: repo.fallback_branch,
+            },
+        );
+    }
+
+    let mut services = Vec::new();
+    for (key, value) in raw.services {
+        let name = match key.as_str() {
+            Some(n) => n.to_owned(),
+            None => return Err(invalid(&["services"], "service names must be strings".into(), None)),
+        };
+        let raw_service: RawService = serde_yaml_ng::from_value(value).map_err(|e| {
+            // Errors from a sub-value carry no position: point at the service instead.
+            let message = e.to_string();
+            let (field, hint) = unknown_field_hint(&message);
+            let mut keys = vec!["services", name.as_str()];
+            if let Some(f) = field.as_deref() {
+                keys.push(f);
+            }
+            invalid(&keys, message, hint)
+        })?;
+        if !is_dns_label(&name) {
+            return Err(invalid(
+                &["services", &name],
+                format!("service name `{name}` must be a DNS-1123 label (lower case letters, digits and `-`)"),
+                None,
+            ));
+        }
+        let values = match raw_service.values {
+            None => serde_json::Value::Object(Default::default()),
+            Some(v) => {
+                let json: serde_json::Value = serde_json::to_value(&v).map_err(|e| {
+                    invalid(&["services", &name, "values"], e.to_string(), None)
+                })?;
+                if !json.is_object() {
+                    return Err(invalid(
+                        &["services", &name, "values"],
+                        "values must be a mapping".into(),
+                        None,
+                    ));
+                }
+                json
+            }
+        };
+        services.push(Service {
+            name,
+            repo: raw_service.repo,
+            templates: raw_service.templates,
+            preflight: raw_service.preflight,
+            smoke: raw_service.smoke,
+            values,
+            values_files: raw_service.values_files,
+            secrets_files: raw_service.secrets_files,
+            depends_on: raw_service.depends_on,
+        });
+    }
+
+    let dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    for service in &services {
+        if !repos.contains_key(&service.repo) {
+            let known: Vec<&str> = repos.keys().map(String::as_str).collect();
+            return Err(invalid(
+                &["services", &service.name, "repo"],
+                format!("repo `{}` is not defined under `repos`", service.repo),
+                Some(suggest(&service.repo, &known).unwrap_or_else(|| {
+                    format!("defined repos: {}", known.join(", "))
+                })),
+            ));
+        }
+        for dep in &service.depends_on {
+            if !names.contains(dep.as_str()) {
+                let known: Vec<&str> = names.iter().copied().collect();
+                return Err(invalid(
+                    &["services", &service.name, "depends_on"],
+                    format!("`{dep}` is not a service"),
+                    Some(suggest(dep, &known).unwrap_or_else(|| {
+                        format!("services: {}", known.join(", "))
+                    })),
+                ));
+            }
+            if dep == &service.name {
+                return Err(ConfigError::Cycle {
+                    path: path.to_owned(),
+                    line: locate(&["services", &service.name, "depends_on"]),
+                    cycle: vec![dep.clone(), dep.clone()],
+                });
+            }
+        }
+        for (field, list) in [
+            ("templates", &service.templates),
+            ("preflight", &service.preflight),
+            ("smoke", &service.smoke),
+        ] {
+            for template in list {
+                if !dir.join(template).is_file() {
+                    return Err(invalid(
+                        &["services", &service.name, field],
+                        format!("template `{}` does not exist", template.display()),
+                        Some(format!(
+                            "template paths are relative to {}",
+                            dir.display()
+                        )),
+                    ));
+                }
+            }
+        }
+        if service.templates.is_empty() && service.preflight.is_empty() {
+            return Err(invalid(
+                &["services", &service.name],
+                "a service needs at least one entry in `templates` or `preflight`".into(),
+                None,
+            ));
+        }
+    }
+    if let Some(cycle) = find_cycle(&services) {
+        return Err(ConfigError::Cycle {
+            path: path.to_owned(),
+            line: locate(&["services", &cycle[0], "depends_on"]),
+            cycle,
+        });
+    }
+
+    let url = match (raw.url.service, raw.url.template) {
+        (Some(service), None) => {
+            if !names.contains(service.as_str()) {
+                let known: Vec<&str> = names.iter().copied().collect();
+                return Err(invalid(
+                    &["url", "service"],
+                    format!("`{service}` is not a service"),
+                    suggest(&service, &known),
+                ));
+            }
+            UrlRule::Service(service)
+        }
+        (None, Some(template)) => UrlRule::Template(template),
+        _ => {
+            return Err(invalid(
+                &["url"],
+                "give exactly one of `service` or `template`".into(),
+                Some("e.g. `url: { service: gateway }`".into()),
+            ))
+        }
+    };
+
+    Ok(Config {
+        path: path.to_owned(),
+        dir,
+        name: raw.name,
+        namespace_prefix: raw.namespace_prefix,
+        ttl,
+        timeouts,
+        url,
+        repos,
+        services,
+    })
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// A depends_on cycle as the list of services along it (first repeated at the end), if any.
+pub fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let index: BTreeMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut marks = vec![Mark::New; services.len()];
+    let mut stack: Vec<usize> = Vec::new();
+
+    fn visit(
+        i: usize,
+        services: &[Service],
+        index: &BTreeMap<&str, usize>,
+        marks: &mut [Mark],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        marks[i] = Mark::Active;
+        stack.push(i);
+        for dep in &services[i].depends_on {
+            let Some(&j) = index.get(dep.as_str()) else { continue };
+            match marks[j] {
+                Mark::Active => {
+                    let start = stack.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|&k| services[k].name.clone()).collect();
+                    cycle.push(services[j].name.clone());
+                    return Some(cycle);
+                }
+                Mark::New => {
+                    if let Some(c) = visit(j, services, index, marks, stack) {
+                        return Some(c);
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        marks[i] = Mark::Done;
+        None
+    }
+
+    for i in 0..services.len() {
+        if marks[i] == Mark::New {
+            if let Some(c) = visit(i, services, &index, &mut marks, &mut stack) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+fn parse_error(path: &Path, text: &str, e: &serde_yaml_ng::Error) -> ConfigError {
+    let message = e.to_string();
+    // serde_yaml_ng appends " at line L column C" to the message; keep the message clean.
+    let clean = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let (_, mut hint) = unknown_field_hint(&clean);
+    if hint.is_none() && clean.starts_with("missing field") && line <= 1 {
+        let _ = text;
+        hint = Some(format!("top-level fields: {}", TOP_FIELDS.join(", ")));
+    }
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message: clean,
+        hint,
+    }
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`" take the field and a hint.
+fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return (None, None);
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return (None, None);
+    };
+    let candidates: Vec<&str> = expected
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s)
+        .collect();
+    (Some(field.to_owned()), suggest(field, &candidates))
+}
+
+/// "did you mean `x`?" for the closest candidate within a small edit distance.
+pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The 1-based line of a nested key in block-style YAML, or of the deepest parent found.
+///
+/// serde forgets positions once a value is parsed, so checks made after parsing (missing
+/// references, cycles) find their line again by walking the keys through the indentation.
+pub fn locate_line(text: &str, keys: &[&str]) -> usize {
+    let mut best = 1;
+    let mut min_indent: isize = -1;
+    let mut start = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    'keys: for key in keys {
+        for (i, line) in lines.iter().enumerate().skip(start) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = (line.len() - trimmed.len()) as isize;
+            if i > start && indent <= min_indent {
+                break; // left the parent's block
+            }
+            let bare = trimmed.trim_start_matches("- ");
+            if bare.starts_with(&format!("{key}:"))
+                || bare.starts_with(&format!("\"{key}\":"))
+                || bare.starts_with(&format!("{{ {key}:"))
+            {
+                best = i + 1;
+                min_indent = indent;
+                start = i + 1;
+                continue 'keys;
+            }
+        }
+        break;
+    }
+    best
+}
+
+fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let re = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("valid regex");
+    let mut missing = None;
+    let out = re.replace_all(value, |caps: &regex::Captures| match env(&caps[1]) {
+        Some(v) => v,
+        None => {
+            missing.get_or_insert_with(|| caps[1].to_owned());
+            String::new()
+        }
+    });
+    match missing {
+        Some(var) => Err(var),
+        None => Ok(out.into_owned()),
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes accepts as a namespace or Service name.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && !s.ends_with('-')
+}
+
+fn is_dns_label_prefix(s: &str) -> bool {
+    s.len() <= 20
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase())
+}

@@ -1,0 +1,56 @@
+//! How a failure is shown: `error:` with the top message, `caused by:` for each cause, then the
+//! `hint:` lines that the typed errors in the chain offer — in the manner of cargo.
+
+use std::fmt::Write;
+
+/// Exit code for failures caused by input, configuration or the cluster.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for bugs (panics).
+pub const EXIT_BUG: i32 = 2;
+
+/// Render an error and its chain for a terminal.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut out = format!("error: {error}\n");
+    let mut hints = Vec::new();
+    for (i, cause) in error.chain().enumerate() {
+        if i > 0 {
+            let _ = writeln!(out, "caused by: {cause}");
+        }
+        hints.extend(hints_of(cause));
+    }
+    for h in hints {
+        // A multi-line hint carries details (events, log lines) above its one line of advice.
+        let lines: Vec<&str> = h.trim_end().lines().collect();
+        let Some((advice, details)) = lines.split_last() else { continue };
+        for d in details {
+            let _ = writeln!(out, "  {d}");
+        }
+        let _ = writeln!(out, "hint: {advice}");
+    }
+    out
+}
+
+fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    macro_rules! try_hint {
+        ($($t:ty),*) => {$(
+            if let Some(e) = e.downcast_ref::<$t>() {
+                return e.hint().into_iter().collect();
+            }
+        )*};
+    }
+    try_hint!(
+        crate::config::ConfigError,
+        crate::checkout::CheckoutError,
+        crate::values::ValuesError,
+        crate::render::RenderError,
+        crate::plan::PlanError,
+        crate::kube::ClusterError,
+        crate::apply::ApplyError,
+        crate::smoke::SmokeError,
+        crate::handover::HandoverError
+    );
+    if let Some(errors) = e.downcast_ref::<crate::checkout::CheckoutErrors>() {
+        return errors.errors().iter().filter_map(|e| e.hint()).collect();
+    }
+    Vec::new()
+}

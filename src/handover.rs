@@ -1,0 +1,152 @@
+//! Stage 8: find the sandbox's URL and hand over the result: the URL as the last line of stdout,
+//! or one JSON document with `--output json`.
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::ListParams;
+use kube::Api;
+use serde::Serialize;
+
+use crate::config::UrlRule;
+use crate::kube::Cluster;
+
+/// What `up` did, for people and machines.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub sandbox: String,
+    pub branch: String,
+    pub namespace: String,
+    pub url: String,
+    pub repos: Vec<RepoReport>,
+    pub services: Vec<String>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoReport {
+    pub repo: String,
+    pub branch: String,
+    pub sha: String,
+    pub fell_back: bool,
+}
+
+/// Seconds spent in each stage and in each step's wait (`--timings`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Timings {
+    pub total: f64,
+    /// The tool's own work before it talks to the cluster: checkout, values, render, plan.
+    pub prepare: f64,
+    pub checkout: f64,
+    pub values_render_plan: f64,
+    pub deploy: f64,
+    pub smoke: f64,
+    /// Per step: (id, start, ready) in seconds since deploy began.
+    pub steps: Vec<(String, f64, f64)>,
+    /// The longest dependency chain of step durations, as measured: the limit for deploy.
+    pub critical_path: f64,
+}
+
+/// An error finding the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("service `{0}` has no Service object to take a URL from")]
+    NoService(String),
+    #[error("could not read `{what}` for the URL")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the url template is invalid")]
+    Template(#[source] Box<handlebars::RenderError>),
+}
+
+impl HandoverError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            HandoverError::NoService(s) => Some(format!(
+                "give service `{s}` a Service (NodePort, LoadBalancer or with an Ingress), or set `url.template` in sandbox.yaml"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The URL by the config's rule: an Ingress host, a LoadBalancer address, a NodePort on the
+/// node's address, or the template.
+pub async fn url(cluster: &Cluster, rule: &UrlRule, namespace: &str, context: &serde_json::Value) -> Result<String, HandoverError> {
+    let service_name = match rule {
+        UrlRule::Template(t) => {
+            let mut hb = handlebars::Handlebars::new();
+            hb.set_strict_mode(true);
+            hb.register_escape_fn(handlebars::no_escape);
+            return hb.render_template(t, context).map_err(|e| HandoverError::Template(Box::new(e)));
+        }
+        UrlRule::Service(s) => s,
+    };
+    let api_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| HandoverError::Api { what, source }
+    };
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.client.clone(), namespace);
+    if let Ok(list) = ingresses.list(&ListParams::default()).await {
+        for ing in list.items {
+            let rules = ing.spec.and_then(|s| s.rules).unwrap_or_default();
+            let routes_to_service = rules.iter().any(|r| {
+                r.http.iter().flat_map(|h| &h.paths).any(|p| {
+                    p.backend.service.as_ref().is_some_and(|b| b.name == *service_name)
+                })
+            });
+            if let Some(host) = rules.iter().find_map(|r| r.host.clone()).filter(|_| routes_to_service) {
+                return Ok(format!("http://{host}/"));
+            }
+        }
+    }
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), namespace);
+    let svc = services
+        .get_opt(service_name)
+        .await
+        .map_err(api_err("the Service"))?
+        .ok_or_else(|| HandoverError::NoService(service_name.clone()))?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let port = spec.ports.as_ref().and_then(|p| p.first()).cloned();
+    if let Some(lb) = svc.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).and_then(|i| i.into_iter().next()) {
+        let host = lb.hostname.or(lb.ip).unwrap_or_default();
+        let port = port.map(|p| p.port).unwrap_or(80);
+        return Ok(format!("http://{host}:{port}/"));
+    }
+    if let Some(node_port) = port.as_ref().and_then(|p| p.node_port) {
+        let nodes: Api<Node> = Api::all(cluster.client.clone());
+        let address = nodes
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err("the nodes"))?
+            .items
+            .into_iter()
+            .flat_map(|n| n.status.and_then(|s| s.addresses).unwrap_or_default())
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        return Ok(format!("http://{address}:{node_port}/"));
+    }
+    let ip = spec.cluster_ip.unwrap_or_default();
+    let port = port.map(|p| p.port).unwrap_or(80);
+    Ok(format!("http://{ip}:{port}/"))
+}
+
+/// The longest chain of measured step durations through the dependency graph.
+pub fn critical_path(steps: &[crate::plan::Step], timings: &[crate::apply::StepTiming]) -> f64 {
+    let duration = |id: &str| {
+        timings
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| (t.ready - t.started).as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let mut finish = vec![0.0f64; steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        let start = step.after.iter().map(|&d| finish[d]).fold(0.0, f64::max);
+        finish[i] = start + duration(&step.id);
+    }
+    finish.into_iter().fold(0.0, f64::max)
+}

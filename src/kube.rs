@@ -1,0 +1,138 @@
+//! The connection to the cluster: configuration (`--kubeconfig`, `--context`, `KUBECONFIG`,
+//! in-cluster), a reachability probe with a clear error, and API discovery for dynamic objects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::{Api, Client};
+
+/// Where to find the cluster, as the user said it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+/// A reachable cluster and what it serves.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub discovery: std::sync::Arc<Discovery>,
+    /// The API server URL, for messages.
+    pub server: String,
+}
+
+/// The cluster could not be reached or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("no usable Kubernetes configuration")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The API server did not answer.
+    #[error("the Kubernetes API server at {server} is unreachable")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server answered but discovery failed.
+    #[error("could not discover the API resources the cluster at {server} serves")]
+    Discovery {
+        server: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ClusterError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            ClusterError::Config(_) => {
+                "set KUBECONFIG or pass --kubeconfig; for the local cluster run commands through `scripts/local-cluster exec -- sandbox …`".into()
+            }
+            ClusterError::Unreachable { .. } | ClusterError::Discovery { .. } => {
+                "is the cluster running? For the local one: `scripts/local-cluster status`; check --context and KUBECONFIG".into()
+            }
+        })
+    }
+}
+
+/// Connect to the cluster the options point at, and check that it answers.
+pub async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+    let kube_options = KubeConfigOptions {
+        context: options.context.clone(),
+        ..Default::default()
+    };
+    let mut config = match &options.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| ClusterError::Config(e.into()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube_options)
+                .await
+                .map_err(|e| ClusterError::Config(e.into()))?
+        }
+        None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
+            .await
+            .map_err(|e| ClusterError::Config(e.into()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(e.into()))?,
+    };
+    // Fail in seconds, not minutes, when nothing listens.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
+    client
+        .apiserver_version()
+        .await
+        .map_err(|source| ClusterError::Unreachable {
+            server: server.clone(),
+            source,
+        })?;
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(|source| ClusterError::Discovery {
+            server: server.clone(),
+            source,
+        })?;
+    Ok(Cluster {
+        client,
+        discovery: std::sync::Arc::new(discovery),
+        server,
+    })
+}
+
+impl Cluster {
+    /// The served resource for an `apiVersion` and `kind`, if the cluster knows it.
+    pub fn resolve(&self, api_version: &str, kind: &str) -> Option<(ApiResource, ApiCapabilities)> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        self.discovery.resolve_gvk(&gvk)
+    }
+
+    /// A dynamic API for a resource in `namespace` (ignored for cluster-scoped resources).
+    pub fn dynamic_api(
+        &self,
+        resource: &ApiResource,
+        capabilities: &ApiCapabilities,
+        namespace: &str,
+    ) -> Api<kube::api::DynamicObject> {
+        match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), namespace, resource),
+            Scope::Cluster => Api::all_with(self.client.clone(), resource),
+        }
+    }
+}
+
+/// The HTTP status of an API error, if it is one.
+pub fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,415 @@
+//! Stage 5: turn rendered manifests into a plan — the namespace, the labels every object carries,
+//! and the dependency graph of services (with their preflight Jobs) that apply walks.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::render::Manifest;
+
+/// The label that marks everything the tool created. `down` and `reap` act on nothing else.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "sandbox";
+/// On every object: the service it belongs to (pods inherit it through their templates).
+pub const SERVICE_LABEL: &str = "sandbox.dev/service";
+/// On every object: what part of the sandbox it is (`service`, `preflight`, `smoke`).
+pub const ROLE_LABEL: &str = "sandbox.dev/role";
+/// On the namespace: the sandbox (product) name.
+pub const SANDBOX_LABEL: &str = "sandbox.dev/sandbox";
+pub const ANNOTATION_PREFIX: &str = "sandbox.dev/";
+
+/// The longest namespace name Kubernetes accepts.
+const MAX_NAMESPACE: usize = 63;
+
+/// The namespace of a branch: `prefix` + the branch as a DNS-1123 label. When the branch had to
+/// be changed or cut to fit, a short hash of the original is appended so that `feature/x` and
+/// `feature-x` never share a namespace.
+pub fn namespace_for(prefix: &str, branch: &str) -> String {
+    let mut label = String::new();
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if !(c == '-' && (label.is_empty() || label.ends_with('-'))) {
+            label.push(c);
+        }
+    }
+    let label = label.trim_end_matches('-').to_owned();
+    let plain = format!("{prefix}{label}");
+    if label == branch && plain.len() <= MAX_NAMESPACE {
+        return plain;
+    }
+    let hash = hex::encode(Sha256::digest(branch.as_bytes()));
+    let suffix = &hash[..6];
+    let room = MAX_NAMESPACE - suffix.len() - 1;
+    let mut base = plain;
+    base.truncate(room);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{suffix}")
+}
+
+/// What part of the sandbox an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Preflight,
+    Service,
+    Smoke,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Preflight => "preflight",
+            Role::Service => "service",
+            Role::Smoke => "smoke",
+        }
+    }
+}
+
+/// The rendered manifests of one service, as render hands them over.
+#[derive(Debug, Clone)]
+pub struct RenderedService {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub preflight: Vec<Manifest>,
+    pub objects: Vec<Manifest>,
+    pub smoke: Vec<Manifest>,
+}
+
+/// One step of the deploy graph: a service's preflight Jobs, or a service's own objects.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// `api` or `api/preflight`.
+    pub id: String,
+    pub service: String,
+    pub role: Role,
+    /// Indexes of the steps that must be ready first.
+    pub after: Vec<usize>,
+    pub objects: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub namespace: String,
+    /// Steps in a topological order (every step after the steps it waits for).
+    pub steps: Vec<Step>,
+    /// Smoke Jobs, run once every step is ready.
+    pub smoke: Vec<(String, serde_json::Value)>,
+}
+
+/// A rendered object that the plan refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Only namespaced objects can live in a sandbox.
+    #[error("{template}: {kind} `{name}` is cluster-scoped; a sandbox holds only namespaced objects")]
+    ClusterScoped {
+        template: String,
+        kind: String,
+        name: String,
+    },
+    /// Two templates produce the same object.
+    #[error("{kind} `{name}` is rendered twice: by {first} and by {second}")]
+    Duplicate {
+        kind: String,
+        name: String,
+        first: String,
+        second: String,
+    },
+    /// Preflight and smoke templates may only hold Jobs (and what the Jobs need).
+    #[error("{template}: a {role} template must render Jobs, found {kind} `{name}`")]
+    NotAJob {
+        template: String,
+        role: &'static str,
+        kind: String,
+        name: String,
+    },
+}
+
+impl PlanError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::ClusterScoped { .. } => Some(
+                "sandbox creates the namespace itself; remove the object from the template".into(),
+            ),
+            PlanError::Duplicate { .. } => {
+                Some("give the objects distinct names, e.g. prefixed by the service".into())
+            }
+            PlanError::NotAJob { .. } => {
+                Some("move the object to the service's `templates`".into())
+            }
+        }
+    }
+}
+
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PriorityClass",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "APIService",
+];
+
+/// Build the plan: stamp namespace and labels on every object and order the steps.
+/// `services` must be in an order where dependencies are known (config validated them).
+pub fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut check = |m: &Manifest| -> Result<(), PlanError> {
+        if CLUSTER_SCOPED.contains(&m.kind()) {
+            return Err(PlanError::ClusterScoped {
+                template: m.template.clone(),
+                kind: m.kind().into(),
+                name: m.name().into(),
+            });
+        }
+        let key = (m.kind().to_owned(), m.name().to_owned());
+        if let Some(first) = seen.insert(key, m.template.clone()) {
+            return Err(PlanError::Duplicate {
+                kind: m.kind().into(),
+                name: m.name().into(),
+                first,
+                second: m.template.clone(),
+            });
+        }
+        Ok(())
+    };
+    for s in &services {
+        for m in s.preflight.iter().chain(&s.objects).chain(&s.smoke) {
+            check(m)?;
+        }
+        for (role, list) in [("preflight", &s.preflight), ("smoke", &s.smoke)] {
+            if let Some(m) = list.iter().find(|m| !matches!(m.kind(), "Job" | "ConfigMap" | "Secret")) {
+                return Err(PlanError::NotAJob {
+                    template: m.template.clone(),
+                    role,
+                    kind: m.kind().into(),
+                    name: m.name().into(),
+                });
+            }
+        }
+    }
+
+    // Topological order by repeated passes: the graph is small and config rejected cycles.
+    let mut order: Vec<&RenderedService> = Vec::new();
+    let mut placed: Vec<&str> = Vec::new();
+    while order.len() < services.len() {
+        let before = order.len();
+        for s in &services {
+            if !placed.contains(&s.name.as_str())
+                && s.depends_on.iter().all(|d| placed.contains(&d.as_str()))
+            {
+                placed.push(&s.name);
+                order.push(s);
+            }
+        }
+        assert!(order.len() > before, "config validation lets no cycle through");
+    }
+
+    let mut steps: Vec<Step> = Vec::new();
+    let mut main_step: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in order {
+        let deps: Vec<usize> = s.depends_on.iter().map(|d| main_step[d.as_str()]).collect();
+        let mut after = deps.clone();
+        if !s.preflight.is_empty() {
+            steps.push(Step {
+                id: format!("{}/preflight", s.name),
+                service: s.name.clone(),
+                role: Role::Preflight,
+                after: deps,
+                objects: s
+                    .preflight
+                    .iter()
+                    .map(|m| stamp(m, namespace, &s.name, Role::Preflight))
+                    .collect(),
+            });
+            after = vec![steps.len() - 1];
+        }
+        steps.push(Step {
+            id: s.name.clone(),
+            service: s.name.clone(),
+            role: Role::Service,
+            after,
+            objects: s
+                .objects
+                .iter()
+                .map(|m| stamp(m, namespace, &s.name, Role::Service))
+                .collect(),
+        });
+        main_step.insert(&s.name, steps.len() - 1);
+    }
+    let smoke = services
+        .iter()
+        .flat_map(|s| {
+            s.smoke
+                .iter()
+                .map(|m| (s.name.clone(), stamp(m, namespace, &s.name, Role::Smoke)))
+        })
+        .collect();
+    Ok(Plan {
+        namespace: namespace.to_owned(),
+        steps,
+        smoke,
+    })
+}
+
+/// Set the namespace and the tool's labels on an object and on the pod template inside it.
+fn stamp(m: &Manifest, namespace: &str, service: &str, role: Role) -> serde_json::Value {
+    let mut object = m.object.clone();
+    let labels = [
+        (MANAGED_BY, MANAGED_BY_VALUE),
+        (SERVICE_LABEL, service),
+        (ROLE_LABEL, role.as_str()),
+    ];
+    let metadata = object
+        .as_object_mut()
+        .expect("render returns mappings")
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    metadata["namespace"] = namespace.into();
+    add_labels(metadata, &labels);
+    // Pods inherit the labels so status, logs and failure diagnosis can find them.
+    let template_path = match m.kind() {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet" => {
+            Some("/spec/template/metadata")
+        }
+        "CronJob" => Some("/spec/jobTemplate/spec/template/metadata"),
+        _ => None,
+    };
+    if let Some(path) = template_path {
+        ensure_path(&mut object, path);
+        if let Some(meta) = object.pointer_mut(path) {
+            add_labels(meta, &labels);
+        }
+    }
+    object
+}
+
+fn add_labels(metadata: &mut serde_json::Value, labels: &[(&str, &str)]) {
+    let map = metadata
+        .as_object_mut()
+        .expect("metadata is a mapping")
+        .entry("labels")
+        .or_insert_with(|| serde_json::json!({}));
+    if !map.is_object() {
+        *map = serde_json::json!({});
+    }
+    for (k, v) in labels {
+        map[*k] = (*v).into();
+    }
+}
+
+fn ensure_path(object: &mut serde_json::Value, pointer: &str) {
+    let mut cur = object;
+    for part in pointer.trim_start_matches('/').split('/') {
+        if !cur.is_object() {
+            *cur = serde_json::json!({});
+        }
+        cur = cur
+            .as_object_mut()
+            .expect("just made an object")
+            .entry(part)
+            .or_insert_with(|| serde_json::json!({}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_branch_keeps_its_name() {
+        assert_eq!(namespace_for("sb-", "feature-x"), "sb-feature-x");
+        assert_eq!(namespace_for("sb-", "main"), "sb-main");
+    }
+
+    #[test]
+    fn changed_branch_gets_a_hash_so_lookalikes_never_collide() {
+        let slash = namespace_for("sb-", "feature/x");
+        let dash = namespace_for("sb-", "feature-x");
+        assert_ne!(slash, dash);
+        assert!(slash.starts_with("sb-feature-x-"), "{slash}");
+        assert_eq!(slash.len(), "sb-feature-x-".len() + 6);
+        let upper = namespace_for("sb-", "Feature_X");
+        assert!(upper.starts_with("sb-feature-x-"), "{upper}");
+        assert_ne!(upper, slash);
+    }
+
+    #[test]
+    fn long_branch_is_cut_to_63_with_hash() {
+        let long = "a".repeat(100);
+        let ns = namespace_for("sb-", &long);
+        assert_eq!(ns.len(), 63);
+        assert!(crate::config::is_dns_label(&ns), "{ns}");
+        assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
+    }
+
+    #[test]
+    fn odd_characters_collapse_and_stay_valid() {
+        for branch in ["--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123"] {
+            let ns = namespace_for("sb-", branch);
+            assert!(crate::config::is_dns_label(&ns), "{branch} → {ns}");
+        }
+    }
+
+    fn manifest(kind: &str, name: &str) -> Manifest {
+        Manifest {
+            template: format!("templates/{name}.yaml"),
+            object: serde_json::json!({
+                "apiVersion": if kind == "Job" { "batch/v1" } else { "apps/v1" },
+                "kind": kind,
+                "metadata": {"name": name},
+                "spec": {"template": {"spec": {}}},
+            }),
+        }
+    }
+
+    fn service(name: &str, deps: &[&str], preflight: bool) -> RenderedService {
+        RenderedService {
+            name: name.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            preflight: if preflight { vec![manifest("Job", &format!("{name}-migrate"))] } else { vec![] },
+            objects: vec![manifest("Deployment", name)],
+            smoke: vec![],
+        }
+    }
+
+    #[test]
+    fn steps_follow_dependencies_and_preflight_sits_between() {
+        let p = plan(
+            "sb-x",
+            vec![service("api", &["db"], true), service("db", &[], false), service("web", &["api"], false)],
+        )
+        .unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["db", "api/preflight", "api", "web"]);
+        assert_eq!(p.steps[1].after, vec![0]);
+        assert_eq!(p.steps[2].after, vec![1]);
+        assert_eq!(p.steps[3].after, vec![2]);
+    }
+
+    #[test]
+    fn objects_and_pod_templates_are_stamped() {
+        let p = plan("sb-x", vec![service("db", &[], false)]).unwrap();
+        let o = &p.steps[0].objects[0];
+        assert_eq!(o["metadata"]["namespace"], "sb-x");
+        assert_eq!(o["metadata"]["labels"][MANAGED_BY], "sandbox");
+        assert_eq!(o["spec"]["template"]["metadata"]["labels"][SERVICE_LABEL], "db");
+    }
+
+    #[test]
+    fn cluster_scoped_and_duplicates_are_refused() {
+        let mut s = service("db", &[], false);
+        s.objects.push(manifest("Namespace", "evil"));
+        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::ClusterScoped { .. })));
+        let mut s = service("db", &[], false);
+        s.objects.push(manifest("Deployment", "db"));
+        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::Duplicate { .. })));
+        let mut s = service("db", &[], false);
+        s.smoke.push(manifest("Deployment", "smoke"));
+        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::NotAJob { .. })));
+    }
+}

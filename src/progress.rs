@@ -1,0 +1,135 @@
+//! The one place that writes progress to stderr: an indicatif line per step on a terminal,
+//! plain lines otherwise (CI logs, pipes). It also scrubs decrypted secrets from any text that
+//! passes through it, such as container logs, so that a secret a service echoes never reaches
+//! the screen.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::values::REDACTED;
+
+pub struct Reporter {
+    bars: Option<MultiProgress>,
+    lines: Mutex<BTreeMap<String, ProgressBar>>,
+    secrets: Mutex<Vec<String>>,
+    quiet: bool,
+}
+
+impl Reporter {
+    /// Bars when stderr is a terminal, plain lines when it is not.
+    pub fn new(quiet: bool) -> Reporter {
+        let fancy = !quiet && std::io::stderr().is_terminal();
+        Reporter {
+            bars: fancy.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            lines: Mutex::new(BTreeMap::new()),
+            secrets: Mutex::new(Vec::new()),
+            quiet,
+        }
+    }
+
+    /// Texts that must never be shown (decrypted values).
+    pub fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
+        let mut list = self.secrets.lock().expect("not poisoned");
+        list.extend(secrets);
+        // Longest first, so a secret that contains another is replaced whole.
+        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        list.dedup();
+    }
+
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.secrets.lock().expect("not poisoned").iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// A line of status, e.g. what the checkout found.
+    pub fn info(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let text = self.scrub(text);
+        match &self.bars {
+            Some(bars) => bars.println(text).unwrap_or(()),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// A line of a container's log, prefixed by where it comes from.
+    pub fn log_line(&self, prefix: &str, line: &str) {
+        self.info(&format!("[{prefix}] {line}"));
+    }
+
+    fn set(&self, id: &str, message: String, finish: bool) {
+        if self.quiet {
+            return;
+        }
+        match &self.bars {
+            Some(bars) => {
+                let mut lines = self.lines.lock().expect("not poisoned");
+                let bar = lines.entry(id.to_owned()).or_insert_with(|| {
+                    let bar = bars.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner:.cyan} {prefix:<20} {wide_msg} {elapsed:>4}")
+                            .expect("valid template"),
+                    );
+                    bar.set_prefix(id.to_owned());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                });
+                if finish {
+                    bar.set_style(ProgressStyle::with_template("  {prefix:<20} {wide_msg}").expect("valid template"));
+                    bar.finish_with_message(message);
+                } else {
+                    bar.set_message(message);
+                }
+            }
+            None => eprintln!("  {id:<20} {message}"),
+        }
+    }
+
+    pub fn step_started(&self, id: &str) {
+        self.set(id, "applying".into(), false);
+    }
+
+    pub fn step_applied(&self, id: &str) {
+        self.set(id, "waiting until ready".into(), false);
+    }
+
+    pub fn step_ready(&self, id: &str, took: Duration) {
+        self.set(id, format!("ready ({:.1}s)", took.as_secs_f64()), true);
+    }
+
+    pub fn step_failed(&self, id: &str) {
+        self.set(id, "FAILED".into(), true);
+    }
+
+    /// Stop every spinner still running (on error or interruption).
+    pub fn abandon(&self) {
+        for bar in self.lines.lock().expect("not poisoned").values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_every_secret_longest_first() {
+        let r = Reporter::new(true);
+        r.add_secrets(["pass".to_string(), "password-123".to_string()]);
+        assert_eq!(r.scrub("a password-123 b pass c"), "a <redacted> b <redacted> c");
+        assert_eq!(r.scrub("nothing here"), "nothing here");
+    }
+}

@@ -1,0 +1,334 @@
+//! Stage 3: the values each service's templates see, layered Helm-style:
+//! defaults in `sandbox.yaml` → values files from the repo → sops-encrypted files → `--set`.
+//!
+//! Decrypted values stay in memory. [`Values`] remembers which leaves came from sops so that
+//! everything shown to a person ([`Values::redacted`], `Debug`) hides them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::config::Service;
+use crate::sops::{self, Format, Identities};
+
+pub const REDACTED: &str = "<redacted>";
+
+/// The merged values of one service.
+#[derive(Clone)]
+pub struct Values {
+    tree: Value,
+    /// Paths of the leaves that were decrypted from sops files (and not overridden by `--set`).
+    secret_paths: Vec<Vec<String>>,
+}
+
+impl Values {
+    /// The values as templates see them, secrets included. Never print this.
+    pub fn reveal(&self) -> &Value {
+        &self.tree
+    }
+
+    /// The values with every secret leaf replaced by `<redacted>`.
+    pub fn redacted(&self) -> Value {
+        let mut tree = self.tree.clone();
+        for path in &self.secret_paths {
+            if let Some(leaf) = pointer_mut(&mut tree, path) {
+                *leaf = Value::String(REDACTED.into());
+            }
+        }
+        tree
+    }
+
+    /// Every decrypted secret value as text (for scrubbing output of anything that might echo it).
+    pub fn secret_strings(&self) -> Vec<String> {
+        self.secret_paths
+            .iter()
+            .filter_map(|p| pointer(&self.tree, p))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .filter(|s| s.len() >= 4)
+            .collect()
+    }
+
+    pub fn has_secrets(&self) -> bool {
+        !self.secret_paths.is_empty()
+    }
+}
+
+impl fmt::Debug for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Values")
+            .field("tree", &self.redacted())
+            .finish()
+    }
+}
+
+/// One `--set SERVICE.path.to.key=value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetValue {
+    pub service: String,
+    pub path: Vec<String>,
+    pub value: Value,
+}
+
+impl std::str::FromStr for SetValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not SERVICE.KEY=VALUE"))?;
+        let mut parts: Vec<String> = key.split('.').map(str::to_owned).collect();
+        if parts.len() < 2 || parts.iter().any(String::is_empty) {
+            return Err(format!(
+                "`{key}` must name a service and a key, like `api.replicas`"
+            ));
+        }
+        let service = parts.remove(0);
+        // Values are YAML scalars as with helm: `2` is a number, `true` a bool, `x` a string.
+        let value = serde_yaml_ng::from_str::<Value>(raw)
+            .ok()
+            .filter(|v| !v.is_object() && !v.is_array())
+            .unwrap_or_else(|| Value::String(raw.to_owned()));
+        let value = if value.is_null() && !raw.is_empty() && raw != "null" && raw != "~" {
+            Value::String(raw.to_owned())
+        } else {
+            value
+        };
+        Ok(SetValue {
+            service,
+            path: parts,
+            value,
+        })
+    }
+}
+
+/// A values layer that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ValuesError {
+    /// A values or secrets file listed in `sandbox.yaml` is not in the repo.
+    #[error("values file `{file}` of service `{service}` is not in repo `{repo}` at {branch}")]
+    Missing {
+        service: String,
+        repo: String,
+        branch: String,
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A values file is not valid YAML or not a mapping.
+    #[error("{file}:{line}: values of service `{service}` are not a YAML mapping")]
+    Parse {
+        service: String,
+        file: String,
+        line: usize,
+        #[source]
+        source: Option<serde_yaml_ng::Error>,
+    },
+    /// A sops file could not be decrypted.
+    #[error("could not decrypt `{file}` of service `{service}`")]
+    Decrypt {
+        service: String,
+        file: String,
+        #[source]
+        source: sops::SopsError,
+    },
+    /// A listed secrets file is not a sops file.
+    #[error("`{file}` of service `{service}` is listed under `secrets_files` but is not encrypted with sops")]
+    NotEncrypted { service: String, file: String },
+}
+
+impl ValuesError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ValuesError::Missing { file, repo, .. } => Some(format!(
+                "commit `{file}` to repo `{repo}`, or remove it from the service in sandbox.yaml"
+            )),
+            ValuesError::Parse { .. } => Some("a values file holds one YAML mapping".into()),
+            ValuesError::Decrypt { source, .. } => source.hint(),
+            ValuesError::NotEncrypted { file, .. } => Some(format!(
+                "encrypt it: sops encrypt --age <recipient> -i {file}; a plaintext secret must never be committed"
+            )),
+        }
+    }
+}
+
+/// Where a service's repo files are, for reading its values files.
+pub struct RepoFiles<'a> {
+    pub repo: &'a str,
+    pub branch: &'a str,
+    pub dir: &'a Path,
+}
+
+/// Merge every layer of `service`'s values.
+pub fn layer(
+    service: &Service,
+    repo: &RepoFiles<'_>,
+    identities: &Identities,
+    sets: &[SetValue],
+) -> Result<Values, ValuesError> {
+    let mut tree = service.values.clone();
+    let mut secret_paths: Vec<Vec<String>> = Vec::new();
+
+    for file in &service.values_files {
+        let text = read_repo_file(service, repo, file)?;
+        let layer = parse_mapping(service, file, &text)?;
+        merge(&mut tree, layer);
+    }
+    for file in &service.secrets_files {
+        let text = read_repo_file(service, repo, file)?;
+        let format = Format::from_path(Path::new(file));
+        if !sops::is_sops_document(&text, format) {
+            return Err(ValuesError::NotEncrypted {
+                service: service.name.clone(),
+                file: file.clone(),
+            });
+        }
+        let origin = PathBuf::from(format!("{}:{}", repo.repo, file));
+        let decrypted = sops::decrypt(&text, format, &origin, identities).map_err(|source| {
+            ValuesError::Decrypt {
+                service: service.name.clone(),
+                file: file.clone(),
+                source,
+            }
+        })?;
+        secret_paths.extend(decrypted.secret_paths.iter().cloned());
+        merge(&mut tree, decrypted.tree);
+    }
+    for set in sets.iter().filter(|s| s.service == service.name) {
+        set_path(&mut tree, &set.path, set.value.clone());
+        secret_paths.retain(|p| !p.starts_with(&set.path));
+    }
+    Ok(Values { tree, secret_paths })
+}
+
+fn read_repo_file(
+    service: &Service,
+    repo: &RepoFiles<'_>,
+    file: &str,
+) -> Result<String, ValuesError> {
+    std::fs::read_to_string(repo.dir.join(file)).map_err(|source| ValuesError::Missing {
+        service: service.name.clone(),
+        repo: repo.repo.into(),
+        branch: repo.branch.into(),
+        file: file.into(),
+        source,
+    })
+}
+
+fn parse_mapping(service: &Service, file: &str, text: &str) -> Result<Value, ValuesError> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| ValuesError::Parse {
+        service: service.name.clone(),
+        file: file.into(),
+        line: e.location().map(|l| l.line()).unwrap_or(1),
+        source: Some(e),
+    })?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Ok(Value::Object(Default::default())),
+        _ => Err(ValuesError::Parse {
+            service: service.name.clone(),
+            file: file.into(),
+            line: 1,
+            source: None,
+        }),
+    }
+}
+
+/// Helm's merge: mappings merge key by key, anything else is replaced by the upper layer.
+pub fn merge(base: &mut Value, upper: Value) {
+    match (base, upper) {
+        (Value::Object(b), Value::Object(u)) => {
+            for (k, v) in u {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, u) => *b = u,
+    }
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let mut cur = tree;
+    for key in path {
+        if !cur.is_object() {
+            *cur = Value::Object(Default::default());
+        }
+        cur = cur
+            .as_object_mut()
+            .expect("made an object")
+            .entry(key.clone())
+            .or_insert(Value::Null);
+    }
+    *cur = value;
+}
+
+fn pointer<'v>(tree: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(tree, |cur, key| match cur {
+        Value::Object(m) => m.get(key),
+        Value::Array(a) => a.get(key.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+fn pointer_mut<'v>(tree: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
+    path.iter().try_fold(tree, |cur, key| match cur {
+        Value::Object(m) => m.get_mut(key),
+        Value::Array(a) => a.get_mut(key.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_is_deep_for_maps_and_replaces_the_rest() {
+        let mut base = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x"});
+        merge(&mut base, json!({"a": {"c": [3], "e": true}, "d": {"f": 1}}));
+        assert_eq!(base, json!({"a": {"b": 1, "c": [3], "e": true}, "d": {"f": 1}}));
+    }
+
+    #[test]
+    fn set_values_parse_like_helm() {
+        let s: SetValue = "api.replicas=2".parse().unwrap();
+        assert_eq!(s.service, "api");
+        assert_eq!(s.path, ["replicas"]);
+        assert_eq!(s.value, json!(2));
+        let s: SetValue = "api.image.tag=v1.2".parse().unwrap();
+        assert_eq!(s.path, ["image", "tag"]);
+        assert_eq!(s.value, json!("v1.2"));
+        assert_eq!("web.debug=true".parse::<SetValue>().unwrap().value, json!(true));
+        assert_eq!("web.name=".parse::<SetValue>().unwrap().value, json!(null));
+        assert_eq!("web.list=[1]".parse::<SetValue>().unwrap().value, json!("[1]"));
+        assert!("replicas=2".parse::<SetValue>().is_err());
+        assert!("api.replicas".parse::<SetValue>().is_err());
+        assert!("api..x=1".parse::<SetValue>().is_err());
+    }
+
+    #[test]
+    fn redaction_hides_secret_leaves_only() {
+        let v = Values {
+            tree: json!({"db": {"password": "hunter2-long", "user": "app"}, "list": ["s3cret-item"]}),
+            secret_paths: vec![
+                vec!["db".into(), "password".into()],
+                vec!["list".into(), "0".into()],
+            ],
+        };
+        let r = v.redacted();
+        assert_eq!(r["db"]["password"], REDACTED);
+        assert_eq!(r["db"]["user"], "app");
+        assert_eq!(r["list"][0], REDACTED);
+        let debug = format!("{v:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
+        assert_eq!(v.secret_strings(), ["hunter2-long", "s3cret-item"]);
+    }
+}

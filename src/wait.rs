@@ -1,0 +1,498 @@
+//! Readiness, from watches: pure predicates over objects (unit-tested on YAML fixtures below), the
+//! watch loop that applies them, and the diagnosis of pods that will never become ready.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use kube::api::{ListParams, LogParams};
+use kube::runtime::watcher::{self, watch_object, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+/// Where an object stands on its way to ready.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Ready,
+    /// Not yet; the text says what is missing (shown on timeout).
+    Pending(String),
+    /// It will not get there by itself.
+    Failed(String),
+}
+
+/// Why something did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// Not ready in time.
+    #[error("{kind} `{name}` was not ready after {}s ({last})", after.as_secs())]
+    Timeout {
+        kind: String,
+        name: String,
+        after: Duration,
+        last: String,
+        diagnosis: Option<Diagnosis>,
+    },
+    /// A Job failed or a pod is stuck (image pull, crash loop, bad config).
+    #[error("{kind} `{name}` failed: {reason}")]
+    Failed {
+        kind: String,
+        name: String,
+        reason: String,
+        diagnosis: Option<Diagnosis>,
+    },
+    /// The watch itself broke.
+    #[error("watching {kind} `{name}` failed")]
+    Watch {
+        kind: String,
+        name: String,
+        #[source]
+        source: watcher::Error,
+    },
+}
+
+impl WaitError {
+    pub fn diagnosis(&self) -> Option<&Diagnosis> {
+        match self {
+            WaitError::Timeout { diagnosis, .. } | WaitError::Failed { diagnosis, .. } => {
+                diagnosis.as_ref()
+            }
+            WaitError::Watch { .. } => None,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        let mut out = self.diagnosis().map(|d| d.to_string()).unwrap_or_default();
+        let advice = match self {
+            WaitError::Timeout { .. } => "raise `timeouts.service` in sandbox.yaml if it is only slow",
+            WaitError::Failed { reason, .. } if reason.contains("Image") => {
+                "check the image name and tag; on the local cluster import images with scripts/images"
+            }
+            WaitError::Failed { .. } => "fix the cause and run `sandbox up` again: it resumes where it stopped",
+            WaitError::Watch { .. } => "check that the cluster is reachable",
+        };
+        out.push_str(advice);
+        Some(out)
+    }
+}
+
+/// What a person needs to see about a failing pod: its events and its last log lines.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnosis {
+    pub pod: String,
+    pub container: Option<String>,
+    pub events: Vec<String>,
+    pub logs: Vec<String>,
+}
+
+impl std::fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.events.is_empty() {
+            writeln!(f, "events of pod {}:", self.pod)?;
+            for e in &self.events {
+                writeln!(f, "    {e}")?;
+            }
+        }
+        if !self.logs.is_empty() {
+            let c = self.container.as_deref().unwrap_or("?");
+            writeln!(f, "last log lines of {}/{c}:", self.pod)?;
+            for l in &self.logs {
+                writeln!(f, "    {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// --- predicates ---------------------------------------------------------------------------------
+
+/// A Deployment is ready when the controller has seen its latest spec and every replica is updated
+/// and available (what `kubectl rollout status` checks). The stock condition reads only the
+/// `Progressing` reason, which right after a re-apply can still describe the previous rollout.
+pub fn deployment(d: Option<&Deployment>) -> Progress {
+    let Some(d) = d else { return Progress::Pending("not created yet".into()) };
+    let generation = d.metadata.generation.unwrap_or(0);
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(s) = &d.status else { return Progress::Pending("no status yet".into()) };
+    if let Some(c) = s.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Progress::Failed(c.message.clone().unwrap_or_else(|| "progress deadline exceeded".into()));
+    }
+    if s.observed_generation.unwrap_or(0) < generation {
+        return Progress::Pending("the controller has not seen the new spec yet".into());
+    }
+    let updated = s.updated_replicas.unwrap_or(0);
+    let available = s.available_replicas.unwrap_or(0);
+    let total = s.replicas.unwrap_or(0);
+    if updated < want {
+        return Progress::Pending(format!("{updated} of {want} replicas updated"));
+    }
+    if total > updated {
+        return Progress::Pending(format!("{} old replicas pending termination", total - updated));
+    }
+    if available < want {
+        return Progress::Pending(format!("{available} of {want} replicas available"));
+    }
+    Progress::Ready
+}
+
+pub fn stateful_set(s: Option<&StatefulSet>) -> Progress {
+    let Some(s) = s else { return Progress::Pending("not created yet".into()) };
+    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = &s.status else { return Progress::Pending("no status yet".into()) };
+    if st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {
+        return Progress::Pending("the controller has not seen the new spec yet".into());
+    }
+    let ready = st.ready_replicas.unwrap_or(0);
+    if ready < want {
+        return Progress::Pending(format!("{ready} of {want} replicas ready"));
+    }
+    if st.update_revision.is_some() && st.update_revision != st.current_revision {
+        return Progress::Pending("rolling update in progress".into());
+    }
+    Progress::Ready
+}
+
+pub fn daemon_set(d: Option<&DaemonSet>) -> Progress {
+    let Some(d) = d else { return Progress::Pending("not created yet".into()) };
+    let Some(s) = &d.status else { return Progress::Pending("no status yet".into()) };
+    if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
+        return Progress::Pending("the controller has not seen the new spec yet".into());
+    }
+    let want = s.desired_number_scheduled;
+    let ready = s.number_ready;
+    if s.updated_number_scheduled.unwrap_or(0) < want || ready < want {
+        return Progress::Pending(format!("{ready} of {want} pods ready"));
+    }
+    Progress::Ready
+}
+
+pub fn job(j: Option<&Job>) -> Progress {
+    let Some(j) = j else { return Progress::Pending("not created yet".into()) };
+    let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return Progress::Ready,
+            "Failed" => {
+                return Progress::Failed(
+                    c.message.clone().or(c.reason.clone()).unwrap_or_else(|| "the Job failed".into()),
+                )
+            }
+            _ => {}
+        }
+    }
+    let active = j.status.as_ref().and_then(|s| s.active).unwrap_or(0);
+    Progress::Pending(format!("{active} pods running"))
+}
+
+pub fn load_balancer(s: Option<&Service>) -> Progress {
+    let Some(s) = s else { return Progress::Pending("not created yet".into()) };
+    let is_lb = s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+    let has_address = s
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_some_and(|i| !i.is_empty());
+    if !is_lb || has_address {
+        Progress::Ready
+    } else {
+        Progress::Pending("waiting for a load balancer address".into())
+    }
+}
+
+/// Container states from which a pod does not recover by itself.
+const STUCK_REASONS: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// A container of `pod` that is stuck, with its reason and message.
+pub fn stuck_container(pod: &Pod) -> Option<(String, String, String)> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in all {
+        if let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.clone().unwrap_or_default();
+            if STUCK_REASONS.contains(&reason.as_str()) {
+                return Some((c.name.clone(), reason, waiting.message.clone().unwrap_or_default()));
+            }
+        }
+    }
+    None
+}
+
+// --- watching -----------------------------------------------------------------------------------
+
+/// Watch one object until `classify` says ready (Ok) or failed (Err).
+async fn watch_until<K>(
+    api: Api<K>,
+    name: &str,
+    classify: fn(Option<&K>) -> Progress,
+    last: &std::sync::Mutex<String>,
+) -> Result<(), WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut stream = std::pin::pin!(watch_object(api, name));
+    while let Some(event) = stream.next().await {
+        let object = event.map_err(|source| WaitError::Watch {
+            kind: short_type::<K>(),
+            name: name.into(),
+            source,
+        })?;
+        match classify(object.as_ref()) {
+            Progress::Ready => return Ok(()),
+            Progress::Pending(why) => *last.lock().expect("not poisoned") = why,
+            Progress::Failed(reason) => {
+                return Err(WaitError::Failed {
+                    kind: short_type::<K>(),
+                    name: name.into(),
+                    reason,
+                    diagnosis: None,
+                })
+            }
+        }
+    }
+    unreachable!("watch streams do not end")
+}
+
+fn short_type<K>() -> String {
+    std::any::type_name::<K>().rsplit("::").next().unwrap_or("object").to_owned()
+}
+
+/// Wait until the object described by `kind`/`name` in `namespace` is ready. Kinds without a
+/// notion of readiness (ConfigMap, Secret, a ClusterIP Service…) are ready once applied.
+pub async fn until_ready(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    let last = std::sync::Mutex::new(String::from("no status yet"));
+    let c = client.clone();
+    let watch = async {
+        match kind {
+            "Deployment" => watch_until(Api::<Deployment>::namespaced(c, namespace), name, deployment, &last).await,
+            "StatefulSet" => watch_until(Api::<StatefulSet>::namespaced(c, namespace), name, stateful_set, &last).await,
+            "DaemonSet" => watch_until(Api::<DaemonSet>::namespaced(c, namespace), name, daemon_set, &last).await,
+            "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
+            "Service" => watch_until(Api::<Service>::namespaced(c, namespace), name, load_balancer, &last).await,
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(timeout, watch).await {
+        Ok(result) => result,
+        Err(_) => Err(WaitError::Timeout {
+            kind: kind.into(),
+            name: name.into(),
+            after: timeout,
+            last: last.into_inner().expect("not poisoned"),
+            diagnosis: None,
+        }),
+    }
+}
+
+/// Resolve only when a pod matching `selector` is stuck; the error carries its diagnosis.
+/// Runs beside the readiness waits of a step so that a bad image fails in seconds, not at the
+/// timeout.
+pub async fn first_stuck_pod(client: &Client, namespace: &str, selector: &str, tail: i64) -> WaitError {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let stream = watcher(pods.clone(), watcher::Config::default().labels(selector));
+    let mut stream = std::pin::pin!(stream.boxed());
+    loop {
+        let pod = match stream.try_next().await {
+            Ok(Some(watcher::Event::Apply(p))) | Ok(Some(watcher::Event::InitApply(p))) => p,
+            Ok(Some(_)) => continue,
+            Ok(None) => std::future::pending().await,
+            Err(source) => {
+                return WaitError::Watch {
+                    kind: "Pod".into(),
+                    name: selector.into(),
+                    source,
+                }
+            }
+        };
+        if let Some((container, reason, message)) = stuck_container(&pod) {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let diagnosis = diagnose(client, namespace, &name, Some(&container), tail).await;
+            let owner = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .next()
+                .map(|o| o.kind.clone())
+                .unwrap_or_else(|| "Pod".into());
+            let _ = owner;
+            return WaitError::Failed {
+                kind: "Pod".into(),
+                name,
+                reason: if message.is_empty() { reason } else { format!("{reason}: {message}") },
+                diagnosis: Some(diagnosis),
+            };
+        }
+    }
+}
+
+/// The events of a pod and the last `tail` log lines of a container (the previous run's, for a
+/// crash loop).
+pub async fn diagnose(client: &Client, namespace: &str, pod: &str, container: Option<&str>, tail: i64) -> Diagnosis {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let mut lines: Vec<(String, String)> = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let when = e
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            let text = format!(
+                "{} {}: {}",
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default().trim()
+            );
+            (when, text)
+        })
+        .collect();
+    lines.sort();
+    let events: Vec<String> = lines.into_iter().rev().take(8).rev().map(|(_, t)| t).collect();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut params = LogParams {
+        container: container.map(str::to_owned),
+        tail_lines: Some(tail),
+        ..Default::default()
+    };
+    let mut logs = pods.logs(pod, &params).await.unwrap_or_default();
+    if logs.trim().is_empty() {
+        params.previous = true;
+        logs = pods.logs(pod, &params).await.unwrap_or_default();
+    }
+    Diagnosis {
+        pod: pod.into(),
+        container: container.map(str::to_owned),
+        events,
+        logs: logs.lines().map(str::to_owned).collect(),
+    }
+}
+
+/// The diagnosis of the most recent failed pod of a Job.
+pub async fn diagnose_job(client: &Client, namespace: &str, job: &str, tail: i64) -> Option<Diagnosis> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .ok()?;
+    let pod = list
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let name = pod.metadata.name.clone()?;
+    let container = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone());
+    Some(diagnose(client, namespace, &name, container.as_deref(), tail).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml<T: DeserializeOwned>(s: &str) -> T {
+        serde_yaml_ng::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn deployment_ready_only_when_latest_generation_is_fully_available() {
+        let ready: Deployment = yaml(
+            "metadata: {name: a, generation: 2}\nspec: {replicas: 2, selector: {}, template: {}}\nstatus: {observedGeneration: 2, replicas: 2, updatedReplicas: 2, availableReplicas: 2}",
+        );
+        assert_eq!(deployment(Some(&ready)), Progress::Ready);
+        let stale: Deployment = yaml(
+            "metadata: {name: a, generation: 3}\nspec: {replicas: 2, selector: {}, template: {}}\nstatus: {observedGeneration: 2, replicas: 2, updatedReplicas: 2, availableReplicas: 2}",
+        );
+        assert!(matches!(deployment(Some(&stale)), Progress::Pending(_)));
+        let rolling: Deployment = yaml(
+            "metadata: {name: a, generation: 2}\nspec: {replicas: 1, selector: {}, template: {}}\nstatus: {observedGeneration: 2, replicas: 2, updatedReplicas: 1, availableReplicas: 1}",
+        );
+        assert!(matches!(deployment(Some(&rolling)), Progress::Pending(s) if s.contains("old replicas")));
+        let stuck: Deployment = yaml(
+            "metadata: {name: a, generation: 1}\nspec: {replicas: 1, selector: {}, template: {}}\nstatus: {conditions: [{type: Progressing, status: 'False', reason: ProgressDeadlineExceeded, message: too slow}]}",
+        );
+        assert_eq!(deployment(Some(&stuck)), Progress::Failed("too slow".into()));
+        assert!(matches!(deployment(None), Progress::Pending(_)));
+    }
+
+    #[test]
+    fn job_complete_failed_or_running() {
+        let done: Job = yaml("metadata: {name: j}\nstatus: {conditions: [{type: Complete, status: 'True'}]}");
+        assert_eq!(job(Some(&done)), Progress::Ready);
+        let failed: Job = yaml(
+            "metadata: {name: j}\nstatus: {conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded, message: Job has reached the specified backoff limit}]}",
+        );
+        assert!(matches!(job(Some(&failed)), Progress::Failed(m) if m.contains("backoff")));
+        let running: Job = yaml("metadata: {name: j}\nstatus: {active: 1}");
+        assert!(matches!(job(Some(&running)), Progress::Pending(_)));
+    }
+
+    #[test]
+    fn stateful_and_daemon_sets() {
+        let ss: StatefulSet = yaml(
+            "metadata: {name: s, generation: 1}\nspec: {replicas: 1, selector: {}, serviceName: s, template: {}}\nstatus: {observedGeneration: 1, replicas: 1, readyReplicas: 1, currentRevision: r1, updateRevision: r1}",
+        );
+        assert_eq!(stateful_set(Some(&ss)), Progress::Ready);
+        let ds: DaemonSet = yaml(
+            "metadata: {name: d, generation: 1}\nspec: {selector: {}, template: {}}\nstatus: {observedGeneration: 1, desiredNumberScheduled: 1, numberReady: 0, currentNumberScheduled: 1, numberMisscheduled: 0, updatedNumberScheduled: 1}",
+        );
+        assert!(matches!(daemon_set(Some(&ds)), Progress::Pending(_)));
+    }
+
+    #[test]
+    fn services_wait_only_for_load_balancers() {
+        let cluster_ip: Service = yaml("metadata: {name: s}\nspec: {type: ClusterIP}");
+        assert_eq!(load_balancer(Some(&cluster_ip)), Progress::Ready);
+        let lb: Service = yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {}}");
+        assert!(matches!(load_balancer(Some(&lb)), Progress::Pending(_)));
+        let lb_ready: Service =
+            yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}");
+        assert_eq!(load_balancer(Some(&lb_ready)), Progress::Ready);
+    }
+
+    #[test]
+    fn stuck_pods_are_recognised() {
+        let pulling: Pod = yaml(
+            "metadata: {name: p}\nstatus: {containerStatuses: [{name: app, image: x, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ImagePullBackOff, message: 'Back-off pulling image x'}}}]}",
+        );
+        let (c, reason, _) = stuck_container(&pulling).unwrap();
+        assert_eq!((c.as_str(), reason.as_str()), ("app", "ImagePullBackOff"));
+        let creating: Pod = yaml(
+            "metadata: {name: p}\nstatus: {containerStatuses: [{name: app, image: x, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ContainerCreating}}}]}",
+        );
+        assert!(stuck_container(&creating).is_none());
+        let config: Pod = yaml(
+            "metadata: {name: p}\nstatus: {initContainerStatuses: [{name: init, image: x, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: CreateContainerConfigError, message: 'secret \"x\" not found'}}}]}",
+        );
+        assert_eq!(stuck_container(&config).unwrap().1, "CreateContainerConfigError");
+    }
+}
