@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Api;
 
 use crate::kube::{status_code, Cluster};
-use crate::plan::{Plan, Role, Step, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
+use crate::plan::{Plan, Step, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
 use crate::progress::Reporter;
 use crate::wait::{self, WaitError};
 
@@ -80,11 +80,24 @@ pub struct NamespaceMeta {
 }
 
 /// Create or update the sandbox's namespace. Refuses a namespace that someone else created.
-pub async fn ensure_namespace(cluster: &Cluster, name: &str, meta: &NamespaceMeta) -> Result<(), ApplyError> {
+pub async fn ensure_namespace(
+    cluster: &Cluster,
+    name: &str,
+    meta: &NamespaceMeta,
+) -> Result<(), ApplyError> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let existing = api.get_opt(name).await.map_err(|source| ApiErr::new("reading the namespace", source))?;
+    let existing = api.get_opt(name).await.map_err(|source| ApplyError::Api {
+        what: "reading the namespace".into(),
+        source,
+    })?;
     if let Some(ns) = &existing {
-        let ours = ns.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(MANAGED_BY_VALUE);
+        let ours = ns
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY))
+            .map(String::as_str)
+            == Some(MANAGED_BY_VALUE);
         if !ours {
             return Err(ApplyError::NotOurs(name.into()));
         }
@@ -99,18 +112,26 @@ pub async fn ensure_namespace(cluster: &Cluster, name: &str, meta: &NamespaceMet
         "kind": "Namespace",
         "metadata": {"name": name, "labels": labels, "annotations": meta.annotations},
     });
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map_err(|source| ApplyError::Rejected {
-            kind: "Namespace".into(),
-            name: name.into(),
-            source,
-        })?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| ApplyError::Rejected {
+        kind: "Namespace".into(),
+        name: name.into(),
+        source,
+    })?;
     Ok(())
 }
 
 /// Wait until a namespace is gone (after a delete).
-pub async fn wait_namespace_gone(cluster: &Cluster, name: &str, timeout: Duration) -> Result<(), ApplyError> {
+pub async fn wait_namespace_gone(
+    cluster: &Cluster,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ApplyError> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
     let gone = kube::runtime::wait::await_condition(api, name, |n: Option<&Namespace>| n.is_none());
     match tokio::time::timeout(timeout, gone).await {
@@ -139,44 +160,56 @@ pub async fn wait_namespace_gone(cluster: &Cluster, name: &str, timeout: Duratio
     }
 }
 
-struct ApiErr;
-impl ApiErr {
-    fn new(what: &str, source: kube::Error) -> ApplyError {
-        ApplyError::Api { what: what.into(), source }
-    }
-}
-
 /// Server-side apply one object into `namespace`. A Job whose pod template changed cannot be
 /// patched (the template is immutable), so it is replaced: deleted, then applied again.
-pub async fn apply_object(cluster: &Cluster, namespace: &str, object: &serde_json::Value) -> Result<DynamicObject, ApplyError> {
+pub async fn apply_object(
+    cluster: &Cluster,
+    namespace: &str,
+    object: &serde_json::Value,
+) -> Result<DynamicObject, ApplyError> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let (resource, caps) = cluster.resolve(api_version, kind).ok_or_else(|| ApplyError::UnknownKind {
-        api_version: api_version.into(),
-        kind: kind.into(),
-        template_hint: String::new(),
-    })?;
+    let (resource, caps) =
+        cluster
+            .resolve(api_version, kind)
+            .ok_or_else(|| ApplyError::UnknownKind {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                template_hint: String::new(),
+            })?;
     let api = cluster.dynamic_api(&resource, &caps, namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let rejected = |source| ApplyError::Rejected { kind: kind.into(), name: name.into(), source };
+    let rejected = |source| ApplyError::Rejected {
+        kind: kind.into(),
+        name: name.into(),
+        source,
+    };
     match api.patch(name, &params, &Patch::Apply(object)).await {
         Ok(applied) => Ok(applied),
         Err(e) if kind == "Job" && status_code(&e) == Some(422) => {
-            let background = DeleteParams::background();
-            api.delete(name, &background).await.map_err(rejected)?;
-            // The name is free once the old Job is gone; create with a fresh object.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match api.get_opt(name).await.map_err(rejected)? {
-                    None => break,
-                    Some(_) if Instant::now() > deadline => return Err(rejected(e)),
-                    Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+            let uid = match api.get_opt(name).await.map_err(rejected)? {
+                Some(old) => old.metadata.uid.unwrap_or_default(),
+                None => return Err(rejected(e)),
+            };
+            api.delete(name, &DeleteParams::background())
+                .await
+                .map_err(rejected)?;
+            // The name is free once the old Job is gone (watched, by uid).
+            let gone = kube::runtime::wait::await_condition(
+                api.clone(),
+                name,
+                kube::runtime::conditions::is_deleted(&uid),
+            );
+            if tokio::time::timeout(Duration::from_secs(30), gone)
+                .await
+                .is_err()
+            {
+                return Err(rejected(e));
             }
-            let fresh: DynamicObject = serde_json::from_value(object.clone()).expect("rendered objects are valid");
-            let _ = PostParams::default();
-            api.patch(name, &params, &Patch::Apply(&fresh)).await.map_err(rejected)
+            api.patch(name, &params, &Patch::Apply(object))
+                .await
+                .map_err(rejected)
         }
         Err(e) => Err(rejected(e)),
     }
@@ -186,7 +219,12 @@ pub async fn apply_object(cluster: &Cluster, namespace: &str, object: &serde_jso
 /// environment variables) must exist before the pods do.
 fn apply_rank(kind: &str) -> u8 {
     match kind {
-        "ServiceAccount" | "Role" | "RoleBinding" | "ConfigMap" | "Secret" | "PersistentVolumeClaim" => 0,
+        "ServiceAccount"
+        | "Role"
+        | "RoleBinding"
+        | "ConfigMap"
+        | "Secret"
+        | "PersistentVolumeClaim" => 0,
         "Service" => 1,
         _ => 2,
     }
@@ -219,17 +257,29 @@ pub async fn deploy(
                 launched[i] = true;
                 reporter.step_started(&step.id);
                 let began = start.elapsed();
-                running.push(async move { (i, began, run_step(cluster, &plan.namespace, step, timeout, reporter).await) });
+                running.push(async move {
+                    (
+                        i,
+                        began,
+                        run_step(cluster, &plan.namespace, step, timeout, reporter).await,
+                    )
+                });
             }
         }
-        let Some((i, began, result)) = running.next().await else { break };
+        let Some((i, began, result)) = running.next().await else {
+            break;
+        };
         let step = &plan.steps[i];
         match result {
             Ok(()) => {
                 done[i] = true;
                 let ready = start.elapsed();
                 reporter.step_ready(&step.id, ready - began);
-                timings.push(StepTiming { id: step.id.clone(), started: began, ready });
+                timings.push(StepTiming {
+                    id: step.id.clone(),
+                    started: began,
+                    ready,
+                });
             }
             Err(e) => {
                 reporter.step_failed(&step.id);
@@ -242,41 +292,61 @@ pub async fn deploy(
 
 /// Apply a step's objects, then wait until all of them are ready — or until one of its pods is
 /// stuck, whichever comes first.
-async fn run_step(cluster: &Cluster, namespace: &str, step: &Step, timeout: Duration, reporter: &Reporter) -> Result<(), ApplyError> {
+async fn run_step(
+    cluster: &Cluster,
+    namespace: &str,
+    step: &Step,
+    timeout: Duration,
+    reporter: &Reporter,
+) -> Result<(), ApplyError> {
     let mut objects: Vec<&serde_json::Value> = step.objects.iter().collect();
     objects.sort_by_key(|o| apply_rank(o["kind"].as_str().unwrap_or_default()));
     for object in &objects {
         apply_object(cluster, namespace, object).await?;
     }
     reporter.step_applied(&step.id);
-    let not_ready = |source| ApplyError::NotReady { service: step.service.clone(), step: step.id.clone(), source };
+    let not_ready = |source| ApplyError::NotReady {
+        service: step.service.clone(),
+        step: step.id.clone(),
+        source,
+    };
     let waits = objects.iter().map(|o| {
         let kind = o["kind"].as_str().unwrap_or_default().to_owned();
-        let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let client = cluster.client.clone();
         async move {
             let result = wait::until_ready(&client, namespace, &kind, &name, timeout).await;
             match result {
-                Err(WaitError::Failed { kind, name, reason, diagnosis: None }) if kind == "Job" => {
+                Err(WaitError::Failed {
+                    kind,
+                    name,
+                    reason,
+                    diagnosis: None,
+                }) if kind == "Job" => {
                     let diagnosis = wait::diagnose_job(&client, namespace, &name, 20).await;
-                    Err(WaitError::Failed { kind, name, reason, diagnosis })
+                    Err(WaitError::Failed {
+                        kind,
+                        name,
+                        reason,
+                        diagnosis,
+                    })
                 }
                 other => other,
             }
         }
     });
     let all_ready = futures::future::try_join_all(waits);
-    let selector = format!("{SERVICE_LABEL}={},{ROLE_LABEL}={}", step.service, step.role.as_str());
+    let selector = format!(
+        "{SERVICE_LABEL}={},{ROLE_LABEL}={}",
+        step.service,
+        step.role.as_str()
+    );
     let stuck = wait::first_stuck_pod(&cluster.client, namespace, &selector, 20);
     tokio::select! {
         ready = all_ready => ready.map(|_| ()).map_err(not_ready),
         stuck = stuck => Err(not_ready(stuck)),
-    }
-}
-
-impl Role {
-    /// Whether objects of this role are waited on as a step.
-    pub fn is_step(self) -> bool {
-        !matches!(self, Role::Smoke)
     }
 }

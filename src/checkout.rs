@@ -770,6 +770,25 @@ fn tried_text(tried: &[String]) -> String {
     }
 }
 
+fn branch_list(branches: &[String]) -> String {
+    if branches.is_empty() {
+        return "none".to_owned();
+    }
+    let shown: Vec<String> = branches
+        .iter()
+        .take(MAX_LISTED_BRANCHES)
+        .map(|b| format!("`{b}`"))
+        .collect();
+    let mut s = shown.join(", ");
+    if branches.len() > MAX_LISTED_BRANCHES {
+        s.push_str(&format!(
+            " and {} more",
+            branches.len() - MAX_LISTED_BRANCHES
+        ));
+    }
+    s
+}
+
 fn credentials_advice(url: &str) -> String {
     if is_http_url(url) {
         format!("set {TOKEN_ENV} (or {GITHUB_TOKEN_ENV}) to a token that can read the repository")
@@ -994,25 +1013,6 @@ fn cache_key(url: &str) -> String {
     let digest = Sha256::digest(url.as_bytes());
     let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     format!("{name}-{hash}")
-}
-
-fn branch_list(branches: &[String]) -> String {
-    if branches.is_empty() {
-        return "none".to_owned();
-    }
-    let shown: Vec<String> = branches
-        .iter()
-        .take(MAX_LISTED_BRANCHES)
-        .map(|b| format!("`{b}`"))
-        .collect();
-    let mut s = shown.join(", ");
-    if branches.len() > MAX_LISTED_BRANCHES {
-        s.push_str(&format!(
-            " and {} more",
-            branches.len() - MAX_LISTED_BRANCHES
-        ));
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1665,8 +1665,20 @@ mod tests {
     impl GitDaemon {
         fn start(base: &Path) -> Self {
             let port = free_port();
-            let child = Command::new("git")
-                .arg("daemon")
+            // Run `git-daemon` itself: `git daemon` would fork it as a child that killing
+            // `git` leaves running.
+            let exec_path = Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .expect("git is needed (Debian package `git`)");
+            let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+            let daemon = Path::new(exec_path.trim()).join("git-daemon");
+            assert!(
+                daemon.exists(),
+                "{} is missing (Debian package `git` ships it)",
+                daemon.display()
+            );
+            let child = Command::new(daemon)
                 .arg("--reuseaddr")
                 .arg(format!("--base-path={}", base.display()))
                 .arg("--export-all")
@@ -1677,7 +1689,7 @@ mod tests {
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .expect("`git daemon` is needed (Debian package `git`)");
+                .expect("could not start git-daemon");
             let mut daemon = GitDaemon { child, port };
             let deadline = Instant::now() + Duration::from_secs(20);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -1731,11 +1743,13 @@ mod tests {
         assert_eq!(again.sha, tip(&remote, "main"));
         assert_eq!(read(&again.dir, "n"), "3");
         assert!(mirror(&cache, &url).is_shallow());
-        // The walk from the fetched tip stops at the shallow boundary.
+        // The mirror holds the fetched tips, not main's 5-commit history: the walk stops at
+        // the shallow boundary (the previous tip, already present, may be reached too).
         let m = mirror(&cache, &url);
         let mut walk = m.revwalk().unwrap();
         walk.push(Oid::from_str(&again.sha).unwrap()).unwrap();
-        assert_eq!(walk.count(), 1);
+        let depth = walk.count();
+        assert!((1..=2).contains(&depth), "{depth} commits reachable");
         drop(daemon);
     }
 

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::values::SetValue;
 
 #[derive(Debug, Parser)]
-#[command(name = "sandbox", version, about = "Every branch its own complete, isolated copy of the product on Kubernetes")]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Every branch its own complete, isolated copy of the product on Kubernetes"
+)]
 pub struct Cli {
     /// The product's sandbox.yaml.
     #[arg(long, global = true, default_value = crate::config::FILE_NAME, env = "SANDBOX_CONFIG")]
@@ -69,6 +73,17 @@ pub struct UpArgs {
     /// Print how long each stage and each service took.
     #[arg(long)]
     pub timings: bool,
+    /// What to do with the sandbox when the deploy or the smoke tests fail.
+    #[arg(long, value_enum, default_value_t = OnFailure::Keep)]
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailure {
+    /// Leave everything as it is, to debug it.
+    Keep,
+    /// Delete the sandbox if this `up` created it.
+    Destroy,
 }
 
 #[derive(Debug, Args)]

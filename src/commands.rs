@@ -11,25 +11,36 @@ use kube::Api;
 use crate::cli::{Cli, Command, Output};
 use crate::config::{self, Config};
 use crate::handover::UpReport;
-use crate::kube::{connect, ClusterOptions};
+use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
 use crate::up::{self, Settings};
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let cluster = ClusterOptions { kubeconfig: cli.kubeconfig.clone(), context: cli.context.clone() };
+    let cluster = ClusterOptions {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
     let reporter = Reporter::new(cli.quiet);
     match cli.command {
         Command::Up(args) => {
-            let settings = Settings::new(load_config(&cli.config)?, &args.branch.branch, args.sets, args.ttl)?;
-            let report = up::up(&settings, &cluster, &reporter).await?;
+            let settings = Settings::new(
+                load_config(&cli.config)?,
+                &args.branch.branch,
+                args.sets,
+                args.ttl,
+            )?;
+            let report = up::up(&settings, &cluster, args.on_failure, &reporter).await?;
             if args.timings {
                 print_timings(&report, &reporter);
             }
             match args.output.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Text => {
-                    reporter.info(&format!("sandbox `{}` is ready in {:.1}s", report.namespace, report.timings.total));
+                    reporter.info(&format!(
+                        "sandbox `{}` is ready in {:.1}s",
+                        report.namespace, report.timings.total
+                    ));
                     println!("{}", report.url);
                 }
             }
@@ -40,7 +51,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             down(&cluster, &namespace, &reporter).await?;
         }
         Command::Render(args) => {
-            let settings = Settings::new(load_config(&cli.config)?, &args.branch.branch, args.sets, None)?;
+            let settings = Settings::new(
+                load_config(&cli.config)?,
+                &args.branch.branch,
+                args.sets,
+                None,
+            )?;
             if let Some(s) = &args.service {
                 ensure_service(&settings.config, s)?;
             }
@@ -51,17 +67,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .filter(|s| args.service.as_ref().is_none_or(|name| &s.service == name))
                 .flat_map(|s| s.objects.iter())
-                .chain(prepared.plan.smoke.iter().filter(|(s, _)| args.service.as_ref().is_none_or(|n| n == s)).map(|(_, o)| o));
+                .chain(
+                    prepared
+                        .plan
+                        .smoke
+                        .iter()
+                        .filter(|(s, _)| args.service.as_ref().is_none_or(|n| n == s))
+                        .map(|(_, o)| o),
+                );
             for object in objects {
                 print!("---\n{}", serde_yaml_ng::to_string(object)?);
             }
         }
         Command::Values(args) => {
-            let settings = Settings::new(load_config(&cli.config)?, &args.branch.branch, args.sets, None)?;
+            let settings = Settings::new(
+                load_config(&cli.config)?,
+                &args.branch.branch,
+                args.sets,
+                None,
+            )?;
             ensure_service(&settings.config, &args.service)?;
             let prepared = up::prepare(&settings, !args.reveal, &reporter).await?;
             let values = &prepared.values[&args.service];
-            let shown = if args.reveal { values.reveal().clone() } else { values.redacted() };
+            let shown = if args.reveal {
+                values.reveal().clone()
+            } else {
+                values.redacted()
+            };
             print!("{}", serde_yaml_ng::to_string(&shown)?);
         }
         Command::List(args) => list(&cluster, args.output).await?,
@@ -76,8 +108,12 @@ fn load_config(path: &std::path::Path) -> Result<Config> {
 fn ensure_service(config: &Config, name: &str) -> Result<()> {
     if config.service(name).is_none() {
         let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-        let hint = config::suggest(name, &names).unwrap_or_else(|| format!("services: {}", names.join(", ")));
-        anyhow::bail!("service `{name}` is not in {} ({hint})", config.path.display());
+        let hint = config::suggest(name, &names)
+            .unwrap_or_else(|| format!("services: {}", names.join(", ")));
+        anyhow::bail!(
+            "service `{name}` is not in {} ({hint})",
+            config.path.display()
+        );
     }
     Ok(())
 }
@@ -89,34 +125,62 @@ fn print_timings(report: &UpReport, reporter: &Reporter) {
         t.total, t.prepare, t.checkout, t.values_render_plan, t.deploy, t.smoke
     );
     for (id, start, ready) in &t.steps {
-        out.push_str(&format!("  {id:<20} {start:>6.2}s → {ready:>6.2}s  ({:.2}s)\n", ready - start));
+        out.push_str(&format!(
+            "  {id:<20} {start:>6.2}s → {ready:>6.2}s  ({:.2}s)\n",
+            ready - start
+        ));
     }
     out.push_str(&format!(
         "  critical path {:.2}s of deploy {:.2}s ({:.0}%)",
         t.critical_path,
         t.deploy,
-        if t.deploy > 0.0 { 100.0 * t.critical_path / t.deploy } else { 0.0 }
+        if t.deploy > 0.0 {
+            100.0 * t.critical_path / t.deploy
+        } else {
+            0.0
+        }
     ));
     reporter.info(&out);
 }
 
-/// Delete a sandbox's namespace — only if the tool made it — and wait until it is gone.
+/// `sandbox down`: connect, then delete the sandbox.
 pub async fn down(options: &ClusterOptions, namespace: &str, reporter: &Reporter) -> Result<()> {
-    let cluster = connect(options).await.context("cannot delete the sandbox")?;
+    let cluster = connect(options)
+        .await
+        .context("cannot delete the sandbox")?;
+    delete_sandbox(&cluster, namespace, reporter).await
+}
+
+/// Delete a sandbox's namespace — only if the tool made it — and wait until it is gone.
+pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Reporter) -> Result<()> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let Some(ns) = api.get_opt(namespace).await.context("could not read the namespace")? else {
-        reporter.info(&format!("sandbox `{namespace}` does not exist; nothing to do"));
+    let Some(ns) = api
+        .get_opt(namespace)
+        .await
+        .context("could not read the namespace")?
+    else {
+        reporter.info(&format!(
+            "sandbox `{namespace}` does not exist; nothing to do"
+        ));
         return Ok(());
     };
-    let ours = ns.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    let ours = ns
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .map(String::as_str)
+        == Some(MANAGED_BY_VALUE);
     if !ours {
         return Err(crate::apply::ApplyError::NotOurs(namespace.into()).into());
     }
     if ns.metadata.deletion_timestamp.is_none() {
-        api.delete(namespace, &DeleteParams::foreground()).await.context("could not delete the namespace")?;
+        api.delete(namespace, &DeleteParams::background())
+            .await
+            .context("could not delete the namespace")?;
     }
     reporter.info(&format!("deleting `{namespace}`…"));
-    crate::apply::wait_namespace_gone(&cluster, namespace, Duration::from_secs(180)).await?;
+    crate::apply::wait_namespace_gone(cluster, namespace, Duration::from_secs(180)).await?;
     reporter.info(&format!("sandbox `{namespace}` is gone"));
     Ok(())
 }
@@ -133,7 +197,11 @@ async fn list(options: &ClusterOptions, output: Output) -> Result<()> {
         .iter()
         .map(|ns| {
             let a = ns.metadata.annotations.clone().unwrap_or_default();
-            let get = |k: &str| a.get(&format!("{ANNOTATION_PREFIX}{k}")).cloned().unwrap_or_default();
+            let get = |k: &str| {
+                a.get(&format!("{ANNOTATION_PREFIX}{k}"))
+                    .cloned()
+                    .unwrap_or_default()
+            };
             serde_json::json!({
                 "namespace": ns.metadata.name,
                 "branch": get("branch"),
@@ -147,7 +215,10 @@ async fn list(options: &ClusterOptions, output: Output) -> Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Text => {
-            println!("{:<32} {:<24} {:<12} {:<26} {:<10}", "NAMESPACE", "BRANCH", "OWNER", "EXPIRES", "STATUS");
+            println!(
+                "{:<32} {:<24} {:<12} {:<26} {:<10}",
+                "NAMESPACE", "BRANCH", "OWNER", "EXPIRES", "STATUS"
+            );
             for r in rows {
                 println!(
                     "{:<32} {:<24} {:<12} {:<26} {:<10}",

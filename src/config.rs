@@ -217,7 +217,7 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| parse_error(path, &e))?;
     let locate = |keys: &[&str]| locate_line(text, keys);
     let invalid = |keys: &[&str], message: String, hint: Option<String>| ConfigError::Invalid {
         path: path.to_owned(),
@@ -265,7 +265,9 @@ pub fn parse(
             invalid(
                 &["repos", &name, "url"],
                 format!("`${{{var}}}` is not set in the environment"),
-                Some(format!("set {var}, e.g. `export {var}=…`, or write the URL out")),
+                Some(format!(
+                    "set {var}, e.g. `export {var}=…`, or write the URL out"
+                )),
             )
         })?;
         repos.insert(
@@ -282,7 +284,13 @@ pub fn parse(
     for (key, value) in raw.services {
         let name = match key.as_str() {
             Some(n) => n.to_owned(),
-            None => return Err(invalid(&["services"], "service names must be strings".into(), None)),
+            None => {
+                return Err(invalid(
+                    &["services"],
+                    "service names must be strings".into(),
+                    None,
+                ))
+            }
         };
         let raw_service: RawService = serde_yaml_ng::from_value(value).map_err(|e| {
             // Errors from a sub-value carry no position: point at the service instead.
@@ -304,9 +312,8 @@ pub fn parse(
         let values = match raw_service.values {
             None => serde_json::Value::Object(Default::default()),
             Some(v) => {
-                let json: serde_json::Value = serde_json::to_value(&v).map_err(|e| {
-                    invalid(&["services", &name, "values"], e.to_string(), None)
-                })?;
+                let json: serde_json::Value = serde_json::to_value(&v)
+                    .map_err(|e| invalid(&["services", &name, "values"], e.to_string(), None))?;
                 if !json.is_object() {
                     return Err(invalid(
                         &["services", &name, "values"],
@@ -332,7 +339,13 @@ pub fn parse(
 
     let dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_owned();
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
@@ -342,9 +355,10 @@ pub fn parse(
             return Err(invalid(
                 &["services", &service.name, "repo"],
                 format!("repo `{}` is not defined under `repos`", service.repo),
-                Some(suggest(&service.repo, &known).unwrap_or_else(|| {
-                    format!("defined repos: {}", known.join(", "))
-                })),
+                Some(
+                    suggest(&service.repo, &known)
+                        .unwrap_or_else(|| format!("defined repos: {}", known.join(", "))),
+                ),
             ));
         }
         for dep in &service.depends_on {
@@ -353,9 +367,10 @@ pub fn parse(
                 return Err(invalid(
                     &["services", &service.name, "depends_on"],
                     format!("`{dep}` is not a service"),
-                    Some(suggest(dep, &known).unwrap_or_else(|| {
-                        format!("services: {}", known.join(", "))
-                    })),
+                    Some(
+                        suggest(dep, &known)
+                            .unwrap_or_else(|| format!("services: {}", known.join(", "))),
+                    ),
                 ));
             }
             if dep == &service.name {
@@ -376,10 +391,7 @@ pub fn parse(
                     return Err(invalid(
                         &["services", &service.name, field],
                         format!("template `{}` does not exist", template.display()),
-                        Some(format!(
-                            "template paths are relative to {}",
-                            dir.display()
-                        )),
+                        Some(format!("template paths are relative to {}", dir.display())),
                     ));
                 }
             }
@@ -467,12 +479,16 @@ pub fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
         marks[i] = Mark::Active;
         stack.push(i);
         for dep in &services[i].depends_on {
-            let Some(&j) = index.get(dep.as_str()) else { continue };
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
             match marks[j] {
                 Mark::Active => {
                     let start = stack.iter().position(|&k| k == j).unwrap_or(0);
-                    let mut cycle: Vec<String> =
-                        stack[start..].iter().map(|&k| services[k].name.clone()).collect();
+                    let mut cycle: Vec<String> = stack[start..]
+                        .iter()
+                        .map(|&k| services[k].name.clone())
+                        .collect();
                     cycle.push(services[j].name.clone());
                     return Some(cycle);
                 }
@@ -499,7 +515,7 @@ pub fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
     None
 }
 
-fn parse_error(path: &Path, text: &str, e: &serde_yaml_ng::Error) -> ConfigError {
+fn parse_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
     let message = e.to_string();
     // serde_yaml_ng appends " at line L column C" to the message; keep the message clean.
     let clean = message
@@ -513,7 +529,6 @@ fn parse_error(path: &Path, text: &str, e: &serde_yaml_ng::Error) -> ConfigError
         .unwrap_or((1, 1));
     let (_, mut hint) = unknown_field_hint(&clean);
     if hint.is_none() && clean.starts_with("missing field") && line <= 1 {
-        let _ = text;
         hint = Some(format!("top-level fields: {}", TOP_FIELDS.join(", ")));
     }
     ConfigError::Parse {
@@ -621,13 +636,183 @@ fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes()[0].is_ascii_lowercase()
         && !s.ends_with('-')
 }
 
 fn is_dns_label_prefix(s: &str) -> bool {
     s.len() <= 20
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(dir.join("templates/a.yaml"), "kind: x").unwrap();
+        let path = dir.join("sandbox.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const GOOD: &str = "\
+name: shop
+url: {service: web}
+repos:
+  app: {url: \"${BASE}/app.git\"}
+services:
+  db:
+    repo: app
+    templates: [templates/a.yaml]
+  web:
+    repo: app
+    depends_on: [db]
+    templates: [templates/a.yaml]
+    values: {port: 80}
+";
+
+    fn env(var: &str) -> Option<String> {
+        (var == "BASE").then(|| "/srv/git".to_owned())
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), text);
+        load(&path, &env)
+    }
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let c = load_text(GOOD).unwrap();
+        assert_eq!(c.name, "shop");
+        assert_eq!(c.namespace_prefix, "sb-");
+        assert_eq!(c.ttl, Duration::from_secs(2 * 86400));
+        assert_eq!(c.repos["app"].url, "/srv/git/app.git");
+        assert_eq!(
+            c.services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["db", "web"]
+        );
+        assert_eq!(c.service("web").unwrap().values["port"], 80);
+        assert!(matches!(c.url, UrlRule::Service(ref s) if s == "web"));
+    }
+
+    #[test]
+    fn unknown_top_level_field_has_line_and_suggestion() {
+        let err =
+            load_text(&GOOD.replace("name: shop", "name: shop\nnamspace_prefix: x-")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sandbox.yaml:2:"), "{text}");
+        assert!(text.contains("unknown field `namspace_prefix`"), "{text}");
+        assert_eq!(err.hint().unwrap(), "did you mean `namespace_prefix`?");
+    }
+
+    #[test]
+    fn unknown_service_field_points_at_its_line() {
+        let err =
+            load_text(&GOOD.replace("    depends_on: [db]", "    depend_on: [db]")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sandbox.yaml:11: `services.web.depend_on`"),
+            "{text}"
+        );
+        assert_eq!(err.hint().unwrap(), "did you mean `depends_on`?");
+    }
+
+    #[test]
+    fn missing_references_are_named() {
+        let err = load_text(&GOOD.replace("depends_on: [db]", "depends_on: [dbb]")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("sandbox.yaml:11: `services.web.depends_on`: `dbb` is not a service"),
+            "{err}"
+        );
+        assert_eq!(err.hint().unwrap(), "did you mean `db`?");
+        let err = load_text(&GOOD.replace(
+            "    repo: app\n    depends_on",
+            "    repo: ap\n    depends_on",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("repo `ap` is not defined"),
+            "{err}"
+        );
+        let err =
+            load_text(&GOOD.replace("templates/a.yaml]\n  web", "templates/none.yaml]\n  web"))
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("template `templates/none.yaml` does not exist"),
+            "{err}"
+        );
+        let err = load_text(&GOOD.replace("${BASE}", "${NOPE}")).unwrap_err();
+        assert!(err.to_string().contains("`${NOPE}` is not set"), "{err}");
+    }
+
+    #[test]
+    fn cycles_are_named_in_order() {
+        let text = GOOD.replace(
+            "  db:\n    repo: app\n",
+            "  db:\n    repo: app\n    depends_on: [web]\n",
+        );
+        let err = load_text(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("dependency cycle: db → web → db"),
+            "{err}"
+        );
+        let err = load_text(&GOOD.replace("depends_on: [db]", "depends_on: [web]")).unwrap_err();
+        assert!(
+            err.to_string().contains("dependency cycle: web → web"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(
+            load_text(&GOOD.replace("name: shop", "name: shop\nttl: forever"))
+                .unwrap_err()
+                .to_string()
+                .contains("`forever` is not a duration")
+        );
+        assert!(
+            load_text(&GOOD.replace("name: shop", "name: shop\nnamespace_prefix: Bad_")).is_err()
+        );
+        assert!(load_text(&GOOD.replace("url: {service: web}", "url: {}"))
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one"));
+        let err = load_text(
+            &GOOD
+                .replace("  web:\n", "  Web:\n")
+                .replace("service: web", "service: Web"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("DNS-1123"), "{err}");
+    }
+
+    #[test]
+    fn locate_line_walks_nested_keys() {
+        let text = "a:\n  b:\n    c: 1\n  d:\n    c: 2\n";
+        assert_eq!(locate_line(text, &["a", "d", "c"]), 5);
+        assert_eq!(locate_line(text, &["a", "b", "c"]), 3);
+        assert_eq!(locate_line(text, &["a", "x"]), 1);
+    }
+
+    #[test]
+    fn suggestions_only_for_close_words() {
+        assert_eq!(
+            suggest("depnds_on", &["depends_on", "repo"]).unwrap(),
+            "did you mean `depends_on`?"
+        );
+        assert_eq!(suggest("zzz", &["depends_on", "repo"]), None);
+    }
 }

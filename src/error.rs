@@ -21,7 +21,9 @@ pub fn render(error: &anyhow::Error) -> String {
     for h in hints {
         // A multi-line hint carries details (events, log lines) above its one line of advice.
         let lines: Vec<&str> = h.trim_end().lines().collect();
-        let Some((advice, details)) = lines.split_last() else { continue };
+        let Some((advice, details)) = lines.split_last() else {
+            continue;
+        };
         for d in details {
             let _ = writeln!(out, "  {d}");
         }

@@ -74,13 +74,20 @@ impl HandoverError {
 
 /// The URL by the config's rule: an Ingress host, a LoadBalancer address, a NodePort on the
 /// node's address, or the template.
-pub async fn url(cluster: &Cluster, rule: &UrlRule, namespace: &str, context: &serde_json::Value) -> Result<String, HandoverError> {
+pub async fn url(
+    cluster: &Cluster,
+    rule: &UrlRule,
+    namespace: &str,
+    context: &serde_json::Value,
+) -> Result<String, HandoverError> {
     let service_name = match rule {
         UrlRule::Template(t) => {
             let mut hb = handlebars::Handlebars::new();
             hb.set_strict_mode(true);
             hb.register_escape_fn(handlebars::no_escape);
-            return hb.render_template(t, context).map_err(|e| HandoverError::Template(Box::new(e)));
+            return hb
+                .render_template(t, context)
+                .map_err(|e| HandoverError::Template(Box::new(e)));
         }
         UrlRule::Service(s) => s,
     };
@@ -94,10 +101,17 @@ pub async fn url(cluster: &Cluster, rule: &UrlRule, namespace: &str, context: &s
             let rules = ing.spec.and_then(|s| s.rules).unwrap_or_default();
             let routes_to_service = rules.iter().any(|r| {
                 r.http.iter().flat_map(|h| &h.paths).any(|p| {
-                    p.backend.service.as_ref().is_some_and(|b| b.name == *service_name)
+                    p.backend
+                        .service
+                        .as_ref()
+                        .is_some_and(|b| b.name == *service_name)
                 })
             });
-            if let Some(host) = rules.iter().find_map(|r| r.host.clone()).filter(|_| routes_to_service) {
+            if let Some(host) = rules
+                .iter()
+                .find_map(|r| r.host.clone())
+                .filter(|_| routes_to_service)
+            {
                 return Ok(format!("http://{host}/"));
             }
         }
@@ -110,7 +124,12 @@ pub async fn url(cluster: &Cluster, rule: &UrlRule, namespace: &str, context: &s
         .ok_or_else(|| HandoverError::NoService(service_name.clone()))?;
     let spec = svc.spec.clone().unwrap_or_default();
     let port = spec.ports.as_ref().and_then(|p| p.first()).cloned();
-    if let Some(lb) = svc.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).and_then(|i| i.into_iter().next()) {
+    if let Some(lb) = svc
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|l| l.ingress)
+        .and_then(|i| i.into_iter().next())
+    {
         let host = lb.hostname.or(lb.ip).unwrap_or_default();
         let port = port.map(|p| p.port).unwrap_or(80);
         return Ok(format!("http://{host}:{port}/"));

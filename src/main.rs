@@ -6,7 +6,10 @@ fn main() {
     let result = runtime.block_on(sandbox::commands::run(cli));
     if let Err(error) = result {
         // A closed stdout (e.g. `sandbox render | head`) is not a failure.
-        if error.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) {
+        if error.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        }) {
             std::process::exit(0);
         }
         eprint!("{}", sandbox::error::render(&error));

@@ -28,7 +28,11 @@ pub fn namespace_for(prefix: &str, branch: &str) -> String {
     let mut label = String::new();
     for c in branch.chars() {
         let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
         if !(c == '-' && (label.is_empty() || label.ends_with('-'))) {
             label.push(c);
         }
@@ -100,7 +104,9 @@ pub struct Plan {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// Only namespaced objects can live in a sandbox.
-    #[error("{template}: {kind} `{name}` is cluster-scoped; a sandbox holds only namespaced objects")]
+    #[error(
+        "{template}: {kind} `{name}` is cluster-scoped; a sandbox holds only namespaced objects"
+    )]
     ClusterScoped {
         template: String,
         kind: String,
@@ -182,7 +188,10 @@ pub fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, Pla
             check(m)?;
         }
         for (role, list) in [("preflight", &s.preflight), ("smoke", &s.smoke)] {
-            if let Some(m) = list.iter().find(|m| !matches!(m.kind(), "Job" | "ConfigMap" | "Secret")) {
+            if let Some(m) = list
+                .iter()
+                .find(|m| !matches!(m.kind(), "Job" | "ConfigMap" | "Secret"))
+            {
                 return Err(PlanError::NotAJob {
                     template: m.template.clone(),
                     role,
@@ -206,7 +215,10 @@ pub fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, Pla
                 order.push(s);
             }
         }
-        assert!(order.len() > before, "config validation lets no cycle through");
+        assert!(
+            order.len() > before,
+            "config validation lets no cycle through"
+        );
     }
 
     let mut steps: Vec<Step> = Vec::new();
@@ -371,7 +383,11 @@ mod tests {
         RenderedService {
             name: name.into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            preflight: if preflight { vec![manifest("Job", &format!("{name}-migrate"))] } else { vec![] },
+            preflight: if preflight {
+                vec![manifest("Job", &format!("{name}-migrate"))]
+            } else {
+                vec![]
+            },
             objects: vec![manifest("Deployment", name)],
             smoke: vec![],
         }
@@ -381,7 +397,11 @@ mod tests {
     fn steps_follow_dependencies_and_preflight_sits_between() {
         let p = plan(
             "sb-x",
-            vec![service("api", &["db"], true), service("db", &[], false), service("web", &["api"], false)],
+            vec![
+                service("api", &["db"], true),
+                service("db", &[], false),
+                service("web", &["api"], false),
+            ],
         )
         .unwrap();
         let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
@@ -397,19 +417,31 @@ mod tests {
         let o = &p.steps[0].objects[0];
         assert_eq!(o["metadata"]["namespace"], "sb-x");
         assert_eq!(o["metadata"]["labels"][MANAGED_BY], "sandbox");
-        assert_eq!(o["spec"]["template"]["metadata"]["labels"][SERVICE_LABEL], "db");
+        assert_eq!(
+            o["spec"]["template"]["metadata"]["labels"][SERVICE_LABEL],
+            "db"
+        );
     }
 
     #[test]
     fn cluster_scoped_and_duplicates_are_refused() {
         let mut s = service("db", &[], false);
         s.objects.push(manifest("Namespace", "evil"));
-        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::ClusterScoped { .. })));
+        assert!(matches!(
+            plan("sb-x", vec![s]),
+            Err(PlanError::ClusterScoped { .. })
+        ));
         let mut s = service("db", &[], false);
         s.objects.push(manifest("Deployment", "db"));
-        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::Duplicate { .. })));
+        assert!(matches!(
+            plan("sb-x", vec![s]),
+            Err(PlanError::Duplicate { .. })
+        ));
         let mut s = service("db", &[], false);
         s.smoke.push(manifest("Deployment", "smoke"));
-        assert!(matches!(plan("sb-x", vec![s]), Err(PlanError::NotAJob { .. })));
+        assert!(matches!(
+            plan("sb-x", vec![s]),
+            Err(PlanError::NotAJob { .. })
+        ));
     }
 }

@@ -77,15 +77,20 @@ impl Reporter {
                 let bar = lines.entry(id.to_owned()).or_insert_with(|| {
                     let bar = bars.add(ProgressBar::new_spinner());
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner:.cyan} {prefix:<20} {wide_msg} {elapsed:>4}")
-                            .expect("valid template"),
+                        ProgressStyle::with_template(
+                            "{spinner:.cyan} {prefix:<20} {wide_msg} {elapsed:>4}",
+                        )
+                        .expect("valid template"),
                     );
                     bar.set_prefix(id.to_owned());
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
                 });
                 if finish {
-                    bar.set_style(ProgressStyle::with_template("  {prefix:<20} {wide_msg}").expect("valid template"));
+                    bar.set_style(
+                        ProgressStyle::with_template("  {prefix:<20} {wide_msg}")
+                            .expect("valid template"),
+                    );
                     bar.finish_with_message(message);
                 } else {
                     bar.set_message(message);
@@ -129,7 +134,10 @@ mod tests {
     fn scrub_replaces_every_secret_longest_first() {
         let r = Reporter::new(true);
         r.add_secrets(["pass".to_string(), "password-123".to_string()]);
-        assert_eq!(r.scrub("a password-123 b pass c"), "a <redacted> b <redacted> c");
+        assert_eq!(
+            r.scrub("a password-123 b pass c"),
+            "a <redacted> b <redacted> c"
+        );
         assert_eq!(r.scrub("nothing here"), "nothing here");
     }
 }

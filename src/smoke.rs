@@ -33,7 +33,10 @@ impl SmokeError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SmokeError::Failed { source, .. } => {
-                let mut out = source.diagnosis().map(|d| d.to_string()).unwrap_or_default();
+                let mut out = source
+                    .diagnosis()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
                 out.push_str("the sandbox is deployed but does not work: its log lines are above; inspect it with `kubectl -n <namespace> get pods`");
                 Some(out)
             }
@@ -44,7 +47,12 @@ impl SmokeError {
 
 /// Run every smoke Job of the plan. Jobs left by an earlier `up` are deleted first so each
 /// `up` proves the sandbox afresh.
-pub async fn run(cluster: &Cluster, plan: &Plan, timeout: Duration, reporter: &Reporter) -> Result<(), SmokeError> {
+pub async fn run(
+    cluster: &Cluster,
+    plan: &Plan,
+    timeout: Duration,
+    reporter: &Reporter,
+) -> Result<(), SmokeError> {
     if plan.smoke.is_empty() {
         return Ok(());
     }
@@ -52,12 +60,16 @@ pub async fn run(cluster: &Cluster, plan: &Plan, timeout: Duration, reporter: &R
     let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
     for (_, object) in plan.smoke.iter().filter(|(_, o)| o["kind"] == "Job") {
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        delete_own_job(&jobs, name).await.map_err(SmokeError::Apply)?;
+        delete_own_job(&jobs, name)
+            .await
+            .map_err(SmokeError::Apply)?;
     }
     let mut ordered: Vec<&(String, serde_json::Value)> = plan.smoke.iter().collect();
     ordered.sort_by_key(|(_, o)| o["kind"] == "Job");
     for (_, object) in &ordered {
-        apply::apply_object(cluster, ns, object).await.map_err(SmokeError::Apply)?;
+        apply::apply_object(cluster, ns, object)
+            .await
+            .map_err(SmokeError::Apply)?;
     }
     let runs = ordered.iter().filter(|(_, o)| o["kind"] == "Job").map(|(service, object)| {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
@@ -102,15 +114,32 @@ pub async fn run(cluster: &Cluster, plan: &Plan, timeout: Duration, reporter: &R
 
 /// Delete a Job from an earlier run, and wait until it is gone. Only our own Jobs.
 async fn delete_own_job(jobs: &Api<Job>, name: &str) -> Result<(), ApplyError> {
-    let api_err = |source| ApplyError::Api { what: format!("deleting the old smoke Job `{name}`"), source };
-    let Some(existing) = jobs.get_opt(name).await.map_err(api_err)? else { return Ok(()) };
-    let ours = existing.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    let api_err = |source| ApplyError::Api {
+        what: format!("deleting the old smoke Job `{name}`"),
+        source,
+    };
+    let Some(existing) = jobs.get_opt(name).await.map_err(api_err)? else {
+        return Ok(());
+    };
+    let ours = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .map(String::as_str)
+        == Some(MANAGED_BY_VALUE);
     if !ours {
         return Ok(()); // apply will report the conflict
     }
-    jobs.delete(name, &DeleteParams::background()).await.map_err(api_err)?;
+    jobs.delete(name, &DeleteParams::background())
+        .await
+        .map_err(api_err)?;
     let uid = existing.metadata.uid.unwrap_or_default();
-    let gone = kube::runtime::wait::await_condition(jobs.clone(), name, kube::runtime::conditions::is_deleted(&uid));
+    let gone = kube::runtime::wait::await_condition(
+        jobs.clone(),
+        name,
+        kube::runtime::conditions::is_deleted(&uid),
+    );
     let _ = tokio::time::timeout(Duration::from_secs(30), gone).await;
     Ok(())
 }
@@ -119,7 +148,8 @@ async fn delete_own_job(jobs: &Api<Job>, name: &str) -> Result<(), ApplyError> {
 async fn stream_logs(cluster: &Cluster, ns: &str, job: &str, reporter: &Reporter) {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     let selector = format!("job-name={job}");
-    let mut events = std::pin::pin!(watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed());
+    let mut events =
+        std::pin::pin!(watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed());
     let pod = loop {
         match events.try_next().await {
             Ok(Some(watcher::Event::Apply(p))) | Ok(Some(watcher::Event::InitApply(p))) => {
@@ -139,8 +169,13 @@ async fn stream_logs(cluster: &Cluster, ns: &str, job: &str, reporter: &Reporter
         }
     };
     let name = pod.metadata.name.unwrap_or_default();
-    let params = LogParams { follow: true, ..Default::default() };
-    let Ok(stream) = pods.log_stream(&name, &params).await else { return };
+    let params = LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let Ok(stream) = pods.log_stream(&name, &params).await else {
+        return;
+    };
     let mut lines = stream.lines();
     while let Some(Ok(line)) = lines.next().await {
         reporter.log_line(&format!("smoke/{job}"), &line);

@@ -1961,6 +1961,34 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_data_key_for_our_recipient_is_reported() {
+        let content = read("all-types.enc.yaml");
+        let lines: Vec<&str> = content.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == "-----BEGIN AGE ENCRYPTED FILE-----")
+            .unwrap();
+        let body = lines[at + 4].to_owned();
+        let flipped: String = body
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match (i, c) {
+                (20, 'A') => 'B',
+                (20, _) => 'A',
+                _ => c,
+            })
+            .collect();
+        let edited = content.replacen(&body, &flipped, 1);
+        assert_ne!(edited, content);
+        let err = decrypt_text("edited.yaml", &edited, &main_ids()).unwrap_err();
+        assert!(
+            matches!(&err, SopsError::DataKey { recipient, .. } if *recipient == recipient_of(&main_key_file())),
+            "{err:?}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
     fn edited_lastmodified_makes_the_mac_unreadable() {
         let content = read("all-types.enc.yaml");
         let edited = replace_line(
@@ -2078,12 +2106,11 @@ mod tests {
         let Some(sops) = real_sops("decrypting pgp-only.enc.yaml through the sops binary") else {
             return;
         };
+        // An empty keyring of our own, kept until the end of the test.
+        let gnupg_home = tempfile::tempdir().unwrap();
         let cli = SopsCli {
             binary: Some(Some(sops)),
-            env: vec![(
-                "GNUPGHOME".into(),
-                tempfile::tempdir().unwrap().path().into(),
-            )],
+            env: vec![("GNUPGHOME".into(), gnupg_home.path().into())],
         };
         let name = "pgp-only.enc.yaml";
         let err = decrypt_with(

@@ -11,6 +11,7 @@ use kube::Api;
 
 use crate::apply::{self, NamespaceMeta};
 use crate::checkout::{self, Checkout, RepoSpec};
+use crate::cli::OnFailure;
 use crate::config::{Config, Service};
 use crate::handover::{self, RepoReport, Timings, UpReport};
 use crate::kube::{connect, Cluster, ClusterOptions};
@@ -34,11 +35,20 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(config: Config, branch: &str, sets: Vec<SetValue>, ttl: Option<Duration>) -> Result<Settings> {
+    pub fn new(
+        config: Config,
+        branch: &str,
+        sets: Vec<SetValue>,
+        ttl: Option<Duration>,
+    ) -> Result<Settings> {
         for set in &sets {
             if config.service(&set.service).is_none() {
                 let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-                let mut msg = format!("--set names service `{}`, which is not in {}", set.service, config.path.display());
+                let mut msg = format!(
+                    "--set names service `{}`, which is not in {}",
+                    set.service,
+                    config.path.display()
+                );
                 if let Some(s) = crate::config::suggest(&set.service, &names) {
                     msg.push_str(&format!(" ({s})"));
                 }
@@ -99,15 +109,32 @@ pub async fn prepare(settings: &Settings, redact: bool, reporter: &Reporter) -> 
         .iter()
         .map(|name| {
             let r = &config.repos[*name];
-            RepoSpec { name: r.name.clone(), url: r.url.clone(), fallback_branch: r.fallback_branch.clone() }
+            RepoSpec {
+                name: r.name.clone(),
+                url: r.url.clone(),
+                fallback_branch: r.fallback_branch.clone(),
+            }
         })
         .collect();
-    let checkouts = checkout::checkout_all(&specs, &settings.branch, &settings.cache_dir.join("git"))
-        .await
-        .with_context(|| format!("could not check out branch `{}`", settings.branch))?;
+    let checkouts =
+        checkout::checkout_all(&specs, &settings.branch, &settings.cache_dir.join("git"))
+            .await
+            .with_context(|| format!("could not check out branch `{}`", settings.branch))?;
     for c in &checkouts {
-        let note = if c.fell_back { format!("  (no branch `{}`: fell back to `{}`)", c.requested_branch, c.branch) } else { String::new() };
-        reporter.info(&format!("  {:<20} {} {}{note}", c.repo, c.branch, c.short_sha()));
+        let note = if c.fell_back {
+            format!(
+                "  (no branch `{}`: fell back to `{}`)",
+                c.requested_branch, c.branch
+            )
+        } else {
+            String::new()
+        };
+        reporter.info(&format!(
+            "  {:<20} {} {}{note}",
+            c.repo,
+            c.branch,
+            c.short_sha()
+        ));
     }
     let checkout_time = started.elapsed();
 
@@ -116,21 +143,55 @@ pub async fn prepare(settings: &Settings, redact: bool, reporter: &Reporter) -> 
     let mut all_values = BTreeMap::new();
     let mut rendered = Vec::new();
     for service in &config.services {
-        let checkout = checkouts.iter().find(|c| c.repo == service.repo).expect("every used repo is checked out");
-        let repo_files = values::RepoFiles { repo: &checkout.repo, branch: &checkout.branch, dir: &checkout.dir };
-        let v = values::layer(service, &repo_files, &identities, &settings.sets)
-            .with_context(|| format!("could not assemble the values of service `{}`", service.name))?;
+        let checkout = checkouts
+            .iter()
+            .find(|c| c.repo == service.repo)
+            .expect("every used repo is checked out");
+        let repo_files = values::RepoFiles {
+            repo: &checkout.repo,
+            branch: &checkout.branch,
+            dir: &checkout.dir,
+        };
+        let v = values::layer(service, &repo_files, &identities, &settings.sets).with_context(
+            || {
+                format!(
+                    "could not assemble the values of service `{}`",
+                    service.name
+                )
+            },
+        )?;
         reporter.add_secrets(v.secret_strings());
-        let context = render_context(settings, service, checkout, if redact { v.redacted() } else { v.reveal().clone() });
+        let context = render_context(
+            settings,
+            service,
+            checkout,
+            if redact {
+                v.redacted()
+            } else {
+                v.reveal().clone()
+            },
+        );
         rendered.push(render_service(config, service, checkout, &context, redact)?);
         all_values.insert(service.name.clone(), v);
     }
-    let plan = plan::plan(&settings.namespace, rendered).context("the rendered objects cannot be deployed")?;
-    Ok(Prepared { checkouts, values: all_values, plan, checkout_time, rest_time: rest.elapsed() })
+    let plan = plan::plan(&settings.namespace, rendered)
+        .context("the rendered objects cannot be deployed")?;
+    Ok(Prepared {
+        checkouts,
+        values: all_values,
+        plan,
+        checkout_time,
+        rest_time: rest.elapsed(),
+    })
 }
 
 /// What a service's templates see.
-pub fn render_context(settings: &Settings, service: &Service, checkout: &Checkout, values: serde_json::Value) -> serde_json::Value {
+pub fn render_context(
+    settings: &Settings,
+    service: &Service,
+    checkout: &Checkout,
+    values: serde_json::Value,
+) -> serde_json::Value {
     let services: serde_json::Map<String, serde_json::Value> = settings
         .config
         .services
@@ -184,7 +245,10 @@ fn render_service(
         for path in paths {
             let text = std::fs::read_to_string(config.dir.join(path))
                 .with_context(|| format!("could not read template {}", path.display()))?;
-            let template = TemplateSource { name: path.display().to_string(), text };
+            let template = TemplateSource {
+                name: path.display().to_string(),
+                text,
+            };
             let mut manifests = renderer
                 .render(&template, context)
                 .with_context(|| format!("could not render service `{}`", service.name))?;
@@ -219,9 +283,17 @@ fn redact_secret_object(m: &mut Manifest) {
 }
 
 /// `sandbox up`: the whole pipeline.
-pub async fn up(settings: &Settings, cluster: &ClusterOptions, reporter: &Reporter) -> Result<UpReport> {
+pub async fn up(
+    settings: &Settings,
+    cluster: &ClusterOptions,
+    on_failure: OnFailure,
+    reporter: &Reporter,
+) -> Result<UpReport> {
     let started = Instant::now();
-    reporter.info(&format!("sandbox {} @ {} → namespace {}", settings.config.name, settings.branch, settings.namespace));
+    reporter.info(&format!(
+        "sandbox {} @ {} → namespace {}",
+        settings.config.name, settings.branch, settings.namespace
+    ));
     // The cluster is asked while the repos are fetched; an unreachable one fails before anything changes.
     let (cluster, prepared) = tokio::join!(connect(cluster), prepare(settings, false, reporter));
     let prepared = prepared?;
@@ -229,24 +301,63 @@ pub async fn up(settings: &Settings, cluster: &ClusterOptions, reporter: &Report
     let prepare_time = started.elapsed();
 
     let deploy_started = Instant::now();
-    ensure_sandbox_namespace(&cluster, settings, &prepared.checkouts).await?;
-    let step_timings = apply::deploy(&cluster, &prepared.plan, settings.config.timeouts.service, reporter)
+    let created = ensure_sandbox_namespace(&cluster, settings, &prepared.checkouts).await?;
+    let rollout = async {
+        let step_timings = apply::deploy(
+            &cluster,
+            &prepared.plan,
+            settings.config.timeouts.service,
+            reporter,
+        )
         .await
-        .inspect_err(|_| reporter.abandon())
         .with_context(|| format!("could not deploy sandbox `{}`", settings.namespace))?;
-    let deploy_time = deploy_started.elapsed();
-
-    let smoke_started = Instant::now();
-    smoke::run(&cluster, &prepared.plan, settings.config.timeouts.smoke, reporter)
+        let deploy_time = deploy_started.elapsed();
+        let smoke_started = Instant::now();
+        smoke::run(
+            &cluster,
+            &prepared.plan,
+            settings.config.timeouts.smoke,
+            reporter,
+        )
         .await
-        .inspect_err(|_| reporter.abandon())
-        .with_context(|| format!("sandbox `{}` is up but its smoke tests failed", settings.namespace))?;
-    let smoke_time = smoke_started.elapsed();
+        .with_context(|| {
+            format!(
+                "sandbox `{}` is up but its smoke tests failed",
+                settings.namespace
+            )
+        })?;
+        anyhow::Ok((step_timings, deploy_time, smoke_started.elapsed()))
+    };
+    let (step_timings, deploy_time, smoke_time) = match rollout.await {
+        Ok(done) => done,
+        Err(error) => {
+            reporter.abandon();
+            if on_failure == OnFailure::Destroy && created {
+                reporter.info(&format!(
+                    "--on-failure destroy: deleting `{}`",
+                    settings.namespace
+                ));
+                if let Err(e) =
+                    crate::commands::delete_sandbox(&cluster, &settings.namespace, reporter).await
+                {
+                    return Err(error.context(format!(
+                        "and destroying the failed sandbox failed too: {e:#}"
+                    )));
+                }
+            }
+            return Err(error);
+        }
+    };
 
     let context = serde_json::json!({"sandbox": {"name": settings.config.name, "branch": settings.branch, "namespace": settings.namespace}});
-    let url = handover::url(&cluster, &settings.config.url, &settings.namespace, &context)
-        .await
-        .context("the sandbox is up but its URL could not be found")?;
+    let url = handover::url(
+        &cluster,
+        &settings.config.url,
+        &settings.namespace,
+        &context,
+    )
+    .await
+    .context("the sandbox is up but its URL could not be found")?;
     let timings = Timings {
         total: started.elapsed().as_secs_f64(),
         prepare: prepare_time.as_secs_f64(),
@@ -268,15 +379,30 @@ pub async fn up(settings: &Settings, cluster: &ClusterOptions, reporter: &Report
         repos: prepared
             .checkouts
             .iter()
-            .map(|c| RepoReport { repo: c.repo.clone(), branch: c.branch.clone(), sha: c.sha.clone(), fell_back: c.fell_back })
+            .map(|c| RepoReport {
+                repo: c.repo.clone(),
+                branch: c.branch.clone(),
+                sha: c.sha.clone(),
+                fell_back: c.fell_back,
+            })
             .collect(),
-        services: settings.config.services.iter().map(|s| s.name.clone()).collect(),
+        services: settings
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
         timings,
     })
 }
 
 /// The namespace with the tool's labels and what it records: branch, owner, times, SHAs.
-async fn ensure_sandbox_namespace(cluster: &Cluster, settings: &Settings, checkouts: &[Checkout]) -> Result<()> {
+/// Returns whether this call created it.
+async fn ensure_sandbox_namespace(
+    cluster: &Cluster,
+    settings: &Settings,
+    checkouts: &[Checkout],
+) -> Result<bool> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
     let existing = api.get_opt(&settings.namespace).await.ok().flatten();
     let now = jiff::Timestamp::now();
@@ -287,7 +413,10 @@ async fn ensure_sandbox_namespace(cluster: &Cluster, settings: &Settings, checko
         .and_then(|a| a.get(&format!("{ANNOTATION_PREFIX}created-at")).cloned())
         .unwrap_or_else(|| now.to_string());
     let expires = now
-        .checked_add(jiff::SignedDuration::try_from(settings.ttl).unwrap_or(jiff::SignedDuration::from_hours(48)))
+        .checked_add(
+            jiff::SignedDuration::try_from(settings.ttl)
+                .unwrap_or(jiff::SignedDuration::from_hours(48)),
+        )
         .unwrap_or(now);
     let mut annotations = BTreeMap::new();
     let a = |k: &str| format!("{ANNOTATION_PREFIX}{k}");
@@ -298,13 +427,28 @@ async fn ensure_sandbox_namespace(cluster: &Cluster, settings: &Settings, checko
     annotations.insert(a("expires-at"), expires.to_string());
     let shas: BTreeMap<&str, serde_json::Value> = checkouts
         .iter()
-        .map(|c| (c.repo.as_str(), serde_json::json!({"branch": c.branch, "sha": c.sha, "fell_back": c.fell_back})))
+        .map(|c| {
+            (
+                c.repo.as_str(),
+                serde_json::json!({"branch": c.branch, "sha": c.sha, "fell_back": c.fell_back}),
+            )
+        })
         .collect();
-    annotations.insert(a("repos"), serde_json::to_string(&shas).expect("serializable"));
+    annotations.insert(
+        a("repos"),
+        serde_json::to_string(&shas).expect("serializable"),
+    );
     let mut labels = BTreeMap::new();
     labels.insert(SANDBOX_LABEL.to_owned(), settings.config.name.clone());
-    apply::ensure_namespace(cluster, &settings.namespace, &NamespaceMeta { labels, annotations })
-        .await
-        .with_context(|| format!("could not prepare namespace `{}`", settings.namespace))?;
-    Ok(())
+    apply::ensure_namespace(
+        cluster,
+        &settings.namespace,
+        &NamespaceMeta {
+            labels,
+            annotations,
+        },
+    )
+    .await
+    .with_context(|| format!("could not prepare namespace `{}`", settings.namespace))?;
+    Ok(existing.is_none())
 }

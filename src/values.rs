@@ -133,7 +133,7 @@ pub enum ValuesError {
         service: String,
         file: String,
         #[source]
-        source: sops::SopsError,
+        source: Box<sops::SopsError>,
     },
     /// A listed secrets file is not a sops file.
     #[error("`{file}` of service `{service}` is listed under `secrets_files` but is not encrypted with sops")]
@@ -191,7 +191,7 @@ pub fn layer(
             ValuesError::Decrypt {
                 service: service.name.clone(),
                 file: file.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
         secret_paths.extend(decrypted.secret_paths.iter().cloned());
@@ -293,8 +293,14 @@ mod tests {
     #[test]
     fn merge_is_deep_for_maps_and_replaces_the_rest() {
         let mut base = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x"});
-        merge(&mut base, json!({"a": {"c": [3], "e": true}, "d": {"f": 1}}));
-        assert_eq!(base, json!({"a": {"b": 1, "c": [3], "e": true}, "d": {"f": 1}}));
+        merge(
+            &mut base,
+            json!({"a": {"c": [3], "e": true}, "d": {"f": 1}}),
+        );
+        assert_eq!(
+            base,
+            json!({"a": {"b": 1, "c": [3], "e": true}, "d": {"f": 1}})
+        );
     }
 
     #[test]
@@ -306,9 +312,15 @@ mod tests {
         let s: SetValue = "api.image.tag=v1.2".parse().unwrap();
         assert_eq!(s.path, ["image", "tag"]);
         assert_eq!(s.value, json!("v1.2"));
-        assert_eq!("web.debug=true".parse::<SetValue>().unwrap().value, json!(true));
+        assert_eq!(
+            "web.debug=true".parse::<SetValue>().unwrap().value,
+            json!(true)
+        );
         assert_eq!("web.name=".parse::<SetValue>().unwrap().value, json!(null));
-        assert_eq!("web.list=[1]".parse::<SetValue>().unwrap().value, json!("[1]"));
+        assert_eq!(
+            "web.list=[1]".parse::<SetValue>().unwrap().value,
+            json!("[1]")
+        );
         assert!("replicas=2".parse::<SetValue>().is_err());
         assert!("api.replicas".parse::<SetValue>().is_err());
         assert!("api..x=1".parse::<SetValue>().is_err());
@@ -328,7 +340,10 @@ mod tests {
         assert_eq!(r["db"]["user"], "app");
         assert_eq!(r["list"][0], REDACTED);
         let debug = format!("{v:?}");
-        assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("s3cret"),
+            "{debug}"
+        );
         assert_eq!(v.secret_strings(), ["hunter2-long", "s3cret-item"]);
     }
 }

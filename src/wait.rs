@@ -112,14 +112,24 @@ impl std::fmt::Display for Diagnosis {
 /// and available (what `kubectl rollout status` checks). The stock condition reads only the
 /// `Progressing` reason, which right after a re-apply can still describe the previous rollout.
 pub fn deployment(d: Option<&Deployment>) -> Progress {
-    let Some(d) = d else { return Progress::Pending("not created yet".into()) };
+    let Some(d) = d else {
+        return Progress::Pending("not created yet".into());
+    };
     let generation = d.metadata.generation.unwrap_or(0);
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(s) = &d.status else { return Progress::Pending("no status yet".into()) };
+    let Some(s) = &d.status else {
+        return Progress::Pending("no status yet".into());
+    };
     if let Some(c) = s.conditions.iter().flatten().find(|c| {
-        c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     }) {
-        return Progress::Failed(c.message.clone().unwrap_or_else(|| "progress deadline exceeded".into()));
+        return Progress::Failed(
+            c.message
+                .clone()
+                .unwrap_or_else(|| "progress deadline exceeded".into()),
+        );
     }
     if s.observed_generation.unwrap_or(0) < generation {
         return Progress::Pending("the controller has not seen the new spec yet".into());
@@ -131,7 +141,10 @@ pub fn deployment(d: Option<&Deployment>) -> Progress {
         return Progress::Pending(format!("{updated} of {want} replicas updated"));
     }
     if total > updated {
-        return Progress::Pending(format!("{} old replicas pending termination", total - updated));
+        return Progress::Pending(format!(
+            "{} old replicas pending termination",
+            total - updated
+        ));
     }
     if available < want {
         return Progress::Pending(format!("{available} of {want} replicas available"));
@@ -140,9 +153,13 @@ pub fn deployment(d: Option<&Deployment>) -> Progress {
 }
 
 pub fn stateful_set(s: Option<&StatefulSet>) -> Progress {
-    let Some(s) = s else { return Progress::Pending("not created yet".into()) };
+    let Some(s) = s else {
+        return Progress::Pending("not created yet".into());
+    };
     let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(st) = &s.status else { return Progress::Pending("no status yet".into()) };
+    let Some(st) = &s.status else {
+        return Progress::Pending("no status yet".into());
+    };
     if st.observed_generation.unwrap_or(0) < s.metadata.generation.unwrap_or(0) {
         return Progress::Pending("the controller has not seen the new spec yet".into());
     }
@@ -157,8 +174,12 @@ pub fn stateful_set(s: Option<&StatefulSet>) -> Progress {
 }
 
 pub fn daemon_set(d: Option<&DaemonSet>) -> Progress {
-    let Some(d) = d else { return Progress::Pending("not created yet".into()) };
-    let Some(s) = &d.status else { return Progress::Pending("no status yet".into()) };
+    let Some(d) = d else {
+        return Progress::Pending("not created yet".into());
+    };
+    let Some(s) = &d.status else {
+        return Progress::Pending("no status yet".into());
+    };
     if s.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
         return Progress::Pending("the controller has not seen the new spec yet".into());
     }
@@ -171,7 +192,9 @@ pub fn daemon_set(d: Option<&DaemonSet>) -> Progress {
 }
 
 pub fn job(j: Option<&Job>) -> Progress {
-    let Some(j) = j else { return Progress::Pending("not created yet".into()) };
+    let Some(j) = j else {
+        return Progress::Pending("not created yet".into());
+    };
     let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
     for c in conditions.into_iter().flatten() {
         if c.status != "True" {
@@ -181,7 +204,10 @@ pub fn job(j: Option<&Job>) -> Progress {
             "Complete" => return Progress::Ready,
             "Failed" => {
                 return Progress::Failed(
-                    c.message.clone().or(c.reason.clone()).unwrap_or_else(|| "the Job failed".into()),
+                    c.message
+                        .clone()
+                        .or(c.reason.clone())
+                        .unwrap_or_else(|| "the Job failed".into()),
                 )
             }
             _ => {}
@@ -192,7 +218,9 @@ pub fn job(j: Option<&Job>) -> Progress {
 }
 
 pub fn load_balancer(s: Option<&Service>) -> Progress {
-    let Some(s) = s else { return Progress::Pending("not created yet".into()) };
+    let Some(s) = s else {
+        return Progress::Pending("not created yet".into());
+    };
     let is_lb = s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
     let has_address = s
         .status
@@ -231,7 +259,11 @@ pub fn stuck_container(pod: &Pod) -> Option<(String, String, String)> {
         if let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
             let reason = waiting.reason.clone().unwrap_or_default();
             if STUCK_REASONS.contains(&reason.as_str()) {
-                return Some((c.name.clone(), reason, waiting.message.clone().unwrap_or_default()));
+                return Some((
+                    c.name.clone(),
+                    reason,
+                    waiting.message.clone().unwrap_or_default(),
+                ));
             }
         }
     }
@@ -274,7 +306,11 @@ where
 }
 
 fn short_type<K>() -> String {
-    std::any::type_name::<K>().rsplit("::").next().unwrap_or("object").to_owned()
+    std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("object")
+        .to_owned()
 }
 
 /// Wait until the object described by `kind`/`name` in `namespace` is ready. Kinds without a
@@ -290,11 +326,43 @@ pub async fn until_ready(
     let c = client.clone();
     let watch = async {
         match kind {
-            "Deployment" => watch_until(Api::<Deployment>::namespaced(c, namespace), name, deployment, &last).await,
-            "StatefulSet" => watch_until(Api::<StatefulSet>::namespaced(c, namespace), name, stateful_set, &last).await,
-            "DaemonSet" => watch_until(Api::<DaemonSet>::namespaced(c, namespace), name, daemon_set, &last).await,
+            "Deployment" => {
+                watch_until(
+                    Api::<Deployment>::namespaced(c, namespace),
+                    name,
+                    deployment,
+                    &last,
+                )
+                .await
+            }
+            "StatefulSet" => {
+                watch_until(
+                    Api::<StatefulSet>::namespaced(c, namespace),
+                    name,
+                    stateful_set,
+                    &last,
+                )
+                .await
+            }
+            "DaemonSet" => {
+                watch_until(
+                    Api::<DaemonSet>::namespaced(c, namespace),
+                    name,
+                    daemon_set,
+                    &last,
+                )
+                .await
+            }
             "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
-            "Service" => watch_until(Api::<Service>::namespaced(c, namespace), name, load_balancer, &last).await,
+            "Service" => {
+                watch_until(
+                    Api::<Service>::namespaced(c, namespace),
+                    name,
+                    load_balancer,
+                    &last,
+                )
+                .await
+            }
             _ => Ok(()),
         }
     };
@@ -313,7 +381,12 @@ pub async fn until_ready(
 /// Resolve only when a pod matching `selector` is stuck; the error carries its diagnosis.
 /// Runs beside the readiness waits of a step so that a bad image fails in seconds, not at the
 /// timeout.
-pub async fn first_stuck_pod(client: &Client, namespace: &str, selector: &str, tail: i64) -> WaitError {
+pub async fn first_stuck_pod(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    tail: i64,
+) -> WaitError {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let stream = watcher(pods.clone(), watcher::Config::default().labels(selector));
     let mut stream = std::pin::pin!(stream.boxed());
@@ -345,7 +418,11 @@ pub async fn first_stuck_pod(client: &Client, namespace: &str, selector: &str, t
             return WaitError::Failed {
                 kind: "Pod".into(),
                 name,
-                reason: if message.is_empty() { reason } else { format!("{reason}: {message}") },
+                reason: if message.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}: {message}")
+                },
                 diagnosis: Some(diagnosis),
             };
         }
@@ -354,7 +431,13 @@ pub async fn first_stuck_pod(client: &Client, namespace: &str, selector: &str, t
 
 /// The events of a pod and the last `tail` log lines of a container (the previous run's, for a
 /// crash loop).
-pub async fn diagnose(client: &Client, namespace: &str, pod: &str, container: Option<&str>, tail: i64) -> Diagnosis {
+pub async fn diagnose(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    tail: i64,
+) -> Diagnosis {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let mut lines: Vec<(String, String)> = events
         .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
@@ -378,7 +461,13 @@ pub async fn diagnose(client: &Client, namespace: &str, pod: &str, container: Op
         })
         .collect();
     lines.sort();
-    let events: Vec<String> = lines.into_iter().rev().take(8).rev().map(|(_, t)| t).collect();
+    let events: Vec<String> = lines
+        .into_iter()
+        .rev()
+        .take(8)
+        .rev()
+        .map(|(_, t)| t)
+        .collect();
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut params = LogParams {
@@ -400,7 +489,12 @@ pub async fn diagnose(client: &Client, namespace: &str, pod: &str, container: Op
 }
 
 /// The diagnosis of the most recent failed pod of a Job.
-pub async fn diagnose_job(client: &Client, namespace: &str, job: &str, tail: i64) -> Option<Diagnosis> {
+pub async fn diagnose_job(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    tail: i64,
+) -> Option<Diagnosis> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -411,7 +505,11 @@ pub async fn diagnose_job(client: &Client, namespace: &str, job: &str, tail: i64
         .iter()
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
     let name = pod.metadata.name.clone()?;
-    let container = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone());
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone());
     Some(diagnose(client, namespace, &name, container.as_deref(), tail).await)
 }
 
@@ -436,17 +534,23 @@ mod tests {
         let rolling: Deployment = yaml(
             "metadata: {name: a, generation: 2}\nspec: {replicas: 1, selector: {}, template: {}}\nstatus: {observedGeneration: 2, replicas: 2, updatedReplicas: 1, availableReplicas: 1}",
         );
-        assert!(matches!(deployment(Some(&rolling)), Progress::Pending(s) if s.contains("old replicas")));
+        assert!(
+            matches!(deployment(Some(&rolling)), Progress::Pending(s) if s.contains("old replicas"))
+        );
         let stuck: Deployment = yaml(
             "metadata: {name: a, generation: 1}\nspec: {replicas: 1, selector: {}, template: {}}\nstatus: {conditions: [{type: Progressing, status: 'False', reason: ProgressDeadlineExceeded, message: too slow}]}",
         );
-        assert_eq!(deployment(Some(&stuck)), Progress::Failed("too slow".into()));
+        assert_eq!(
+            deployment(Some(&stuck)),
+            Progress::Failed("too slow".into())
+        );
         assert!(matches!(deployment(None), Progress::Pending(_)));
     }
 
     #[test]
     fn job_complete_failed_or_running() {
-        let done: Job = yaml("metadata: {name: j}\nstatus: {conditions: [{type: Complete, status: 'True'}]}");
+        let done: Job =
+            yaml("metadata: {name: j}\nstatus: {conditions: [{type: Complete, status: 'True'}]}");
         assert_eq!(job(Some(&done)), Progress::Ready);
         let failed: Job = yaml(
             "metadata: {name: j}\nstatus: {conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded, message: Job has reached the specified backoff limit}]}",
@@ -472,7 +576,8 @@ mod tests {
     fn services_wait_only_for_load_balancers() {
         let cluster_ip: Service = yaml("metadata: {name: s}\nspec: {type: ClusterIP}");
         assert_eq!(load_balancer(Some(&cluster_ip)), Progress::Ready);
-        let lb: Service = yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {}}");
+        let lb: Service =
+            yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {}}");
         assert!(matches!(load_balancer(Some(&lb)), Progress::Pending(_)));
         let lb_ready: Service =
             yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}");
@@ -493,6 +598,9 @@ mod tests {
         let config: Pod = yaml(
             "metadata: {name: p}\nstatus: {initContainerStatuses: [{name: init, image: x, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: CreateContainerConfigError, message: 'secret \"x\" not found'}}}]}",
         );
-        assert_eq!(stuck_container(&config).unwrap().1, "CreateContainerConfigError");
+        assert_eq!(
+            stuck_container(&config).unwrap().1,
+            "CreateContainerConfigError"
+        );
     }
 }

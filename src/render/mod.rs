@@ -7,7 +7,7 @@
 //! skipped and every other document must be a Kubernetes object (`apiVersion`, `kind`,
 //! `metadata.name`).
 //!
-//! Helpers (see [`helpers`] for details):
+//! Helpers (semantics in `helpers.rs`):
 //! `default`, `required`, `quote`, `b64enc`, `toYaml`, `toJson`, `indent`, `nindent`, `sha256`,
 //! `trunc`, `trimSuffix`, `lower`, `upper`, `replace`, `file`, `files`, plus Handlebars'
 //! built-ins (`if`, `unless`, `each`, `with`, `lookup`, `eq`, `ne`, `gt`, `and`, `or`, `not`, `len`…).
@@ -110,7 +110,14 @@ impl Renderer {
     ) -> Result<String, RenderError> {
         let compiled = Template::compile_with_name(&template.text, template.name.clone()).map_err(
             |source| {
-                let (line, column) = match source.pos() {
+                let pos = source.pos().or_else(|| match source.reason() {
+                    // Handlebars gives no position for a bad parameter: find it.
+                    handlebars::TemplateErrorReason::InvalidParam(param) => {
+                        locate(&template.text, param)
+                    }
+                    _ => None,
+                });
+                let (line, column) = match pos {
                     Some((l, c)) => (Some(l), Some(c)),
                     None => (None, None),
                 };
@@ -119,7 +126,7 @@ impl Renderer {
                     line,
                     column,
                     source_line: line.and_then(|l| nth_line(&template.text, l)),
-                    source,
+                    source: Box::new(source),
                 }
             },
         )?;
@@ -132,6 +139,15 @@ impl Renderer {
         out.into_string()
             .map_err(|e| from_handlebars(e.into(), &template.name, context, self.repo_root()))
     }
+}
+
+/// For a missing value: the deepest object that exists on the way to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nearest {
+    /// Its path, e.g. `values.database` (`""` = the context's top level).
+    pub path: String,
+    /// Its keys, in order.
+    pub keys: Vec<String>,
 }
 
 /// Why rendering failed. Every variant names the template; positions are 1-based.
@@ -147,7 +163,7 @@ pub enum RenderError {
         /// The template line at `line`, for the hint.
         source_line: Option<String>,
         #[source]
-        source: handlebars::TemplateError,
+        source: Box<handlebars::TemplateError>,
     },
 
     /// Strict mode: the template refers to a value that is not in the context.
@@ -159,11 +175,24 @@ pub enum RenderError {
         /// The path as written in the template, e.g. `values.database.host` (None when a
         /// helper produced no value).
         path: Option<String>,
-        /// The deepest existing object on the way to `path` (`""` = the top level), if the
-        /// path could be resolved against the context root…
-        parent: Option<String>,
-        /// …and its keys, to spot typos.
-        parent_keys: Vec<String>,
+        /// The deepest existing object on the way to `path` and its keys, to spot typos (None
+        /// when the path is relative to a block's context or nothing on the way exists).
+        nearest: Option<Box<Nearest>>,
+    },
+
+    /// A block helper got a value that exists but that it cannot use, and the block has no
+    /// `{{else}}`: `#each` over a scalar or null, `#with` over a falsy value.
+    #[error(
+        "{}: `{path}` is {found}, which this block cannot use",
+        at(template, line, column)
+    )]
+    UnusableValue {
+        template: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        path: String,
+        /// What the value is, e.g. "a number", "null".
+        found: String,
     },
 
     /// `{{required value "message"}}` got a missing or empty value.
@@ -191,7 +220,7 @@ pub enum RenderError {
         path: String,
         problem: FileProblem,
         /// Where the files are read from (None when the renderer has no repository root).
-        repo_root: Option<PathBuf>,
+        repo_root: Option<Box<Path>>,
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
@@ -202,10 +231,10 @@ pub enum RenderError {
         template: String,
         line: Option<usize>,
         column: Option<usize>,
-        helper: String,
+        helper: &'static str,
         message: String,
         /// How the helper is meant to be called.
-        usage: String,
+        usage: &'static str,
     },
 
     /// Any other Handlebars rendering failure (unknown helper, `each` over a non-list…).
@@ -215,7 +244,7 @@ pub enum RenderError {
         line: Option<usize>,
         column: Option<usize>,
         #[source]
-        source: RenderErrorReason,
+        source: Box<RenderErrorReason>,
     },
 
     /// The rendered text is not valid YAML. `document` counts the non-empty documents of the
@@ -270,6 +299,7 @@ impl RenderError {
         match self {
             RenderError::Syntax { template, .. }
             | RenderError::MissingValue { template, .. }
+            | RenderError::UnusableValue { template, .. }
             | RenderError::Required { template, .. }
             | RenderError::File { template, .. }
             | RenderError::Helper { template, .. }
@@ -285,6 +315,7 @@ impl RenderError {
         match self {
             RenderError::Syntax { line, .. }
             | RenderError::MissingValue { line, .. }
+            | RenderError::UnusableValue { line, .. }
             | RenderError::Required { line, .. }
             | RenderError::File { line, .. }
             | RenderError::Helper { line, .. }
@@ -303,12 +334,7 @@ impl RenderError {
                 (Some(l), Some(text)) => Some(format!("template line {l}: {}", text.trim_end())),
                 _ => None,
             },
-            RenderError::MissingValue {
-                path,
-                parent,
-                parent_keys,
-                ..
-            } => {
+            RenderError::MissingValue { path, nearest, .. } => {
                 let Some(path) = path else {
                     return Some("a helper or lookup produced no value".to_owned());
                 };
@@ -322,7 +348,11 @@ impl RenderError {
                          `repo`, `services`, `service`)"
                     ),
                 };
-                if let Some(parent) = parent {
+                if let Some(Nearest {
+                    path: parent,
+                    keys: parent_keys,
+                }) = nearest.as_deref()
+                {
                     let shown = if parent.is_empty() {
                         "the context's top level".to_owned()
                     } else {
@@ -341,6 +371,11 @@ impl RenderError {
                 }
                 Some(hint)
             }
+            RenderError::UnusableValue { .. } => Some(
+                "`#each` needs a list or an object and `#with` a non-empty value; guard the \
+                 block with `{{#if …}}` or add an `{{else}}` branch"
+                    .to_owned(),
+            ),
             RenderError::Required { path, .. } => {
                 Some(match path.as_deref().and_then(values_key) {
                     Some(key) => format!(
@@ -383,11 +418,16 @@ impl RenderError {
                 })
             }
             RenderError::Helper { usage, .. } => Some(format!("usage: {usage}")),
-            RenderError::Template { source, .. } => match source {
+            RenderError::Template { source, .. } => match source.as_ref() {
                 RenderErrorReason::HelperNotFound(_) => Some(format!(
                     "available helpers: {} and Handlebars' built-ins (if, unless, each, with, \
                      lookup, eq, ne, lt, gt, and, or, not, len)",
                     helpers::HELPER_NAMES.join(", ")
+                )),
+                RenderErrorReason::ParamNotFoundForIndex(helper, _)
+                | RenderErrorReason::ParamNotFoundForName(helper, _) => Some(format!(
+                    "a value given to `{helper}` is missing (or an argument is left out); give \
+                     a fallback with `(default values.x \"…\")`"
                 )),
                 _ => None,
             },
@@ -420,6 +460,15 @@ impl RenderError {
 fn values_key(path: &str) -> Option<&str> {
     let p = path.strip_prefix("@root.").unwrap_or(path);
     p.strip_prefix("values.").filter(|k| !k.is_empty())
+}
+
+/// 1-based line and column of the first occurrence of `needle` in `text`.
+fn locate(text: &str, needle: &str) -> Option<(usize, usize)> {
+    let at = text.find(needle)?;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, column))
 }
 
 /// The `n`th (1-based) line of `text`.
@@ -460,10 +509,34 @@ fn path_segments(path: &str) -> Option<Vec<String>> {
     Some(segs)
 }
 
+/// The value at a root-relative `path`, if it exists.
+fn resolve<'v>(context: &'v Value, path: &str) -> Option<&'v Value> {
+    if path.starts_with("this.") || path.starts_with("./") {
+        return None;
+    }
+    let mut cur = context;
+    for seg in path_segments(path)? {
+        cur = cur.as_object()?.get(&seg)?;
+    }
+    Some(cur)
+}
+
+fn describe_value(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) if s.is_empty() => "an empty string".to_owned(),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "an empty list".to_owned(),
+        Value::Object(_) => "an empty object".to_owned(),
+    }
+}
+
 /// For a missing `path`, the deepest existing object on the way and its keys. Only for paths
 /// that resolve from the context root: inside `each`/`with` a path is relative to the block's
 /// context, which is not known here, so the first segment must exist at the root.
-fn nearest_parent(context: &Value, path: &str) -> Option<(String, Vec<String>)> {
+fn nearest_parent(context: &Value, path: &str) -> Option<Nearest> {
     let rooted = path.starts_with("@root.");
     if path.starts_with("this.") || path.starts_with("./") {
         return None;
@@ -479,7 +552,12 @@ fn nearest_parent(context: &Value, path: &str) -> Option<(String, Vec<String>)> 
                 walked.push(seg);
             }
             None if walked.is_empty() && !rooted => return None,
-            None => return Some((walked.join("."), obj.keys().cloned().collect())),
+            None => {
+                return Some(Nearest {
+                    path: walked.join("."),
+                    keys: obj.keys().cloned().collect(),
+                })
+            }
         }
     }
     None
@@ -499,17 +577,33 @@ fn from_handlebars(
     let (line, column) = (e.line_no, e.column_no);
     let reason: RenderErrorReason = e.into();
     let missing = |template: String, path: Option<String>| {
-        let (parent, parent_keys) = match path.as_deref().and_then(|p| nearest_parent(context, p)) {
-            Some((p, k)) => (Some(p), k),
-            None => (None, Vec::new()),
-        };
+        // `each`/`with` report an unusable value like a missing one: tell them apart.
+        if let Some(found) = path.as_deref().and_then(|p| resolve(context, p)) {
+            let usable = match found {
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                _ => false,
+            };
+            if !usable {
+                return RenderError::UnusableValue {
+                    template,
+                    line,
+                    column,
+                    path: path.unwrap_or_default(),
+                    found: describe_value(found),
+                };
+            }
+        }
+        let nearest = path
+            .as_deref()
+            .and_then(|p| nearest_parent(context, p))
+            .map(Box::new);
         RenderError::MissingValue {
             template,
             line,
             column,
             path,
-            parent,
-            parent_keys,
+            nearest,
         }
     };
     match reason {
@@ -532,9 +626,9 @@ fn from_handlebars(
                     template,
                     line,
                     column,
-                    helper: helper.to_owned(),
+                    helper,
                     message,
-                    usage: usage.to_owned(),
+                    usage,
                 },
                 HelperError::File {
                     path,
@@ -546,7 +640,7 @@ fn from_handlebars(
                     column,
                     path,
                     problem,
-                    repo_root: repo_root.map(Path::to_path_buf),
+                    repo_root: repo_root.map(Box::from),
                     source,
                 },
             },
@@ -554,14 +648,14 @@ fn from_handlebars(
                 template,
                 line,
                 column,
-                source: RenderErrorReason::NestedError(other),
+                source: Box::new(RenderErrorReason::NestedError(other)),
             },
         },
         source => RenderError::Template {
             template,
             line,
             column,
-            source,
+            source: Box::new(source),
         },
     }
 }
@@ -770,6 +864,8 @@ mod tests {
         fn check<T: Send + Sync + 'static>() {}
         check::<RenderError>();
         check::<Renderer>();
+        // Small enough for `Result<_, RenderError>` (clippy::result_large_err).
+        assert!(std::mem::size_of::<RenderError>() < 128);
     }
 
     #[test]
@@ -796,15 +892,15 @@ mod tests {
                 line,
                 column,
                 path,
-                parent,
-                parent_keys,
+                nearest,
             } => {
                 assert_eq!(template, "templates/test.yaml");
                 assert_eq!(*line, Some(2));
                 assert!(column.is_some());
                 assert_eq!(path.as_deref(), Some("values.database.host"));
-                assert_eq!(parent.as_deref(), Some("values.database"));
-                assert_eq!(parent_keys, &["url", "port"]);
+                let nearest = nearest.as_deref().unwrap();
+                assert_eq!(nearest.path, "values.database");
+                assert_eq!(nearest.keys, ["url", "port"]);
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -821,9 +917,9 @@ mod tests {
 
         // A missing intermediate object.
         match err("{{values.cache.host}}") {
-            RenderError::MissingValue { path, parent, .. } => {
+            RenderError::MissingValue { path, nearest, .. } => {
                 assert_eq!(path.as_deref(), Some("values.cache.host"));
-                assert_eq!(parent.as_deref(), Some("values"));
+                assert_eq!(nearest.unwrap().path, "values");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -846,6 +942,19 @@ mod tests {
             err("{{#each values.nope}}{{this}}{{/each}}"),
             RenderError::MissingValue { .. }
         ));
+        // `each` over a scalar or null, `with` over null: the value exists but is unusable.
+        let e = err("{{#each values.replicas}}{{this}}{{/each}}");
+        assert!(
+            matches!(&e, RenderError::UnusableValue { path, found, .. } if path == "values.replicas" && found == "a number (2)"),
+            "{e:?}"
+        );
+        assert!(e.hint().unwrap().contains("{{else}}"));
+        assert!(matches!(
+            err("{{#with values.nothing}}x{{/with}}"),
+            RenderError::UnusableValue { .. }
+        ));
+        assert_eq!(ok("{{#each values.nothing}}x{{else}}none{{/each}}"), "none");
+        assert_eq!(ok("{{#with values.database}}{{port}}{{/with}}"), "5432");
     }
 
     #[test]
@@ -887,7 +996,7 @@ mod tests {
         ));
         let e = err("{{quote values.resources}}");
         assert!(
-            matches!(&e, RenderError::Helper { helper, .. } if helper == "quote"),
+            matches!(&e, RenderError::Helper { helper, .. } if *helper == "quote"),
             "{e:?}"
         );
         assert!(e.to_string().contains("`values.resources`"), "{e}");
@@ -972,7 +1081,7 @@ mod tests {
         assert_eq!(ok("{{indent \"3\" \"a\"}}"), "   a");
         let e = err("{{indent -1 \"a\"}}");
         assert!(
-            matches!(&e, RenderError::Helper { helper, .. } if helper == "indent"),
+            matches!(&e, RenderError::Helper { helper, .. } if *helper == "indent"),
             "{e:?}"
         );
         assert!(matches!(
@@ -1068,6 +1177,24 @@ mod tests {
             "{e:?}"
         );
         assert!(e.hint().unwrap().contains("b: {{#each}}"));
+
+        // No position from Handlebars for a bad parameter: located in the text.
+        let e = err("a: 1\nb: {{quote \"x\ny\"}}\n");
+        assert!(
+            matches!(
+                e,
+                RenderError::Syntax {
+                    line: Some(2),
+                    column: Some(12),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+
+        let e = err("{{#if (eq values.nope \"prod\")}}x{{/if}}");
+        assert!(matches!(e, RenderError::Template { .. }), "{e:?}");
+        assert!(e.hint().unwrap().contains("`eq`"), "{:?}", e.hint());
 
         let e = err("a: {{nosuchhelper values.replicas}}");
         assert!(matches!(e, RenderError::Template { .. }), "{e:?}");

@@ -1,0 +1,252 @@
+//! Bad input gets a clear error — what, where, what to do — and changes nothing in the cluster.
+
+use std::path::Path;
+
+use crate::support::{cluster, describe, root, Product, TestNamespace};
+
+const SECRET: &str = "sandbox-demo-db-password-7f3a";
+
+/// Run `sandbox up --branch BRANCH` expecting failure; return stderr.
+fn up_fails(product: &Product, branch: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut args = vec!["up", "--branch", branch];
+    args.extend_from_slice(extra);
+    let mut cmd = product.sandbox(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1\n{}",
+        describe(&cmd, &out)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no URL on failure\n{}",
+        describe(&cmd, &out)
+    );
+    assert!(
+        stderr.starts_with("error: ") || stderr.contains("\nerror: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "a secret leaked:\n{stderr}");
+    assert_no_secret_on_disk(product.path());
+    stderr
+}
+
+fn assert_no_secret_on_disk(dir: &Path) {
+    for entry in walk(dir) {
+        if let Ok(bytes) = std::fs::read(&entry) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(SECRET),
+                "decrypted secret written to {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Assert (when a cluster is there) that the failed `up` created no namespace.
+async fn assert_cluster_untouched(product: &Product, branch: &str, test: &str) {
+    if let Some(client) = cluster(test).await {
+        let name = product.namespace(branch);
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let found = namespaces
+            .get_opt(&name)
+            .await
+            .expect("namespaces readable");
+        assert!(
+            found.is_none(),
+            "namespace {name} was created by a failed up"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_field_names_file_line_and_suggests() {
+    let product = Product::new("bad-field");
+    product.edit_config("    depends_on: [db, cache]", "    depnds_on: [db, cache]");
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains("sandbox.yaml:40:"), "{stderr}");
+    assert!(stderr.contains("unknown field `depnds_on`"), "{stderr}");
+    assert!(
+        stderr.contains("hint: did you mean `depends_on`?"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "unknown field").await;
+}
+
+#[tokio::test]
+async fn dependency_cycle_is_named() {
+    let product = Product::new("bad-cycle");
+    product.edit_config(
+        "  db:\n    repo: data\n",
+        "  db:\n    repo: data\n    depends_on: [gateway]\n",
+    );
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains("dependency cycle: db → gateway → web → api → db"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sandbox.yaml:"), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "dependency cycle").await;
+}
+
+#[tokio::test]
+async fn missing_template_value_names_template_line_and_path() {
+    let product = Product::new("bad-value");
+    let template = product.path().join("templates/db-credentials.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace("type: Opaque", "type: {{values.secret_type}}"),
+    )
+    .unwrap();
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains("templates/db-credentials.yaml:6"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("values.secret_type"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "missing value").await;
+}
+
+#[tokio::test]
+async fn missing_branch_without_fallback_lists_what_exists() {
+    let product = Product::new("bad-branch");
+    product.edit_config(
+        "    url: ${SANDBOX_EXAMPLE_REPOS}/data.git\n",
+        "    url: ${SANDBOX_EXAMPLE_REPOS}/data.git\n    fallback_branch: release\n",
+    );
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains("data"), "{stderr}");
+    assert!(
+        stderr.contains("feature-x") && stderr.contains("release"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("main"),
+        "the branches that exist are listed:\n{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "missing branch").await;
+}
+
+#[tokio::test]
+async fn wrong_age_key_is_refused_with_the_recipients() {
+    let product = Product::new("bad-key");
+    let other = root().join("tests/fixtures/sops/other-key.txt");
+    let stderr = up_fails(
+        &product,
+        "feature-x",
+        &[],
+        &[("SOPS_AGE_KEY_FILE", other.to_str().unwrap())],
+    );
+    assert!(stderr.contains("db/secrets.sops.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("age1cl4nlxqpkg25r545rcpu36lpy24gq2nself2ax7edtc2yck6v9yqgfx900"),
+        "names the recipient:\n{stderr}"
+    );
+    assert!(stderr.contains("SOPS_AGE_KEY_FILE"), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "wrong key").await;
+}
+
+#[tokio::test]
+async fn tampered_sops_file_is_refused() {
+    let product = Product::new("bad-tamper");
+    product.commit("data", "main", "tamper with the secrets", |work| {
+        let path = work.join("db/secrets.sops.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Flip one character of the password's ciphertext.
+        let start = text.find("password: ENC[AES256_GCM,data:").unwrap()
+            + "password: ENC[AES256_GCM,data:".len();
+        let mut bytes = text.into_bytes();
+        bytes[start] = if bytes[start] == b'A' { b'B' } else { b'A' };
+        std::fs::write(&path, bytes).unwrap();
+    });
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains("db/secrets.sops.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("password"),
+        "names the key that fails:\n{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "tampered file").await;
+}
+
+#[tokio::test]
+async fn unreachable_cluster_fails_fast_and_clearly() {
+    let product = Product::new("bad-cluster");
+    let kubeconfig = product.path().join("unreachable.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: x}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let stderr = up_fails(
+        &product,
+        "feature-x",
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stderr.contains("https://127.0.0.1:1") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+    eprintln!("unreachable cluster reported after {:?}", started.elapsed());
+    assert_cluster_untouched(&product, "feature-x", "unreachable cluster").await;
+}
+
+#[tokio::test]
+async fn image_that_cannot_be_pulled_fails_fast_with_a_diagnosis() {
+    let Some(client) = cluster("image pull failure").await else {
+        return;
+    };
+    let product = Product::new("bad-image");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let stderr = up_fails(
+        &product,
+        "feature-x",
+        &[
+            "--set",
+            "cache.image=docker.io/local/no-such-image:1",
+            "--on-failure",
+            "destroy",
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("service `cache` did not become ready"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ErrImagePull") || stderr.contains("ImagePullBackOff"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("events of pod cache-"),
+        "the pod's events are shown:\n{stderr}"
+    );
+    assert!(stderr.contains("hint: check the image name"), "{stderr}");
+    // --on-failure destroy removed the sandbox this up created.
+    assert!(!ns.exists().await, "the failed sandbox was not destroyed");
+}

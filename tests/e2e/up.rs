@@ -1,0 +1,137 @@
+//! `sandbox up --branch feature-x` on the example product, end to end.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::ListParams;
+use kube::Api;
+
+use crate::support::{cluster, describe, http_get, Product, TestNamespace};
+
+#[tokio::test]
+async fn up_feature_x_deploys_seven_services_from_three_repos() {
+    let Some(client) = cluster("up feature-x").await else {
+        return;
+    };
+    let product = Product::new("up");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+
+    let mut cmd = product.sandbox(&["up", "--branch", "feature-x"]);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+
+    // The URL is the last line of stdout, and the only thing there.
+    let url = stdout.lines().last().expect("a URL on stdout").to_owned();
+    assert_eq!(stdout.trim(), url, "stdout carries only the URL");
+    assert!(url.starts_with("http://"), "{url}");
+
+    // The decrypted database password never shows.
+    let secret = "sandbox-demo-db-password-7f3a";
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "a secret leaked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("data") && stderr.contains("fell back to `main`"),
+        "{stderr}"
+    );
+
+    // All seven services are ready.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let list = deployments.list(&ListParams::default()).await.unwrap();
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .map(|d| d.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["api", "cache", "db", "gateway", "orders", "web", "worker"]
+    );
+    for d in &list.items {
+        let status = d.status.as_ref().unwrap();
+        assert_eq!(
+            status.ready_replicas,
+            Some(1),
+            "{} not ready",
+            d.metadata.name.as_deref().unwrap()
+        );
+    }
+
+    // Each migration completed before its API's pods started.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    for api in ["api", "orders"] {
+        let job = jobs.get(&format!("{api}-migrate")).await.unwrap();
+        let finished = job
+            .status
+            .unwrap()
+            .completion_time
+            .expect("migration completed")
+            .0;
+        let api_pods = pods
+            .list(&ListParams::default().labels(&format!("app={api}")))
+            .await
+            .unwrap();
+        assert!(!api_pods.items.is_empty());
+        for pod in api_pods.items {
+            let created = pod.metadata.creation_timestamp.unwrap().0;
+            assert!(
+                finished <= created,
+                "{api}: migration finished at {finished}, pod created at {created}"
+            );
+        }
+    }
+
+    // The smoke Jobs passed.
+    for smoke in ["smoke-api", "smoke-gateway"] {
+        let job = jobs.get(smoke).await.unwrap();
+        assert_eq!(job.status.unwrap().succeeded, Some(1), "{smoke}");
+        assert!(
+            stderr.contains(&format!("[smoke/{smoke}]")),
+            "smoke logs streamed with a prefix:\n{stderr}"
+        );
+    }
+
+    // The namespace records who, what and until when.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let meta = namespaces.get(&ns.name).await.unwrap().metadata;
+    let labels = meta.labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "sandbox");
+    let annotations = meta.annotations.unwrap();
+    assert_eq!(annotations["sandbox.dev/branch"], "feature-x");
+    assert_eq!(annotations["sandbox.dev/owner"], "e2e");
+    assert!(annotations["sandbox.dev/repos"].contains(&product.sha("backend", "feature-x")));
+
+    // The page behind the URL shows each service's branch and commit: feature-x where the repo
+    // has it, main where it does not.
+    let page = http_get(&url);
+    let expect = [
+        ("gateway", "frontend", "feature-x"),
+        ("web", "frontend", "feature-x"),
+        ("api", "backend", "feature-x"),
+        ("orders", "backend", "feature-x"),
+        ("worker", "backend", "feature-x"),
+        ("db", "data", "main"),
+        ("cache", "data", "main"),
+    ];
+    for (service, repo, branch) in expect {
+        let line = format!(
+            "service={service} repo={repo} branch={branch} sha={}",
+            product.sha(repo, branch)
+        );
+        assert!(
+            page.lines().any(|l| l == line),
+            "missing `{line}` in the page:\n{page}"
+        );
+    }
+    assert!(
+        page.contains("check=api-db-auth result=ok"),
+        "the secret reached the API pods:\n{page}"
+    );
+    assert!(!page.contains("FAILED"), "{page}");
+    assert!(!page.contains(secret));
+}
