@@ -95,6 +95,12 @@ pub struct RenderArgs {
     pub service: Option<String>,
     #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
     pub sets: Vec<SetValue>,
+    /// Render with the decrypted secrets (for piping into another tool; never into a file).
+    #[arg(long)]
+    pub reveal: bool,
+    /// `json`: the plan — steps in dependency order with their objects, then the smoke Jobs.
+    #[command(flatten)]
+    pub output: OutputArg,
 }
 
 #[derive(Debug, Args)]

@@ -60,23 +60,44 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(s) = &args.service {
                 ensure_service(&settings.config, s)?;
             }
-            let prepared = up::prepare(&settings, true, &reporter).await?;
-            let objects = prepared
+            let prepared = up::prepare(&settings, !args.reveal, &reporter).await?;
+            let wanted = |service: &str| args.service.as_deref().is_none_or(|s| s == service);
+            let steps: Vec<_> = prepared
                 .plan
                 .steps
                 .iter()
-                .filter(|s| args.service.as_ref().is_none_or(|name| &s.service == name))
-                .flat_map(|s| s.objects.iter())
-                .chain(
-                    prepared
-                        .plan
-                        .smoke
+                .filter(|s| wanted(&s.service))
+                .collect();
+            let smoke: Vec<_> = prepared
+                .plan
+                .smoke
+                .iter()
+                .filter(|(s, _)| wanted(s))
+                .collect();
+            match args.output.output {
+                Output::Json => {
+                    let plan = serde_json::json!({
+                        "namespace": prepared.plan.namespace,
+                        "steps": steps.iter().map(|s| serde_json::json!({
+                            "id": s.id,
+                            "service": s.service,
+                            "role": s.role.as_str(),
+                            "after": s.after.iter().map(|&i| prepared.plan.steps[i].id.clone()).collect::<Vec<_>>(),
+                            "objects": s.objects,
+                        })).collect::<Vec<_>>(),
+                        "smoke": smoke.iter().map(|(_, o)| o).collect::<Vec<_>>(),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                }
+                Output::Text => {
+                    let objects = steps
                         .iter()
-                        .filter(|(s, _)| args.service.as_ref().is_none_or(|n| n == s))
-                        .map(|(_, o)| o),
-                );
-            for object in objects {
-                print!("---\n{}", serde_yaml_ng::to_string(object)?);
+                        .flat_map(|s| s.objects.iter())
+                        .chain(smoke.iter().map(|(_, o)| o));
+                    for object in objects {
+                        print!("---\n{}", serde_yaml_ng::to_string(object)?);
+                    }
+                }
             }
         }
         Command::Values(args) => {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub sets: Vec<SetValue>,
     pub owner: String,
     pub ttl: Duration,
+    /// More `sandbox.dev/…` annotations for the namespace (e.g. the pull request it previews).
+    pub extra_annotations: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -62,6 +64,7 @@ impl Settings {
             sets,
             owner: default_owner(),
             ttl: ttl.unwrap_or(config.ttl),
+            extra_annotations: BTreeMap::new(),
             config,
         })
     }
@@ -438,6 +441,9 @@ async fn ensure_sandbox_namespace(
         a("repos"),
         serde_json::to_string(&shas).expect("serializable"),
     );
+    for (k, v) in &settings.extra_annotations {
+        annotations.insert(a(k), v.clone());
+    }
     let mut labels = BTreeMap::new();
     labels.insert(SANDBOX_LABEL.to_owned(), settings.config.name.clone());
     apply::ensure_namespace(
