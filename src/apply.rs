@@ -10,8 +10,13 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Api;
 
+use std::sync::Mutex;
+
+use crate::inventory::Live;
 use crate::kube::{status_code, Cluster};
-use crate::plan::{Plan, Step, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
+use crate::plan::{
+    object_key, Plan, Step, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL,
+};
 use crate::progress::Reporter;
 use crate::wait::{self, WaitError};
 
@@ -188,23 +193,7 @@ pub async fn apply_object(
     match api.patch(name, &params, &Patch::Apply(object)).await {
         Ok(applied) => Ok(applied),
         Err(e) if kind == "Job" && status_code(&e) == Some(422) => {
-            let uid = match api.get_opt(name).await.map_err(rejected)? {
-                Some(old) => old.metadata.uid.unwrap_or_default(),
-                None => return Err(rejected(e)),
-            };
-            api.delete(name, &DeleteParams::background())
-                .await
-                .map_err(rejected)?;
-            // The name is free once the old Job is gone (watched, by uid).
-            let gone = kube::runtime::wait::await_condition(
-                api.clone(),
-                name,
-                kube::runtime::conditions::is_deleted(&uid),
-            );
-            if tokio::time::timeout(Duration::from_secs(30), gone)
-                .await
-                .is_err()
-            {
+            if !delete_and_wait(cluster, namespace, object).await? {
                 return Err(rejected(e));
             }
             api.patch(name, &params, &Patch::Apply(object))
@@ -213,6 +202,41 @@ pub async fn apply_object(
         }
         Err(e) => Err(rejected(e)),
     }
+}
+
+/// Delete an object and wait (by uid) until it is gone; false if it did not go in time.
+pub async fn delete_and_wait(
+    cluster: &Cluster,
+    namespace: &str,
+    object: &serde_json::Value,
+) -> Result<bool, ApplyError> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let Some((resource, caps)) = cluster.resolve(api_version, kind) else {
+        return Ok(true);
+    };
+    let api = cluster.dynamic_api(&resource, &caps, namespace);
+    let rejected = |source| ApplyError::Rejected {
+        kind: kind.into(),
+        name: name.into(),
+        source,
+    };
+    let Some(old) = api.get_opt(name).await.map_err(rejected)? else {
+        return Ok(true);
+    };
+    let uid = old.metadata.uid.unwrap_or_default();
+    api.delete(name, &DeleteParams::background())
+        .await
+        .map_err(rejected)?;
+    let gone = kube::runtime::wait::await_condition(
+        api.clone(),
+        name,
+        kube::runtime::conditions::is_deleted(&uid),
+    );
+    Ok(tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .is_ok())
 }
 
 /// Kinds applied first within a step: what pods read at start (config, Services for their
@@ -240,9 +264,13 @@ pub struct StepTiming {
 
 /// Deploy every step of the plan. A step starts as soon as all the steps it waits for are ready;
 /// the first failure stops the deploy (steps in flight are dropped, which cancels their waits).
+/// `live` says what is already there unchanged (skipped); `changed` collects the keys of the
+/// objects this deploy applied, so that a failure can be rolled back.
 pub async fn deploy(
     cluster: &Cluster,
     plan: &Plan,
+    live: &Live,
+    changed: &Mutex<Vec<String>>,
     timeout: Duration,
     reporter: &Reporter,
 ) -> Result<Vec<StepTiming>, ApplyError> {
@@ -261,7 +289,16 @@ pub async fn deploy(
                     (
                         i,
                         began,
-                        run_step(cluster, &plan.namespace, step, timeout, reporter).await,
+                        run_step(
+                            cluster,
+                            &plan.namespace,
+                            step,
+                            live,
+                            changed,
+                            timeout,
+                            reporter,
+                        )
+                        .await,
                     )
                 });
             }
@@ -296,12 +333,20 @@ async fn run_step(
     cluster: &Cluster,
     namespace: &str,
     step: &Step,
+    live: &Live,
+    changed: &Mutex<Vec<String>>,
     timeout: Duration,
     reporter: &Reporter,
 ) -> Result<(), ApplyError> {
     let mut objects: Vec<&serde_json::Value> = step.objects.iter().collect();
     objects.sort_by_key(|o| apply_rank(o["kind"].as_str().unwrap_or_default()));
-    for object in &objects {
+    for object in objects.iter().filter(|o| !live.unchanged(o)) {
+        let key = object_key(object);
+        if live.failed_jobs.contains(&key) {
+            // A failed Job runs again only as a new Job.
+            delete_and_wait(cluster, namespace, object).await?;
+        }
+        changed.lock().expect("not poisoned").push(key);
         apply_object(cluster, namespace, object).await?;
     }
     reporter.step_applied(&step.id);

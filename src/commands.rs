@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::Api;
 
 use crate::cli::{Cli, Command, Output};
@@ -14,7 +14,8 @@ use crate::handover::UpReport;
 use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
-use crate::up::{self, Settings};
+use crate::up::{self, Settings, UpOptions};
+use crate::{diff, inspect, lock, reap};
 
 pub async fn run(cli: Cli) -> Result<()> {
     let cluster = ClusterOptions {
@@ -30,7 +31,19 @@ pub async fn run(cli: Cli) -> Result<()> {
                 args.sets,
                 args.ttl,
             )?;
-            let report = up::up(&settings, &cluster, args.on_failure, &reporter).await?;
+            let options = UpOptions {
+                on_failure: args.on_failure,
+                wait_for_lock: !args.no_wait,
+            };
+            // Ctrl-C drops the pipeline where it stands: the lock is given back on the way out,
+            // and the inventory written before each change lets the next `up` or `down` finish.
+            let report = tokio::select! {
+                report = up::up(&settings, &cluster, options, &reporter) => report?,
+                _ = tokio::signal::ctrl_c() => {
+                    reporter.abandon();
+                    return Err(Interrupted(settings.namespace.clone()).into());
+                }
+            };
             if args.timings {
                 print_timings(&report, &reporter);
             }
@@ -46,9 +59,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Down(args) => {
-            let config = load_config(&cli.config)?;
-            let namespace = crate::plan::namespace_for(&config.namespace_prefix, &args.branch);
-            down(&cluster, &namespace, &reporter).await?;
+            let cluster = connect(&cluster).await.context("cannot delete sandboxes")?;
+            if args.all_expired {
+                let rows = reap::reap(&cluster, false, &reporter).await?;
+                print_reaped(&rows, Output::Text)?;
+            } else {
+                let config = load_config(&cli.config)?;
+                let branch = args
+                    .branch
+                    .as_deref()
+                    .expect("clap requires --branch without --all-expired");
+                let namespace = crate::plan::namespace_for(&config.namespace_prefix, branch);
+                down(&cluster, &namespace, !args.no_wait, &reporter).await?;
+            }
         }
         Command::Render(args) => {
             let settings = Settings::new(
@@ -117,7 +140,133 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             print!("{}", serde_yaml_ng::to_string(&shown)?);
         }
-        Command::List(args) => list(&cluster, args.output).await?,
+        Command::List(args) => {
+            let cluster = connect(&cluster).await.context("cannot list sandboxes")?;
+            let rows = inspect::list(&cluster).await?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Text => inspect::print_list(&rows),
+            }
+        }
+        Command::Status(args) => {
+            let namespace = namespace_of(&cli.config, &args.branch.branch)?;
+            let cluster = connect(&cluster).await.context("cannot read the sandbox")?;
+            ensure_ours(&cluster, &namespace).await?;
+            let rows = inspect::status(&cluster, &namespace).await?;
+            match args.output.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Text => inspect::print_status(&rows),
+            }
+        }
+        Command::Logs(args) => {
+            let config = load_config(&cli.config)?;
+            if let Some(s) = &args.service {
+                ensure_service(&config, s)?;
+            }
+            let namespace =
+                crate::plan::namespace_for(&config.namespace_prefix, &args.branch.branch);
+            let cluster = connect(&cluster).await.context("cannot read the logs")?;
+            ensure_ours(&cluster, &namespace).await?;
+            tokio::select! {
+                r = inspect::logs(&cluster, &namespace, args.service.as_deref(), args.follow, args.since, args.tail) => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Command::Diff(args) => {
+            let settings = Settings::new(
+                load_config(&cli.config)?,
+                &args.branch.branch,
+                args.sets,
+                None,
+            )?;
+            let (cluster, prepared) =
+                tokio::join!(connect(&cluster), up::prepare(&settings, false, &reporter));
+            let prepared = prepared?;
+            let cluster = cluster.context("cannot compare with the cluster")?;
+            let secrets: Vec<String> = prepared
+                .values
+                .values()
+                .flat_map(|v| v.secret_strings())
+                .collect();
+            let changes = diff::diff(&cluster, &prepared, &secrets).await?;
+            diff::print_diff(
+                &prepared.plan.namespace,
+                &changes,
+                prepared.plan.objects().count(),
+            );
+        }
+        Command::Validate(args) => {
+            let settings = Settings::new(
+                load_config(&cli.config)?,
+                &args.branch.branch,
+                args.sets,
+                None,
+            )?;
+            let prepared = up::prepare(&settings, false, &reporter).await?;
+            let objects = prepared.plan.objects().count();
+            println!(
+                "{}: {} services, {objects} objects render",
+                settings.config.path.display(),
+                settings.config.services.len()
+            );
+            match tokio::time::timeout(Duration::from_secs(10), connect(&cluster)).await {
+                Ok(Ok(cluster)) => {
+                    let n = diff::validate_on_server(&cluster, &prepared).await?;
+                    println!(
+                        "server-side dry run at {}: {n} objects accepted",
+                        cluster.server
+                    );
+                }
+                _ => reporter.info("no cluster reachable: the server-side dry run was skipped"),
+            }
+        }
+        Command::Extend(args) => {
+            let namespace = namespace_of(&cli.config, &args.branch.branch)?;
+            let cluster = connect(&cluster)
+                .await
+                .context("cannot extend the sandbox")?;
+            ensure_ours(&cluster, &namespace).await?;
+            let ttl = jiff::SignedDuration::try_from(args.ttl).context("the TTL is too long")?;
+            let expires = jiff::Timestamp::now()
+                .checked_add(ttl)
+                .context("the TTL is too long")?;
+            crate::inventory::annotate(
+                &cluster,
+                &namespace,
+                std::collections::BTreeMap::from([(
+                    format!("{ANNOTATION_PREFIX}expires-at"),
+                    expires.to_string(),
+                )]),
+            )
+            .await?;
+            println!("{namespace} now expires at {expires}");
+        }
+        Command::Reap(args) => {
+            let cluster = connect(&cluster).await.context("cannot reap sandboxes")?;
+            let rows = reap::reap(&cluster, args.dry_run, &reporter).await?;
+            print_reaped(&rows, args.output.output)?;
+        }
+        Command::ReaperManifests(args) => {
+            let api_version = match args.cronjob_api_version {
+                Some(v) => v,
+                None => match tokio::time::timeout(Duration::from_secs(5), connect(&cluster)).await
+                {
+                    Ok(Ok(cluster)) if cluster.resolve("batch/v1", "CronJob").is_none() => {
+                        "batch/v1beta1".to_owned()
+                    }
+                    _ => "batch/v1".to_owned(),
+                },
+            };
+            print!(
+                "{}",
+                reap::reaper_manifests(&args.image, &args.schedule, &args.namespace, &api_version)
+            );
+        }
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "sandbox", &mut std::io::stdout());
+        }
+        Command::Serve(args) => crate::serve::run(args, &cli.config, cluster).await?,
     }
     Ok(())
 }
@@ -164,12 +313,34 @@ fn print_timings(report: &UpReport, reporter: &Reporter) {
     reporter.info(&out);
 }
 
-/// `sandbox down`: connect, then delete the sandbox.
-pub async fn down(options: &ClusterOptions, namespace: &str, reporter: &Reporter) -> Result<()> {
-    let cluster = connect(options)
+/// `sandbox down`: take the sandbox's lock (so it never pulls the floor from under an `up`),
+/// then delete it and wait until it is gone.
+pub async fn down(
+    cluster: &Cluster,
+    namespace: &str,
+    wait: bool,
+    reporter: &Reporter,
+) -> Result<()> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let exists = api
+        .get_opt(namespace)
         .await
-        .context("cannot delete the sandbox")?;
-    delete_sandbox(&cluster, namespace, reporter).await
+        .context("could not read the namespace")?;
+    let live = exists.filter(|ns| ns.metadata.deletion_timestamp.is_none());
+    let _lock = match &live {
+        Some(ns) if reap::is_ours(ns) => Some(
+            lock::acquire(
+                cluster,
+                namespace,
+                &lock::holder_identity("down"),
+                wait,
+                reporter,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    delete_sandbox(cluster, namespace, reporter).await
 }
 
 /// Delete a sandbox's namespace — only if the tool made it — and wait until it is gone.
@@ -206,48 +377,51 @@ pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Repor
     Ok(())
 }
 
-async fn list(options: &ClusterOptions, output: Output) -> Result<()> {
-    let cluster = connect(options).await.context("cannot list sandboxes")?;
+/// `up` stopped by Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: sandbox `{0}` is partly updated")]
+pub struct Interrupted(pub String);
+
+impl Interrupted {
+    pub fn hint(&self) -> Option<String> {
+        Some("run `sandbox up` again to finish it, or `sandbox down` to remove it".into())
+    }
+}
+
+fn namespace_of(config: &std::path::Path, branch: &str) -> Result<String> {
+    let config = load_config(config)?;
+    Ok(crate::plan::namespace_for(&config.namespace_prefix, branch))
+}
+
+/// Refuse to look into a namespace the tool does not manage (or that does not exist).
+async fn ensure_ours(cluster: &Cluster, namespace: &str) -> Result<()> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let list = api
-        .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}")))
+    match api
+        .get_opt(namespace)
         .await
-        .context("could not list namespaces")?;
-    let rows: Vec<serde_json::Value> = list
-        .items
-        .iter()
-        .map(|ns| {
-            let a = ns.metadata.annotations.clone().unwrap_or_default();
-            let get = |k: &str| {
-                a.get(&format!("{ANNOTATION_PREFIX}{k}"))
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            serde_json::json!({
-                "namespace": ns.metadata.name,
-                "branch": get("branch"),
-                "owner": get("owner"),
-                "created_at": get("created-at"),
-                "expires_at": get("expires-at"),
-                "status": ns.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default(),
-            })
-        })
-        .collect();
+        .context("could not read the namespace")?
+    {
+        None => {
+            anyhow::bail!("there is no sandbox `{namespace}`; `sandbox list` shows the sandboxes")
+        }
+        Some(ns) if !reap::is_ours(&ns) => {
+            Err(crate::apply::ApplyError::NotOurs(namespace.into()).into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn print_reaped(rows: &[reap::Reaped], output: Output) -> Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
         Output::Text => {
-            println!(
-                "{:<32} {:<24} {:<12} {:<26} {:<10}",
-                "NAMESPACE", "BRANCH", "OWNER", "EXPIRES", "STATUS"
-            );
+            if rows.is_empty() {
+                println!("no expired sandboxes");
+            }
             for r in rows {
                 println!(
-                    "{:<32} {:<24} {:<12} {:<26} {:<10}",
-                    r["namespace"].as_str().unwrap_or(""),
-                    r["branch"].as_str().unwrap_or(""),
-                    r["owner"].as_str().unwrap_or(""),
-                    r["expires_at"].as_str().unwrap_or(""),
-                    r["status"].as_str().unwrap_or("")
+                    "{}: {} (branch {}, owner {}, expired at {})",
+                    r.action, r.namespace, r.branch, r.owner, r.expired_at
                 );
             }
         }

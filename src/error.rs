@@ -49,7 +49,9 @@ fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
         crate::kube::ClusterError,
         crate::apply::ApplyError,
         crate::smoke::SmokeError,
-        crate::handover::HandoverError
+        crate::handover::HandoverError,
+        crate::lock::LockError,
+        crate::commands::Interrupted
     );
     if let Some(errors) = e.downcast_ref::<crate::checkout::CheckoutErrors>() {
         return errors.errors().iter().filter_map(|e| e.hint()).collect();

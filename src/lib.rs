@@ -16,11 +16,17 @@ pub mod apply;
 pub mod checkout;
 pub mod config;
 pub mod handover;
+pub mod inventory;
 pub mod kube;
+pub mod lock;
 pub mod plan;
 pub mod render;
 pub mod smoke;
 pub mod sops;
 pub mod up;
+
+pub mod diff;
+pub mod inspect;
+pub mod reap;
 pub mod values;
 pub mod wait;

@@ -13,6 +13,14 @@ fn main() {
             std::process::exit(0);
         }
         eprint!("{}", sandbox::error::render(&error));
-        std::process::exit(sandbox::error::EXIT_FAILURE);
+        let interrupted = error
+            .downcast_ref::<sandbox::commands::Interrupted>()
+            .is_some();
+        // 130: the shell's code for "stopped by Ctrl-C".
+        std::process::exit(if interrupted {
+            130
+        } else {
+            sandbox::error::EXIT_FAILURE
+        });
     }
 }

@@ -17,6 +17,9 @@ pub const ROLE_LABEL: &str = "sandbox.dev/role";
 /// On the namespace: the sandbox (product) name.
 pub const SANDBOX_LABEL: &str = "sandbox.dev/sandbox";
 pub const ANNOTATION_PREFIX: &str = "sandbox.dev/";
+/// On every object: a digest of what the tool rendered, so a re-up can leave unchanged objects
+/// alone (and their resourceVersion with them) without asking the server to compare.
+pub const HASH_ANNOTATION: &str = "sandbox.dev/rendered-hash";
 
 /// The longest namespace name Kubernetes accepts.
 const MAX_NAMESPACE: usize = 63;
@@ -297,7 +300,61 @@ fn stamp(m: &Manifest, namespace: &str, service: &str, role: Role) -> serde_json
             add_labels(meta, &labels);
         }
     }
+    let hash = object_hash(&object);
+    let annotations = object["metadata"]
+        .as_object_mut()
+        .expect("metadata is a mapping")
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    if !annotations.is_object() {
+        *annotations = serde_json::json!({});
+    }
+    annotations[HASH_ANNOTATION] = hash.into();
     object
+}
+
+/// A short digest of an object's canonical JSON (keys sorted by serde_json's map when
+/// `preserve_order` is off; here by re-serializing through a sorted map).
+pub fn object_hash(object: &serde_json::Value) -> String {
+    fn sorted(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let b: BTreeMap<&String, serde_json::Value> =
+                    m.iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::to_value(b).expect("serializable")
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut canonical = sorted(object);
+    if let Some(a) = canonical
+        .pointer_mut("/metadata/annotations")
+        .and_then(|a| a.as_object_mut())
+    {
+        a.remove(HASH_ANNOTATION);
+    }
+    hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..12])
+}
+
+/// `apiVersion/Kind/name`: how the inventory names an object.
+pub fn object_key(object: &serde_json::Value) -> String {
+    format!(
+        "{}/{}/{}",
+        object["apiVersion"].as_str().unwrap_or_default(),
+        object["kind"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+impl Plan {
+    /// Every object the plan deploys, steps first, then smoke.
+    pub fn objects(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.objects.iter())
+            .chain(self.smoke.iter().map(|(_, o)| o))
+    }
 }
 
 fn add_labels(metadata: &mut serde_json::Value, labels: &[(&str, &str)]) {

@@ -1,8 +1,9 @@
 //! The pipeline of `sandbox up`, stage after stage, and the offline part of it that `render` and
 //! `values` share. Each stage's module does the work; this file only connects them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -14,8 +15,10 @@ use crate::checkout::{self, Checkout, RepoSpec};
 use crate::cli::OnFailure;
 use crate::config::{Config, Service};
 use crate::handover::{self, RepoReport, Timings, UpReport};
+use crate::inventory;
 use crate::kube::{connect, Cluster, ClusterOptions};
-use crate::plan::{self, Plan, RenderedService, ANNOTATION_PREFIX, SANDBOX_LABEL};
+use crate::lock;
+use crate::plan::{self, object_key, Plan, RenderedService, ANNOTATION_PREFIX, SANDBOX_LABEL};
 use crate::progress::Reporter;
 use crate::render::{Manifest, Renderer, TemplateSource};
 use crate::smoke;
@@ -285,11 +288,19 @@ fn redact_secret_object(m: &mut Manifest) {
     }
 }
 
+/// How `up` behaves around failures and other runs.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    pub on_failure: OnFailure,
+    /// Wait for another run's lock (else fail at once).
+    pub wait_for_lock: bool,
+}
+
 /// `sandbox up`: the whole pipeline.
 pub async fn up(
     settings: &Settings,
     cluster: &ClusterOptions,
-    on_failure: OnFailure,
+    options: UpOptions,
     reporter: &Reporter,
 ) -> Result<UpReport> {
     let started = Instant::now();
@@ -304,63 +315,68 @@ pub async fn up(
     let prepare_time = started.elapsed();
 
     let deploy_started = Instant::now();
-    let created = ensure_sandbox_namespace(&cluster, settings, &prepared.checkouts).await?;
-    let rollout = async {
-        let step_timings = apply::deploy(
-            &cluster,
-            &prepared.plan,
-            settings.config.timeouts.service,
-            reporter,
-        )
-        .await
-        .with_context(|| format!("could not deploy sandbox `{}`", settings.namespace))?;
-        let deploy_time = deploy_started.elapsed();
-        let smoke_started = Instant::now();
-        smoke::run(
-            &cluster,
-            &prepared.plan,
-            settings.config.timeouts.smoke,
-            reporter,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "sandbox `{}` is up but its smoke tests failed",
-                settings.namespace
-            )
-        })?;
-        anyhow::Ok((step_timings, deploy_time, smoke_started.elapsed()))
-    };
-    let (step_timings, deploy_time, smoke_time) = match rollout.await {
-        Ok(done) => done,
+    let previous = ensure_sandbox_namespace(&cluster, settings, &prepared.checkouts).await?;
+    let lock = lock::acquire(
+        &cluster,
+        &settings.namespace,
+        &lock::holder_identity(&settings.owner),
+        options.wait_for_lock,
+        reporter,
+    )
+    .await?;
+    let changed = Mutex::new(Vec::new());
+    let result = rollout(
+        &cluster,
+        settings,
+        &prepared,
+        previous.as_ref(),
+        &changed,
+        reporter,
+    )
+    .await;
+    let (step_timings, deploy_time, smoke_time, url) = match result {
+        Ok(done) => {
+            lock.release().await;
+            done
+        }
         Err(error) => {
             reporter.abandon();
-            if on_failure == OnFailure::Destroy && created {
-                reporter.info(&format!(
-                    "--on-failure destroy: deleting `{}`",
-                    settings.namespace
-                ));
-                if let Err(e) =
-                    crate::commands::delete_sandbox(&cluster, &settings.namespace, reporter).await
-                {
-                    return Err(error.context(format!(
-                        "and destroying the failed sandbox failed too: {e:#}"
-                    )));
+            let _ = inventory::annotate(&cluster, &settings.namespace, status("failed")).await;
+            let changed = changed.into_inner().expect("not poisoned");
+            let error = match options.on_failure {
+                OnFailure::Keep => error,
+                OnFailure::Rollback => {
+                    match rollback(&cluster, settings, previous.is_none(), &changed, reporter).await
+                    {
+                        Ok(()) => {
+                            error.context("the sandbox was rolled back to its last good revision")
+                        }
+                        Err(e) => error.context(format!("and rolling back failed too: {e:#}")),
+                    }
                 }
-            }
+                OnFailure::Destroy if previous.is_none() => {
+                    reporter.info(&format!(
+                        "--on-failure destroy: deleting `{}`",
+                        settings.namespace
+                    ));
+                    match crate::commands::delete_sandbox(&cluster, &settings.namespace, reporter)
+                        .await
+                    {
+                        Ok(()) => error,
+                        Err(e) => error.context(format!(
+                            "and destroying the failed sandbox failed too: {e:#}"
+                        )),
+                    }
+                }
+                OnFailure::Destroy => {
+                    error.context("the sandbox existed before this up, so it was kept")
+                }
+            };
+            lock.release().await;
             return Err(error);
         }
     };
 
-    let context = serde_json::json!({"sandbox": {"name": settings.config.name, "branch": settings.branch, "namespace": settings.namespace}});
-    let url = handover::url(
-        &cluster,
-        &settings.config.url,
-        &settings.namespace,
-        &context,
-    )
-    .await
-    .context("the sandbox is up but its URL could not be found")?;
     let timings = Timings {
         total: started.elapsed().as_secs_f64(),
         prepare: prepare_time.as_secs_f64(),
@@ -374,6 +390,7 @@ pub async fn up(
             .map(|t| (t.id.clone(), t.started.as_secs_f64(), t.ready.as_secs_f64()))
             .collect(),
     };
+    let _ = deploy_started;
     Ok(UpReport {
         sandbox: settings.config.name.clone(),
         branch: settings.branch.clone(),
@@ -399,13 +416,140 @@ pub async fn up(
     })
 }
 
+fn status(value: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(format!("{ANNOTATION_PREFIX}status"), value.to_owned())])
+}
+
+/// Under the lock: deploy what changed, smoke-test, find the URL, prune what is no longer
+/// rendered, and record the result.
+async fn rollout(
+    cluster: &Cluster,
+    settings: &Settings,
+    prepared: &Prepared,
+    previous: Option<&Namespace>,
+    changed: &Mutex<Vec<String>>,
+    reporter: &Reporter,
+) -> Result<(Vec<apply::StepTiming>, Duration, Duration, String)> {
+    let ns = settings.namespace.as_str();
+    let plan = &prepared.plan;
+    let before = previous.map(inventory::recorded).unwrap_or_default();
+    let rendered: BTreeSet<String> = plan.objects().map(object_key).collect();
+    let live = inventory::live(cluster, ns, plan, &before).await?;
+    // Record what may exist before creating it, so an interrupted run leaves nothing untracked.
+    if !before.is_superset(&rendered) {
+        inventory::write_inventory(cluster, ns, &before.union(&rendered).cloned().collect())
+            .await?;
+    }
+    inventory::annotate(cluster, ns, status("deploying")).await?;
+
+    let deploy_started = Instant::now();
+    let step_timings = apply::deploy(
+        cluster,
+        plan,
+        &live,
+        changed,
+        settings.config.timeouts.service,
+        reporter,
+    )
+    .await
+    .with_context(|| format!("could not deploy sandbox `{ns}`"))?;
+    let deploy_time = deploy_started.elapsed();
+
+    let stale: Vec<String> = before.difference(&rendered).cloned().collect();
+    let nothing_changed = changed.lock().expect("not poisoned").is_empty() && stale.is_empty();
+    let was_ready = previous
+        .and_then(|n| n.metadata.annotations.as_ref())
+        .and_then(|a| a.get(&format!("{ANNOTATION_PREFIX}status")))
+        .is_some_and(|s| s == "ready");
+    let smoke_started = Instant::now();
+    if nothing_changed && was_ready {
+        reporter.info("nothing changed since the last successful up: its smoke tests stand");
+    } else {
+        smoke::run(cluster, plan, settings.config.timeouts.smoke, reporter)
+            .await
+            .with_context(|| format!("sandbox `{ns}` is up but its smoke tests failed"))?;
+    }
+    let smoke_time = smoke_started.elapsed();
+
+    let context = serde_json::json!({"sandbox": {"name": settings.config.name, "branch": settings.branch, "namespace": ns}});
+    let url = handover::url(cluster, &settings.config.url, ns, &context)
+        .await
+        .context("the sandbox is up but its URL could not be found")?;
+
+    if !stale.is_empty() {
+        let pruned = inventory::delete_keys(cluster, ns, &stale).await?;
+        for key in &pruned {
+            reporter.info(&format!("  pruned {key} (no longer rendered)"));
+        }
+    }
+    if before != rendered {
+        inventory::write_inventory(cluster, ns, &rendered).await?;
+    }
+    if !nothing_changed || !was_ready {
+        inventory::save_last_good(cluster, ns, plan).await?;
+    }
+    let mut annotations = status("ready");
+    annotations.insert(format!("{ANNOTATION_PREFIX}url"), url.clone());
+    inventory::annotate(cluster, ns, annotations).await?;
+    Ok((step_timings, deploy_time, smoke_time, url))
+}
+
+/// Put every object this `up` changed back to its last good revision (or remove it when it has
+/// none), and wait until the restored workloads are ready again.
+async fn rollback(
+    cluster: &Cluster,
+    settings: &Settings,
+    created_now: bool,
+    changed: &[String],
+    reporter: &Reporter,
+) -> Result<()> {
+    let ns = settings.namespace.as_str();
+    if created_now {
+        reporter.info(&format!(
+            "--on-failure rollback: `{ns}` did not exist before; deleting it"
+        ));
+        return crate::commands::delete_sandbox(cluster, ns, reporter).await;
+    }
+    let last_good = inventory::load_last_good(cluster, ns).await?;
+    reporter.info(&format!(
+        "--on-failure rollback: restoring {} objects of `{ns}`",
+        changed.len()
+    ));
+    let mut restored = Vec::new();
+    for key in changed {
+        match last_good.get(key) {
+            Some(object) => {
+                apply::apply_object(cluster, ns, object).await?;
+                restored.push(object);
+            }
+            None => {
+                inventory::delete_keys(cluster, ns, [key]).await?;
+            }
+        }
+    }
+    let timeout = settings.config.timeouts.service;
+    let waits = restored.iter().map(|o| {
+        let kind = o["kind"].as_str().unwrap_or_default().to_owned();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        async move { crate::wait::until_ready(&cluster.client, ns, &kind, &name, timeout).await }
+    });
+    futures::future::try_join_all(waits)
+        .await
+        .context("the restored revision did not become ready")?;
+    inventory::annotate(cluster, ns, status("ready")).await?;
+    Ok(())
+}
+
 /// The namespace with the tool's labels and what it records: branch, owner, times, SHAs.
-/// Returns whether this call created it.
+/// Returns the namespace as it was before (None: this call created it).
 async fn ensure_sandbox_namespace(
     cluster: &Cluster,
     settings: &Settings,
     checkouts: &[Checkout],
-) -> Result<bool> {
+) -> Result<Option<Namespace>> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
     let existing = api.get_opt(&settings.namespace).await.ok().flatten();
     let now = jiff::Timestamp::now();
@@ -456,5 +600,5 @@ async fn ensure_sandbox_namespace(
     )
     .await
     .with_context(|| format!("could not prepare namespace `{}`", settings.namespace))?;
-    Ok(existing.is_none())
+    Ok(existing.filter(|n| n.metadata.deletion_timestamp.is_none()))
 }

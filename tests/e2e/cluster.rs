@@ -6,34 +6,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 
-use crate::support::{cluster, root, run_ok, TestNamespace};
-
-async fn apply_yaml(client: &Client, ns: &str, yaml: &str) {
-    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
-    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
-        let object: kube::api::DynamicObject = serde_json::from_value(value.clone()).unwrap();
-        let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
-        let (resource, caps) = discovery.resolve_gvk(&gvk).unwrap();
-        let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
-            Api::all_with(client.clone(), &resource)
-        } else {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        };
-        let name = object.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&value),
-        )
-        .await
-        .unwrap();
-    }
-}
+use crate::support::{apply_yaml, cluster, root, run_ok, TestNamespace};
 
 async fn create_namespace(client: &Client, name: &str, labels: serde_json::Value) {
     let api: Api<Namespace> = Api::all(client.clone());

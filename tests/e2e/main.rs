@@ -10,4 +10,5 @@ mod support;
 
 mod bad_input;
 mod cluster;
+mod lifecycle;
 mod up;

@@ -270,3 +270,27 @@ pub fn http_get(url: &str) -> String {
     );
     body.to_owned()
 }
+
+/// Server-side apply every document of `yaml` (cluster-scoped ones too) into `ns`.
+pub async fn apply_yaml(client: &Client, ns: &str, yaml: &str) {
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let object: kube::api::DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+        let (resource, caps) = discovery.resolve_gvk(&gvk).unwrap();
+        let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        };
+        let name = object.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &kube::api::PatchParams::apply("e2e").force(),
+            &kube::api::Patch::Apply(&value),
+        )
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,322 @@
+//! Looking at sandboxes without changing them: `list`, `status` and `logs`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ListParams, LogParams};
+use kube::Api;
+use serde::Serialize;
+
+use crate::kube::Cluster;
+use crate::plan::{MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
+use crate::reap::{annotation, expiry, sandboxes};
+
+/// One row of `sandbox list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxRow {
+    pub namespace: String,
+    pub branch: String,
+    pub owner: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub status: String,
+    pub url: String,
+    /// repo → short SHA (and the branch used when it fell back).
+    pub repos: BTreeMap<String, String>,
+}
+
+pub async fn list(cluster: &Cluster) -> Result<Vec<SandboxRow>> {
+    let mut rows: Vec<SandboxRow> = sandboxes(cluster)
+        .await?
+        .iter()
+        .map(|ns| {
+            let get = |k: &str| annotation(ns, k).unwrap_or_default().to_owned();
+            let repos: BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&get("repos")).unwrap_or_default();
+            let status = if ns.metadata.deletion_timestamp.is_some() {
+                "terminating".to_owned()
+            } else if expiry(ns).is_some_and(|at| at < jiff::Timestamp::now()) {
+                "expired".to_owned()
+            } else {
+                get("status")
+            };
+            SandboxRow {
+                namespace: ns.metadata.name.clone().unwrap_or_default(),
+                branch: get("branch"),
+                owner: get("owner"),
+                created_at: get("created-at"),
+                expires_at: get("expires-at"),
+                status,
+                url: get("url"),
+                repos: repos
+                    .into_iter()
+                    .map(|(repo, r)| {
+                        let sha: String = r["sha"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(7)
+                            .collect();
+                        let text = if r["fell_back"] == true {
+                            format!("{sha} ({})", r["branch"].as_str().unwrap_or_default())
+                        } else {
+                            sha
+                        };
+                        (repo, text)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    Ok(rows)
+}
+
+/// "3h", "2d", "-5m" (in the past).
+pub fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
+    let secs = to.duration_since(from).as_secs();
+    let (sign, secs) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+    let text = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    };
+    format!("{sign}{text}")
+}
+
+pub fn print_list(rows: &[SandboxRow]) {
+    let now = jiff::Timestamp::now();
+    let ago = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .map(|t| human_delta(t, now))
+            .unwrap_or_default()
+    };
+    let left = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .map(|t| human_delta(now, t))
+            .unwrap_or_default()
+    };
+    println!(
+        "{:<30} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} REPOS",
+        "NAMESPACE", "BRANCH", "AGE", "EXPIRES", "STATUS", "URL", "OWNER"
+    );
+    for r in rows {
+        let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+        println!(
+            "{:<30} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} {}",
+            r.namespace,
+            r.branch,
+            ago(&r.created_at),
+            left(&r.expires_at),
+            r.status,
+            r.url,
+            r.owner,
+            repos.join(" ")
+        );
+    }
+}
+
+/// One service's state, for `sandbox status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub ready: i32,
+    pub desired: i32,
+    pub restarts: i32,
+    pub last_event: String,
+}
+
+pub async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceStatus>> {
+    let selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service");
+    let params = ListParams::default().labels(&selector);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), namespace);
+    let all = ListParams::default();
+    let (deployments, pods, events) = tokio::try_join!(
+        deployments.list(&params),
+        pods.list(&params),
+        events.list(&all)
+    )
+    .with_context(|| format!("could not read sandbox `{namespace}`"))?;
+    let service_of = |labels: &Option<BTreeMap<String, String>>| {
+        labels.as_ref().and_then(|l| l.get(SERVICE_LABEL)).cloned()
+    };
+    let mut rows: BTreeMap<String, ServiceStatus> = BTreeMap::new();
+    // Which object names belong to which service, to attribute events.
+    let mut owners: Vec<(String, String)> = Vec::new();
+    for d in &deployments.items {
+        let Some(service) = service_of(&d.metadata.labels) else {
+            continue;
+        };
+        let row = rows
+            .entry(service.clone())
+            .or_insert_with(|| ServiceStatus {
+                service: service.clone(),
+                ready: 0,
+                desired: 0,
+                restarts: 0,
+                last_event: String::new(),
+            });
+        row.desired += d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        row.ready += d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        owners.push((d.metadata.name.clone().unwrap_or_default(), service));
+    }
+    for p in &pods.items {
+        let Some(service) = service_of(&p.metadata.labels) else {
+            continue;
+        };
+        if let Some(row) = rows.get_mut(&service) {
+            row.restarts += p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map(|c| c.iter().map(|c| c.restart_count).sum::<i32>())
+                .unwrap_or(0);
+        }
+        owners.push((p.metadata.name.clone().unwrap_or_default(), service));
+    }
+    let mut events = events.items;
+    events.sort_by_key(|e| {
+        e.last_timestamp.as_ref().map(|t| t.0).or(e
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0))
+    });
+    for e in events {
+        let name = e.involved_object.name.clone().unwrap_or_default();
+        // ReplicaSets and pods are named after their Deployment.
+        if let Some((_, service)) = owners
+            .iter()
+            .find(|(owner, _)| name == *owner || name.starts_with(&format!("{owner}-")))
+        {
+            if let Some(row) = rows.get_mut(service) {
+                let text = format!(
+                    "{} {}: {}",
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default().trim()
+                );
+                row.last_event = match text.char_indices().nth(100) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text,
+                };
+            }
+        }
+    }
+    Ok(rows.into_values().collect())
+}
+
+pub fn print_status(rows: &[ServiceStatus]) {
+    println!(
+        "{:<16} {:>7} {:>9}  LAST EVENT",
+        "SERVICE", "READY", "RESTARTS"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:>7} {:>9}  {}",
+            r.service,
+            format!("{}/{}", r.ready, r.desired),
+            r.restarts,
+            r.last_event
+        );
+    }
+}
+
+/// Print the logs of one service's pods, or all services', each line prefixed
+/// `[service/pod]`. With `follow`, streams until every pod's log ends (or Ctrl-C).
+pub async fn logs(
+    cluster: &Cluster,
+    namespace: &str,
+    service: Option<&str>,
+    follow: bool,
+    since: Option<std::time::Duration>,
+    tail: Option<i64>,
+) -> Result<()> {
+    let mut selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service");
+    if let Some(s) = service {
+        selector.push_str(&format!(",{SERVICE_LABEL}={s}"));
+    }
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .with_context(|| format!("could not list the pods of `{namespace}`"))?;
+    if list.items.is_empty() {
+        anyhow::bail!(
+            "no pods of {} in `{namespace}`",
+            service
+                .map(|s| format!("service `{s}`"))
+                .unwrap_or("any service".into())
+        );
+    }
+    let streams = list.items.iter().flat_map(|pod| {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let service = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let containers: Vec<String> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let several = containers.len() > 1;
+        let pods = pods.clone();
+        containers.into_iter().map(move |container| {
+            let pods = pods.clone();
+            let pod_name = pod_name.clone();
+            let prefix = if several {
+                format!("{service}/{pod_name}/{container}")
+            } else {
+                format!("{service}/{pod_name}")
+            };
+            let params = LogParams {
+                container: Some(container),
+                follow,
+                since_seconds: since.map(|d| d.as_secs() as i64),
+                tail_lines: tail,
+                ..Default::default()
+            };
+            async move {
+                let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
+                    return;
+                };
+                let mut lines = stream.lines();
+                while let Some(Ok(line)) = lines.next().await {
+                    println!("[{prefix}] {line}");
+                }
+            }
+        })
+    });
+    futures::future::join_all(streams).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_read_like_kubectl_ages() {
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        assert_eq!(human_delta(t0, at(42)), "42s");
+        assert_eq!(human_delta(t0, at(3 * 60)), "3m");
+        assert_eq!(human_delta(t0, at(5 * 3600)), "5h");
+        assert_eq!(human_delta(t0, at(3 * 86400)), "3d");
+        assert_eq!(human_delta(at(600), t0), "-10m");
+    }
+}

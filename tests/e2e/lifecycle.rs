@@ -1,0 +1,525 @@
+//! A sandbox's life after the first `up`: idempotent re-up with prune, rollback, the lock,
+//! interruption, the inspection commands, and the reaper running as a CronJob in the cluster.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+
+use crate::support::{apply_yaml, cluster, describe, root, run_ok, Product, TestNamespace};
+
+const OURS: &str = "app.kubernetes.io/managed-by=sandbox";
+
+/// resourceVersion of every object the tool rendered into `ns` (pods excluded: their status
+/// changes on its own).
+async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels(OURS);
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($($t:ty),*) => {$(
+            let api: Api<$t> = Api::namespaced(client.clone(), ns);
+            for o in api.list(&lp).await.unwrap().items {
+                let name = o.metadata.name.clone().unwrap();
+                if name != "sandbox-last-good" {
+                    out.insert(format!("{}/{name}", stringify!($t)), o.metadata.resource_version.clone().unwrap());
+                }
+            }
+        )*};
+    }
+    collect!(ConfigMap, Secret, Service, Deployment, Job);
+    out
+}
+
+fn up(product: &Product, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["up", "--branch", "feature-x"];
+    args.extend_from_slice(extra);
+    let mut cmd = product.sandbox(&args);
+    let out = cmd.output().unwrap();
+    (out.status.success(), describe(&cmd, &out))
+}
+
+fn up_ok(product: &Product, extra: &[&str]) -> String {
+    let (ok, text) = up(product, extra);
+    assert!(ok, "{text}");
+    text
+}
+
+#[tokio::test]
+async fn reup_touches_nothing_then_rolls_only_the_changed_service_and_prunes() {
+    let Some(client) = cluster("re-up and prune").await else {
+        return;
+    };
+    let product = Product::new("reup");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    // The worker gets a template of its own, and web an extra ConfigMap.
+    std::fs::copy(
+        product.path().join("templates/service.yaml"),
+        product.path().join("templates/worker.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        product.path().join("templates/web-extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-extra\ndata:\n  note: temporary\n",
+    )
+    .unwrap();
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    values: {script: worker/run.sh}",
+        "    templates: [templates/worker.yaml]\n    values: {script: worker/run.sh}",
+    );
+    product.edit_config("    templates: [templates/service.yaml]\n    values: {script: web/run.sh}", "    templates: [templates/service.yaml, templates/web-extra.yaml]\n    values: {script: web/run.sh}");
+    up_ok(&product, &[]);
+    let first = versions(&client, &ns.name).await;
+    assert!(first.contains_key("ConfigMap/web-extra"), "{first:?}");
+
+    // Unchanged: not one object is written.
+    let text = up_ok(&product, &[]);
+    assert!(text.contains("nothing changed"), "{text}");
+    assert_eq!(
+        versions(&client, &ns.name).await,
+        first,
+        "an unchanged re-up changed objects"
+    );
+
+    // A template change rolls exactly the worker; a removed template's objects are pruned.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    // Pods on their way out (Terminating) no longer count.
+    let worker_pods = |list: Vec<Pod>| -> Vec<String> {
+        list.into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.metadata.name.unwrap())
+            .collect()
+    };
+    let before_pods = worker_pods(
+        pods.list(&ListParams::default().labels("app=worker"))
+            .await
+            .unwrap()
+            .items,
+    );
+    let worker_template = product.path().join("templates/worker.yaml");
+    let text = std::fs::read_to_string(&worker_template).unwrap();
+    std::fs::write(
+        &worker_template,
+        text.replace(
+            "            - {name: SERVICE,",
+            "            - {name: WORKER_BATCH, value: \"8\"}\n            - {name: SERVICE,",
+        ),
+    )
+    .unwrap();
+    product.edit_config(
+        "[templates/service.yaml, templates/web-extra.yaml]",
+        "[templates/service.yaml]",
+    );
+    let text = up_ok(&product, &[]);
+    assert!(text.contains("pruned v1/ConfigMap/web-extra"), "{text}");
+    let second = versions(&client, &ns.name).await;
+    let changed: Vec<&String> = first
+        .keys()
+        .filter(|k| second.get(*k) != first.get(*k))
+        .collect();
+    // Exactly the worker changed and web-extra went; the smoke Jobs ran again to prove the change.
+    assert_eq!(
+        changed,
+        [
+            "ConfigMap/web-extra",
+            "Deployment/worker",
+            "Job/smoke-api",
+            "Job/smoke-gateway"
+        ],
+        "{first:?}\n{second:?}"
+    );
+    assert!(!second.contains_key("ConfigMap/web-extra"));
+    let after_pods = worker_pods(
+        pods.list(&ListParams::default().labels("app=worker"))
+            .await
+            .unwrap()
+            .items,
+    );
+    assert!(
+        after_pods.iter().all(|p| !before_pods.contains(p)),
+        "worker pods rolled: {before_pods:?} → {after_pods:?}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let worker = deployments.get("worker").await.unwrap();
+    let env = &worker.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env.iter().any(|e| e.name == "WORKER_BATCH"));
+}
+
+#[tokio::test]
+async fn a_failed_update_is_rolled_back() {
+    let Some(client) = cluster("rollback").await else {
+        return;
+    };
+    let product = Product::new("rollback");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    up_ok(&product, &[]);
+    let (ok, text) = up(
+        &product,
+        &[
+            "--set",
+            "worker.image=docker.io/local/no-such-image:1",
+            "--on-failure",
+            "rollback",
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("rolled back to its last good revision"),
+        "{text}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let worker = deployments.get("worker").await.unwrap();
+    let image = worker
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "docker.io/local/busybox:1");
+    let status = worker.status.unwrap();
+    assert_eq!(status.ready_replicas, Some(1));
+    assert_eq!(status.updated_replicas, Some(1));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let annotations = namespaces
+        .get(&ns.name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(annotations["sandbox.dev/status"], "ready");
+}
+
+#[tokio::test]
+async fn concurrent_runs_on_one_sandbox_are_serialised() {
+    let Some(client) = cluster("lock").await else {
+        return;
+    };
+    let product = Product::new("lock");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let spawn = |extra: &[&str]| {
+        let mut args = vec!["up", "--branch", "feature-x"];
+        args.extend_from_slice(extra);
+        product
+            .sandbox(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(&[]);
+    // Once the first run holds the lock, a --no-wait run fails at once and a waiting run queues.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let held = kube::runtime::wait::await_condition(leases, "sandbox-lock", |l: Option<&Lease>| {
+        l.is_some()
+    });
+    tokio::time::timeout(Duration::from_secs(60), held)
+        .await
+        .expect("the first up takes the lock")
+        .unwrap();
+    let mut no_wait = product.sandbox(&["up", "--branch", "feature-x", "--no-wait"]);
+    let out = no_wait.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&no_wait, &out));
+    assert!(
+        stderr.contains("is locked by") && stderr.contains("(pid "),
+        "{stderr}"
+    );
+    let second = spawn(&[]);
+    let first = first.wait_with_output().unwrap();
+    let second = second.wait_with_output().unwrap();
+    let (e1, e2) = (
+        String::from_utf8_lossy(&first.stderr),
+        String::from_utf8_lossy(&second.stderr),
+    );
+    assert!(first.status.success(), "{e1}");
+    assert!(second.status.success(), "{e2}");
+    assert!(
+        e2.contains("waiting for the lock"),
+        "the second run waited:\n{e2}"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_up_is_finished_by_the_next() {
+    let Some(client) = cluster("interrupt").await else {
+        return;
+    };
+    let product = Product::new("sigint");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let child = product
+        .sandbox(&["up", "--branch", "feature-x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt mid-deploy: once the first services exist and before the gateway does.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let started = kube::runtime::wait::await_condition(
+        deployments.clone(),
+        "db",
+        |d: Option<&Deployment>| d.is_some(),
+    );
+    tokio::time::timeout(Duration::from_secs(60), started)
+        .await
+        .expect("deploy starts")
+        .unwrap();
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: sandbox") && stderr.contains("run `sandbox up` again"),
+        "{stderr}"
+    );
+    assert!(
+        deployments.get_opt("gateway").await.unwrap().is_none(),
+        "interrupted before the end"
+    );
+    // The lock was given back: the next up does not wait for it to expire.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        leases.get_opt("sandbox-lock").await.unwrap().is_none(),
+        "the lock was released"
+    );
+    let text = up_ok(&product, &["--no-wait"]);
+    assert!(text.contains("is ready"), "{text}");
+    let list = deployments.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 7);
+    assert!(list
+        .items
+        .iter()
+        .all(|d| d.status.as_ref().unwrap().ready_replicas == Some(1)));
+}
+
+#[tokio::test]
+async fn list_status_logs_diff_validate_extend_and_down() {
+    let Some(client) = cluster("inspection commands").await else {
+        return;
+    };
+    let product = Product::new("inspect");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    up_ok(&product, &[]);
+    let run = |args: &[&str]| -> String {
+        let mut cmd = product.sandbox(args);
+        String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+    };
+    let list: serde_json::Value =
+        serde_json::from_str(&run(&["list", "--output", "json"])).unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["namespace"] == ns.name.as_str())
+        .expect("listed");
+    assert_eq!(row["status"], "ready");
+    assert_eq!(row["branch"], "feature-x");
+    assert!(row["url"].as_str().unwrap().starts_with("http://"));
+    assert_eq!(
+        row["repos"]["data"].as_str().unwrap().len(),
+        "1234567 (main)".len()
+    );
+
+    let status = run(&["status", "--branch", "feature-x"]);
+    for service in ["api", "cache", "db", "gateway", "orders", "web", "worker"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(service) && l.contains("1/1")),
+            "{status}"
+        );
+    }
+    let logs = run(&["logs", "worker", "--branch", "feature-x"]);
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("[worker/worker-") && l.contains("worker: job")),
+        "{logs}"
+    );
+
+    let diff = run(&["diff", "--branch", "feature-x"]);
+    assert!(
+        diff.ends_with("0 to create, 0 to update, 0 to prune, 28 unchanged\n"),
+        "{diff}"
+    );
+    let diff = run(&[
+        "diff",
+        "--branch",
+        "feature-x",
+        "--set",
+        "worker.replicas=2",
+    ]);
+    assert!(
+        diff.contains("~ apps/v1/Deployment/worker") && diff.contains("spec.replicas: 1 → 2"),
+        "{diff}"
+    );
+    assert!(!diff.contains("sandbox-demo-db-password"), "{diff}");
+
+    let validate = run(&["validate", "--branch", "feature-x"]);
+    assert!(validate.contains("28 objects accepted"), "{validate}");
+
+    let extended = run(&["extend", "--branch", "feature-x", "--ttl", "5d"]);
+    assert!(extended.contains("now expires at"), "{extended}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let expires: jiff::Timestamp = namespaces
+        .get(&ns.name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap()["sandbox.dev/expires-at"]
+        .parse()
+        .unwrap();
+    let left = expires.duration_since(jiff::Timestamp::now()).as_hours();
+    assert!((119..=120).contains(&left), "{left}h");
+
+    let down = product
+        .sandbox(&["down", "--branch", "feature-x"])
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(!ns.exists().await, "down waits until the namespace is gone");
+}
+
+#[tokio::test]
+async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
+    let Some(client) = cluster("reaper").await else {
+        return;
+    };
+    let system = TestNamespace::claim(&client, "e2e-reap-system").await;
+    let past = "2001-01-01T00:00:00Z";
+    let future = "2999-01-01T00:00:00Z";
+    let cases = [
+        ("e2e-reap-expired", Some("sandbox"), past, false),
+        ("e2e-reap-fresh", Some("sandbox"), future, true),
+        ("e2e-reap-unowned", None, past, true),
+        ("e2e-reap-expired-lookalike", None, past, true),
+        ("e2e-reap-helm", Some("helm"), past, true),
+    ];
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut guards = Vec::new();
+    for (name, managed_by, expires, _) in cases {
+        guards.push(TestNamespace::claim(&client, name).await);
+        let labels = managed_by
+            .map(|m| serde_json::json!({"app.kubernetes.io/managed-by": m}))
+            .unwrap_or(serde_json::json!({}));
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": name, "labels": labels,
+            "annotations": {"sandbox.dev/expires-at": expires, "sandbox.dev/branch": name, "sandbox.dev/owner": "e2e"},
+        }}))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+
+    // The dry run names exactly the one expired sandbox of these.
+    let product = Product::new("reap");
+    let mut dry = product.sandbox(&["reap", "--dry-run"]);
+    let out = String::from_utf8(run_ok(&mut dry).stdout).unwrap();
+    let named: Vec<&str> = out.lines().filter(|l| l.contains("e2e-reap-")).collect();
+    assert_eq!(named, ["would delete: e2e-reap-expired (branch e2e-reap-expired, owner e2e, expired at 2001-01-01T00:00:00Z)"], "{out}");
+
+    // The reaper in the cluster: the sandbox binary in an image, its ServiceAccount and RBAC only.
+    run_ok(Command::new(root().join("scripts/images")).args([
+        "sandbox",
+        env!("CARGO_BIN_EXE_sandbox"),
+        "e2e",
+    ]));
+    let mut manifests = product.sandbox(&[
+        "reaper-manifests",
+        "--image",
+        "docker.io/local/sandbox:e2e",
+        "--namespace",
+        &system.name,
+        "--schedule",
+        "* * * * *",
+    ]);
+    let yaml = String::from_utf8(run_ok(&mut manifests).stdout).unwrap();
+    assert!(
+        yaml.contains("apiVersion: batch/v1beta1\nkind: CronJob"),
+        "1.20 serves CronJob as batch/v1beta1:\n{yaml}"
+    );
+    apply_yaml(&client, &system.name, &yaml).await;
+
+    let gone = kube::runtime::wait::await_condition(
+        namespaces.clone(),
+        "e2e-reap-expired",
+        |n: Option<&Namespace>| n.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+    );
+    let reaped = tokio::time::timeout(Duration::from_secs(150), gone).await;
+    // The reaper prints its report when it is done: wait for its Job to complete.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &system.name);
+    for _ in 0..100 {
+        let done = jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|j| j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0);
+        if done || reaped.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &system.name);
+    let mut logs = String::new();
+    for pod in pods.list(&ListParams::default()).await.unwrap().items {
+        logs += &pods
+            .logs(pod.metadata.name.as_deref().unwrap(), &Default::default())
+            .await
+            .unwrap_or_default();
+    }
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let _ = roles
+        .delete("sandbox-reaper", &DeleteParams::default())
+        .await;
+    let _ = bindings
+        .delete("sandbox-reaper", &DeleteParams::default())
+        .await;
+    assert!(
+        reaped.is_ok(),
+        "the CronJob did not reap in time; jobs: {:?}\nlogs:\n{logs}",
+        jobs.list(&ListParams::default()).await.unwrap().items.len()
+    );
+    assert!(logs.contains("deleted: e2e-reap-expired"), "{logs}");
+    for (name, _, _, kept) in cases {
+        let ns = namespaces.get_opt(name).await.unwrap();
+        let alive = ns.is_some_and(|n| n.metadata.deletion_timestamp.is_none());
+        assert_eq!(alive, kept, "{name}");
+    }
+}
+
+#[test]
+fn shell_completions_are_printed() {
+    let product_free = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(product_free.stdout).unwrap();
+    assert!(
+        text.contains("_sandbox()") && text.contains("reaper-manifests"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+}
