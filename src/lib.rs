@@ -28,5 +28,6 @@ pub mod up;
 pub mod diff;
 pub mod inspect;
 pub mod reap;
+pub mod serve;
 pub mod values;
 pub mod wait;

@@ -1,0 +1,326 @@
+//! A stand-in for GitHub's REST API (and a Slack webhook) on 127.0.0.1, for tests: it records
+//! every call and answers the few endpoints `sandbox serve` uses the way GitHub does.
+//!
+//! Shared by the unit tests (`src/serve`) and the end-to-end tests (`tests/e2e/serve.rs`
+//! includes this file), so it uses nothing of the crate.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// One request, as received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+    pub authorization: Option<String>,
+    pub accept: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeDeployment {
+    pub id: u64,
+    pub repo: String,
+    pub sha: String,
+    pub environment: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeStatus {
+    pub deployment: u64,
+    pub state: String,
+    pub description: String,
+    pub environment_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeComment {
+    pub id: u64,
+    pub repo: String,
+    pub issue: u64,
+    pub body: String,
+    pub edits: usize,
+}
+
+#[derive(Default)]
+struct Recorded {
+    calls: Vec<Call>,
+    next_id: u64,
+    deployments: Vec<FakeDeployment>,
+    statuses: Vec<FakeStatus>,
+    comments: Vec<FakeComment>,
+    slack: Vec<String>,
+    closed: HashSet<(String, u64)>,
+}
+
+pub struct FakeGitHub {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    state: Arc<Mutex<Recorded>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeGitHub {
+    pub async fn start() -> FakeGitHub {
+        let state: Arc<Mutex<Recorded>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = shared.clone();
+                async move { handle(&state, method, uri, headers, body) }
+            },
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeGitHub { url, state, server }
+    }
+
+    /// The Slack webhook's URL on this server.
+    pub fn slack_url(&self) -> String {
+        format!("{}/slack/T000/B000/XXXXSECRETXXXX", self.url)
+    }
+
+    /// GitHub says pull request `number` of `repo` is closed from now on.
+    pub fn close(&self, repo: &str, number: u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .closed
+            .insert((repo.to_owned(), number));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn deployments(&self) -> Vec<FakeDeployment> {
+        self.state.lock().unwrap().deployments.clone()
+    }
+
+    pub fn statuses(&self) -> Vec<FakeStatus> {
+        self.state.lock().unwrap().statuses.clone()
+    }
+
+    /// The states posted for one deployment, in order.
+    pub fn states_of(&self, deployment: u64) -> Vec<String> {
+        self.statuses()
+            .into_iter()
+            .filter(|s| s.deployment == deployment)
+            .map(|s| s.state)
+            .collect()
+    }
+
+    pub fn comments(&self) -> Vec<FakeComment> {
+        self.state.lock().unwrap().comments.clone()
+    }
+
+    pub fn slack_messages(&self) -> Vec<String> {
+        self.state.lock().unwrap().slack.clone()
+    }
+
+    /// Everything recorded, for a failure message.
+    pub fn dump(&self) -> String {
+        let s = self.state.lock().unwrap();
+        let mut out = String::new();
+        for c in &s.calls {
+            out.push_str(&format!(
+                "{} {} {:?} {}\n",
+                c.method, c.path, c.query, c.body
+            ));
+        }
+        out
+    }
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(
+    state: &Mutex<Recorded>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let query: Vec<(String, String)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = state.lock().unwrap();
+    s.calls.push(Call {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: query.clone(),
+        body: body.clone(),
+        authorization: header("authorization"),
+        accept: header("accept"),
+        user_agent: header("user-agent"),
+    });
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let not_found =
+        || (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    if segments.first() == Some(&"slack") {
+        s.slack
+            .push(body["text"].as_str().unwrap_or_default().to_owned());
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let ["repos", owner, name, rest @ ..] = segments.as_slice() else {
+        return not_found();
+    };
+    let repo = format!("{owner}/{name}");
+    let created = |v: Value| (StatusCode::CREATED, Json(v)).into_response();
+    match (method.as_str(), rest) {
+        ("POST", ["deployments"]) => {
+            s.next_id += 1;
+            let id = s.next_id;
+            let d = FakeDeployment {
+                id,
+                repo: repo.clone(),
+                sha: body["ref"].as_str().unwrap_or_default().to_owned(),
+                environment: body["environment"].as_str().unwrap_or_default().to_owned(),
+                body: body.clone(),
+            };
+            s.deployments.push(d.clone());
+            created(json!({
+                "id": id, "sha": d.sha, "ref": d.sha, "task": "deploy",
+                "environment": d.environment, "url": format!("/repos/{repo}/deployments/{id}"),
+            }))
+        }
+        ("GET", ["deployments"]) => {
+            let env = query
+                .iter()
+                .find(|(k, _)| k == "environment")
+                .map(|(_, v)| v.clone());
+            let list: Vec<Value> = s
+                .deployments
+                .iter()
+                .rev()
+                .filter(|d| d.repo == repo && env.as_ref().is_none_or(|e| *e == d.environment))
+                .map(|d| json!({"id": d.id, "sha": d.sha, "environment": d.environment}))
+                .collect();
+            Json(Value::Array(list)).into_response()
+        }
+        ("POST", ["deployments", id, "statuses"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return not_found();
+            };
+            if !s.deployments.iter().any(|d| d.id == id && d.repo == repo) {
+                return not_found();
+            }
+            let state_ = body["state"].as_str().unwrap_or_default().to_owned();
+            let description = body["description"].as_str().unwrap_or_default().to_owned();
+            if description.chars().count() > 140 {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({"message": "Validation Failed: description is too long (maximum is 140 characters)"})),
+                )
+                    .into_response();
+            }
+            s.statuses.push(FakeStatus {
+                deployment: id,
+                state: state_.clone(),
+                description,
+                environment_url: body["environment_url"].as_str().map(str::to_owned),
+            });
+            created(json!({"id": s.statuses.len(), "state": state_}))
+        }
+        ("GET", ["pulls", number]) => {
+            let Ok(number) = number.parse::<u64>() else {
+                return not_found();
+            };
+            let closed = s.closed.contains(&(repo.clone(), number));
+            Json(json!({
+                "number": number,
+                "state": if closed { "closed" } else { "open" },
+                "merged": false,
+            }))
+            .into_response()
+        }
+        ("GET", ["issues", number, "comments"]) => {
+            let number: u64 = number.parse().unwrap_or(0);
+            let list: Vec<Value> = s
+                .comments
+                .iter()
+                .filter(|c| c.repo == repo && c.issue == number)
+                .map(|c| json!({"id": c.id, "body": c.body}))
+                .collect();
+            Json(Value::Array(list)).into_response()
+        }
+        ("POST", ["issues", number, "comments"]) => {
+            s.next_id += 1;
+            let id = s.next_id;
+            s.comments.push(FakeComment {
+                id,
+                repo,
+                issue: number.parse().unwrap_or(0),
+                body: body["body"].as_str().unwrap_or_default().to_owned(),
+                edits: 0,
+            });
+            created(json!({"id": id}))
+        }
+        ("PATCH", ["issues", "comments", id]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(c) = s.comments.iter_mut().find(|c| c.id == id && c.repo == repo) else {
+                return not_found();
+            };
+            c.body = body["body"].as_str().unwrap_or_default().to_owned();
+            c.edits += 1;
+            Json(json!({"id": id})).into_response()
+        }
+        _ => not_found(),
+    }
+}

@@ -1,0 +1,385 @@
+//! The little of GitHub's REST API the service uses (deployments and their statuses, a pull
+//! request's state, issue comments) and Slack's incoming webhooks. Errors never carry the token
+//! or the Slack URL: the token travels only in a header, and URLs are left out of errors.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The hidden marker that finds the service's own comment on a pull request again.
+pub const COMMENT_MARKER: &str = "<!-- sandbox-preview -->";
+
+/// GitHub limits a deployment status's description to 140 characters.
+pub const DESCRIPTION_LIMIT: usize = 140;
+
+#[derive(Clone)]
+pub struct GitHub {
+    http: reqwest::Client,
+    api: Url,
+    token: Option<String>,
+}
+
+/// A call GitHub answered with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("GitHub answered {method} {path} with {status}: {message}")]
+pub struct ApiError {
+    pub method: Method,
+    pub path: String,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// The states of a deployment status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Queued,
+    InProgress,
+    Success,
+    Failure,
+    Error,
+    Inactive,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::InProgress => "in_progress",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Error => "error",
+            State::Inactive => "inactive",
+        }
+    }
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent("sandbox")
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("could not set up the HTTP client")
+}
+
+/// `owner/name`, and nothing that could walk elsewhere in the API.
+pub fn valid_repo(full_name: &str) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(full_name.split_once('/'), Some((o, n)) if ok(o) && ok(n))
+}
+
+/// At most `limit` characters, cut on a character boundary with `…` where it was cut.
+pub fn truncate(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+impl GitHub {
+    /// `api_url`: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server.
+    pub fn new(api_url: &str, token: Option<String>) -> Result<GitHub> {
+        let mut api = Url::parse(api_url)
+            .with_context(|| format!("--github-api-url `{api_url}` is not a URL"))?;
+        if !matches!(api.scheme(), "http" | "https") {
+            anyhow::bail!("--github-api-url `{api_url}` is not an http(s) URL");
+        }
+        // Paths are joined to it: make it end with exactly one `/`.
+        let path = format!("{}/", api.path().trim_end_matches('/'));
+        api.set_path(&path);
+        Ok(GitHub {
+            http: client()?,
+            api,
+            token,
+        })
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut url = self.api.join(path).expect("API paths are relative URLs");
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let what = format!("{method} /{path}");
+        let response = request
+            .send()
+            .await
+            .map_err(|e| e.without_url())
+            .with_context(|| format!("could not reach GitHub for {what}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| e.without_url())
+            .with_context(|| format!("could not read GitHub's answer to {what}"))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| truncate(&text, 200));
+            return Err(ApiError {
+                method,
+                path: format!("/{path}"),
+                status,
+                message,
+            }
+            .into());
+        }
+        if text.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("GitHub's answer to {what} is not JSON"))
+    }
+
+    /// POST /repos/{repo}/deployments for `sha`; returns the deployment's id.
+    pub async fn create_deployment(
+        &self,
+        repo: &str,
+        sha: &str,
+        environment: &str,
+        description: &str,
+        payload: serde_json::Value,
+    ) -> Result<u64> {
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("repos/{repo}/deployments"),
+                &[],
+                Some(json!({
+                    "ref": sha,
+                    "task": "deploy",
+                    "environment": environment,
+                    "description": truncate(description, DESCRIPTION_LIMIT),
+                    "auto_merge": false,
+                    "required_contexts": [],
+                    "transient_environment": true,
+                    "production_environment": false,
+                    "payload": payload,
+                })),
+            )
+            .await?;
+        answer["id"]
+            .as_u64()
+            .context("GitHub created a deployment without an id")
+    }
+
+    /// POST /repos/{repo}/deployments/{id}/statuses.
+    pub async fn set_status(
+        &self,
+        repo: &str,
+        deployment: u64,
+        state: State,
+        description: &str,
+        environment_url: Option<&str>,
+    ) -> Result<()> {
+        let mut body = json!({
+            "state": state.as_str(),
+            "description": truncate(description, DESCRIPTION_LIMIT),
+        });
+        if let Some(url) = environment_url {
+            body["environment_url"] = url.into();
+        }
+        self.call(
+            Method::POST,
+            &format!("repos/{repo}/deployments/{deployment}/statuses"),
+            &[],
+            Some(body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The ids of the latest deployments to `environment` (newest first).
+    pub async fn deployments(&self, repo: &str, environment: &str) -> Result<Vec<u64>> {
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("repos/{repo}/deployments"),
+                &[("environment", environment), ("per_page", "10")],
+                None,
+            )
+            .await?;
+        Ok(answer
+            .as_array()
+            .map(|list| list.iter().filter_map(|d| d["id"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+
+    /// Whether pull request `number` is closed (merged or not).
+    pub async fn pull_is_closed(&self, repo: &str, number: u64) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Pull {
+            state: String,
+        }
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("repos/{repo}/pulls/{number}"),
+                &[],
+                None,
+            )
+            .await?;
+        let pull: Pull =
+            serde_json::from_value(answer).context("GitHub's pull request has no `state`")?;
+        Ok(pull.state == "closed")
+    }
+
+    /// Create the service's comment on the pull request, or update the one it made before
+    /// (found by [`COMMENT_MARKER`]). `body` should contain the marker.
+    pub async fn upsert_comment(&self, repo: &str, number: u64, body: &str) -> Result<()> {
+        let mut existing = None;
+        'pages: for page in 1..=10u32 {
+            let page = page.to_string();
+            let answer = self
+                .call(
+                    Method::GET,
+                    &format!("repos/{repo}/issues/{number}/comments"),
+                    &[("per_page", "100"), ("page", &page)],
+                    None,
+                )
+                .await?;
+            let list = answer.as_array().cloned().unwrap_or_default();
+            for comment in &list {
+                if comment["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(COMMENT_MARKER))
+                {
+                    existing = comment["id"].as_u64();
+                    break 'pages;
+                }
+            }
+            if list.len() < 100 {
+                break;
+            }
+        }
+        match existing {
+            Some(id) => {
+                self.call(
+                    Method::PATCH,
+                    &format!("repos/{repo}/issues/comments/{id}"),
+                    &[],
+                    Some(json!({ "body": body })),
+                )
+                .await?;
+            }
+            None => {
+                self.call(
+                    Method::POST,
+                    &format!("repos/{repo}/issues/{number}/comments"),
+                    &[],
+                    Some(json!({ "body": body })),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone)]
+pub struct Slack {
+    http: reqwest::Client,
+    url: Url,
+}
+
+impl Slack {
+    pub fn new(url: &str) -> Result<Slack> {
+        // The URL is a secret: it is not repeated in the error.
+        let url = Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("the Slack webhook URL is not a URL: {e}"))?;
+        Ok(Slack {
+            http: client()?,
+            url,
+        })
+    }
+
+    pub async fn post(&self, text: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(self.url.clone())
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .map_err(|e| e.without_url())
+            .context("could not reach Slack")?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("Slack answered {status}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_cut_to_githubs_limit_on_character_boundaries() {
+        assert_eq!(truncate("short", 140), "short");
+        let long = "é".repeat(200);
+        let cut = truncate(&long, DESCRIPTION_LIMIT);
+        assert_eq!(cut.chars().count(), 140);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn repository_names_cannot_walk_the_api() {
+        assert!(valid_repo("octo-org/backend"));
+        assert!(valid_repo("a_b/c.d-e"));
+        for bad in [
+            "octo-org", "a/b/c", "../x", "a/..", "a/b?x=1", "/b", "a/", "a/b c",
+        ] {
+            assert!(!valid_repo(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_api_url_may_have_a_path() {
+        let gh = GitHub::new("https://ghe.example.com/api/v3", None).unwrap();
+        assert_eq!(
+            gh.api.join("repos/o/r/pulls/1").unwrap().as_str(),
+            "https://ghe.example.com/api/v3/repos/o/r/pulls/1"
+        );
+        let gh = GitHub::new("http://127.0.0.1:9/", None).unwrap();
+        assert_eq!(
+            gh.api.join("repos/o/r").unwrap().as_str(),
+            "http://127.0.0.1:9/repos/o/r"
+        );
+        assert!(GitHub::new("ftp://x", None).is_err());
+        assert!(GitHub::new("not a url", None).is_err());
+    }
+}

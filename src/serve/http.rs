@@ -1,0 +1,319 @@
+//! The HTTP side: `POST /webhook` (also `/`) for GitHub's deliveries and `GET /healthz`.
+//!
+//! A delivery is checked in this order, and nothing runs unless every check passes: the size
+//! (413), the signature (401), the content type (415), the event header (400), the delivery id
+//! (a repeat is acknowledged and ignored), the JSON (400). Then it is queued (202) or
+//! acknowledged (200); the work itself never runs inside the request.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::event::{self, Incoming};
+use super::github::valid_repo;
+use super::log::log;
+use super::queue::{PrRef, Queue, Submitted, Work};
+use super::signature;
+
+/// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
+const REMEMBERED_DELIVERIES: usize = 4096;
+
+/// The most recent delivery ids, bounded: the oldest are forgotten first.
+#[derive(Debug)]
+pub struct Deliveries {
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+    capacity: usize,
+}
+
+impl Deliveries {
+    pub fn new(capacity: usize) -> Deliveries {
+        Deliveries {
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Remember `id`; false if it was already remembered.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.order.push_back(id.to_owned());
+        self.seen.insert(id.to_owned());
+        true
+    }
+
+    /// Forget `id` (its delivery was refused, so a redelivery must be processed).
+    pub fn forget(&mut self, id: &str) {
+        if self.seen.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+pub struct AppState {
+    pub secret: Vec<u8>,
+    pub queue: Queue,
+    pub deliveries: Mutex<Deliveries>,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(secret: Vec<u8>, queue: Queue, max_body_bytes: usize) -> AppState {
+        AppState {
+            secret,
+            queue,
+            deliveries: Mutex::new(Deliveries::new(REMEMBERED_DELIVERIES)),
+            max_body_bytes,
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/webhook", post(webhook))
+        .route("/", post(webhook))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({ "status": "ok", "busy_sandboxes": state.queue.busy() })).into_response()
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let delivery = header_str(&headers, "x-github-delivery")
+        .unwrap_or("")
+        .to_owned();
+    let event_name = header_str(&headers, "x-github-event")
+        .unwrap_or("")
+        .to_owned();
+    let refuse = |status: StatusCode, reason: String| {
+        log!(
+            Warn,
+            "webhook.refused",
+            status = status.as_u16(),
+            reason = reason,
+            peer = peer,
+            delivery = delivery,
+            event = event_name
+        );
+        answer(status, json!({ "error": reason }))
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {} bytes", state.max_body_bytes),
+            )
+        }
+        Err(rejection) => return refuse(rejection.status(), rejection.body_text()),
+    };
+    if let Err(e) = signature::verify(
+        &state.secret,
+        &body,
+        headers.get(signature::HEADER).map(|v| v.as_bytes()),
+    ) {
+        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let content_type = header_str(&headers, "content-type").unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type `{content_type}`: set the webhook's content type to application/json"
+            ),
+        );
+    }
+    if event_name.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into());
+    }
+    // Check and remember in one step, so two copies arriving at once are not both taken.
+    if !delivery.is_empty()
+        && !state
+            .deliveries
+            .lock()
+            .expect("not poisoned")
+            .insert(&delivery)
+    {
+        log!(
+            Info,
+            "webhook.duplicate",
+            delivery = delivery,
+            event = event_name
+        );
+        return answer(
+            StatusCode::OK,
+            json!({ "status": "duplicate delivery, ignored", "delivery": delivery }),
+        );
+    }
+    let forget = || {
+        if !delivery.is_empty() {
+            state
+                .deliveries
+                .lock()
+                .expect("not poisoned")
+                .forget(&delivery);
+        }
+    };
+    let incoming = match event::parse(&event_name, &body) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            forget();
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("{:#}", anyhow::Error::from(e)),
+            );
+        }
+    };
+    let ignored = |reason: String| {
+        log!(
+            Info,
+            "webhook.ignored",
+            delivery = delivery,
+            event = event_name,
+            reason = reason
+        );
+        answer(
+            StatusCode::OK,
+            json!({ "status": "ignored", "reason": reason }),
+        )
+    };
+    let pr = match incoming {
+        Incoming::Ping { zen } => {
+            log!(
+                Info,
+                "webhook.ping",
+                delivery = delivery,
+                zen = zen.as_deref().unwrap_or("")
+            );
+            return answer(StatusCode::OK, json!({ "status": "pong" }));
+        }
+        Incoming::Other { event } => return ignored(format!("event `{event}` is not handled")),
+        Incoming::PullRequest(pr) => pr,
+    };
+    let Some(action) = pr.intent() else {
+        return ignored(format!(
+            "pull_request action `{}` changes nothing",
+            pr.action
+        ));
+    };
+    if !valid_repo(&pr.repo) {
+        forget();
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not an owner/name repository", pr.repo),
+        );
+    }
+    if pr.from_fork() {
+        return ignored(format!(
+            "the head branch is in {}, not in {}: previews are built from the product's own repositories",
+            pr.head_repo.as_deref().unwrap_or("a deleted fork"),
+            pr.repo
+        ));
+    }
+    let work = Work {
+        branch: pr.head_ref.clone(),
+        action,
+        prs: vec![PrRef {
+            repo: pr.repo.clone(),
+            number: pr.number,
+            sha: pr.head_sha.clone(),
+            author: pr.author.clone(),
+        }],
+    };
+    let submitted = state.queue.submit(work);
+    log!(
+        Info,
+        "webhook.accepted",
+        delivery = delivery,
+        action = pr.action,
+        pr = format!("{}#{}", pr.repo, pr.number),
+        branch = pr.head_ref,
+        sha = pr.head_sha,
+        queued = format!("{submitted:?}").to_lowercase(),
+    );
+    match submitted {
+        Submitted::Closed => {
+            forget();
+            let mut response = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "the service is shutting down; redeliver later" }),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            response
+        }
+        Submitted::Queued | Submitted::Superseding => answer(
+            StatusCode::ACCEPTED,
+            json!({
+                "status": "queued",
+                "action": action.to_string(),
+                "branch": pr.head_ref,
+                "sha": pr.head_sha,
+                "superseding": submitted == Submitted::Superseding,
+            }),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_are_remembered_boundedly() {
+        let mut d = Deliveries::new(3);
+        assert!(d.insert("a"));
+        assert!(!d.insert("a"));
+        assert!(d.insert("b"));
+        assert!(d.insert("c"));
+        assert!(d.insert("d")); // forgets a
+        assert_eq!(d.len(), 3);
+        assert!(d.insert("a"), "the oldest id was forgotten");
+        assert!(!d.insert("d"));
+        d.forget("d");
+        assert!(d.insert("d"));
+    }
+}

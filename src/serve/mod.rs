@@ -1,0 +1,222 @@
+//! `sandbox serve`: pull-request preview environments.
+//!
+//! GitHub sends `pull_request` webhooks; opening, reopening or pushing to a pull request brings
+//! the sandbox of its head branch up (or updates it), closing it deletes the sandbox, and the
+//! outcome goes back to the pull request as a GitHub deployment (with the URL), optionally a
+//! comment, and optionally a Slack message.
+//!
+//! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
+//!   ([`event`]); it only queues work.
+//! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
+//! - [`pipeline`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
+//!   real one ([`deployer`]) calls the `up` pipeline and `down`.
+//! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
+//! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
+
+pub mod deployer;
+pub mod event;
+pub mod github;
+pub mod http;
+pub mod log;
+pub mod pipeline;
+pub mod queue;
+pub mod reconcile;
+pub mod signature;
+
+#[cfg(test)]
+mod fake_github;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use self::deployer::ClusterDeployer;
+use self::github::{GitHub, Slack};
+use self::log::log;
+pub use self::pipeline::{Deployed, Deployer, Failure, Pipeline, Reporting};
+use self::queue::Queue;
+use crate::cli::ServeArgs;
+use crate::kube::ClusterOptions;
+
+/// What the service needs besides a listener and a deployer.
+pub struct Options {
+    pub secret: Vec<u8>,
+    pub concurrency: usize,
+    pub max_body_bytes: usize,
+    pub reporting: Reporting,
+    pub shutdown_grace: Duration,
+}
+
+/// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
+fn webhook_secret(file: Option<&Path>) -> Result<String> {
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the webhook secret from {}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        None => std::env::var("SANDBOX_WEBHOOK_SECRET").unwrap_or_default(),
+    };
+    if secret.is_empty() {
+        anyhow::bail!(
+            "no webhook secret: set SANDBOX_WEBHOOK_SECRET or pass --webhook-secret-file \
+             (the same secret as in the GitHub webhook's settings)"
+        );
+    }
+    Ok(secret)
+}
+
+/// The GitHub token: `$SANDBOX_GITHUB_TOKEN`, else `$GITHUB_TOKEN`.
+fn github_token() -> Option<String> {
+    ["SANDBOX_GITHUB_TOKEN", "GITHUB_TOKEN"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_owned())
+}
+
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// `sandbox serve`.
+pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -> Result<()> {
+    let secret = webhook_secret(args.webhook_secret_file.as_deref())?;
+    log::add_secret(&secret);
+    let token = github_token();
+    if let Some(token) = &token {
+        log::add_secret(token);
+    }
+    if let Some(url) = &args.slack_webhook_url {
+        log::add_secret(url);
+    }
+    let config = crate::config::load(config_path, &|v| std::env::var(v).ok())?;
+    // Check --set and --ttl once, now, rather than on every pull request.
+    crate::up::Settings::new(config.clone(), "serve", args.sets.clone(), args.ttl)?;
+
+    let github = GitHub::new(&args.github_api_url, token.clone())?;
+    if token.is_none() {
+        log!(
+            Warn,
+            "github.disabled",
+            reason =
+                "no SANDBOX_GITHUB_TOKEN or GITHUB_TOKEN: nothing is reported to pull requests"
+        );
+    }
+    let reporting = Reporting {
+        github: token.is_some().then(|| github.clone()),
+        comment: args.comment,
+        slack: args
+            .slack_webhook_url
+            .as_deref()
+            .map(Slack::new)
+            .transpose()?,
+    };
+    let deployer = ClusterDeployer {
+        config: config.clone(),
+        cluster: cluster.clone(),
+        sets: args.sets.clone(),
+        ttl: args.ttl,
+        on_failure: args.on_failure,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    log!(
+        Info,
+        "listening",
+        addr = listener.local_addr()?,
+        sandbox = config.name,
+        config = config.path.display(),
+        concurrency = args.concurrency,
+        github = args.github_api_url,
+        reporting = reporting.github.is_some(),
+        comment = args.comment,
+        slack = reporting.slack.is_some(),
+    );
+    let options = Options {
+        secret: secret.into_bytes(),
+        concurrency: args.concurrency.get(),
+        max_body_bytes: args.max_body_bytes,
+        reporting,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let reconcile = !args.no_reconcile;
+    let on_start = move |queue: Queue| {
+        if !reconcile {
+            return;
+        }
+        tokio::spawn(async move {
+            match reconcile::reconcile(&cluster, &config, &github, &queue).await {
+                Ok(n) => log!(Info, "reconcile.done", closed = n),
+                Err(e) => log!(Error, "reconcile.failed", error = format!("{e:#}")),
+            }
+        });
+    };
+    serve(listener, options, deployer, on_start, async {
+        let signal = stop_signal().await;
+        log!(Info, "shutdown.started", signal = signal);
+    })
+    .await
+}
+
+/// Serve webhooks on `listener` until `shutdown` resolves, then stop gracefully: no new
+/// connections or work, running work gets the grace period (a second signal cuts it short),
+/// then whatever still runs is cancelled and reported as such.
+pub async fn serve<D: Deployer>(
+    listener: tokio::net::TcpListener,
+    options: Options,
+    deployer: D,
+    on_start: impl FnOnce(Queue),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let pipeline = Arc::new(Pipeline::new(deployer, options.reporting));
+    let queue = Queue::new(options.concurrency, pipeline.clone());
+    let state = Arc::new(http::AppState::new(
+        options.secret,
+        queue.clone(),
+        options.max_body_bytes,
+    ));
+    on_start(queue.clone());
+    axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("the HTTP server failed")?;
+    queue
+        .shutdown(options.shutdown_grace, async {
+            let signal = stop_signal().await;
+            log!(Warn, "shutdown.hurried", signal = signal);
+        })
+        .await;
+    pipeline.background.drain(Duration::from_secs(10)).await;
+    log!(Info, "stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

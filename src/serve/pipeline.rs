@@ -1,0 +1,515 @@
+//! One piece of work, done and reported: the GitHub deployment and its statuses, the pull
+//! request comment, the Slack message, around a [`Deployer`] that does the cluster's part.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::github::{self, GitHub, Slack, State, COMMENT_MARKER};
+use super::log::{log, scrub};
+use super::queue::{Action, Executor, Job, PrRef, Work};
+use crate::handover::RepoReport;
+
+/// A sandbox that came up.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub url: String,
+    /// What each repository was deployed from.
+    pub repos: Vec<RepoReport>,
+}
+
+/// Why a deploy or a deletion failed, safe to show: no decrypted value, no token.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The error and its causes on one line.
+    pub summary: String,
+    /// The error as the CLI would print it (causes and hints on lines of their own).
+    pub details: String,
+}
+
+impl Failure {
+    /// From an error, with `scrub` applied (it knows the secrets the work came across).
+    pub fn new(error: &anyhow::Error, scrub_secrets: impl Fn(&str) -> String) -> Failure {
+        Failure {
+            summary: scrub(&scrub_secrets(&format!("{error:#}"))),
+            details: scrub(&scrub_secrets(&crate::error::render(error))),
+        }
+    }
+}
+
+/// The cluster's part of the work. The real one runs `up` and `down`; tests use fakes.
+pub trait Deployer: Send + Sync + 'static {
+    /// The namespace of a branch's sandbox.
+    fn namespace(&self, branch: &str) -> String;
+    /// Bring the branch's sandbox up (or update it); `prs` asked for it (the last most recently).
+    fn deploy(
+        &self,
+        branch: &str,
+        prs: &[PrRef],
+    ) -> impl Future<Output = Result<Deployed, Failure>> + Send;
+    /// Delete the branch's sandbox and wait until it is gone.
+    fn destroy(&self, branch: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
+/// How the service reports: where, and whether to comment.
+#[derive(Clone, Default)]
+pub struct Reporting {
+    /// `None` without a token: nothing is reported to GitHub.
+    pub github: Option<GitHub>,
+    pub comment: bool,
+    pub slack: Option<Slack>,
+}
+
+/// Tasks that outlive the work that started them (reports about cancelled work), so that
+/// shutdown can wait for them.
+#[derive(Default)]
+pub struct Background {
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Background {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        // A cancelled task's clean-up may run while the runtime itself stops; then it is skipped.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(task, &handle);
+    }
+
+    /// Wait up to `limit` for every background task.
+    pub async fn drain(&self, limit: Duration) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
+        let _ =
+            tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+}
+
+/// The GitHub environment of a branch's sandbox: the same in every repository, as the sandbox
+/// is the same.
+pub fn environment(branch: &str) -> String {
+    format!("sandbox/{branch}")
+}
+
+pub struct Pipeline<D> {
+    deployer: D,
+    reporting: Reporting,
+    pub background: Arc<Background>,
+}
+
+impl<D: Deployer> Pipeline<D> {
+    pub fn new(deployer: D, reporting: Reporting) -> Pipeline<D> {
+        Pipeline {
+            deployer,
+            reporting,
+            background: Arc::default(),
+        }
+    }
+
+    pub fn deployer(&self) -> &D {
+        &self.deployer
+    }
+
+    async fn deploy(self: Arc<Self>, work: Work, job: Job) {
+        let branch = work.branch.as_str();
+        let namespace = self.deployer.namespace(branch);
+        let environment = environment(branch);
+        // A deployment per pull request, for the commit it asked for: that is what GitHub shows
+        // on the pull request. Made before waiting for a slot, so a queued one shows as queued.
+        let mut deployments: Vec<(PrRef, u64)> = Vec::new();
+        if let Some(gh) = &self.reporting.github {
+            for pr in &work.prs {
+                let made = gh
+                    .create_deployment(
+                        &pr.repo,
+                        &pr.sha,
+                        &environment,
+                        &format!("sandbox of branch {branch}"),
+                        json!({ "pull_request": pr.number, "namespace": namespace }),
+                    )
+                    .await;
+                match made {
+                    Ok(id) => {
+                        log!(
+                            Info,
+                            "github.deployment",
+                            pr = pr,
+                            id = id,
+                            environment = environment
+                        );
+                        self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
+                            .await;
+                        deployments.push((pr.clone(), id));
+                    }
+                    Err(e) => log!(
+                        Warn,
+                        "github.failed",
+                        pr = pr,
+                        call = "create deployment",
+                        error = format!("{e:#}")
+                    ),
+                }
+            }
+        }
+        let mut unfinished = Unfinished {
+            github: self.reporting.github.clone(),
+            deployments: deployments.clone(),
+            job: job.clone(),
+            background: self.background.clone(),
+            armed: true,
+        };
+        let Some(_slot) = job.slot().await else {
+            return; // shutting down; `unfinished` reports it
+        };
+        let started = Instant::now();
+        log!(
+            Info,
+            "job.started",
+            action = "deploy",
+            branch = branch,
+            namespace = namespace,
+            prs = work.prs_text()
+        );
+        for (pr, id) in &deployments {
+            self.status(
+                &pr.repo,
+                *id,
+                State::InProgress,
+                &format!("deploying {branch}"),
+                None,
+            )
+            .await;
+        }
+        let result = self.deployer.deploy(branch, &work.prs).await;
+        let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        match result {
+            Ok(deployed) => {
+                let shas = repos_text(&deployed.repos);
+                log!(
+                    Info,
+                    "job.succeeded",
+                    action = "deploy",
+                    branch = branch,
+                    namespace = namespace,
+                    url = deployed.url,
+                    repos = shas,
+                    took = took
+                );
+                let description = format!("{branch} is up: {shas}");
+                for (pr, id) in &deployments {
+                    self.status(
+                        &pr.repo,
+                        *id,
+                        State::Success,
+                        &description,
+                        Some(&deployed.url),
+                    )
+                    .await;
+                }
+                let body = format!(
+                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+                     ✅ The sandbox of `{branch}` is up: **{url}**\n\n\
+                     {table}\n<sub>namespace `{namespace}` · updated for {prs} · `sandbox serve`</sub>\n",
+                    url = deployed.url,
+                    table = repos_table(&deployed.repos),
+                    prs = prs_markdown(&work.prs),
+                );
+                self.comment(&work.prs, &body).await;
+                self.slack(&format!(
+                    ":white_check_mark: Sandbox `{branch}` is up at {} ({})",
+                    deployed.url,
+                    prs_plain(&work.prs)
+                ))
+                .await;
+            }
+            Err(failure) => {
+                log!(
+                    Error,
+                    "job.failed",
+                    action = "deploy",
+                    branch = branch,
+                    namespace = namespace,
+                    error = failure.summary,
+                    took = took
+                );
+                for (pr, id) in &deployments {
+                    self.status(&pr.repo, *id, State::Failure, &failure.summary, None)
+                        .await;
+                }
+                let body = format!(
+                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+                     ❌ The sandbox of `{branch}` failed to deploy.\n\n```\n{details}\n```\n\
+                     <sub>namespace `{namespace}` · for {prs} · `sandbox serve`</sub>\n",
+                    details =
+                        github::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
+                    prs = prs_markdown(&work.prs),
+                );
+                self.comment(&work.prs, &body).await;
+                self.slack(&format!(
+                    ":x: Sandbox `{branch}` failed to deploy ({}): {}",
+                    prs_plain(&work.prs),
+                    github::truncate(&failure.summary, 300)
+                ))
+                .await;
+            }
+        }
+        unfinished.armed = false;
+    }
+
+    async fn destroy(self: Arc<Self>, work: Work, job: Job) {
+        let branch = work.branch.as_str();
+        let namespace = self.deployer.namespace(branch);
+        let Some(_slot) = job.slot().await else {
+            return;
+        };
+        let started = Instant::now();
+        log!(
+            Info,
+            "job.started",
+            action = "destroy",
+            branch = branch,
+            namespace = namespace,
+            prs = work.prs_text()
+        );
+        let result = self.deployer.destroy(branch).await;
+        let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                log!(
+                    Info,
+                    "job.succeeded",
+                    action = "destroy",
+                    branch = branch,
+                    namespace = namespace,
+                    took = took
+                );
+                self.deactivate(&work.prs, branch).await;
+                let body = format!(
+                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+                     The sandbox of `{branch}` was deleted: the pull request was closed.\n"
+                );
+                self.comment(&work.prs, &body).await;
+                self.slack(&format!(
+                    ":wastebasket: Sandbox `{branch}` deleted ({} closed)",
+                    prs_plain(&work.prs)
+                ))
+                .await;
+            }
+            Err(failure) => {
+                log!(
+                    Error,
+                    "job.failed",
+                    action = "destroy",
+                    branch = branch,
+                    namespace = namespace,
+                    error = failure.summary,
+                    took = took
+                );
+                self.slack(&format!(
+                    ":x: Sandbox `{branch}` could not be deleted: {}",
+                    github::truncate(&failure.summary, 300)
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// Mark the environment's latest deployments inactive in each pull request's repository.
+    async fn deactivate(&self, prs: &[PrRef], branch: &str) {
+        let Some(gh) = &self.reporting.github else {
+            return;
+        };
+        let environment = environment(branch);
+        let mut repos: Vec<&str> = prs.iter().map(|p| p.repo.as_str()).collect();
+        repos.dedup();
+        for repo in repos {
+            match gh.deployments(repo, &environment).await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.status(repo, id, State::Inactive, "the sandbox was deleted", None)
+                            .await;
+                    }
+                }
+                Err(e) => log!(
+                    Warn,
+                    "github.failed",
+                    repo = repo,
+                    call = "list deployments",
+                    error = format!("{e:#}")
+                ),
+            }
+        }
+    }
+
+    async fn status(
+        &self,
+        repo: &str,
+        id: u64,
+        state: State,
+        description: &str,
+        url: Option<&str>,
+    ) {
+        let Some(gh) = &self.reporting.github else {
+            return;
+        };
+        if let Err(e) = gh.set_status(repo, id, state, description, url).await {
+            log!(
+                Warn,
+                "github.failed",
+                repo = repo,
+                deployment = id,
+                call = format!("status {}", state.as_str()),
+                error = format!("{e:#}")
+            );
+        }
+    }
+
+    async fn comment(&self, prs: &[PrRef], body: &str) {
+        let Some(gh) = self
+            .reporting
+            .github
+            .as_ref()
+            .filter(|_| self.reporting.comment)
+        else {
+            return;
+        };
+        for pr in prs {
+            if let Err(e) = gh.upsert_comment(&pr.repo, pr.number, body).await {
+                log!(
+                    Warn,
+                    "github.failed",
+                    pr = pr,
+                    call = "comment",
+                    error = format!("{e:#}")
+                );
+            }
+        }
+    }
+
+    async fn slack(&self, text: &str) {
+        let Some(slack) = &self.reporting.slack else {
+            return;
+        };
+        if let Err(e) = slack.post(text).await {
+            log!(Warn, "slack.failed", error = format!("{e:#}"));
+        }
+    }
+}
+
+impl<D: Deployer> Executor for Pipeline<D> {
+    fn execute(self: Arc<Self>, work: Work, job: Job) -> BoxFuture<'static, ()> {
+        match work.action {
+            Action::Deploy => self.deploy(work, job).boxed(),
+            Action::Destroy => self.destroy(work, job).boxed(),
+        }
+    }
+}
+
+/// Reports the deployments of work that ends before it reported an outcome: superseded by a
+/// newer push (`inactive`: the newer deployment takes over) or cancelled (`error`).
+struct Unfinished {
+    github: Option<GitHub>,
+    deployments: Vec<(PrRef, u64)>,
+    job: Job,
+    background: Arc<Background>,
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(gh) = self.github.clone().filter(|_| self.armed) else {
+            return;
+        };
+        if self.deployments.is_empty() {
+            return;
+        }
+        let reason = self
+            .job
+            .cancel_reason()
+            .unwrap_or_else(|| "cancelled: the preview service stopped".into());
+        let state = if reason.starts_with("superseded") {
+            State::Inactive
+        } else {
+            State::Error
+        };
+        let deployments = std::mem::take(&mut self.deployments);
+        self.background.spawn(async move {
+            for (pr, id) in deployments {
+                log!(
+                    Info,
+                    "github.deployment.ended",
+                    pr = pr,
+                    id = id,
+                    state = state.as_str(),
+                    reason = reason
+                );
+                if let Err(e) = gh.set_status(&pr.repo, id, state, &reason, None).await {
+                    log!(
+                        Warn,
+                        "github.failed",
+                        pr = pr,
+                        deployment = id,
+                        call = "status",
+                        error = format!("{e:#}")
+                    );
+                }
+            }
+        });
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// `backend@abc1234 data@0123456(main)`: where each repository came from.
+fn repos_text(repos: &[RepoReport]) -> String {
+    let list: Vec<String> = repos
+        .iter()
+        .map(|r| {
+            let fallback = if r.fell_back {
+                format!("({})", r.branch)
+            } else {
+                String::new()
+            };
+            format!("{}@{}{fallback}", r.repo, short(&r.sha))
+        })
+        .collect();
+    list.join(" ")
+}
+
+fn repos_table(repos: &[RepoReport]) -> String {
+    let mut out = String::from("| repository | branch | commit |\n|---|---|---|\n");
+    for r in repos {
+        let note = if r.fell_back { " (fallback)" } else { "" };
+        out.push_str(&format!(
+            "| {} | `{}`{note} | `{}` |\n",
+            r.repo,
+            r.branch,
+            short(&r.sha)
+        ));
+    }
+    out
+}
+
+fn prs_markdown(prs: &[PrRef]) -> String {
+    let list: Vec<String> = prs
+        .iter()
+        .map(|p| format!("{}#{} @ `{}`", p.repo, p.number, short(&p.sha)))
+        .collect();
+    list.join(", ")
+}
+
+fn prs_plain(prs: &[PrRef]) -> String {
+    let list: Vec<String> = prs
+        .iter()
+        .map(|p| format!("{}#{}", p.repo, p.number))
+        .collect();
+    list.join(", ")
+}

@@ -1,0 +1,520 @@
+//! The service over loopback: the real HTTP server, queue and reporting, with a fake deployer
+//! and the fake GitHub. (With the real cluster: `tests/e2e/serve.rs`.)
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::fake_github::FakeGitHub;
+use super::github::{GitHub, Slack, COMMENT_MARKER};
+use super::queue::{PrRef, Queue};
+use super::*;
+use crate::handover::RepoReport;
+
+const SECRET: &str = "unit-webhook-secret";
+const TOKEN: &str = "ghp_unittesttoken000000000000000000000";
+const SHA1: &str = "1111111111111111111111111111111111111111";
+const SHA2: &str = "2222222222222222222222222222222222222222";
+const SHA3: &str = "3333333333333333333333333333333333333333";
+
+#[derive(Clone, Default)]
+struct FakeDeployer {
+    calls: Arc<Mutex<Vec<String>>>,
+    delay: Duration,
+}
+
+impl Deployer for FakeDeployer {
+    fn namespace(&self, branch: &str) -> String {
+        format!("unit-{branch}")
+    }
+
+    async fn deploy(&self, branch: &str, prs: &[PrRef]) -> Result<Deployed, Failure> {
+        let sha = prs.last().map(|p| p.sha.clone()).unwrap_or_default();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("deploy {branch} {sha}"));
+        tokio::time::sleep(self.delay).await;
+        if branch == "broken" {
+            let error = anyhow::anyhow!(
+                "api: CrashLoopBackOff; the log said password=hunter2-decrypted and {TOKEN}; {}",
+                "more ".repeat(60)
+            )
+            .context("could not deploy sandbox `unit-broken`");
+            // The deployer scrubs what it decrypted; the service scrubs its own secrets.
+            return Err(Failure::new(&error, |t| {
+                t.replace("hunter2-decrypted", "<redacted>")
+            }));
+        }
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("deployed {branch} {sha}"));
+        Ok(Deployed {
+            url: format!("http://{branch}.sandbox.test:30080/"),
+            repos: vec![RepoReport {
+                repo: "backend".into(),
+                branch: branch.into(),
+                sha,
+                fell_back: false,
+            }],
+        })
+    }
+
+    async fn destroy(&self, branch: &str) -> Result<(), Failure> {
+        self.calls.lock().unwrap().push(format!("destroy {branch}"));
+        Ok(())
+    }
+}
+
+struct Harness {
+    base: String,
+    github: FakeGitHub,
+    deployer: FakeDeployer,
+    queue: Queue,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Harness {
+    async fn start(delay: Duration, max_body_bytes: usize) -> Harness {
+        log::add_secret(TOKEN);
+        let github = FakeGitHub::start().await;
+        let deployer = FakeDeployer {
+            delay,
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let options = Options {
+            secret: SECRET.as_bytes().to_vec(),
+            concurrency: 2,
+            max_body_bytes,
+            reporting: Reporting {
+                github: Some(GitHub::new(&github.url, Some(TOKEN.into())).unwrap()),
+                comment: true,
+                slack: Some(Slack::new(&github.slack_url()).unwrap()),
+            },
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (queue_tx, queue_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(
+            listener,
+            options,
+            deployer.clone(),
+            move |q| {
+                let _ = queue_tx.send(q);
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Harness {
+            base,
+            github,
+            deployer,
+            queue: queue_rx.await.unwrap(),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    async fn post(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/webhook", self.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("user-agent", "GitHub-Hookshot/abc1234")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A delivery signed with the right secret.
+    async fn deliver(&self, event: &str, delivery: &str, body: &[u8]) -> (StatusCode, Value) {
+        let signature = signature::sign(SECRET.as_bytes(), body);
+        self.post(event, delivery, body, Some(signature)).await
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.deployer.calls.lock().unwrap().clone()
+    }
+
+    async fn stop(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/github")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A pull_request event from the fixtures, for `branch` at `sha`.
+fn pull_request(action: &str, branch: &str, sha: &str) -> Vec<u8> {
+    let mut v = fixture(&format!("pull_request.{action}.json"));
+    v["pull_request"]["head"]["ref"] = branch.into();
+    v["pull_request"]["head"]["sha"] = sha.into();
+    if action == "synchronize" {
+        v["after"] = sha.into();
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Poll `check` for up to 5 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 5s: {what}");
+}
+
+#[tokio::test]
+async fn refused_deliveries_run_nothing() {
+    let mut h = Harness::start(Duration::ZERO, 64 * 1024).await;
+    let body = pull_request("opened", "feature-x", SHA1);
+
+    let health = h
+        .http
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // No signature, a wrong one, a malformed one, one for another body.
+    let (status, answer) = h.post("pull_request", "d-1", &body, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let wrong = signature::sign(b"not the secret", &body);
+    assert_eq!(
+        h.post("pull_request", "d-2", &body, Some(wrong)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.post("pull_request", "d-3", &body, Some("sha256=nothex".into()))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = signature::sign(SECRET.as_bytes(), b"{}");
+    assert_eq!(
+        h.post("pull_request", "d-4", &body, Some(other)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Too large: refused before anything else, even when signed.
+    let mut huge = fixture("pull_request.opened.json");
+    huge["pull_request"]["body"] = "x".repeat(100 * 1024).into();
+    let huge = serde_json::to_vec(&huge).unwrap();
+    let (status, answer) = h.deliver("pull_request", "d-5", &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+
+    // Signed but not JSON, or not the shape of a pull_request event.
+    assert_eq!(
+        h.deliver("pull_request", "d-6", b"{\"action\": ").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.deliver("pull_request", "d-7", br#"{"action":"opened"}"#)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // A refused delivery is not remembered: its redelivery, fixed, is taken... (here: still bad)
+    assert_eq!(
+        h.deliver("pull_request", "d-6", b"[]").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Form-encoded webhooks are not supported: said so.
+    let form = b"payload=%7B%7D";
+    let response = h
+        .http
+        .post(format!("{}/webhook", h.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "pull_request")
+        .header(
+            "x-hub-signature-256",
+            signature::sign(SECRET.as_bytes(), form),
+        )
+        .body(form.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+    assert!(h.github.calls().is_empty(), "{}", h.github.dump());
+    assert_eq!(h.queue.busy(), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ping_other_events_and_other_actions_are_acknowledged() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let ping = serde_json::to_vec(&fixture("ping.json")).unwrap();
+    let (status, answer) = h.deliver("ping", "p-1", &ping).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["status"], "pong");
+
+    let (status, answer) = h
+        .deliver("issues", "p-2", br#"{"action":"opened","issue":{}}"#)
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("ignored"))
+    );
+
+    let mut labeled = fixture("pull_request.opened.json");
+    labeled["action"] = "labeled".into();
+    let (status, answer) = h
+        .deliver(
+            "pull_request",
+            "p-3",
+            &serde_json::to_vec(&labeled).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("ignored"))
+    );
+
+    // A fork's pull request: its branch is not in the product's repositories.
+    let mut fork = fixture("pull_request.opened.json");
+    fork["pull_request"]["head"]["repo"]["full_name"] = "mallory/backend".into();
+    let (status, answer) = h
+        .deliver("pull_request", "p-4", &serde_json::to_vec(&fork).unwrap())
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("ignored"))
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_pull_requests_life_is_reported_on_github() {
+    let mut h = Harness::start(Duration::from_millis(300), 1 << 20).await;
+
+    // Opened, and the same delivery again (GitHub retries): one deploy.
+    let opened = pull_request("opened", "feature-x", SHA1);
+    let (status, answer) = h.deliver("pull_request", "a-1", &opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (status, answer) = h.deliver("pull_request", "a-1", &opened).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        answer["status"].as_str().unwrap().contains("duplicate"),
+        "{answer}"
+    );
+    h.queue.idle().await;
+    assert_eq!(
+        h.calls(),
+        [
+            format!("deploy feature-x {SHA1}"),
+            format!("deployed feature-x {SHA1}")
+        ]
+    );
+    let deployments = h.github.deployments();
+    assert_eq!(deployments.len(), 1, "{}", h.github.dump());
+    let first = &deployments[0];
+    assert_eq!(first.repo, "octo-org/backend");
+    assert_eq!(first.sha, SHA1);
+    assert_eq!(first.environment, "sandbox/feature-x");
+    assert_eq!(first.body["auto_merge"], false);
+    assert_eq!(first.body["required_contexts"], serde_json::json!([]));
+    assert_eq!(first.body["transient_environment"], true);
+    assert_eq!(
+        h.github.states_of(first.id),
+        ["queued", "in_progress", "success"]
+    );
+    let success = h.github.statuses().last().unwrap().clone();
+    assert_eq!(
+        success.environment_url.as_deref(),
+        Some("http://feature-x.sandbox.test:30080/")
+    );
+    for call in h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| !c.path.starts_with("/slack"))
+    {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(&*format!("Bearer {TOKEN}"))
+        );
+        assert_eq!(call.accept.as_deref(), Some("application/vnd.github+json"));
+        assert_eq!(call.user_agent.as_deref(), Some("sandbox"));
+    }
+    let comments = h.github.comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].body.starts_with(COMMENT_MARKER));
+    assert!(comments[0]
+        .body
+        .contains("http://feature-x.sandbox.test:30080/"));
+    assert_eq!(h.github.slack_messages().len(), 1);
+
+    // Two pushes in quick succession: the second supersedes the first, which never succeeds.
+    let (s2, _) = h
+        .deliver(
+            "pull_request",
+            "a-2",
+            &pull_request("synchronize", "feature-x", SHA2),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s3, answer) = h
+        .deliver(
+            "pull_request",
+            "a-3",
+            &pull_request("synchronize", "feature-x", SHA3),
+        )
+        .await;
+    assert_eq!((s2, s3), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(answer["superseding"], true, "{answer}");
+    h.queue.idle().await;
+    let calls = h.calls();
+    assert!(
+        calls.contains(&format!("deploy feature-x {SHA2}")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.contains(&format!("deployed feature-x {SHA2}")),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last().unwrap(), &format!("deployed feature-x {SHA3}"));
+    let by_sha = |sha: &str| {
+        h.github
+            .deployments()
+            .into_iter()
+            .filter(|d| d.sha == sha)
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    let older = by_sha(SHA2);
+    assert_eq!(older.len(), 1);
+    eventually("the superseded deployment is marked inactive", || {
+        h.github.states_of(older[0]).last().map(String::as_str) == Some("inactive")
+    })
+    .await;
+    assert!(!h.github.states_of(older[0]).contains(&"success".to_owned()));
+    let newest = by_sha(SHA3);
+    assert_eq!(h.github.states_of(newest[0]).last().unwrap(), "success");
+    let comments = h.github.comments();
+    assert_eq!(comments.len(), 1, "the comment is updated, not repeated");
+    assert!(comments[0].edits >= 1);
+    assert!(
+        comments[0].body.contains(&SHA3[..7]),
+        "{}",
+        comments[0].body
+    );
+
+    // Closed: the sandbox goes, its deployments become inactive, the comment says so.
+    let (status, _) = h
+        .deliver(
+            "pull_request",
+            "a-4",
+            &pull_request("closed", "feature-x", SHA3),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.queue.idle().await;
+    assert_eq!(h.calls().last().unwrap(), "destroy feature-x");
+    assert_eq!(h.github.states_of(newest[0]).last().unwrap(), "inactive");
+    let comments = h.github.comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].body.contains("deleted"), "{}", comments[0].body);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failure_is_reported_briefly_and_without_secrets() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let (status, _) = h
+        .deliver(
+            "pull_request",
+            "f-1",
+            &pull_request("opened", "broken", SHA1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.queue.idle().await;
+    let failure = h.github.statuses().last().unwrap().clone();
+    assert_eq!(failure.state, "failure");
+    assert!(
+        failure.description.chars().count() <= 140,
+        "{}",
+        failure.description
+    );
+    assert!(
+        failure
+            .description
+            .starts_with("could not deploy sandbox `unit-broken`: api: CrashLoopBackOff"),
+        "{}",
+        failure.description
+    );
+    let everything = format!(
+        "{}{:?}{:?}",
+        h.github.dump(),
+        h.github.comments(),
+        h.github.slack_messages()
+    );
+    assert!(!everything.contains("hunter2"), "{everything}");
+    assert!(!everything.contains(TOKEN), "{everything}");
+    assert!(h.github.comments()[0].body.contains("failed to deploy"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_running_work() {
+    let mut h = Harness::start(Duration::from_millis(500), 1 << 20).await;
+    h.deliver(
+        "pull_request",
+        "s-1",
+        &pull_request("opened", "feature-x", SHA1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.queue.busy(), 1);
+    h.stop().await;
+    assert!(h.calls().contains(&format!("deployed feature-x {SHA1}")));
+    let id = h.github.deployments()[0].id;
+    assert_eq!(h.github.states_of(id).last().unwrap(), "success");
+    // Stopped: nothing listens any more.
+    assert!(h
+        .http
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .is_err());
+}
