@@ -79,8 +79,13 @@ impl Drop for FakeGitHub {
 
 impl FakeGitHub {
     pub async fn start() -> FakeGitHub {
+        FakeGitHub::start_on("127.0.0.1:0").await
+    }
+
+    /// Listening on `addr` (e.g. the node's address, for a client in a pod).
+    pub async fn start_on(addr: &str) -> FakeGitHub {
         let state: Arc<Mutex<Recorded>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = state.clone();
         let app = axum::Router::new().fallback(

@@ -11,4 +11,5 @@ mod support;
 mod bad_input;
 mod cluster;
 mod lifecycle;
+mod serve;
 mod up;

@@ -1,0 +1,857 @@
+//! `sandbox serve` end to end: the real binary receives GitHub's `pull_request` webhooks
+//! (payloads shaped like GitHub's, from tests/fixtures/github) and deploys on the real cluster;
+//! a local server stands in for GitHub's API and records every call.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+use crate::support::{apply_yaml, cluster, http_get, root, run_ok, Product, TestNamespace};
+
+#[path = "../../src/serve/fake_github.rs"]
+mod fake_github;
+use fake_github::FakeGitHub;
+
+const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
+const TOKEN: &str = "ghp_e2eServeToken000000000000000000000000";
+/// The example's decrypted database password: it must never show anywhere.
+const DB_PASSWORD: &str = "sandbox-demo-db-password-7f3a";
+const REPO: &str = "octo-org/backend";
+
+/// `sandbox serve` as a child process; its stderr (the structured log) is collected.
+struct Serve {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn start(product: &Product, github: &FakeGitHub, extra: &[&str]) -> Serve {
+        let mut cmd = product.sandbox(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--github-api-url",
+            &github.url,
+            "--comment",
+            "--shutdown-grace",
+            "20s",
+        ]);
+        cmd.args(extra)
+            .env("SANDBOX_WEBHOOK_SECRET", SECRET)
+            .env("GITHUB_TOKEN", TOKEN)
+            .env_remove("SANDBOX_GITHUB_TOKEN")
+            .env("SANDBOX_SLACK_WEBHOOK_URL", github.slack_url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let collected = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("event=listening") {
+                    if let Some(addr) = field(&line, "addr") {
+                        let _ = tx.send(addr);
+                    }
+                }
+                collected.lock().unwrap().push_str(&line);
+                collected.lock().unwrap().push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "`sandbox serve` did not start listening:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Serve { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "`sandbox serve` did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- sandbox serve log\n{}", self.log());
+        }
+    }
+}
+
+/// `key=value` (or `key="value"`) from a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.split('"').next().map(str::to_owned);
+    }
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+fn fixture(name: &str) -> Value {
+    let path = root().join("tests/fixtures/github").join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// GitHub's `pull_request` payload for `action` with the head at `sha`.
+fn pull_request(action: &str, sha: &str) -> Vec<u8> {
+    let mut event = fixture(&format!("pull_request.{action}.json"));
+    event["pull_request"]["head"]["sha"] = sha.into();
+    if action == "synchronize" {
+        event["after"] = sha.into();
+    }
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// POST a delivery the way GitHub does; `secret: None` sends no signature.
+async fn deliver(
+    url: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/044aadd")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "509821371")
+        .body(body.to_vec());
+    if let Some(secret) = secret {
+        request = request.header(
+            "x-hub-signature-256",
+            sandbox::serve::signature::sign(secret.as_bytes(), body),
+        );
+    }
+    let response = request.send().await.expect("the service answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll `check` until it holds, or fail with everything that helps.
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    serve: &Serve,
+    github: &FakeGitHub,
+    mut check: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() > limit {
+            panic!(
+                "not within {limit:?}: {what}\n--- GitHub calls\n{}--- serve log\n{}",
+                github.dump(),
+                serve.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The deployments created for `sha`, and whether one of them got a `success` status.
+fn deployments_for(github: &FakeGitHub, sha: &str) -> Vec<u64> {
+    github
+        .deployments()
+        .into_iter()
+        .filter(|d| d.sha == sha)
+        .map(|d| d.id)
+        .collect()
+}
+
+fn succeeded(github: &FakeGitHub, sha: &str) -> bool {
+    deployments_for(github, sha)
+        .iter()
+        .any(|id| github.states_of(*id).iter().any(|s| s == "success"))
+}
+
+/// The line of the gateway's page that says where a service was built from.
+fn page_line(service: &str, repo: &str, sha: &str) -> String {
+    format!("service={service} repo={repo} branch=feature-x sha={sha}")
+}
+
+#[tokio::test]
+async fn serve_previews_a_pull_request_from_opened_to_closed() {
+    let Some(client) = cluster("serve: pull request lifecycle").await else {
+        return;
+    };
+    let started = Instant::now();
+    let product = Product::new("serve");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let github = FakeGitHub::start().await;
+    let mut serve = Serve::start(&product, &github, &[]);
+    let webhook = serve.url("/webhook");
+
+    let health = reqwest::get(serve.url("/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let ping = serde_json::to_vec(&fixture("ping.json")).unwrap();
+    let (status, answer) = deliver(&webhook, "ping", "e2e-ping", &ping, Some(SECRET)).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("pong")));
+
+    // A bad signature, or none: 401, and nothing happens.
+    let sha1 = product.sha("backend", "feature-x");
+    let opened = pull_request("opened", &sha1);
+    let (status, _) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-bad-1",
+        &opened,
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = deliver(&webhook, "pull_request", "e2e-bad-2", &opened, None).await;
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!ns.exists().await, "a refused delivery created the sandbox");
+    assert!(github.deployments().is_empty(), "{}", github.dump());
+
+    // Opened, delivered twice (GitHub retries): one sandbox, one deployment, a success with the URL.
+    let (status, answer) =
+        deliver(&webhook, "pull_request", "e2e-open", &opened, Some(SECRET)).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) =
+        deliver(&webhook, "pull_request", "e2e-open", &opened, Some(SECRET)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["status"]
+            .as_str()
+            .unwrap_or("")
+            .contains("duplicate"),
+        "{answer}"
+    );
+    let up_started = Instant::now();
+    wait_until(
+        "a success status for the opened head",
+        Duration::from_secs(300),
+        &serve,
+        &github,
+        || succeeded(&github, &sha1),
+    )
+    .await;
+    let first_up = up_started.elapsed();
+    let ids = deployments_for(&github, &sha1);
+    assert_eq!(
+        ids.len(),
+        1,
+        "one deployment for one (duplicated) delivery:\n{}",
+        github.dump()
+    );
+    let first = github
+        .deployments()
+        .into_iter()
+        .find(|d| d.id == ids[0])
+        .unwrap();
+    assert_eq!(first.repo, REPO);
+    assert_eq!(first.environment, "sandbox/feature-x");
+    assert_eq!(first.body["transient_environment"], true);
+    assert_eq!(first.body["auto_merge"], false);
+    assert_eq!(
+        github.states_of(ids[0]),
+        ["queued", "in_progress", "success"]
+    );
+    let success = github
+        .statuses()
+        .into_iter()
+        .find(|s| s.deployment == ids[0] && s.state == "success")
+        .unwrap();
+    let url = success
+        .environment_url
+        .clone()
+        .expect("the URL on the success status");
+    assert!(url.starts_with("http://"), "{url}");
+    let page = http_get(&url);
+    let api_line = page_line("api", "backend", &sha1);
+    assert!(
+        page.lines().any(|l| l == api_line),
+        "missing `{api_line}`:\n{page}"
+    );
+    for call in github
+        .calls()
+        .iter()
+        .filter(|c| c.path.starts_with("/repos/"))
+    {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(&*format!("Bearer {TOKEN}"))
+        );
+        assert_eq!(call.accept.as_deref(), Some("application/vnd.github+json"));
+        assert_eq!(call.user_agent.as_deref(), Some("sandbox"));
+    }
+    // The namespace records the pull request (and its author as the owner).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let annotations = namespaces
+        .get(&ns.name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(annotations["sandbox.dev/pr-repo"], REPO);
+    assert_eq!(annotations["sandbox.dev/pr-number"], "42");
+    assert_eq!(annotations["sandbox.dev/owner"], "octocat");
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(
+        comments[0].body.contains("<!-- sandbox-preview -->") && comments[0].body.contains(&url)
+    );
+    let slack = github.slack_messages();
+    assert!(slack.len() == 1 && slack[0].contains(&url), "{slack:?}");
+
+    // Two pushes in quick succession: only the newest is deployed and succeeds.
+    let sha2 = product.commit("backend", "feature-x", "second push", |dir| {
+        std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
+    });
+    let sha3 = product.commit("backend", "feature-x", "third push", |dir| {
+        std::fs::write(dir.join("NOTES.md"), "third push\n").unwrap();
+    });
+    let (s2, _) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-sync-2",
+        &pull_request("synchronize", &sha2),
+        Some(SECRET),
+    )
+    .await;
+    // The first update is under way (fetching, applying) when the second push arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s3, answer) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-sync-3",
+        &pull_request("synchronize", &sha3),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!((s2, s3), (202, 202), "{answer}");
+    assert_eq!(
+        answer["superseding"], true,
+        "the second push supersedes the first: {answer}"
+    );
+    let sync_started = Instant::now();
+    wait_until(
+        "a success status for the newest head",
+        Duration::from_secs(300),
+        &serve,
+        &github,
+        || succeeded(&github, &sha3),
+    )
+    .await;
+    let second_up = sync_started.elapsed();
+    assert_eq!(
+        deployments_for(&github, &sha3).len(),
+        1,
+        "{}",
+        github.dump()
+    );
+    assert!(
+        serve
+            .log()
+            .contains("event=work.superseded branch=feature-x was=running"),
+        "the running update was cancelled:\n{}",
+        serve.log()
+    );
+    assert!(
+        !succeeded(&github, &sha2),
+        "the superseded push got a success:\n{}",
+        github.dump()
+    );
+    let newest = deployments_for(&github, &sha3)[0];
+    let final_success = github
+        .statuses()
+        .into_iter()
+        .rfind(|s| s.state == "success")
+        .unwrap();
+    assert_eq!(
+        final_success.deployment, newest,
+        "the last success belongs to the newest push"
+    );
+    for id in deployments_for(&github, &sha2) {
+        wait_until(
+            "the superseded deployment is inactive",
+            Duration::from_secs(10),
+            &serve,
+            &github,
+            || github.states_of(id).last().map(String::as_str) == Some("inactive"),
+        )
+        .await;
+    }
+    let page = http_get(final_success.environment_url.as_deref().unwrap());
+    let api_line = page_line("api", "backend", &sha3);
+    assert!(
+        page.lines().any(|l| l == api_line),
+        "missing `{api_line}`:\n{page}"
+    );
+    let comments = github.comments();
+    assert_eq!(
+        comments.len(),
+        1,
+        "the comment is updated in place: {comments:?}"
+    );
+    assert!(
+        comments[0].body.contains(&sha3[..7]),
+        "{}",
+        comments[0].body
+    );
+
+    // Closed: the sandbox goes away and its deployment becomes inactive.
+    let (status, _) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-close",
+        &pull_request("closed", &sha3),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let close_started = Instant::now();
+    let gone = kube::runtime::wait::await_condition(
+        namespaces.clone(),
+        &ns.name,
+        |n: Option<&Namespace>| n.is_none(),
+    );
+    if tokio::time::timeout(Duration::from_secs(240), gone)
+        .await
+        .is_err()
+    {
+        panic!(
+            "the sandbox of the closed pull request is still there\n{}",
+            serve.log()
+        );
+    }
+    let teardown = close_started.elapsed();
+    wait_until(
+        "the closed pull request's deployment is inactive",
+        Duration::from_secs(20),
+        &serve,
+        &github,
+        || github.states_of(newest).last().map(String::as_str) == Some("inactive"),
+    )
+    .await;
+
+    // SIGTERM: a clean stop.
+    let status = serve.terminate();
+    let log = serve.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains("event=shutdown.started signal=SIGTERM") && log.contains("event=stopped"),
+        "{log}"
+    );
+    for secret in [SECRET, TOKEN, DB_PASSWORD, "XXXXSECRETXXXX"] {
+        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+        let sent: Vec<String> = github
+            .calls()
+            .into_iter()
+            .filter(|c| c.path.starts_with("/repos/"))
+            .map(|c| format!("{c:?}"))
+            .collect();
+        assert!(!sent.concat().contains(secret), "`{secret}` sent to GitHub");
+    }
+    eprintln!(
+        "serve lifecycle: first up {:.1}s, superseded update {:.1}s, teardown {:.1}s, total {:.1}s",
+        first_up.as_secs_f64(),
+        second_up.as_secs_f64(),
+        teardown.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn create_sandbox_namespace(client: &Client, name: &str, branch: &str, pr: Option<u64>) {
+    let mut annotations = json!({"sandbox.dev/branch": branch, "sandbox.dev/owner": "e2e"});
+    if let Some(n) = pr {
+        annotations["sandbox.dev/pr-repo"] = REPO.into();
+        annotations["sandbox.dev/pr-number"] = n.to_string().into();
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": name,
+        "labels": {"app.kubernetes.io/managed-by": "sandbox", "sandbox.dev/sandbox": "shop"},
+        "annotations": annotations,
+    }}))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
+    let Some(client) = cluster("serve: reconcile at start").await else {
+        return;
+    };
+    let product = Product::new("serve-reconcile");
+    let closed = TestNamespace::claim(&client, &product.namespace("closed-pr")).await;
+    let open = TestNamespace::claim(&client, &product.namespace("open-pr")).await;
+    let plain = TestNamespace::claim(&client, &product.namespace("no-pr")).await;
+    create_sandbox_namespace(&client, &closed.name, "closed-pr", Some(7)).await;
+    create_sandbox_namespace(&client, &open.name, "open-pr", Some(8)).await;
+    create_sandbox_namespace(&client, &plain.name, "no-pr", None).await;
+    let github = FakeGitHub::start().await;
+    github.close(REPO, 7);
+
+    let serve = Serve::start(&product, &github, &[]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let gone = kube::runtime::wait::await_condition(
+        namespaces.clone(),
+        &closed.name,
+        |n: Option<&Namespace>| n.is_none(),
+    );
+    if tokio::time::timeout(Duration::from_secs(120), gone)
+        .await
+        .is_err()
+    {
+        panic!(
+            "the closed pull request's sandbox was not deleted\n{}\n{}",
+            github.dump(),
+            serve.log()
+        );
+    }
+    let asked: Vec<String> = github.calls().into_iter().map(|c| c.path).collect();
+    for path in [
+        "/repos/octo-org/backend/pulls/7",
+        "/repos/octo-org/backend/pulls/8",
+    ] {
+        assert!(
+            asked.iter().any(|p| p == path),
+            "GitHub was not asked {path}: {asked:?}"
+        );
+    }
+    assert!(
+        open.exists().await,
+        "an open pull request's sandbox was deleted"
+    );
+    assert!(
+        plain.exists().await,
+        "a sandbox of no pull request was deleted"
+    );
+    assert!(
+        serve.log().contains("event=reconcile.done closed=1"),
+        "{}",
+        serve.log()
+    );
+}
+
+/// The node's address: what a pod reaches this machine's network namespace at.
+async fn node_ip(client: &Client) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|n| n.status.and_then(|s| s.addresses).unwrap_or_default())
+        .find(|a| a.type_ == "InternalIP")
+        .expect("a node with an InternalIP")
+        .address
+}
+
+/// `git daemon` serving the product's repositories over git:// (to pods), stopped on drop.
+struct GitDaemon(Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
+    let Some(client) = cluster("serve: in the cluster").await else {
+        return;
+    };
+    let product = Product::new("serve-pod");
+    let system = TestNamespace::claim(&client, "e2e-serve-pod-system").await;
+    let sandbox_ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let ip = node_ip(&client).await;
+
+    // The repositories over git://, and the GitHub stand-in, where the pod reaches them.
+    let port = free_port(&ip);
+    let repos = product.path().join("repos");
+    let daemon = GitDaemon(
+        Command::new("git")
+            .arg("daemon")
+            .arg("--export-all")
+            .arg("--reuseaddr")
+            .arg(format!("--listen={ip}"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", repos.display()))
+            .arg(&repos)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon runs"),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "git daemon did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let github = FakeGitHub::start_on(&format!("{ip}:0")).await;
+
+    // The sandbox binary in an image; deploy/serve.yaml with this test's names.
+    run_ok(Command::new(root().join("scripts/images")).args([
+        "sandbox",
+        env!("CARGO_BIN_EXE_sandbox"),
+        "e2e-serve",
+    ]));
+    let manifests = std::fs::read_to_string(root().join("deploy/serve.yaml"))
+        .unwrap()
+        .replace("sandbox-system", &system.name)
+        .replace("sandbox-serve", "e2e-serve-pod")
+        .replace(
+            "docker.io/local/sandbox:dev",
+            "docker.io/local/sandbox:e2e-serve",
+        )
+        .replace("https://api.github.com", &github.url)
+        .replace("https://github.com/octo-org", &format!("git://{ip}:{port}"))
+        .replace("--shutdown-grace=300s", "--shutdown-grace=20s");
+    for expected in [
+        "kind: ClusterRole\n",
+        "kind: Deployment\n",
+        "kind: Service\n",
+        "kind: ServiceAccount\n",
+    ] {
+        assert!(
+            manifests.contains(expected),
+            "deploy/serve.yaml has no {expected}"
+        );
+    }
+    // The namespace, the secret and the product's files first, so the pod starts at once.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": system.name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &system.name);
+    let age_key = std::fs::read_to_string(root().join("example/age-test-key.txt")).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "e2e-serve-pod"},
+        "stringData": {"webhook-secret": format!("{SECRET}\n"), "github-token": TOKEN, "age-keys.txt": age_key},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let mut files = serde_json::Map::new();
+    files.insert(
+        "sandbox.yaml".into(),
+        std::fs::read_to_string(product.path().join("sandbox.yaml"))
+            .unwrap()
+            .into(),
+    );
+    for entry in std::fs::read_dir(product.path().join("templates")).unwrap() {
+        let entry = entry.unwrap();
+        files.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            std::fs::read_to_string(entry.path()).unwrap().into(),
+        );
+    }
+    let configmap: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "e2e-serve-pod-product"}, "data": files}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &system.name)
+        .create(&PostParams::default(), &configmap)
+        .await
+        .unwrap();
+    apply_yaml(&client, &system.name, &manifests).await;
+
+    let cleanup = || {
+        let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+        let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
+            Api::all(client.clone());
+        async move {
+            let _ = roles
+                .delete("e2e-serve-pod", &DeleteParams::default())
+                .await;
+            let _ = bindings
+                .delete("e2e-serve-pod", &DeleteParams::default())
+                .await;
+        }
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &system.name);
+    let pod_log = || {
+        let pods = pods.clone();
+        async move {
+            let mut out = String::new();
+            for pod in pods.list(&ListParams::default()).await.unwrap().items {
+                let name = pod.metadata.name.clone().unwrap();
+                out += &format!(
+                    "--- pod {name}: {:?}\n",
+                    pod.status.and_then(|s| s.container_statuses)
+                );
+                out += &pods
+                    .logs(&name, &LogParams::default())
+                    .await
+                    .unwrap_or_default();
+            }
+            out
+        }
+    };
+
+    // Ready (its readiness probe is /healthz).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
+    let ready = kube::runtime::wait::await_condition(
+        deployments,
+        "e2e-serve-pod",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1)
+        },
+    );
+    if tokio::time::timeout(Duration::from_secs(120), ready)
+        .await
+        .is_err()
+    {
+        let log = pod_log().await;
+        cleanup().await;
+        panic!("the serve Deployment did not become ready:\n{log}");
+    }
+
+    // Through its Service, as GitHub would (via whatever exposes it).
+    let services: Api<Service> = Api::namespaced(client.clone(), &system.name);
+    let cluster_ip = services
+        .get("e2e-serve-pod")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let webhook = format!("http://{cluster_ip}/webhook");
+    let sha = product.sha("backend", "feature-x");
+    let (status, answer) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-pod-open",
+        &pull_request("opened", &sha),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let started = Instant::now();
+    let outcome = loop {
+        let done = github
+            .statuses()
+            .into_iter()
+            .find(|s| s.state == "success" || s.state == "failure");
+        if let Some(done) = done {
+            break Some(done);
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let in_pod_up = started.elapsed();
+    let Some(outcome) = outcome.filter(|s| s.state == "success") else {
+        let log = pod_log().await;
+        cleanup().await;
+        panic!("no success from the pod (RBAC?):\n{}\n{log}", github.dump());
+    };
+    let page = http_get(outcome.environment_url.as_deref().unwrap());
+    assert!(
+        page.contains(&format!(
+            "service=api repo=backend branch=feature-x sha={sha}"
+        )),
+        "{page}"
+    );
+
+    // Closed: the pod deletes the sandbox (its RBAC allows that too).
+    let (status, _) = deliver(
+        &webhook,
+        "pull_request",
+        "e2e-pod-close",
+        &pull_request("closed", &sha),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let gone = kube::runtime::wait::await_condition(
+        namespaces.clone(),
+        &sandbox_ns.name,
+        |n: Option<&Namespace>| n.is_none(),
+    );
+    let gone = tokio::time::timeout(Duration::from_secs(240), gone)
+        .await
+        .is_ok();
+    let log = pod_log().await;
+    cleanup().await;
+    drop(daemon);
+    assert!(
+        gone,
+        "the pod did not delete the closed pull request's sandbox:\n{log}"
+    );
+    assert!(
+        log.contains("event=reconcile.done"),
+        "the start-up reconcile failed (RBAC?):\n{log}"
+    );
+    assert!(!log.contains("level=error"), "{log}");
+    for secret in [SECRET, TOKEN, DB_PASSWORD] {
+        assert!(!log.contains(secret), "`{secret}` in the pod's log");
+    }
+    eprintln!(
+        "serve in the cluster: up from the pod took {:.1}s",
+        in_pod_up.as_secs_f64()
+    );
+}
