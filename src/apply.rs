@@ -30,12 +30,8 @@ pub enum ApplyError {
     #[error("namespace `{0}` exists and is not managed by sandbox")]
     NotOurs(String),
     /// The cluster does not serve this kind.
-    #[error("{template_hint}the cluster does not serve {api_version} {kind}")]
-    UnknownKind {
-        api_version: String,
-        kind: String,
-        template_hint: String,
-    },
+    #[error("the cluster does not serve {api_version} {kind}")]
+    UnknownKind { api_version: String, kind: String },
     /// The API server rejected an object.
     #[error("applying {kind} `{name}` failed")]
     Rejected {
@@ -181,7 +177,6 @@ pub async fn apply_object(
             .ok_or_else(|| ApplyError::UnknownKind {
                 api_version: api_version.into(),
                 kind: kind.into(),
-                template_hint: String::new(),
             })?;
     let api = cluster.dynamic_api(&resource, &caps, namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Down(args) => {
             let cluster = connect(&cluster).await.context("cannot delete sandboxes")?;
             if args.all_expired {
-                let rows = reap::reap(&cluster, false, &reporter).await?;
+                let rows = reap::reap(&cluster, false).await?;
                 print_reaped(&rows, Output::Text)?;
             } else {
                 let config = load_config(&cli.config)?;
@@ -243,7 +243,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Reap(args) => {
             let cluster = connect(&cluster).await.context("cannot reap sandboxes")?;
-            let rows = reap::reap(&cluster, args.dry_run, &reporter).await?;
+            let rows = reap::reap(&cluster, args.dry_run).await?;
             print_reaped(&rows, args.output.output)?;
         }
         Command::ReaperManifests(args) => {

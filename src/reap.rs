@@ -61,7 +61,7 @@ pub struct Reaped {
 
 /// Delete (or with `dry_run` only list) every expired sandbox. A sandbox whose lock is held by
 /// a running `up` is skipped; the next run takes it.
-pub async fn reap(cluster: &Cluster, dry_run: bool, reporter: &Reporter) -> Result<Vec<Reaped>> {
+pub async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>> {
     let now = jiff::Timestamp::now();
     let expired: Vec<(Namespace, jiff::Timestamp)> = sandboxes(cluster)
         .await?
@@ -87,7 +87,7 @@ pub async fn reap(cluster: &Cluster, dry_run: bool, reporter: &Reporter) -> Resu
             row.action = if dry_run {
                 "would delete".into()
             } else {
-                match delete_expired(cluster, &name, &holder, reporter).await {
+                match delete_expired(cluster, &name, &holder).await {
                     Ok(()) => "deleted".into(),
                     Err(e) => format!("skipped: {e:#}"),
                 }
@@ -104,12 +104,7 @@ pub async fn reap(cluster: &Cluster, dry_run: bool, reporter: &Reporter) -> Resu
     Ok(rows)
 }
 
-async fn delete_expired(
-    cluster: &Cluster,
-    name: &str,
-    holder: &str,
-    reporter: &Reporter,
-) -> Result<()> {
+async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<()> {
     let quiet = Reporter::new(true);
     let held = lock::acquire(cluster, name, holder, false, &quiet).await;
     let _lock = match held {
@@ -129,7 +124,6 @@ async fn delete_expired(
     api.delete(name, &DeleteParams::background())
         .await
         .context("could not delete the namespace")?;
-    let _ = reporter;
     Ok(())
 }
 

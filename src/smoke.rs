@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, LogParams};
+use kube::api::{DeleteParams, LogParams};
 use kube::runtime::watcher;
 use kube::Api;
 
@@ -180,5 +180,4 @@ async fn stream_logs(cluster: &Cluster, ns: &str, job: &str, reporter: &Reporter
     while let Some(Ok(line)) = lines.next().await {
         reporter.log_line(&format!("smoke/{job}"), &line);
     }
-    let _ = ListParams::default();
 }

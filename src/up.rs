@@ -314,7 +314,6 @@ pub async fn up(
     let cluster = cluster.context("cannot deploy the sandbox")?;
     let prepare_time = started.elapsed();
 
-    let deploy_started = Instant::now();
     let previous = ensure_sandbox_namespace(&cluster, settings, &prepared.checkouts).await?;
     let lock = lock::acquire(
         &cluster,
@@ -390,7 +389,6 @@ pub async fn up(
             .map(|t| (t.id.clone(), t.started.as_secs_f64(), t.ready.as_secs_f64()))
             .collect(),
     };
-    let _ = deploy_started;
     Ok(UpReport {
         sandbox: settings.config.name.clone(),
         branch: settings.branch.clone(),

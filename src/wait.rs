@@ -406,15 +406,6 @@ pub async fn first_stuck_pod(
         if let Some((container, reason, message)) = stuck_container(&pod) {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let diagnosis = diagnose(client, namespace, &name, Some(&container), tail).await;
-            let owner = pod
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .next()
-                .map(|o| o.kind.clone())
-                .unwrap_or_else(|| "Pod".into());
-            let _ = owner;
             return WaitError::Failed {
                 kind: "Pod".into(),
                 name,

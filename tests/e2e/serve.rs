@@ -489,9 +489,12 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
             .calls()
             .into_iter()
             .filter(|c| c.path.starts_with("/repos/"))
-            .map(|c| format!("{c:?}"))
+            .map(|c| format!("{} {:?} {}", c.path, c.query, c.body))
             .collect();
-        assert!(!sent.concat().contains(secret), "`{secret}` sent to GitHub");
+        assert!(
+            !sent.concat().contains(secret),
+            "`{secret}` in what was posted to GitHub"
+        );
     }
     eprintln!(
         "serve lifecycle: first up {:.1}s, superseded update {:.1}s, teardown {:.1}s, total {:.1}s",
