@@ -92,13 +92,7 @@ pub async fn ensure_namespace(
         source,
     })?;
     if let Some(ns) = &existing {
-        let ours = ns
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(MANAGED_BY))
-            .map(String::as_str)
-            == Some(MANAGED_BY_VALUE);
+        let ours = crate::plan::is_managed(&ns.metadata);
         if !ours {
             return Err(ApplyError::NotOurs(name.into()));
         }

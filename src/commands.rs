@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command, Output};
 use crate::config::{self, Config};
 use crate::handover::UpReport;
 use crate::kube::{connect, Cluster, ClusterOptions};
-use crate::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::plan::ANNOTATION_PREFIX;
 use crate::progress::Reporter;
 use crate::up::{self, Settings, UpOptions};
 use crate::{diff, inspect, lock, reap};
@@ -356,13 +356,7 @@ pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Repor
         ));
         return Ok(());
     };
-    let ours = ns
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY))
-        .map(String::as_str)
-        == Some(MANAGED_BY_VALUE);
+    let ours = crate::plan::is_managed(&ns.metadata);
     if !ours {
         return Err(crate::apply::ApplyError::NotOurs(namespace.into()).into());
     }

@@ -173,13 +173,7 @@ pub async fn delete_keys(
         else {
             continue;
         };
-        let ours = object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(MANAGED_BY))
-            .map(String::as_str)
-            == Some(MANAGED_BY_VALUE);
+        let ours = crate::plan::is_managed(&object.metadata);
         let state = object
             .metadata
             .labels

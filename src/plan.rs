@@ -337,6 +337,16 @@ pub fn object_hash(object: &serde_json::Value) -> String {
     hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..12])
 }
 
+/// Whether an object carries the tool's label: the one test before changing or deleting anything.
+pub fn is_managed(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .map(String::as_str)
+        == Some(MANAGED_BY_VALUE)
+}
+
 /// `apiVersion/Kind/name`: how the inventory names an object.
 pub fn object_key(object: &serde_json::Value) -> String {
     format!(

@@ -17,12 +17,7 @@ use crate::progress::Reporter;
 
 /// Whether a namespace carries the tool's label.
 pub fn is_ours(ns: &Namespace) -> bool {
-    ns.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY))
-        .map(String::as_str)
-        == Some(MANAGED_BY_VALUE)
+    crate::plan::is_managed(&ns.metadata)
 }
 
 pub fn annotation<'n>(ns: &'n Namespace, key: &str) -> Option<&'n str> {

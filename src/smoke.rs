@@ -11,7 +11,7 @@ use kube::Api;
 
 use crate::apply::{self, ApplyError};
 use crate::kube::Cluster;
-use crate::plan::{Plan, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::wait::{self, WaitError};
 
@@ -121,13 +121,7 @@ async fn delete_own_job(jobs: &Api<Job>, name: &str) -> Result<(), ApplyError> {
     let Some(existing) = jobs.get_opt(name).await.map_err(api_err)? else {
         return Ok(());
     };
-    let ours = existing
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY))
-        .map(String::as_str)
-        == Some(MANAGED_BY_VALUE);
+    let ours = crate::plan::is_managed(&existing.metadata);
     if !ours {
         return Ok(()); // apply will report the conflict
     }
