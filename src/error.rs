@@ -16,7 +16,12 @@ pub fn render(error: &anyhow::Error) -> String {
         if i > 0 {
             let _ = writeln!(out, "caused by: {cause}");
         }
-        hints.extend(hints_of(cause));
+        // A wrapper and its cause may offer the same hint; say it once.
+        for h in hints_of(cause) {
+            if !hints.contains(&h) {
+                hints.push(h);
+            }
+        }
     }
     for h in hints {
         // A multi-line hint carries details (events, log lines) above its one line of advice.
@@ -30,6 +35,26 @@ pub fn render(error: &anyhow::Error) -> String {
         let _ = writeln!(out, "hint: {advice}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_error_causes_and_each_hint_once() {
+        let err = crate::config::ConfigError::Cycle {
+            path: "sandbox.yaml".into(),
+            line: 3,
+            cycle: vec!["a".into(), "b".into(), "a".into()],
+        };
+        let error = anyhow::Error::new(err).context("could not load the config");
+        let text = render(&error);
+        assert_eq!(
+            text,
+            "error: could not load the config\ncaused by: sandbox.yaml:3: dependency cycle: a → b → a\nhint: remove one of these `depends_on` edges so the services form a DAG\n"
+        );
+    }
 }
 
 fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
