@@ -169,3 +169,47 @@ pub fn critical_path(steps: &[crate::plan::Step], timings: &[crate::apply::StepT
     }
     finish.into_iter().fold(0.0, f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::StepTiming;
+    use crate::plan::{Role, Step};
+    use std::time::Duration;
+
+    fn step(id: &str, after: Vec<usize>) -> Step {
+        Step {
+            id: id.into(),
+            service: id.into(),
+            role: Role::Service,
+            after,
+            objects: vec![],
+        }
+    }
+
+    fn timing(id: &str, start: f64, ready: f64) -> StepTiming {
+        StepTiming {
+            id: id.into(),
+            started: Duration::from_secs_f64(start),
+            ready: Duration::from_secs_f64(ready),
+        }
+    }
+
+    #[test]
+    fn critical_path_is_the_longest_chain_of_measured_steps() {
+        // db(2) → api(3) → gateway(1); cache(4) → gateway
+        let steps = vec![
+            step("db", vec![]),
+            step("cache", vec![]),
+            step("api", vec![0]),
+            step("gateway", vec![2, 1]),
+        ];
+        let timings = vec![
+            timing("db", 0.0, 2.0),
+            timing("cache", 0.0, 4.0),
+            timing("api", 2.0, 5.0),
+            timing("gateway", 5.0, 6.0),
+        ];
+        assert!((critical_path(&steps, &timings) - 6.0).abs() < 1e-9);
+    }
+}
