@@ -37,26 +37,6 @@ pub fn render(error: &anyhow::Error) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_error_causes_and_each_hint_once() {
-        let err = crate::config::ConfigError::Cycle {
-            path: "sandbox.yaml".into(),
-            line: 3,
-            cycle: vec!["a".into(), "b".into(), "a".into()],
-        };
-        let error = anyhow::Error::new(err).context("could not load the config");
-        let text = render(&error);
-        assert_eq!(
-            text,
-            "error: could not load the config\ncaused by: sandbox.yaml:3: dependency cycle: a → b → a\nhint: remove one of these `depends_on` edges so the services form a DAG\n"
-        );
-    }
-}
-
 fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     macro_rules! try_hint {
         ($($t:ty),*) => {$(
@@ -82,4 +62,24 @@ fn hints_of(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
         return errors.errors().iter().filter_map(|e| e.hint()).collect();
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_error_causes_and_each_hint_once() {
+        let err = crate::config::ConfigError::Cycle {
+            path: "sandbox.yaml".into(),
+            line: 3,
+            cycle: vec!["a".into(), "b".into(), "a".into()],
+        };
+        let error = anyhow::Error::new(err).context("could not load the config");
+        let text = render(&error);
+        assert_eq!(
+            text,
+            "error: could not load the config\ncaused by: sandbox.yaml:3: dependency cycle: a → b → a\nhint: remove one of these `depends_on` edges so the services form a DAG\n"
+        );
+    }
 }

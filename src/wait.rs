@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use kube::api::{ListParams, LogParams};
 use kube::runtime::watcher::{self, watch_object, watcher};
 use kube::{Api, Client, Resource};
@@ -235,6 +235,19 @@ pub fn load_balancer(s: Option<&Service>) -> Progress {
     }
 }
 
+pub fn endpoints_ready(e: Option<&Endpoints>) -> Progress {
+    let ready = e.and_then(|e| e.subsets.as_ref()).is_some_and(|subsets| {
+        subsets
+            .iter()
+            .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
+    });
+    if ready {
+        Progress::Ready
+    } else {
+        Progress::Pending("no ready endpoints yet".into())
+    }
+}
+
 /// Container states from which a pod does not recover by itself.
 const STUCK_REASONS: &[&str] = &[
     "ImagePullBackOff",
@@ -355,13 +368,25 @@ pub async fn until_ready(
             }
             "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
             "Service" => {
-                watch_until(
-                    Api::<Service>::namespaced(c, namespace),
-                    name,
-                    load_balancer,
-                    &last,
-                )
-                .await
+                let services = Api::<Service>::namespaced(c.clone(), namespace);
+                watch_until(services.clone(), name, load_balancer, &last).await?;
+                // A Service is usable once it routes somewhere: its pods are in its Endpoints.
+                let routes_to_pods = services
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.spec)
+                    .is_some_and(|s| {
+                        s.selector.is_some_and(|sel| !sel.is_empty())
+                            && s.type_.as_deref() != Some("ExternalName")
+                    });
+                if routes_to_pods {
+                    let endpoints = Api::<Endpoints>::namespaced(c, namespace);
+                    watch_until(endpoints, name, endpoints_ready, &last).await
+                } else {
+                    Ok(())
+                }
             }
             _ => Ok(()),
         }
@@ -573,6 +598,16 @@ mod tests {
         let lb_ready: Service =
             yaml("metadata: {name: s}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}");
         assert_eq!(load_balancer(Some(&lb_ready)), Progress::Ready);
+    }
+
+    #[test]
+    fn endpoints_are_ready_with_an_address() {
+        let none: Endpoints =
+            yaml("metadata: {name: s}\nsubsets: [{notReadyAddresses: [{ip: 10.0.0.1}]}]");
+        assert!(matches!(endpoints_ready(Some(&none)), Progress::Pending(_)));
+        let some: Endpoints = yaml("metadata: {name: s}\nsubsets: [{addresses: [{ip: 10.0.0.1}]}]");
+        assert_eq!(endpoints_ready(Some(&some)), Progress::Ready);
+        assert!(matches!(endpoints_ready(None), Progress::Pending(_)));
     }
 
     #[test]

@@ -11,9 +11,13 @@ use crate::values::REDACTED;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
+/// Texts shorter than this are not scrubbed: they would garble every line they happen to occur
+/// in (a one-letter secret is in most words), and they are not secrets worth the name anyway.
+pub const MIN_SCRUBBED_LEN: usize = 6;
+
 /// Never show `secret` in a log line or in anything [`scrub`] cleans.
 pub fn add_secret(secret: &str) {
-    if secret.is_empty() {
+    if secret.len() < MIN_SCRUBBED_LEN {
         return;
     }
     let mut list = SECRETS.write().unwrap_or_else(|e| e.into_inner());
@@ -127,5 +131,14 @@ mod tests {
         assert!(!line.contains("ghp_log_test_token"), "{line}");
         assert!(line.contains("<redacted>"), "{line}");
         assert!(!scrub(text).contains("ghp_log_test_token"));
+    }
+
+    #[test]
+    fn very_short_secrets_do_not_garble_the_log() {
+        add_secret("x");
+        assert_eq!(
+            scrub("config=/product/sandbox.yaml"),
+            "config=/product/sandbox.yaml"
+        );
     }
 }

@@ -105,6 +105,13 @@ async fn stop_signal() -> &'static str {
 pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -> Result<()> {
     let secret = webhook_secret(args.webhook_secret_file.as_deref())?;
     log::add_secret(&secret);
+    if secret.chars().count() < 16 {
+        log!(
+            Warn,
+            "webhook.weak_secret",
+            reason = "the webhook secret is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 32`)"
+        );
+    }
     let token = github_token();
     if let Some(token) = &token {
         log::add_secret(token);

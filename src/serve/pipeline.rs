@@ -122,7 +122,14 @@ impl<D: Deployer> Pipeline<D> {
         let environment = environment(branch);
         // A deployment per pull request, for the commit it asked for: that is what GitHub shows
         // on the pull request. Made before waiting for a slot, so a queued one shows as queued.
-        let mut deployments: Vec<(PrRef, u64)> = Vec::new();
+        // Each is in `unfinished` as soon as it exists, so a cancellation from here on reports it.
+        let mut unfinished = Unfinished {
+            github: self.reporting.github.clone(),
+            deployments: Vec::new(),
+            job: job.clone(),
+            background: self.background.clone(),
+            armed: true,
+        };
         if let Some(gh) = &self.reporting.github {
             for pr in &work.prs {
                 let made = gh
@@ -143,9 +150,9 @@ impl<D: Deployer> Pipeline<D> {
                             id = id,
                             environment = environment
                         );
+                        unfinished.deployments.push((pr.clone(), id));
                         self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
                             .await;
-                        deployments.push((pr.clone(), id));
                     }
                     Err(e) => log!(
                         Warn,
@@ -157,13 +164,7 @@ impl<D: Deployer> Pipeline<D> {
                 }
             }
         }
-        let mut unfinished = Unfinished {
-            github: self.reporting.github.clone(),
-            deployments: deployments.clone(),
-            job: job.clone(),
-            background: self.background.clone(),
-            armed: true,
-        };
+        let deployments = unfinished.deployments.clone();
         let Some(_slot) = job.slot().await else {
             return; // shutting down; `unfinished` reports it
         };

@@ -81,6 +81,10 @@ struct Harness {
 
 impl Harness {
     async fn start(delay: Duration, max_body_bytes: usize) -> Harness {
+        Harness::start_with(delay, max_body_bytes, Duration::from_secs(5)).await
+    }
+
+    async fn start_with(delay: Duration, max_body_bytes: usize, grace: Duration) -> Harness {
         log::add_secret(TOKEN);
         let github = FakeGitHub::start().await;
         let deployer = FakeDeployer {
@@ -98,7 +102,7 @@ impl Harness {
                 comment: true,
                 slack: Some(Slack::new(&github.slack_url()).unwrap()),
             },
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: grace,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (queue_tx, queue_rx) = tokio::sync::oneshot::channel();
@@ -517,4 +521,29 @@ async fn shutdown_waits_for_running_work() {
         .send()
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn work_still_running_after_the_grace_period_is_cancelled_and_reported() {
+    let mut h =
+        Harness::start_with(Duration::from_secs(60), 1 << 20, Duration::from_millis(200)).await;
+    h.deliver(
+        "pull_request",
+        "c-1",
+        &pull_request("opened", "feature-x", SHA1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    h.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("deployed")),
+        "{:?}",
+        h.calls()
+    );
+    let id = h.github.deployments()[0].id;
+    assert_eq!(h.github.states_of(id), ["queued", "in_progress", "error"]);
+    let last = h.github.statuses().last().unwrap().description.clone();
+    assert_eq!(last, "cancelled: the preview service stopped");
 }

@@ -211,6 +211,27 @@ fn succeeded(github: &FakeGitHub, sha: &str) -> bool {
         .any(|id| github.states_of(*id).iter().any(|s| s == "success"))
 }
 
+/// Wait for a `success` status for `sha`; a `failure` ends the wait at once, with its reason.
+async fn wait_for_success(what: &str, serve: &Serve, github: &FakeGitHub, sha: &str) {
+    wait_until(what, Duration::from_secs(300), serve, github, || {
+        let ids = deployments_for(github, sha);
+        if let Some(failure) = github
+            .statuses()
+            .into_iter()
+            .find(|s| ids.contains(&s.deployment) && s.state == "failure")
+        {
+            panic!(
+                "{what}: the deploy failed: {}\n--- comments\n{:?}\n--- serve log\n{}",
+                failure.description,
+                github.comments(),
+                serve.log()
+            );
+        }
+        succeeded(github, sha)
+    })
+    .await;
+}
+
 /// The line of the gateway's page that says where a service was built from.
 fn page_line(service: &str, repo: &str, sha: &str) -> String {
     format!("service={service} repo={repo} branch=feature-x sha={sha}")
@@ -267,12 +288,11 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         "{answer}"
     );
     let up_started = Instant::now();
-    wait_until(
+    wait_for_success(
         "a success status for the opened head",
-        Duration::from_secs(300),
         &serve,
         &github,
-        || succeeded(&github, &sha1),
+        &sha1,
     )
     .await;
     let first_up = up_started.elapsed();
@@ -375,12 +395,11 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         "the second push supersedes the first: {answer}"
     );
     let sync_started = Instant::now();
-    wait_until(
+    wait_for_success(
         "a success status for the newest head",
-        Duration::from_secs(300),
         &serve,
         &github,
-        || succeeded(&github, &sha3),
+        &sha3,
     )
     .await;
     let second_up = sync_started.elapsed();
@@ -782,6 +801,20 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         .cluster_ip
         .unwrap();
     let webhook = format!("http://{cluster_ip}/webhook");
+    // Ready pod, but kube-proxy may not have programmed the Service's endpoints yet.
+    let started = Instant::now();
+    loop {
+        let health = reqwest::get(format!("http://{cluster_ip}/healthz")).await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = pod_log().await;
+            cleanup().await;
+            panic!("the Service does not reach the serve pod:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let sha = product.sha("backend", "feature-x");
     let (status, answer) = deliver(
         &webhook,
@@ -856,5 +889,30 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
     eprintln!(
         "serve in the cluster: up from the pod took {:.1}s",
         in_pod_up.as_secs_f64()
+    );
+
+    // SIGTERM in the pod (its grace period is 330 s): it stops at once when idle.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
+    deployments
+        .delete("e2e-serve-pod", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let stopping = Instant::now();
+    while !pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(90),
+            "the serve pod did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "serve in the cluster: the pod stopped {:.1}s after its deletion",
+        stopping.elapsed().as_secs_f64()
     );
 }
