@@ -12,10 +12,14 @@ pub const EXIT_BUG: i32 = 2;
 pub fn render(error: &anyhow::Error) -> String {
     let mut out = format!("error: {error}\n");
     let mut hints = Vec::new();
+    let mut previous = error.to_string();
     for (i, cause) in error.chain().enumerate() {
-        if i > 0 {
-            let _ = writeln!(out, "caused by: {cause}");
+        let text = cause.to_string();
+        // Some libraries repeat their cause's text in their own message; say it once.
+        if i > 0 && !previous.contains(&text) {
+            let _ = writeln!(out, "caused by: {text}");
         }
+        previous = text;
         // A wrapper and its cause may offer the same hint; say it once.
         for h in hints_of(cause) {
             if !hints.contains(&h) {
