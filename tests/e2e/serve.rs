@@ -614,6 +614,15 @@ async fn node_ip(client: &Client) -> String {
         .address
 }
 
+fn git_daemon_path() -> std::path::PathBuf {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git runs");
+    std::path::PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+        .join("git-daemon")
+}
+
 /// `git daemon` serving the product's repositories over git:// (to pods), stopped on drop.
 struct GitDaemon(Child);
 
@@ -646,14 +655,17 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
     let port = free_port(&ip);
     let repos = product.path().join("repos");
     let daemon = GitDaemon(
-        Command::new("git")
-            .arg("daemon")
+        // git-daemon itself, not the `git daemon` wrapper: killing the wrapper would leave the
+        // daemon running (and holding the test's output open).
+        Command::new(git_daemon_path())
             .arg("--export-all")
             .arg("--reuseaddr")
             .arg(format!("--listen={ip}"))
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", repos.display()))
             .arg(&repos)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("git daemon runs"),
