@@ -27,6 +27,32 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// Wait until a Job succeeded or failed; return it with its pod's log.
+async fn finished_job(client: &Client, ns: &str, name: &str) -> (Job, String) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let finished = await_condition(jobs, name, |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0)
+    });
+    let job = within(&format!("job {name}"), finished)
+        .await
+        .unwrap()
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("job-name={name}");
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let logs = pods
+        .logs(pod.metadata.name.as_deref().unwrap(), &LogParams::default())
+        .await
+        .unwrap();
+    (job, logs)
+}
+
 const JOB: &str = r#"
 apiVersion: batch/v1
 kind: Job
@@ -89,28 +115,7 @@ spec:
     .unwrap();
     // The Job starts once the Deployment serves, as a dependency-ordered deploy would do it.
     apply_yaml(&client, &ns.name, JOB).await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let job = within(
-        "job completion",
-        await_condition(jobs, "probe", |j: Option<&Job>| {
-            j.and_then(|j| j.status.as_ref())
-                .is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0)
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let pod = pods
-        .list(&ListParams::default().labels("job-name=probe"))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
-    let logs = pods
-        .logs(pod.metadata.name.as_deref().unwrap(), &LogParams::default())
-        .await
-        .unwrap();
+    let (job, logs) = finished_job(&client, &ns.name, "probe").await;
     assert_eq!(
         job.status.unwrap().succeeded,
         Some(1),
@@ -183,28 +188,7 @@ spec:
 "#,
     )
     .await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    let job = within(
-        "in-cluster job",
-        await_condition(jobs, "list", |j: Option<&Job>| {
-            j.and_then(|j| j.status.as_ref())
-                .is_some_and(|s| s.succeeded.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0)
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let pod = pods
-        .list(&ListParams::default().labels("job-name=list"))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
-    let logs = pods
-        .logs(pod.metadata.name.as_deref().unwrap(), &LogParams::default())
-        .await
-        .unwrap();
+    let (job, logs) = finished_job(&client, &ns.name, "list").await;
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     let _ = roles
