@@ -25,12 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let reporter = Reporter::new(cli.quiet);
     match cli.command {
         Command::Up(args) => {
-            let settings = Settings::new(
-                load_config(&cli.config)?,
-                &args.branch.branch,
-                args.sets,
-                args.ttl,
-            )?;
+            let settings = settings(&cli.config, &args.branch.branch, args.sets, args.ttl)?;
             let options = UpOptions {
                 on_failure: args.on_failure,
                 wait_for_lock: !args.no_wait,
@@ -64,22 +59,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let rows = reap::reap(&cluster, false).await?;
                 print_reaped(&rows, Output::Text)?;
             } else {
-                let config = load_config(&cli.config)?;
                 let branch = args
                     .branch
                     .as_deref()
                     .expect("clap requires --branch without --all-expired");
-                let namespace = crate::plan::namespace_for(&config.namespace_prefix, branch);
+                let namespace = namespace_of(&cli.config, branch)?;
                 down(&cluster, &namespace, !args.no_wait, &reporter).await?;
             }
         }
         Command::Render(args) => {
-            let settings = Settings::new(
-                load_config(&cli.config)?,
-                &args.branch.branch,
-                args.sets,
-                None,
-            )?;
+            let settings = settings(&cli.config, &args.branch.branch, args.sets, None)?;
             if let Some(s) = &args.service {
                 ensure_service(&settings.config, s)?;
             }
@@ -124,12 +113,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Values(args) => {
-            let settings = Settings::new(
-                load_config(&cli.config)?,
-                &args.branch.branch,
-                args.sets,
-                None,
-            )?;
+            let settings = settings(&cli.config, &args.branch.branch, args.sets, None)?;
             ensure_service(&settings.config, &args.service)?;
             let prepared = up::prepare(&settings, !args.reveal, &reporter).await?;
             let values = &prepared.values[&args.service];
@@ -173,12 +157,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Diff(args) => {
-            let settings = Settings::new(
-                load_config(&cli.config)?,
-                &args.branch.branch,
-                args.sets,
-                None,
-            )?;
+            let settings = settings(&cli.config, &args.branch.branch, args.sets, None)?;
             let (cluster, prepared) =
                 tokio::join!(connect(&cluster), up::prepare(&settings, false, &reporter));
             let prepared = prepared?;
@@ -196,12 +175,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Validate(args) => {
-            let settings = Settings::new(
-                load_config(&cli.config)?,
-                &args.branch.branch,
-                args.sets,
-                None,
-            )?;
+            let settings = settings(&cli.config, &args.branch.branch, args.sets, None)?;
             let prepared = up::prepare(&settings, false, &reporter).await?;
             let objects = prepared.plan.objects().count();
             println!(
@@ -380,6 +354,16 @@ impl Interrupted {
     pub fn hint(&self) -> Option<String> {
         Some("run `sandbox up` again to finish it, or `sandbox down` to remove it".into())
     }
+}
+
+/// The settings of a command that runs the pipeline (or its offline part) for one branch.
+fn settings(
+    config: &std::path::Path,
+    branch: &str,
+    sets: Vec<crate::values::SetValue>,
+    ttl: Option<Duration>,
+) -> Result<Settings> {
+    Settings::new(load_config(config)?, branch, sets, ttl)
 }
 
 fn namespace_of(config: &std::path::Path, branch: &str) -> Result<String> {
