@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::values::SetValue;
+use crate::pipeline::values::SetValue;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +16,7 @@ use crate::values::SetValue;
 )]
 pub struct Cli {
     /// The product's sandbox.yaml.
-    #[arg(long, global = true, default_value = crate::config::FILE_NAME, env = "SANDBOX_CONFIG")]
+    #[arg(long, global = true, default_value = crate::pipeline::config::FILE_NAME, env = "SANDBOX_CONFIG")]
     pub config: PathBuf,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, global = true)]

@@ -9,12 +9,13 @@ use kube::api::DeleteParams;
 use kube::Api;
 
 use crate::cli::{Cli, Command, Output};
-use crate::config::{self, Config};
-use crate::handover::UpReport;
+use crate::error::Hint;
 use crate::kube::{connect, Cluster, ClusterOptions};
-use crate::plan::ANNOTATION_PREFIX;
+use crate::pipeline::config::{self, Config};
+use crate::pipeline::handover::UpReport;
+use crate::pipeline::plan::ANNOTATION_PREFIX;
+use crate::pipeline::up::{self, Settings, UpOptions};
 use crate::progress::Reporter;
-use crate::up::{self, Settings, UpOptions};
 use crate::{diff, inspect, lock, reap};
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -148,7 +149,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ensure_service(&config, s)?;
             }
             let namespace =
-                crate::plan::namespace_for(&config.namespace_prefix, &args.branch.branch);
+                crate::pipeline::plan::namespace_for(&config.namespace_prefix, &args.branch.branch);
             let cluster = connect(&cluster).await.context("cannot read the logs")?;
             ensure_ours(&cluster, &namespace).await?;
             tokio::select! {
@@ -204,7 +205,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let expires = jiff::Timestamp::now()
                 .checked_add(ttl)
                 .context("the TTL is too long")?;
-            crate::inventory::annotate(
+            crate::pipeline::inventory::annotate(
                 &cluster,
                 &namespace,
                 std::collections::BTreeMap::from([(
@@ -330,9 +331,9 @@ pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Repor
         ));
         return Ok(());
     };
-    let ours = crate::plan::is_managed(&ns.metadata);
+    let ours = crate::pipeline::plan::is_managed(&ns.metadata);
     if !ours {
-        return Err(crate::apply::ApplyError::NotOurs(namespace.into()).into());
+        return Err(crate::pipeline::apply::ApplyError::NotOurs(namespace.into()).into());
     }
     if ns.metadata.deletion_timestamp.is_none() {
         api.delete(namespace, &DeleteParams::background())
@@ -340,7 +341,8 @@ pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Repor
             .context("could not delete the namespace")?;
     }
     reporter.info(&format!("deleting `{namespace}`…"));
-    crate::apply::wait_namespace_gone(cluster, namespace, Duration::from_secs(180)).await?;
+    crate::pipeline::apply::wait_namespace_gone(cluster, namespace, Duration::from_secs(180))
+        .await?;
     reporter.info(&format!("sandbox `{namespace}` is gone"));
     Ok(())
 }
@@ -350,8 +352,8 @@ pub async fn delete_sandbox(cluster: &Cluster, namespace: &str, reporter: &Repor
 #[error("interrupted: sandbox `{0}` is partly updated")]
 pub struct Interrupted(pub String);
 
-impl Interrupted {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for Interrupted {
+    fn hint(&self) -> Option<String> {
         Some("run `sandbox up` again to finish it, or `sandbox down` to remove it".into())
     }
 }
@@ -360,7 +362,7 @@ impl Interrupted {
 fn settings(
     config: &std::path::Path,
     branch: &str,
-    sets: Vec<crate::values::SetValue>,
+    sets: Vec<crate::pipeline::values::SetValue>,
     ttl: Option<Duration>,
 ) -> Result<Settings> {
     Settings::new(load_config(config)?, branch, sets, ttl)
@@ -368,7 +370,10 @@ fn settings(
 
 fn namespace_of(config: &std::path::Path, branch: &str) -> Result<String> {
     let config = load_config(config)?;
-    Ok(crate::plan::namespace_for(&config.namespace_prefix, branch))
+    Ok(crate::pipeline::plan::namespace_for(
+        &config.namespace_prefix,
+        branch,
+    ))
 }
 
 /// Refuse to look into a namespace the tool does not manage (or that does not exist).
@@ -383,7 +388,7 @@ async fn ensure_ours(cluster: &Cluster, namespace: &str) -> Result<()> {
             anyhow::bail!("there is no sandbox `{namespace}`; `sandbox list` shows the sandboxes")
         }
         Some(ns) if !reap::is_ours(&ns) => {
-            Err(crate::apply::ApplyError::NotOurs(namespace.into()).into())
+            Err(crate::pipeline::apply::ApplyError::NotOurs(namespace.into()).into())
         }
         Some(_) => Ok(()),
     }

@@ -7,12 +7,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 
-use crate::apply::FIELD_MANAGER;
-use crate::inventory;
 use crate::kube::Cluster;
-use crate::plan::object_key;
-use crate::up::Prepared;
-use crate::values::REDACTED;
+use crate::pipeline::apply::FIELD_MANAGER;
+use crate::pipeline::inventory;
+use crate::pipeline::plan::object_key;
+use crate::pipeline::up::Prepared;
+use crate::pipeline::values::REDACTED;
 
 /// One object's change.
 #[derive(Debug, Clone, PartialEq)]

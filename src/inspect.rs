@@ -11,7 +11,7 @@ use kube::Api;
 use serde::Serialize;
 
 use crate::kube::Cluster;
-use crate::plan::{MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
+use crate::pipeline::plan::{MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
 use crate::reap::{annotation, expiry, sandboxes};
 
 /// One row of `sandbox list`.

@@ -4,9 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::Hint;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Api, Client};
+
+/// The field manager of every server-side apply the tool makes.
+pub const FIELD_MANAGER: &str = "sandbox";
 
 /// Where to find the cluster, as the user said it.
 #[derive(Debug, Clone, Default)]
@@ -46,8 +50,8 @@ pub enum ClusterError {
     },
 }
 
-impl ClusterError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for ClusterError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             ClusterError::Config(_) => {
                 "set KUBECONFIG or pass --kubeconfig; for the local cluster run commands through `scripts/local-cluster exec -- sandbox …`".into()

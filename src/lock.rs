@@ -11,8 +11,9 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::Api;
 
+use crate::error::Hint;
 use crate::kube::{status_code, Cluster};
-use crate::plan::{MANAGED_BY, MANAGED_BY_VALUE};
+use crate::pipeline::plan::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
 
 pub const LEASE_NAME: &str = "sandbox-lock";
@@ -37,8 +38,8 @@ pub enum LockError {
     },
 }
 
-impl LockError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for LockError {
+    fn hint(&self) -> Option<String> {
         match self {
             LockError::Held { .. } => Some(
                 "another `sandbox up` or `down` is working on this sandbox; wait for it (drop --no-wait), or if it crashed the lock expires within 20 s".into(),

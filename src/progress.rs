@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::values::REDACTED;
+use crate::pipeline::values::REDACTED;
 
 pub struct Reporter {
     bars: Option<MultiProgress>,

@@ -12,12 +12,12 @@ use serde::Serialize;
 
 use crate::kube::Cluster;
 use crate::lock::{self, LockError};
-use crate::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::pipeline::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
 
 /// Whether a namespace carries the tool's label.
 pub fn is_ours(ns: &Namespace) -> bool {
-    crate::plan::is_managed(&ns.metadata)
+    crate::pipeline::plan::is_managed(&ns.metadata)
 }
 
 pub fn annotation<'n>(ns: &'n Namespace, key: &str) -> Option<&'n str> {

@@ -8,11 +8,11 @@ use anyhow::Context;
 use super::pipeline::{Deployed, Deployer, Failure};
 use super::queue::PrRef;
 use crate::cli::OnFailure;
-use crate::config::Config;
 use crate::kube::{connect, ClusterOptions};
+use crate::pipeline::config::Config;
+use crate::pipeline::up::{self, Settings, UpOptions};
+use crate::pipeline::values::SetValue;
 use crate::progress::Reporter;
-use crate::up::{self, Settings, UpOptions};
-use crate::values::SetValue;
 
 /// Namespace annotations (after `sandbox.dev/`) that record the pull request of a sandbox.
 pub const PR_REPO: &str = "pr-repo";
@@ -30,7 +30,7 @@ pub struct ClusterDeployer {
 
 impl Deployer for ClusterDeployer {
     fn namespace(&self, branch: &str) -> String {
-        crate::plan::namespace_for(&self.config.namespace_prefix, branch)
+        crate::pipeline::plan::namespace_for(&self.config.namespace_prefix, branch)
     }
 
     async fn deploy(&self, branch: &str, prs: &[PrRef]) -> Result<Deployed, Failure> {

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::queue::Action;
+use crate::error::Hint;
 
 /// A delivery, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,12 @@ pub enum EventError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl Hint for EventError {
+    fn hint(&self) -> Option<String> {
+        Some("the sender is not GitHub, or GitHub changed the payload: check the webhook's content type (application/json)".into())
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::error::Hint;
 use anyhow::{Context, Result};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -30,6 +31,16 @@ pub struct ApiError {
     pub path: String,
     pub status: StatusCode,
     pub message: String,
+}
+
+impl Hint for ApiError {
+    fn hint(&self) -> Option<String> {
+        match self.status.as_u16() {
+            401 => Some("the GitHub token is missing or invalid: set SANDBOX_GITHUB_TOKEN or GITHUB_TOKEN".into()),
+            403 | 404 => Some("the GitHub token lacks access: it needs `deployments: write` and `pull_requests: write` on the repository".into()),
+            _ => None,
+        }
+    }
 }
 
 /// The states of a deployment status.

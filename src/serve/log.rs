@@ -7,7 +7,7 @@ use std::fmt::{Display, Write};
 use std::io::Write as _;
 use std::sync::RwLock;
 
-use crate::values::REDACTED;
+use crate::pipeline::values::REDACTED;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 

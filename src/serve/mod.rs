@@ -119,9 +119,9 @@ pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -
     if let Some(url) = &args.slack_webhook_url {
         log::add_secret(url);
     }
-    let config = crate::config::load(config_path, &|v| std::env::var(v).ok())?;
+    let config = crate::pipeline::config::load(config_path, &|v| std::env::var(v).ok())?;
     // Check --set and --ttl once, now, rather than on every pull request.
-    crate::up::Settings::new(config.clone(), "serve", args.sets.clone(), args.ttl)?;
+    crate::pipeline::up::Settings::new(config.clone(), "serve", args.sets.clone(), args.ttl)?;
 
     let github = GitHub::new(&args.github_api_url, token.clone())?;
     if token.is_none() {

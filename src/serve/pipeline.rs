@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::github::{self, GitHub, Slack, State, COMMENT_MARKER};
 use super::log::{log, scrub};
 use super::queue::{Action, Executor, Job, PrRef, Work};
-use crate::handover::RepoReport;
+use crate::pipeline::handover::RepoReport;
 
 /// A sandbox that came up.
 #[derive(Debug, Clone)]

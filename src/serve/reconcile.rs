@@ -10,9 +10,9 @@ use super::deployer::recorded_prs;
 use super::github::{valid_repo, GitHub};
 use super::log::log;
 use super::queue::{Action, PrRef, Queue, Work};
-use crate::config::Config;
 use crate::kube::{connect, ClusterOptions};
-use crate::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE, SANDBOX_LABEL};
+use crate::pipeline::config::Config;
+use crate::pipeline::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE, SANDBOX_LABEL};
 
 /// Queue the deletion of every sandbox of this product whose pull requests are all closed.
 /// Returns how many were queued. A sandbox whose pull request GitHub cannot tell about is kept:
@@ -51,7 +51,7 @@ pub async fn reconcile(
         let Some(branch) = get("branch") else {
             continue;
         };
-        if crate::plan::namespace_for(&config.namespace_prefix, &branch) != name {
+        if crate::pipeline::plan::namespace_for(&config.namespace_prefix, &branch) != name {
             continue;
         }
         let mut all_closed = true;

@@ -1,6 +1,7 @@
 //! GitHub's webhook signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body,
 //! keyed with the webhook's secret>`. Nothing of a request is looked at before it verifies.
 
+use crate::error::Hint;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -16,6 +17,12 @@ pub enum SignatureError {
     Malformed,
     #[error("the signature does not match the body (a different secret, or a changed body)")]
     Mismatch,
+}
+
+impl Hint for SignatureError {
+    fn hint(&self) -> Option<String> {
+        Some("the webhook's secret in GitHub must equal SANDBOX_WEBHOOK_SECRET (or --webhook-secret-file)".into())
+    }
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> [u8; 32] {

@@ -11,7 +11,7 @@ use super::fake_github::FakeGitHub;
 use super::github::{GitHub, Slack, COMMENT_MARKER};
 use super::queue::{PrRef, Queue};
 use super::*;
-use crate::handover::RepoReport;
+use crate::pipeline::handover::RepoReport;
 
 const SECRET: &str = "unit-webhook-secret";
 const TOKEN: &str = "ghp_unittesttoken000000000000000000000";

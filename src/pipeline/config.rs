@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::Hint;
 use serde::Deserialize;
 
 /// The file name looked up in the working directory when `--config` is not given.
@@ -110,8 +111,8 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for ConfigError {
+    fn hint(&self) -> Option<String> {
         match self {
             ConfigError::Read { path, .. } => Some(format!(
                 "run sandbox in the directory holding {FILE_NAME}, or pass --config {}",

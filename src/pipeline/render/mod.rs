@@ -12,7 +12,7 @@
 //! `trunc`, `trimSuffix`, `lower`, `upper`, `replace`, `file`, `files`, plus Handlebars'
 //! built-ins (`if`, `unless`, `each`, `with`, `lookup`, `eq`, `ne`, `gt`, `and`, `or`, `not`, `len`…).
 
-mod helpers;
+pub(crate) mod helpers;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,7 @@ use handlebars::{
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::error::Hint;
 pub use helpers::FileProblem;
 use helpers::HelperError;
 
@@ -324,9 +325,11 @@ impl RenderError {
             RenderError::InvalidObject { line, .. } => Some(*line),
         }
     }
+}
 
+impl Hint for RenderError {
     /// What to do about it, for humans.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             RenderError::Syntax {
                 line, source_line, ..
@@ -1480,7 +1483,7 @@ mod tests {
         let r = Renderer::new(Some(dir.path().to_path_buf()));
         let source = TemplateSource::new(
             "templates/api.yaml",
-            include_str!("../../tests/fixtures/render/api.yaml"),
+            include_str!("../../../tests/fixtures/render/api.yaml"),
         );
         let m = r
             .render(&source, &ctx())

@@ -10,9 +10,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::Api;
 
-use crate::apply::{ApplyError, FIELD_MANAGER};
 use crate::kube::Cluster;
-use crate::plan::{object_key, Plan, HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL};
+use crate::pipeline::apply::{ApplyError, FIELD_MANAGER};
+use crate::pipeline::plan::{
+    object_key, Plan, HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL,
+};
 
 /// Namespace annotation: the keys (`apiVersion/Kind/name`) of every object the tool applied.
 pub const INVENTORY_ANNOTATION: &str = "sandbox.dev/inventory";
@@ -173,7 +175,7 @@ pub async fn delete_keys(
         else {
             continue;
         };
-        let ours = crate::plan::is_managed(&object.metadata);
+        let ours = crate::pipeline::plan::is_managed(&object.metadata);
         let state = object
             .metadata
             .labels

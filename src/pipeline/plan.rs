@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::render::Manifest;
+use crate::error::Hint;
+use crate::pipeline::render::Manifest;
 
 /// The label that marks everything the tool created. `down` and `reap` act on nothing else.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -133,8 +134,8 @@ pub enum PlanError {
     },
 }
 
-impl PlanError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for PlanError {
+    fn hint(&self) -> Option<String> {
         match self {
             PlanError::ClusterScoped { .. } => Some(
                 "sandbox creates the namespace itself; remove the object from the template".into(),
@@ -422,7 +423,7 @@ mod tests {
         let long = "a".repeat(100);
         let ns = namespace_for("sb-", &long);
         assert_eq!(ns.len(), 63);
-        assert!(crate::config::is_dns_label(&ns), "{ns}");
+        assert!(crate::pipeline::config::is_dns_label(&ns), "{ns}");
         assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
     }
 
@@ -430,7 +431,10 @@ mod tests {
     fn odd_characters_collapse_and_stay_valid() {
         for branch in ["--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123"] {
             let ns = namespace_for("sb-", branch);
-            assert!(crate::config::is_dns_label(&ns), "{branch} → {ns}");
+            assert!(
+                crate::pipeline::config::is_dns_label(&ns),
+                "{branch} → {ns}"
+            );
         }
     }
 

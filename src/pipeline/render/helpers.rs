@@ -15,6 +15,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::Hint;
 use base64::Engine as _;
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, PathAndJson, RenderContext, RenderErrorReason,
@@ -104,6 +105,13 @@ pub(crate) enum HelperError {
         #[source]
         source: Option<Box<dyn StdError + Send + Sync>>,
     },
+}
+
+impl Hint for HelperError {
+    // A helper's failure reaches the user inside a `RenderError`, which carries the hint.
+    fn hint(&self) -> Option<String> {
+        None
+    }
 }
 
 impl HelperError {

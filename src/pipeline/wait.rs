@@ -4,6 +4,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use crate::error::Hint;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -62,8 +63,10 @@ impl WaitError {
             WaitError::Watch { .. } => None,
         }
     }
+}
 
-    pub fn hint(&self) -> Option<String> {
+impl Hint for WaitError {
+    fn hint(&self) -> Option<String> {
         let mut out = self.diagnosis().map(|d| d.to_string()).unwrap_or_default();
         let advice = match self {
             WaitError::Timeout { .. } => "raise `timeouts.service` in sandbox.yaml if it is only slow",

@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::error::Hint;
 use aes_gcm::aead::consts::U32;
 use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -500,9 +501,9 @@ fn recipients_list(recipients: &[String]) -> String {
     }
 }
 
-impl SopsError {
+impl Hint for SopsError {
     /// A one-line suggestion for the user, where there is a useful one.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         const SET_KEY: &str = "set SOPS_AGE_KEY_FILE to an age key file (or SOPS_AGE_KEY to the key itself), or put the key in ~/.config/sops/age/keys.txt";
         match self {
             SopsError::NotSops { .. } => Some(

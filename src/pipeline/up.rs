@@ -10,20 +10,22 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 
-use crate::apply::{self, NamespaceMeta};
-use crate::checkout::{self, Checkout, RepoSpec};
 use crate::cli::OnFailure;
-use crate::config::{Config, Service};
-use crate::handover::{self, RepoReport, Timings, UpReport};
-use crate::inventory;
 use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::lock;
-use crate::plan::{self, object_key, Plan, RenderedService, ANNOTATION_PREFIX, SANDBOX_LABEL};
+use crate::pipeline::apply::{self, NamespaceMeta};
+use crate::pipeline::checkout::{self, Checkout, RepoSpec};
+use crate::pipeline::config::{Config, Service};
+use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
+use crate::pipeline::inventory;
+use crate::pipeline::plan::{
+    self, object_key, Plan, RenderedService, ANNOTATION_PREFIX, SANDBOX_LABEL,
+};
+use crate::pipeline::render::{Manifest, Renderer, TemplateSource};
+use crate::pipeline::smoke;
+use crate::pipeline::sops::Identities;
+use crate::pipeline::values::{self, SetValue, Values, REDACTED};
 use crate::progress::Reporter;
-use crate::render::{Manifest, Renderer, TemplateSource};
-use crate::smoke;
-use crate::sops::Identities;
-use crate::values::{self, SetValue, Values, REDACTED};
 
 /// Everything `up` needs to know, resolved from the command line and `sandbox.yaml`.
 pub struct Settings {
@@ -54,7 +56,7 @@ impl Settings {
                     set.service,
                     config.path.display()
                 );
-                if let Some(s) = crate::config::suggest(&set.service, &names) {
+                if let Some(s) = crate::pipeline::config::suggest(&set.service, &names) {
                     msg.push_str(&format!(" ({s})"));
                 }
                 anyhow::bail!(msg);
@@ -532,7 +534,9 @@ async fn rollback(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        async move { crate::wait::until_ready(&cluster.client, ns, &kind, &name, timeout).await }
+        async move {
+            crate::pipeline::wait::until_ready(&cluster.client, ns, &kind, &name, timeout).await
+        }
     });
     futures::future::try_join_all(waits)
         .await

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::config::Service;
-use crate::sops::{self, Format, Identities};
+use crate::error::Hint;
+use crate::pipeline::config::Service;
+use crate::pipeline::sops::{self, Format, Identities};
 
 pub const REDACTED: &str = "<redacted>";
 
@@ -140,8 +141,8 @@ pub enum ValuesError {
     NotEncrypted { service: String, file: String },
 }
 
-impl ValuesError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for ValuesError {
+    fn hint(&self) -> Option<String> {
         match self {
             ValuesError::Missing { file, repo, .. } => Some(format!(
                 "commit `{file}` to repo `{repo}`, or remove it from the service in sandbox.yaml"

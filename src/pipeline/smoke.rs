@@ -9,11 +9,12 @@ use kube::api::{DeleteParams, LogParams};
 use kube::runtime::watcher;
 use kube::Api;
 
-use crate::apply::{self, ApplyError};
+use crate::error::Hint;
 use crate::kube::Cluster;
-use crate::plan::Plan;
+use crate::pipeline::apply::{self, ApplyError};
+use crate::pipeline::plan::Plan;
+use crate::pipeline::wait::{self, WaitError};
 use crate::progress::Reporter;
-use crate::wait::{self, WaitError};
 
 /// A smoke Job that failed, with what it printed.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,8 @@ pub enum SmokeError {
     Apply(#[source] ApplyError),
 }
 
-impl SmokeError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for SmokeError {
+    fn hint(&self) -> Option<String> {
         match self {
             SmokeError::Failed { source, .. } => {
                 let mut out = source
@@ -121,7 +122,7 @@ async fn delete_own_job(jobs: &Api<Job>, name: &str) -> Result<(), ApplyError> {
     let Some(existing) = jobs.get_opt(name).await.map_err(api_err)? else {
         return Ok(());
     };
-    let ours = crate::plan::is_managed(&existing.metadata);
+    let ours = crate::pipeline::plan::is_managed(&existing.metadata);
     if !ours {
         return Ok(()); // apply will report the conflict
     }

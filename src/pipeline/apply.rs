@@ -12,16 +12,16 @@ use kube::Api;
 
 use std::sync::Mutex;
 
-use crate::inventory::Live;
+use crate::error::Hint;
 use crate::kube::{status_code, Cluster};
-use crate::plan::{
+use crate::pipeline::inventory::Live;
+use crate::pipeline::plan::{
     object_key, Plan, Step, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL,
 };
+use crate::pipeline::wait::{self, WaitError};
 use crate::progress::Reporter;
-use crate::wait::{self, WaitError};
 
-/// The field manager of every apply.
-pub const FIELD_MANAGER: &str = "sandbox";
+pub use crate::kube::FIELD_MANAGER;
 
 /// Something the cluster refused or that never became ready.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,8 @@ pub enum ApplyError {
     },
 }
 
-impl ApplyError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for ApplyError {
+    fn hint(&self) -> Option<String> {
         match self {
             ApplyError::NotOurs(ns) => Some(format!(
                 "sandbox only changes namespaces labelled {MANAGED_BY}={MANAGED_BY_VALUE}; choose another namespace_prefix, or delete `{ns}` yourself if it is yours"
@@ -92,7 +92,7 @@ pub async fn ensure_namespace(
         source,
     })?;
     if let Some(ns) = &existing {
-        let ours = crate::plan::is_managed(&ns.metadata);
+        let ours = crate::pipeline::plan::is_managed(&ns.metadata);
         if !ours {
             return Err(ApplyError::NotOurs(name.into()));
         }

@@ -41,6 +41,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Hint;
 use git2::{
     AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
     ObjectType, Oid, ProxyOptions, RemoteCallbacks, Repository, RepositoryInitOptions, Tree,
@@ -225,9 +226,11 @@ impl CheckoutError {
             | Self::Task { url, .. } => url,
         }
     }
+}
 
+impl Hint for CheckoutError {
     /// What the user can do about it, when there is something to suggest.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             Self::Fetch { repo, url, .. } => Some(format!(
                 "check the URL of repo `{repo}` in sandbox.yaml and that {url} is reachable from \

@@ -7,8 +7,9 @@ use kube::api::ListParams;
 use kube::Api;
 use serde::Serialize;
 
-use crate::config::UrlRule;
+use crate::error::Hint;
 use crate::kube::Cluster;
+use crate::pipeline::config::UrlRule;
 
 /// What `up` did, for people and machines.
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +62,8 @@ pub enum HandoverError {
     Template(#[source] Box<handlebars::RenderError>),
 }
 
-impl HandoverError {
-    pub fn hint(&self) -> Option<String> {
+impl Hint for HandoverError {
+    fn hint(&self) -> Option<String> {
         match self {
             HandoverError::NoService(s) => Some(format!(
                 "give service `{s}` a Service (NodePort, LoadBalancer or with an Ingress), or set `url.template` in sandbox.yaml"
@@ -154,7 +155,10 @@ pub async fn url(
 }
 
 /// The longest chain of measured step durations through the dependency graph.
-pub fn critical_path(steps: &[crate::plan::Step], timings: &[crate::apply::StepTiming]) -> f64 {
+pub fn critical_path(
+    steps: &[crate::pipeline::plan::Step],
+    timings: &[crate::pipeline::apply::StepTiming],
+) -> f64 {
     let duration = |id: &str| {
         timings
             .iter()
@@ -173,8 +177,8 @@ pub fn critical_path(steps: &[crate::plan::Step], timings: &[crate::apply::StepT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::StepTiming;
-    use crate::plan::{Role, Step};
+    use crate::pipeline::apply::StepTiming;
+    use crate::pipeline::plan::{Role, Step};
     use std::time::Duration;
 
     fn step(id: &str, after: Vec<usize>) -> Step {

@@ -1,0 +1,124 @@
+//! Which object a rendered or live Kubernetes object is: [`ObjectRef`], and the accessors that
+//! read it off a rendered object (`serde_json::Value`) in one place.
+//!
+//! Every object of a sandbox lives in the sandbox's namespace, so the namespace is not part of
+//! the identity: `apiVersion/Kind/name` names an object within its sandbox, and is also how the
+//! inventory annotation has always spelled it (old records keep parsing).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The identity of an object within a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ObjectRef {
+    pub(crate) api_version: String,
+    pub(crate) kind: String,
+    pub(crate) name: String,
+}
+
+impl ObjectRef {
+    pub(crate) fn new(api_version: &str, kind: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.api_version, self.kind, self.name)
+    }
+}
+
+/// `apiVersion/Kind/name` (the group may hold no `/`: `v1/ConfigMap/x`, `apps/v1/Deployment/x`).
+impl FromStr for ObjectRef {
+    type Err = String;
+
+    fn from_str(key: &str) -> Result<ObjectRef, String> {
+        let parsed = key.rsplit_once('/').and_then(|(rest, name)| {
+            let (api_version, kind) = rest.rsplit_once('/')?;
+            let valid = [api_version, kind, name].iter().all(|p| !p.is_empty());
+            valid.then(|| ObjectRef::new(api_version, kind, name))
+        });
+        parsed.ok_or_else(|| format!("`{key}` is not `apiVersion/Kind/name`"))
+    }
+}
+
+impl Serialize for ObjectRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ObjectRef, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the tool reads off a rendered object. Render and plan have checked that these fields
+/// are strings; on anything else they read as empty.
+pub(crate) trait Object {
+    fn api_version(&self) -> &str;
+    fn kind(&self) -> &str;
+    fn name(&self) -> &str;
+    fn object_ref(&self) -> ObjectRef {
+        ObjectRef::new(self.api_version(), self.kind(), self.name())
+    }
+}
+
+impl Object for serde_json::Value {
+    fn api_version(&self) -> &str {
+        self["apiVersion"].as_str().unwrap_or_default()
+    }
+
+    fn kind(&self) -> &str {
+        self["kind"].as_str().unwrap_or_default()
+    }
+
+    fn name(&self) -> &str {
+        self["metadata"]["name"].as_str().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_parse_with_grouped_and_core_versions() {
+        let r: ObjectRef = "apps/v1/Deployment/web".parse().unwrap();
+        assert_eq!(r, ObjectRef::new("apps/v1", "Deployment", "web"));
+        let r: ObjectRef = "v1/ConfigMap/web-code".parse().unwrap();
+        assert_eq!(r, ObjectRef::new("v1", "ConfigMap", "web-code"));
+        assert_eq!(r.to_string(), "v1/ConfigMap/web-code");
+        assert!("nonsense".parse::<ObjectRef>().is_err());
+        assert!("v1//x".parse::<ObjectRef>().is_err());
+    }
+
+    #[test]
+    fn refs_serialize_as_the_inventory_always_spelled_them() {
+        let refs = vec![
+            ObjectRef::new("batch/v1", "Job", "migrate"),
+            ObjectRef::new("v1", "Service", "api"),
+        ];
+        let text = serde_json::to_string(&refs).unwrap();
+        assert_eq!(text, r#"["batch/v1/Job/migrate","v1/Service/api"]"#);
+        let back: Vec<ObjectRef> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, refs);
+    }
+
+    #[test]
+    fn rendered_objects_tell_their_identity() {
+        let o = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"}});
+        assert_eq!(o.object_ref().to_string(), "apps/v1/Deployment/api");
+        let broken = serde_json::json!({"kind": 3});
+        assert_eq!((broken.kind(), broken.name()), ("", ""));
+    }
+}

@@ -1,0 +1,637 @@
+//! The sandbox's record: its namespace, the labels that mark it as the tool's, and the
+//! `sandbox.dev/*` annotations that say whose it is, what it runs and how it is doing.
+//!
+//! This module is the one owner of that record. Commands, the pipeline, `reap` and `serve` read
+//! it with [`SandboxRecord::from_namespace`] / [`list`] / [`ensure_ours`] and write it with
+//! [`ensure`] and [`update`]; no one else builds an `Api<Namespace>`. And it is the one place
+//! that answers "is this ours?" before anything is changed or deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::Api;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::Hint;
+use crate::kube::{Cluster, FIELD_MANAGER};
+use crate::object::ObjectRef;
+
+/// The label that marks everything the tool created. `down` and `reap` act on nothing else.
+pub(crate) const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY_VALUE: &str = "sandbox";
+/// On every object: the service it belongs to (pods inherit it through their templates).
+pub(crate) const SERVICE_LABEL: &str = "sandbox.dev/service";
+/// On every object: what part of the sandbox it is (`service`, `preflight`, `smoke`, `state`).
+pub(crate) const ROLE_LABEL: &str = "sandbox.dev/role";
+/// On the namespace: the sandbox (product) name.
+pub(crate) const SANDBOX_LABEL: &str = "sandbox.dev/sandbox";
+/// On every object: a digest of what the tool rendered, so a re-up can leave unchanged objects
+/// alone (and their resourceVersion with them) without asking the server to compare.
+pub(crate) const HASH_ANNOTATION: &str = "sandbox.dev/rendered-hash";
+
+/// The record's annotations, after [`PREFIX`].
+const PREFIX: &str = "sandbox.dev/";
+mod key {
+    pub(super) const BRANCH: &str = "branch";
+    pub(super) const OWNER: &str = "owner";
+    pub(super) const CREATED_AT: &str = "created-at";
+    pub(super) const UPDATED_AT: &str = "updated-at";
+    pub(super) const EXPIRES_AT: &str = "expires-at";
+    pub(super) const REPOS: &str = "repos";
+    pub(super) const STATUS: &str = "status";
+    pub(super) const URL: &str = "url";
+    pub(super) const INVENTORY: &str = "inventory";
+    pub(super) const PR_REPO: &str = "pr-repo";
+    pub(super) const PR_NUMBER: &str = "pr-number";
+    /// Every pull request of the last deploy, `owner/a#1 owner/b#7`, when there are several.
+    pub(super) const PRS: &str = "prs";
+}
+
+/// The longest namespace name Kubernetes accepts.
+const MAX_NAMESPACE: usize = 63;
+
+/// The namespace of a branch: `prefix` + the branch as a DNS-1123 label. When the branch had to
+/// be changed or cut to fit, a short hash of the original is appended so that `feature/x` and
+/// `feature-x` never share a namespace.
+pub fn namespace_for(prefix: &str, branch: &str) -> String {
+    let mut label = String::new();
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (label.is_empty() || label.ends_with('-'))) {
+            label.push(c);
+        }
+    }
+    let label = label.trim_end_matches('-').to_owned();
+    let plain = format!("{prefix}{label}");
+    if label == branch && plain.len() <= MAX_NAMESPACE {
+        return plain;
+    }
+    let hash = hex::encode(Sha256::digest(branch.as_bytes()));
+    let suffix = &hash[..6];
+    let room = MAX_NAMESPACE - suffix.len() - 1;
+    let mut base = plain;
+    base.truncate(room);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{suffix}")
+}
+
+/// Whether an object carries the tool's label: the one test before changing or deleting anything.
+pub(crate) fn is_managed(metadata: &ObjectMeta) -> bool {
+    metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .map(String::as_str)
+        == Some(MANAGED_BY_VALUE)
+}
+
+/// How the last `up` of a sandbox went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Deploying,
+    Ready,
+    Failed,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Deploying => "deploying",
+            Status::Ready => "ready",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Status> {
+        [Status::Deploying, Status::Ready, Status::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// What one repository was checked out at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RepoAt {
+    pub(crate) branch: String,
+    pub(crate) sha: String,
+    pub(crate) fell_back: bool,
+}
+
+/// A pull request a sandbox previews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrNumber {
+    pub(crate) repo: String,
+    pub(crate) number: u64,
+}
+
+/// Everything the tool records about a sandbox, read from or written to its namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SandboxRecord {
+    pub(crate) namespace: String,
+    /// The product (`name` in sandbox.yaml).
+    pub(crate) product: String,
+    pub(crate) branch: String,
+    pub(crate) owner: String,
+    pub(crate) created_at: Option<jiff::Timestamp>,
+    pub(crate) updated_at: Option<jiff::Timestamp>,
+    pub(crate) expires_at: Option<jiff::Timestamp>,
+    pub(crate) status: Option<Status>,
+    pub(crate) url: Option<String>,
+    /// repo name → what it was checked out at.
+    pub(crate) repos: BTreeMap<String, RepoAt>,
+    /// The pull requests it previews, oldest first (empty: made by hand).
+    pub(crate) prs: Vec<PrNumber>,
+    /// Every object the tool applied into it (for pruning what is no longer rendered).
+    pub(crate) inventory: BTreeSet<ObjectRef>,
+    /// Being deleted.
+    pub(crate) terminating: bool,
+}
+
+impl SandboxRecord {
+    /// The record of a namespace, or None when the namespace is not the tool's.
+    pub(crate) fn from_namespace(ns: &Namespace) -> Option<SandboxRecord> {
+        if !is_managed(&ns.metadata) {
+            return None;
+        }
+        let empty = BTreeMap::new();
+        let annotations = ns.metadata.annotations.as_ref().unwrap_or(&empty);
+        let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(String::as_str);
+        let time = |k: &str| get(k).and_then(|t| t.parse().ok());
+        Some(SandboxRecord {
+            namespace: ns.metadata.name.clone().unwrap_or_default(),
+            product: ns
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SANDBOX_LABEL))
+                .cloned()
+                .unwrap_or_default(),
+            branch: get(key::BRANCH).unwrap_or_default().to_owned(),
+            owner: get(key::OWNER).unwrap_or_default().to_owned(),
+            created_at: time(key::CREATED_AT),
+            updated_at: time(key::UPDATED_AT),
+            expires_at: time(key::EXPIRES_AT),
+            status: get(key::STATUS).and_then(Status::parse),
+            url: get(key::URL).map(str::to_owned),
+            repos: get(key::REPOS)
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or_default(),
+            prs: recorded_prs(get),
+            inventory: get(key::INVENTORY)
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or_default(),
+            terminating: ns.metadata.deletion_timestamp.is_some(),
+        })
+    }
+
+    /// What `up` applies at its start: who, what, when. Status, URL and inventory are written as
+    /// the run goes, by [`update`].
+    pub(crate) fn to_annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        let mut put = |k: &str, v: String| a.insert(format!("{PREFIX}{k}"), v);
+        put(key::BRANCH, self.branch.clone());
+        put(key::OWNER, self.owner.clone());
+        let times = [
+            (key::CREATED_AT, self.created_at),
+            (key::UPDATED_AT, self.updated_at),
+            (key::EXPIRES_AT, self.expires_at),
+        ];
+        for (k, t) in times {
+            if let Some(t) = t {
+                put(k, t.to_string());
+            }
+        }
+        put(
+            key::REPOS,
+            serde_json::to_string(&self.repos).expect("serializable"),
+        );
+        if let Some(newest) = self.prs.last() {
+            put(key::PR_REPO, newest.repo.clone());
+            put(key::PR_NUMBER, newest.number.to_string());
+        }
+        if self.prs.len() > 1 {
+            let all: Vec<String> = self
+                .prs
+                .iter()
+                .map(|p| format!("{}#{}", p.repo, p.number))
+                .collect();
+            put(key::PRS, all.join(" "));
+        }
+        a
+    }
+
+    /// Whether its expiry has passed.
+    pub(crate) fn expired(&self, now: jiff::Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at < now)
+    }
+}
+
+/// The pull requests a sandbox records: the `prs` list, else the one of `pr-repo`/`pr-number`.
+fn recorded_prs<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Vec<PrNumber> {
+    let parse = |item: &str| {
+        let (repo, number) = item.rsplit_once('#')?;
+        Some(PrNumber {
+            repo: repo.to_owned(),
+            number: number.parse().ok()?,
+        })
+    };
+    if let Some(list) = get(key::PRS) {
+        let parsed: Vec<PrNumber> = list.split_whitespace().filter_map(parse).collect();
+        if !parsed.is_empty() {
+            return parsed;
+        }
+    }
+    match (get(key::PR_REPO), get(key::PR_NUMBER)) {
+        (Some(repo), Some(number)) => parse(&format!("{repo}#{number}")).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A change to part of the record, written as the run goes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Update {
+    pub(crate) status: Option<Status>,
+    pub(crate) url: Option<String>,
+    pub(crate) expires_at: Option<jiff::Timestamp>,
+    pub(crate) inventory: Option<BTreeSet<ObjectRef>>,
+}
+
+impl Update {
+    pub(crate) fn status(status: Status) -> Update {
+        Update {
+            status: Some(status),
+            ..Update::default()
+        }
+    }
+
+    pub(crate) fn inventory(inventory: BTreeSet<ObjectRef>) -> Update {
+        Update {
+            inventory: Some(inventory),
+            ..Update::default()
+        }
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        let mut put = |k: &str, v: String| a.insert(format!("{PREFIX}{k}"), v);
+        if let Some(s) = self.status {
+            put(key::STATUS, s.as_str().to_owned());
+        }
+        if let Some(url) = &self.url {
+            put(key::URL, url.clone());
+        }
+        if let Some(t) = self.expires_at {
+            put(key::EXPIRES_AT, t.to_string());
+        }
+        if let Some(i) = &self.inventory {
+            put(
+                key::INVENTORY,
+                serde_json::to_string(i).expect("serializable"),
+            );
+        }
+        a
+    }
+}
+
+/// Something about a sandbox's namespace that stops the command.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The namespace exists but was not created by this tool: never touch it.
+    #[error("namespace `{0}` exists and is not managed by sandbox")]
+    NotOurs(String),
+    /// There is no such sandbox.
+    #[error("there is no sandbox `{0}`")]
+    Missing(String),
+    /// The namespace did not go away in time.
+    #[error("namespace `{namespace}` is still terminating after {}s", after.as_secs())]
+    StillTerminating { namespace: String, after: Duration },
+    /// An API call failed.
+    #[error("{what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Hint for RecordError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            RecordError::NotOurs(ns) => Some(format!(
+                "sandbox only changes namespaces labelled {MANAGED_BY}={MANAGED_BY_VALUE}; choose another namespace_prefix, or delete `{ns}` yourself if it is yours"
+            )),
+            RecordError::Missing(_) => Some("`sandbox list` shows the sandboxes".into()),
+            RecordError::StillTerminating { .. } => Some(
+                "something holds it (a finalizer?): `kubectl get all -n NAMESPACE` shows what is left".into(),
+            ),
+            RecordError::Api { .. } => None,
+        }
+    }
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RecordError {
+    let what = what.into();
+    move |source| RecordError::Api { what, source }
+}
+
+fn namespaces(cluster: &Cluster) -> Api<Namespace> {
+    Api::all(cluster.client.clone())
+}
+
+/// A namespace, as far as the tool is concerned.
+pub(crate) enum Lookup {
+    Absent,
+    NotOurs,
+    Ours(Box<SandboxRecord>),
+}
+
+/// Read a sandbox's record.
+pub(crate) async fn fetch(cluster: &Cluster, namespace: &str) -> Result<Lookup, RecordError> {
+    let ns = namespaces(cluster)
+        .get_opt(namespace)
+        .await
+        .map_err(api_error("could not read the namespace"))?;
+    Ok(match ns {
+        None => Lookup::Absent,
+        Some(ns) => SandboxRecord::from_namespace(&ns)
+            .map_or(Lookup::NotOurs, |r| Lookup::Ours(Box::new(r))),
+    })
+}
+
+/// The record of a sandbox that must exist and be the tool's (for status, logs, extend).
+pub(crate) async fn ensure_ours(
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<SandboxRecord, RecordError> {
+    match fetch(cluster, namespace).await? {
+        Lookup::Absent => Err(RecordError::Missing(namespace.into())),
+        Lookup::NotOurs => Err(RecordError::NotOurs(namespace.into())),
+        Lookup::Ours(record) => Ok(*record),
+    }
+}
+
+/// Every sandbox in the cluster (one LIST, filtered by the tool's label on the server), or only
+/// those of one product.
+pub(crate) async fn list(
+    cluster: &Cluster,
+    product: Option<&str>,
+) -> Result<Vec<SandboxRecord>, RecordError> {
+    let mut selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE}");
+    if let Some(p) = product {
+        selector.push_str(&format!(",{SANDBOX_LABEL}={p}"));
+    }
+    let list = namespaces(cluster)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(api_error("could not list the sandboxes' namespaces"))?;
+    let mut records: Vec<SandboxRecord> = list
+        .items
+        .iter()
+        .filter_map(SandboxRecord::from_namespace)
+        .collect();
+    records.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    Ok(records)
+}
+
+/// Create or update the sandbox's namespace with the tool's labels and `record`'s annotations.
+/// Refuses a namespace that someone else created; waits for one still being deleted. Returns
+/// the record as it was before (None: this call created it).
+pub(crate) async fn ensure(
+    cluster: &Cluster,
+    record: &SandboxRecord,
+) -> Result<Option<SandboxRecord>, RecordError> {
+    let name = record.namespace.as_str();
+    let previous = match fetch(cluster, name).await? {
+        Lookup::NotOurs => return Err(RecordError::NotOurs(name.into())),
+        Lookup::Absent => None,
+        Lookup::Ours(old) if old.terminating => {
+            wait_gone(cluster, name, Duration::from_secs(120)).await?;
+            None
+        }
+        Lookup::Ours(old) => Some(*old),
+    };
+    let labels = BTreeMap::from([
+        (MANAGED_BY, MANAGED_BY_VALUE),
+        (SANDBOX_LABEL, record.product.as_str()),
+    ]);
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels, "annotations": record.to_annotations()},
+    });
+    namespaces(cluster)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(api_error(format!("could not create namespace `{name}`")))?;
+    Ok(previous)
+}
+
+/// Write part of the record. A merge patch (not an apply) leaves the rest alone.
+pub(crate) async fn update(
+    cluster: &Cluster,
+    namespace: &str,
+    update: Update,
+) -> Result<(), RecordError> {
+    let patch = serde_json::json!({"metadata": {"annotations": update.annotations()}});
+    namespaces(cluster)
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error("could not update the sandbox's record"))?;
+    Ok(())
+}
+
+/// What [`delete`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Deleted {
+    Gone,
+    WasAbsent,
+}
+
+/// Delete a sandbox's namespace — only if the tool made it — and wait until it is gone.
+pub(crate) async fn delete(
+    cluster: &Cluster,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<Deleted, RecordError> {
+    let record = match fetch(cluster, namespace).await? {
+        Lookup::Absent => return Ok(Deleted::WasAbsent),
+        Lookup::NotOurs => return Err(RecordError::NotOurs(namespace.into())),
+        Lookup::Ours(record) => record,
+    };
+    if !record.terminating {
+        namespaces(cluster)
+            .delete(namespace, &DeleteParams::background())
+            .await
+            .map_err(api_error("could not delete the namespace"))?;
+    }
+    wait_gone(cluster, namespace, timeout).await?;
+    Ok(Deleted::Gone)
+}
+
+/// Wait until a namespace is gone (after a delete).
+async fn wait_gone(cluster: &Cluster, name: &str, timeout: Duration) -> Result<(), RecordError> {
+    let gone =
+        kube::runtime::wait::await_condition(namespaces(cluster), name, |n: Option<&Namespace>| {
+            n.is_none()
+        });
+    match tokio::time::timeout(timeout, gone).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::runtime::wait::Error::ProbeFailed(source))) => Err(RecordError::Api {
+            what: format!("could not watch namespace `{name}` go"),
+            source: kube::Error::Service(Box::new(source)),
+        }),
+        Err(_) => Err(RecordError::StillTerminating {
+            namespace: name.into(),
+            after: timeout,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespace(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Namespace {
+        let map = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some("sb-x".into()),
+                labels: map(labels),
+                annotations: map(annotations),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    #[test]
+    fn a_namespace_without_the_label_has_no_record() {
+        let ns = namespace(&[(SANDBOX_LABEL, "shop")], &[("sandbox.dev/branch", "x")]);
+        assert!(SandboxRecord::from_namespace(&ns).is_none());
+        let ns = namespace(&[(MANAGED_BY, "helm")], &[]);
+        assert!(SandboxRecord::from_namespace(&ns).is_none());
+    }
+
+    #[test]
+    fn the_record_reads_back_what_it_wrote() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let record = SandboxRecord {
+            namespace: "sb-x".into(),
+            product: "shop".into(),
+            branch: "feature/x".into(),
+            owner: "ada".into(),
+            created_at: Some(now),
+            updated_at: Some(now),
+            expires_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
+            repos: BTreeMap::from([(
+                "backend".into(),
+                RepoAt {
+                    branch: "main".into(),
+                    sha: "121dbcc".into(),
+                    fell_back: true,
+                },
+            )]),
+            prs: vec![
+                PrNumber {
+                    repo: "o/backend".into(),
+                    number: 42,
+                },
+                PrNumber {
+                    repo: "o/frontend".into(),
+                    number: 7,
+                },
+            ],
+            ..SandboxRecord::default()
+        };
+        let annotations = record.to_annotations();
+        assert_eq!(annotations["sandbox.dev/pr-repo"], "o/frontend");
+        assert_eq!(annotations["sandbox.dev/prs"], "o/backend#42 o/frontend#7");
+        assert_eq!(
+            annotations["sandbox.dev/repos"],
+            r#"{"backend":{"branch":"main","sha":"121dbcc","fell_back":true}}"#
+        );
+        let pairs: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let ns = namespace(
+            &[(MANAGED_BY, MANAGED_BY_VALUE), (SANDBOX_LABEL, "shop")],
+            &pairs,
+        );
+        assert_eq!(SandboxRecord::from_namespace(&ns), Some(record));
+    }
+
+    #[test]
+    fn status_url_and_inventory_are_updates() {
+        let mut update = Update::status(Status::Ready);
+        update.url = Some("http://x".into());
+        update.inventory = Some(BTreeSet::from([ObjectRef::new("v1", "Service", "api")]));
+        let a = update.annotations();
+        assert_eq!(a["sandbox.dev/status"], "ready");
+        assert_eq!(a["sandbox.dev/url"], "http://x");
+        assert_eq!(a["sandbox.dev/inventory"], r#"["v1/Service/api"]"#);
+        let pairs: Vec<(&str, &str)> = a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let record =
+            SandboxRecord::from_namespace(&namespace(&[(MANAGED_BY, MANAGED_BY_VALUE)], &pairs))
+                .unwrap();
+        assert_eq!(record.status, Some(Status::Ready));
+        assert_eq!(record.inventory.len(), 1);
+    }
+
+    #[test]
+    fn recorded_pull_requests_are_read_back() {
+        let one = |k: &str| match k {
+            "pr-repo" => Some("o/backend"),
+            "pr-number" => Some("42"),
+            _ => None,
+        };
+        let pr = |repo: &str, number| PrNumber {
+            repo: repo.into(),
+            number,
+        };
+        assert_eq!(recorded_prs(one), [pr("o/backend", 42)]);
+        let many = |k: &str| match k {
+            "prs" => Some("o/backend#42 o/frontend#7"),
+            "pr-repo" => Some("o/frontend"),
+            "pr-number" => Some("7"),
+            _ => None,
+        };
+        assert_eq!(
+            recorded_prs(many),
+            [pr("o/backend", 42), pr("o/frontend", 7)]
+        );
+        assert!(recorded_prs(|_| None).is_empty());
+        assert!(recorded_prs(|k| (k == "pr-number").then_some("x")).is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_dns_labels_and_distinct() {
+        assert_eq!(namespace_for("sb-", "feature-x"), "sb-feature-x");
+        let slash = namespace_for("sb-", "feature/x");
+        assert_ne!(slash, "sb-feature-x");
+        assert!(slash.starts_with("sb-feature-x-"));
+        let long = namespace_for("sb-", &"a".repeat(100));
+        assert!(long.len() <= 63);
+    }
+}
