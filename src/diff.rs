@@ -3,23 +3,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
-use kube::Api;
 
-use crate::kube::Cluster;
-use crate::pipeline::apply::FIELD_MANAGER;
-use crate::pipeline::inventory;
-use crate::pipeline::plan::object_key;
-use crate::pipeline::up::Prepared;
-use crate::pipeline::values::REDACTED;
+use crate::kube::{Cluster, FIELD_MANAGER};
+use crate::object::{Object, ObjectRef};
+use crate::pipeline::plan::Plan;
+use crate::record::{self, Lookup};
+use crate::redact::REDACTED;
 
 /// One object's change.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Create(String),
-    Update { key: String, fields: Vec<String> },
-    Prune(String),
+pub(crate) enum Change {
+    Create(ObjectRef),
+    Update { key: ObjectRef, fields: Vec<String> },
+    Prune(ObjectRef),
 }
 
 /// Server-managed fields that differ between any two reads and say nothing about the spec.
@@ -46,7 +43,7 @@ fn normalize(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 /// The paths whose values differ, as `path: old → new` with secret values masked.
-pub fn field_changes(
+pub(crate) fn field_changes(
     old: &serde_json::Value,
     new: &serde_json::Value,
     secret: bool,
@@ -107,55 +104,29 @@ pub fn field_changes(
 }
 
 /// What `up` would change in the sandbox's namespace.
-pub async fn diff(
+pub(crate) async fn diff(
     cluster: &Cluster,
-    prepared: &Prepared,
+    plan: &Plan,
     secrets: &[String],
 ) -> Result<Vec<Change>> {
-    let ns = prepared.plan.namespace.as_str();
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let Some(existing) = namespaces
-        .get_opt(ns)
-        .await
-        .context("could not read the namespace")?
-    else {
-        return Ok(prepared
-            .plan
-            .objects()
-            .map(|o| Change::Create(object_key(o)))
-            .collect());
+    let ns = plan.namespace.as_str();
+    let before = match record::fetch(cluster, ns).await? {
+        Lookup::Absent => {
+            return Ok(plan
+                .objects()
+                .map(|o| Change::Create(o.object_ref()))
+                .collect());
+        }
+        Lookup::NotOurs => Default::default(),
+        Lookup::Ours(r) => r.inventory,
     };
-    let before = inventory::recorded(&existing);
     let mut changes = Vec::new();
-    let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
     let mut rendered = BTreeSet::new();
-    for object in prepared.plan.objects() {
-        let key = object_key(object);
+    for object in plan.objects() {
+        let key = object.object_ref();
         rendered.insert(key.clone());
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let kind = object["kind"].as_str().unwrap_or_default();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let (resource, caps) = cluster
-            .resolve(api_version, kind)
-            .with_context(|| format!("the cluster does not serve {api_version} {kind}"))?;
-        let api = cluster.dynamic_api(&resource, &caps, ns);
-        let Some(live) = api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("could not read {kind} `{name}`"))?
-        else {
-            changes.push(Change::Create(key));
-            continue;
-        };
-        let would = api
-            .patch(name, &dry_run, &Patch::Apply(object))
-            .await
-            .with_context(|| format!("the server refused {kind} `{name}` in a dry run"))?;
-        let old = normalize(serde_json::to_value(&live)?);
-        let new = normalize(serde_json::to_value(&would)?);
-        let fields = field_changes(&old, &new, kind == "Secret", secrets);
-        if !fields.is_empty() {
-            changes.push(Change::Update { key, fields });
+        if let Some(change) = object_change(cluster, ns, object, secrets).await? {
+            changes.push(change);
         }
     }
     changes.extend(
@@ -166,7 +137,40 @@ pub async fn diff(
     Ok(changes)
 }
 
-pub fn print_diff(namespace: &str, changes: &[Change], total: usize) {
+/// How one object would change: compare what is live with the server's dry run of the apply.
+async fn object_change(
+    cluster: &Cluster,
+    ns: &str,
+    object: &serde_json::Value,
+    secrets: &[String],
+) -> Result<Option<Change>> {
+    let (api_version, kind, name) = (object.api_version(), object.kind(), object.name());
+    let (resource, caps) = cluster
+        .resolve(api_version, kind)
+        .with_context(|| format!("the cluster does not serve {api_version} {kind}"))?;
+    let api = cluster.dynamic_api(&resource, &caps, ns);
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("could not read {kind} `{name}`"))?
+    else {
+        return Ok(Some(Change::Create(object.object_ref())));
+    };
+    let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+    let would = api
+        .patch(name, &dry_run, &Patch::Apply(object))
+        .await
+        .with_context(|| format!("the server refused {kind} `{name}` in a dry run"))?;
+    let old = normalize(serde_json::to_value(&live)?);
+    let new = normalize(serde_json::to_value(&would)?);
+    let fields = field_changes(&old, &new, kind == "Secret", secrets);
+    Ok((!fields.is_empty()).then(|| Change::Update {
+        key: object.object_ref(),
+        fields,
+    }))
+}
+
+pub(crate) fn print_diff(namespace: &str, changes: &[Change], total: usize) {
     let mut counts = BTreeMap::from([("create", 0), ("update", 0), ("prune", 0)]);
     for c in changes {
         match c {
@@ -196,29 +200,23 @@ pub fn print_diff(namespace: &str, changes: &[Change], total: usize) {
 
 /// Server-side dry run of every object (into the sandbox's namespace if it exists, else into
 /// `default`, which checks the objects' schema and admission without creating anything).
-pub async fn validate_on_server(cluster: &Cluster, prepared: &Prepared) -> Result<usize> {
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let target = match namespaces.get_opt(&prepared.plan.namespace).await? {
-        Some(_) => prepared.plan.namespace.clone(),
-        None => "default".to_owned(),
+pub(crate) async fn validate_on_server(cluster: &Cluster, plan: &Plan) -> Result<usize> {
+    let target = match record::fetch(cluster, &plan.namespace).await? {
+        Lookup::Absent => "default".to_owned(),
+        Lookup::Ours(_) | Lookup::NotOurs => plan.namespace.clone(),
     };
     let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
     let mut count = 0;
-    for object in prepared.plan.objects() {
+    for object in plan.objects() {
         let mut object = object.clone();
         object["metadata"]["namespace"] = target.clone().into();
-        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
-        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let (resource, caps) = cluster.resolve(&api_version, &kind).with_context(|| {
+        let (api_version, kind, name) = (object.api_version(), object.kind(), object.name());
+        let (resource, caps) = cluster.resolve(api_version, kind).with_context(|| {
             format!("the cluster does not serve {api_version} {kind} (object `{name}`)")
         })?;
         cluster
             .dynamic_api(&resource, &caps, &target)
-            .patch(&name, &dry_run, &Patch::Apply(&object))
+            .patch(name, &dry_run, &Patch::Apply(&object))
             .await
             .with_context(|| format!("the server refuses {kind} `{name}`"))?;
         count += 1;

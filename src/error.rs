@@ -56,7 +56,7 @@ pub fn render(error: &anyhow::Error) -> String {
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error
         .chain()
-        .any(|c| c.is::<crate::commands::Interrupted>())
+        .any(|c| c.is::<crate::pipeline::Interrupted>())
     {
         EXIT_INTERRUPTED
     } else {
@@ -114,12 +114,13 @@ registered_hints!(
     crate::pipeline::plan::PlanError,
     crate::kube::ClusterError,
     crate::pipeline::wait::WaitError,
+    crate::pipeline::inventory::InventoryError,
     crate::pipeline::apply::ApplyError,
     crate::pipeline::smoke::SmokeError,
     crate::pipeline::handover::HandoverError,
     crate::lock::LockError,
     crate::record::RecordError,
-    crate::commands::Interrupted,
+    crate::pipeline::Interrupted,
     crate::serve::event::EventError,
     crate::serve::github::ApiError,
     crate::serve::signature::SignatureError,

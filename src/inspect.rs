@@ -11,72 +11,70 @@ use kube::Api;
 use serde::Serialize;
 
 use crate::kube::Cluster;
-use crate::pipeline::plan::{MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
-use crate::reap::{annotation, expiry, sandboxes};
+use crate::record::{
+    self, SandboxRecord, Status, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL,
+};
 
 /// One row of `sandbox list`.
 #[derive(Debug, Clone, Serialize)]
-pub struct SandboxRow {
-    pub namespace: String,
-    pub branch: String,
-    pub owner: String,
-    pub created_at: String,
-    pub expires_at: String,
-    pub status: String,
-    pub url: String,
+pub(crate) struct SandboxRow {
+    pub(crate) namespace: String,
+    pub(crate) branch: String,
+    pub(crate) owner: String,
+    pub(crate) created_at: String,
+    pub(crate) expires_at: String,
+    pub(crate) status: String,
+    pub(crate) url: String,
     /// repo → short SHA (and the branch used when it fell back).
-    pub repos: BTreeMap<String, String>,
+    pub(crate) repos: BTreeMap<String, String>,
 }
 
-pub async fn list(cluster: &Cluster) -> Result<Vec<SandboxRow>> {
-    let mut rows: Vec<SandboxRow> = sandboxes(cluster)
-        .await?
-        .iter()
-        .map(|ns| {
-            let get = |k: &str| annotation(ns, k).unwrap_or_default().to_owned();
-            let repos: BTreeMap<String, serde_json::Value> =
-                serde_json::from_str(&get("repos")).unwrap_or_default();
-            let status = if ns.metadata.deletion_timestamp.is_some() {
-                "terminating".to_owned()
-            } else if expiry(ns).is_some_and(|at| at < jiff::Timestamp::now()) {
-                "expired".to_owned()
-            } else {
-                get("status")
-            };
-            SandboxRow {
-                namespace: ns.metadata.name.clone().unwrap_or_default(),
-                branch: get("branch"),
-                owner: get("owner"),
-                created_at: get("created-at"),
-                expires_at: get("expires-at"),
-                status,
-                url: get("url"),
-                repos: repos
-                    .into_iter()
-                    .map(|(repo, r)| {
-                        let sha: String = r["sha"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(7)
-                            .collect();
-                        let text = if r["fell_back"] == true {
-                            format!("{sha} ({})", r["branch"].as_str().unwrap_or_default())
-                        } else {
-                            sha
-                        };
-                        (repo, text)
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    Ok(rows)
+pub(crate) async fn list(cluster: &Cluster) -> Result<Vec<SandboxRow>> {
+    let now = jiff::Timestamp::now();
+    let records = record::list(cluster, None).await?;
+    Ok(records
+        .into_iter()
+        .map(|r| SandboxRow::new(r, now))
+        .collect())
+}
+
+impl SandboxRow {
+    fn new(r: SandboxRecord, now: jiff::Timestamp) -> SandboxRow {
+        let status = if r.terminating {
+            "terminating"
+        } else if r.expired(now) {
+            "expired"
+        } else {
+            r.status.map(Status::as_str).unwrap_or_default()
+        };
+        let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        SandboxRow {
+            status: status.to_owned(),
+            created_at: time(r.created_at),
+            expires_at: time(r.expires_at),
+            url: r.url.unwrap_or_default(),
+            repos: r
+                .repos
+                .into_iter()
+                .map(|(repo, at)| {
+                    let sha: String = at.sha.chars().take(7).collect();
+                    let text = if at.fell_back {
+                        format!("{sha} ({})", at.branch)
+                    } else {
+                        sha
+                    };
+                    (repo, text)
+                })
+                .collect(),
+            namespace: r.namespace,
+            branch: r.branch,
+            owner: r.owner,
+        }
+    }
 }
 
 /// "3h", "2d", "-5m" (in the past).
-pub fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
+pub(crate) fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
     let secs = to.duration_since(from).as_secs();
     let (sign, secs) = if secs < 0 { ("-", -secs) } else { ("", secs) };
     let text = match secs {
@@ -88,7 +86,7 @@ pub fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
     format!("{sign}{text}")
 }
 
-pub fn print_list(rows: &[SandboxRow]) {
+pub(crate) fn print_list(rows: &[SandboxRow]) {
     let now = jiff::Timestamp::now();
     let ago = |t: &str| {
         t.parse::<jiff::Timestamp>()
@@ -122,15 +120,15 @@ pub fn print_list(rows: &[SandboxRow]) {
 
 /// One service's state, for `sandbox status`.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    pub service: String,
-    pub ready: i32,
-    pub desired: i32,
-    pub restarts: i32,
-    pub last_event: String,
+pub(crate) struct ServiceStatus {
+    pub(crate) service: String,
+    pub(crate) ready: i32,
+    pub(crate) desired: i32,
+    pub(crate) restarts: i32,
+    pub(crate) last_event: String,
 }
 
-pub async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceStatus>> {
+pub(crate) async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceStatus>> {
     let selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service");
     let params = ListParams::default().labels(&selector);
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
@@ -216,7 +214,7 @@ pub async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceSta
     Ok(rows.into_values().collect())
 }
 
-pub fn print_status(rows: &[ServiceStatus]) {
+pub(crate) fn print_status(rows: &[ServiceStatus]) {
     println!(
         "{:<16} {:>7} {:>9}  LAST EVENT",
         "SERVICE", "READY", "RESTARTS"
@@ -234,7 +232,7 @@ pub fn print_status(rows: &[ServiceStatus]) {
 
 /// Print the logs of one service's pods, or all services', each line prefixed
 /// `[service/pod]`. With `follow`, streams until every pod's log ends (or Ctrl-C).
-pub async fn logs(
+pub(crate) async fn logs(
     cluster: &Cluster,
     namespace: &str,
     service: Option<&str>,

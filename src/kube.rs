@@ -10,27 +10,27 @@ use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Api, Client};
 
 /// The field manager of every server-side apply the tool makes.
-pub const FIELD_MANAGER: &str = "sandbox";
+pub(crate) const FIELD_MANAGER: &str = "sandbox";
 
 /// Where to find the cluster, as the user said it.
 #[derive(Debug, Clone, Default)]
-pub struct ClusterOptions {
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
+pub(crate) struct ClusterOptions {
+    pub(crate) kubeconfig: Option<PathBuf>,
+    pub(crate) context: Option<String>,
 }
 
 /// A reachable cluster and what it serves.
 #[derive(Clone)]
-pub struct Cluster {
-    pub client: Client,
-    pub discovery: std::sync::Arc<Discovery>,
+pub(crate) struct Cluster {
+    pub(crate) client: Client,
+    pub(crate) discovery: std::sync::Arc<Discovery>,
     /// The API server URL, for messages.
-    pub server: String,
+    pub(crate) server: String,
 }
 
 /// The cluster could not be reached or configured.
 #[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
+pub(crate) enum ClusterError {
     /// No usable kubeconfig or in-cluster configuration.
     #[error("no usable Kubernetes configuration")]
     Config(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -64,7 +64,7 @@ impl Hint for ClusterError {
 }
 
 /// Connect to the cluster the options point at, and check that it answers.
-pub async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
         ..Default::default()
@@ -110,7 +110,11 @@ pub async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> 
 
 impl Cluster {
     /// The served resource for an `apiVersion` and `kind`, if the cluster knows it.
-    pub fn resolve(&self, api_version: &str, kind: &str) -> Option<(ApiResource, ApiCapabilities)> {
+    pub(crate) fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Option<(ApiResource, ApiCapabilities)> {
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", api_version),
@@ -120,7 +124,7 @@ impl Cluster {
     }
 
     /// A dynamic API for a resource in `namespace` (ignored for cluster-scoped resources).
-    pub fn dynamic_api(
+    pub(crate) fn dynamic_api(
         &self,
         resource: &ApiResource,
         capabilities: &ApiCapabilities,
@@ -134,7 +138,7 @@ impl Cluster {
 }
 
 /// The HTTP status of an API error, if it is one.
-pub fn status_code(error: &kube::Error) -> Option<u16> {
+pub(crate) fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,

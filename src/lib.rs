@@ -1,26 +1,35 @@
 //! sandbox: every branch its own complete, isolated copy of a multi-service product.
 //!
-//! The pipeline of `sandbox up` is the architecture; each stage is a module with a small typed
-//! interface and data flows one way:
+//! The pipeline of `sandbox up` is the architecture: [`pipeline`] holds one module per stage and
+//! the connector that joins them, data flowing one way:
 //!
 //! config → checkout → values (+ sops) → render → plan → apply + wait → smoke → handover
 //!
-//! [`up`] connects the stages; [`commands`] runs each command; [`cli`] only parses arguments.
+//! Below it, the foundations every layer shares: the cluster connection ([`kube`]), the identity
+//! of objects (`object`), the sandbox's record on its namespace ([`record`]), the lock (`lock`),
+//! progress and secret scrubbing (`progress`, `redact`) and errors ([`error`]). Above it, the
+//! lifecycle operations (`diff`, `inspect`, `reap`), the webhook service ([`serve`]), and the
+//! command layer ([`app`]) that [`cli`]'s parsed arguments go to. Arrows only point down; the
+//! test `tests/architecture.rs` checks it.
 
+// The command line and its entry point (used by the binary).
+pub mod app;
 pub mod cli;
-pub mod commands;
 pub mod error;
-pub mod progress;
 
-pub mod kube;
-pub mod lock;
-#[allow(dead_code)] // wired in by the next commits
+// Foundations.
+mod kube;
+mod lock;
 mod object;
-pub mod pipeline;
-#[allow(dead_code)] // wired in by the next commits
-mod record;
+mod progress;
+pub mod record;
+mod redact;
 
-pub mod diff;
-pub mod inspect;
-pub mod reap;
+// The pipeline.
+mod pipeline;
+
+// Lifecycle operations and the webhook service.
+mod diff;
+mod inspect;
+mod reap;
 pub mod serve;

@@ -13,16 +13,16 @@ use kube::Api;
 
 use crate::error::Hint;
 use crate::kube::{status_code, Cluster};
-use crate::pipeline::plan::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
+use crate::record::{MANAGED_BY, MANAGED_BY_VALUE};
 
-pub const LEASE_NAME: &str = "sandbox-lock";
+pub(crate) const LEASE_NAME: &str = "sandbox-lock";
 /// How long a lease holds without renewal.
 const LEASE_SECONDS: i32 = 20;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// Someone else holds the lock and `--no-wait` was given.
     #[error("sandbox `{namespace}` is locked by {holder} (since {since})")]
     Held {
@@ -51,16 +51,15 @@ impl Hint for LockError {
 
 /// A held lock. Release it with [`SandboxLock::release`]; if it is dropped instead (a cancelled
 /// task, Ctrl-C), it is released on the way out as well as a dropped future allows.
-pub struct SandboxLock {
+pub(crate) struct SandboxLock {
     api: Api<Lease>,
-    namespace: String,
     uid: String,
     renew: tokio::task::JoinHandle<()>,
     released: bool,
 }
 
 /// Who we are, for the lease and for the message of whoever waits.
-pub fn holder_identity(owner: &str) -> String {
+pub(crate) fn holder_identity(owner: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{owner}@{} (pid {})", host.trim(), std::process::id())
 }
@@ -104,7 +103,7 @@ fn our_lease(namespace: &str, holder: &str, existing: Option<&Lease>) -> Lease {
 }
 
 /// Take the sandbox's lock, waiting for another holder unless `wait` is false.
-pub async fn acquire(
+pub(crate) async fn acquire(
     cluster: &Cluster,
     namespace: &str,
     holder: &str,
@@ -162,7 +161,6 @@ pub async fn acquire(
                 let renew = tokio::spawn(renew(api.clone(), holder.to_owned()));
                 return Ok(SandboxLock {
                     api,
-                    namespace: namespace.into(),
                     uid,
                     renew,
                     released: false,
@@ -236,12 +234,8 @@ async fn renew(api: Api<Lease>, holder: String) {
 }
 
 impl SandboxLock {
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// Give the lock back.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.renew.abort();
         self.released = true;
         delete(self.api.clone(), self.uid.clone()).await;

@@ -4,7 +4,7 @@ fn main() {
     sandbox::error::install_panic_hook();
     let cli = sandbox::cli::Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let Err(error) = runtime.block_on(sandbox::commands::run(cli)) else {
+    let Err(error) = runtime.block_on(sandbox::app::run(cli)) else {
         return;
     };
     // A closed stdout (e.g. `sandbox render | head`) is not a failure.

@@ -10,48 +10,38 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::pipeline::values::REDACTED;
+use crate::redact::Scrubber;
 
-pub struct Reporter {
+pub(crate) struct Reporter {
     bars: Option<MultiProgress>,
     lines: Mutex<BTreeMap<String, ProgressBar>>,
-    secrets: Mutex<Vec<String>>,
+    secrets: Scrubber,
     quiet: bool,
 }
 
 impl Reporter {
     /// Bars when stderr is a terminal, plain lines when it is not.
-    pub fn new(quiet: bool) -> Reporter {
+    pub(crate) fn new(quiet: bool) -> Reporter {
         let fancy = !quiet && std::io::stderr().is_terminal();
         Reporter {
             bars: fancy.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             lines: Mutex::new(BTreeMap::new()),
-            secrets: Mutex::new(Vec::new()),
+            secrets: Scrubber::every_secret(),
             quiet,
         }
     }
 
     /// Texts that must never be shown (decrypted values).
-    pub fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
-        let mut list = self.secrets.lock().expect("not poisoned");
-        list.extend(secrets);
-        // Longest first, so a secret that contains another is replaced whole.
-        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        list.dedup();
+    pub(crate) fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
+        self.secrets.add(secrets);
     }
 
-    pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in self.secrets.lock().expect("not poisoned").iter() {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), REDACTED);
-            }
-        }
-        out
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        self.secrets.scrub(text)
     }
 
     /// A line of status, e.g. what the checkout found.
-    pub fn info(&self, text: &str) {
+    pub(crate) fn info(&self, text: &str) {
         if self.quiet {
             return;
         }
@@ -63,7 +53,7 @@ impl Reporter {
     }
 
     /// A line of a container's log, prefixed by where it comes from.
-    pub fn log_line(&self, prefix: &str, line: &str) {
+    pub(crate) fn log_line(&self, prefix: &str, line: &str) {
         self.info(&format!("[{prefix}] {line}"));
     }
 
@@ -100,24 +90,24 @@ impl Reporter {
         }
     }
 
-    pub fn step_started(&self, id: &str) {
+    pub(crate) fn step_started(&self, id: &str) {
         self.set(id, "applying".into(), false);
     }
 
-    pub fn step_applied(&self, id: &str) {
+    pub(crate) fn step_applied(&self, id: &str) {
         self.set(id, "waiting until ready".into(), false);
     }
 
-    pub fn step_ready(&self, id: &str, took: Duration) {
+    pub(crate) fn step_ready(&self, id: &str, took: Duration) {
         self.set(id, format!("ready ({:.1}s)", took.as_secs_f64()), true);
     }
 
-    pub fn step_failed(&self, id: &str) {
+    pub(crate) fn step_failed(&self, id: &str) {
         self.set(id, "FAILED".into(), true);
     }
 
     /// Stop every spinner still running (on error or interruption).
-    pub fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         for bar in self.lines.lock().expect("not poisoned").values() {
             if !bar.is_finished() {
                 bar.abandon();

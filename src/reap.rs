@@ -3,91 +3,57 @@
 //! tool's label are ever looked at — the label selector is applied by the API server, and
 //! checked again here.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams};
-use kube::Api;
 use serde::Serialize;
 
 use crate::kube::Cluster;
 use crate::lock::{self, LockError};
-use crate::pipeline::plan::{ANNOTATION_PREFIX, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::progress::Reporter;
-
-/// Whether a namespace carries the tool's label.
-pub fn is_ours(ns: &Namespace) -> bool {
-    crate::pipeline::plan::is_managed(&ns.metadata)
-}
-
-pub fn annotation<'n>(ns: &'n Namespace, key: &str) -> Option<&'n str> {
-    ns.metadata
-        .annotations
-        .as_ref()?
-        .get(&format!("{ANNOTATION_PREFIX}{key}"))
-        .map(String::as_str)
-}
-
-/// When a sandbox expires, if it says.
-pub fn expiry(ns: &Namespace) -> Option<jiff::Timestamp> {
-    annotation(ns, "expires-at")?.parse().ok()
-}
-
-/// Every namespace the tool manages (one LIST, filtered by label on the server).
-pub async fn sandboxes(cluster: &Cluster) -> Result<Vec<Namespace>> {
-    let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let list = api
-        .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}")))
-        .await
-        .context("could not list the sandboxes' namespaces")?;
-    Ok(list.items.into_iter().filter(is_ours).collect())
-}
+use crate::record::{self, Lookup, SandboxRecord};
 
 /// One line of what `reap` did.
 #[derive(Debug, Clone, Serialize)]
-pub struct Reaped {
-    pub namespace: String,
-    pub branch: String,
-    pub owner: String,
-    pub expired_at: String,
+pub(crate) struct Reaped {
+    pub(crate) namespace: String,
+    pub(crate) branch: String,
+    pub(crate) owner: String,
+    pub(crate) expired_at: String,
     /// `deleted`, `would delete`, `skipped: …`
-    pub action: String,
+    pub(crate) action: String,
 }
 
 /// Delete (or with `dry_run` only list) every expired sandbox. A sandbox whose lock is held by
 /// a running `up` is skipped; the next run takes it.
-pub async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>> {
+pub(crate) async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>> {
     let now = jiff::Timestamp::now();
-    let expired: Vec<(Namespace, jiff::Timestamp)> = sandboxes(cluster)
+    let expired: Vec<SandboxRecord> = record::list(cluster, None)
         .await?
         .into_iter()
-        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-        .filter_map(|ns| {
-            let at = expiry(&ns)?;
-            (at < now).then_some((ns, at))
-        })
+        .filter(|r| !r.terminating && r.expired(now))
         .collect();
     let holder = lock::holder_identity("reaper");
-    let work = expired.into_iter().map(|(ns, at)| {
+    let work = expired.into_iter().map(|sandbox| {
         let holder = holder.clone();
         async move {
-            let name = ns.metadata.name.clone().unwrap_or_default();
-            let mut row = Reaped {
-                namespace: name.clone(),
-                branch: annotation(&ns, "branch").unwrap_or_default().to_owned(),
-                owner: annotation(&ns, "owner").unwrap_or_default().to_owned(),
-                expired_at: at.to_string(),
-                action: String::new(),
-            };
-            row.action = if dry_run {
+            let action = if dry_run {
                 "would delete".into()
             } else {
-                match delete_expired(cluster, &name, &holder).await {
+                match delete_expired(cluster, &sandbox.namespace, &holder).await {
                     Ok(()) => "deleted".into(),
                     Err(e) => format!("skipped: {e:#}"),
                 }
             };
-            row
+            Reaped {
+                expired_at: sandbox
+                    .expires_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                namespace: sandbox.namespace,
+                branch: sandbox.branch,
+                owner: sandbox.owner,
+                action,
+            }
         }
     });
     // Deletions are independent; a few at a time keeps the API server comfortable.
@@ -107,24 +73,22 @@ async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<(
         Err(LockError::Held { holder, .. }) => anyhow::bail!("in use by {holder}"),
         Err(e) => return Err(e.into()),
     };
-    let api: Api<Namespace> = Api::all(cluster.client.clone());
     // Look again under the lock: an `up` may have extended it meanwhile.
-    let ns = api
-        .get(name)
-        .await
-        .context("could not read the namespace")?;
-    if !is_ours(&ns) || expiry(&ns).is_none_or(|at| at >= jiff::Timestamp::now()) {
+    let still_expired = match record::fetch(cluster, name).await? {
+        Lookup::Ours(r) => r.expired(jiff::Timestamp::now()),
+        Lookup::Absent | Lookup::NotOurs => false,
+    };
+    if !still_expired {
         anyhow::bail!("no longer expired");
     }
-    api.delete(name, &DeleteParams::background())
-        .await
-        .context("could not delete the namespace")?;
+    // Deleting is the reaper's whole job: it does not wait for the namespace to go.
+    record::delete(cluster, name).await?;
     Ok(())
 }
 
 /// The manifests that run `sandbox reap` on a schedule: a ServiceAccount with only the rights
 /// reaping needs, and a CronJob.
-pub fn reaper_manifests(
+pub(crate) fn reaper_manifests(
     image: &str,
     schedule: &str,
     namespace: &str,
@@ -201,38 +165,46 @@ spec:
 mod tests {
     use super::*;
 
+    use crate::record::MANAGED_BY;
+    use k8s_openapi::api::core::v1::Namespace;
+
     fn ns(labels: serde_json::Value, annotations: serde_json::Value) -> Namespace {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "x", "labels": labels, "annotations": annotations}})).unwrap()
     }
 
+    fn record(labels: serde_json::Value, annotations: serde_json::Value) -> Option<SandboxRecord> {
+        SandboxRecord::from_namespace(&ns(labels, annotations))
+    }
+
     #[test]
     fn only_labelled_namespaces_are_ours() {
-        assert!(is_ours(&ns(
+        let expired = serde_json::json!({"sandbox.dev/expires-at": "2000-01-01T00:00:00Z"});
+        assert!(record(
             serde_json::json!({MANAGED_BY: "sandbox"}),
             serde_json::json!({})
-        )));
-        assert!(!is_ours(&ns(
-            serde_json::json!({MANAGED_BY: "helm"}),
-            serde_json::json!({})
-        )));
-        assert!(!is_ours(&ns(
-            serde_json::json!({}),
-            serde_json::json!({"sandbox.dev/expires-at": "2000-01-01T00:00:00Z"})
-        )));
+        )
+        .is_some());
+        assert!(record(serde_json::json!({MANAGED_BY: "helm"}), expired.clone()).is_none());
+        assert!(record(serde_json::json!({}), expired).is_none());
     }
 
     #[test]
     fn expiry_is_read_from_the_annotation() {
-        let n = ns(
-            serde_json::json!({}),
+        let ours = serde_json::json!({MANAGED_BY: "sandbox"});
+        let r = record(
+            ours.clone(),
             serde_json::json!({"sandbox.dev/expires-at": "2000-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        assert_eq!(r.expires_at.unwrap().to_string(), "2000-01-01T00:00:00Z");
+        assert!(r.expired(jiff::Timestamp::now()));
+        let unreadable =
+            record(ours, serde_json::json!({"sandbox.dev/expires-at": "soon"})).unwrap();
+        assert!(unreadable.expires_at.is_none());
+        assert!(
+            !unreadable.expired(jiff::Timestamp::now()),
+            "no expiry, never reaped"
         );
-        assert_eq!(expiry(&n).unwrap().to_string(), "2000-01-01T00:00:00Z");
-        assert!(expiry(&ns(
-            serde_json::json!({}),
-            serde_json::json!({"sandbox.dev/expires-at": "soon"})
-        ))
-        .is_none());
     }
 
     #[test]

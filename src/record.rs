@@ -420,6 +420,15 @@ pub(crate) async fn ensure(
         }
         Lookup::Ours(old) => Some(*old),
     };
+    // A re-up keeps the sandbox's original creation time.
+    let created_at = previous
+        .as_ref()
+        .and_then(|old| old.created_at)
+        .or(record.created_at);
+    let record = &SandboxRecord {
+        created_at,
+        ..record.clone()
+    };
     let labels = BTreeMap::from([
         (MANAGED_BY, MANAGED_BY_VALUE),
         (SANDBOX_LABEL, record.product.as_str()),
@@ -457,16 +466,13 @@ pub(crate) async fn update(
 /// What [`delete`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Deleted {
-    Gone,
+    /// Deletion has begun (or was already under way); [`wait_gone`] waits for its end.
+    Deleting,
     WasAbsent,
 }
 
-/// Delete a sandbox's namespace — only if the tool made it — and wait until it is gone.
-pub(crate) async fn delete(
-    cluster: &Cluster,
-    namespace: &str,
-    timeout: Duration,
-) -> Result<Deleted, RecordError> {
+/// Delete a sandbox's namespace — only if the tool made it.
+pub(crate) async fn delete(cluster: &Cluster, namespace: &str) -> Result<Deleted, RecordError> {
     let record = match fetch(cluster, namespace).await? {
         Lookup::Absent => return Ok(Deleted::WasAbsent),
         Lookup::NotOurs => return Err(RecordError::NotOurs(namespace.into())),
@@ -478,12 +484,15 @@ pub(crate) async fn delete(
             .await
             .map_err(api_error("could not delete the namespace"))?;
     }
-    wait_gone(cluster, namespace, timeout).await?;
-    Ok(Deleted::Gone)
+    Ok(Deleted::Deleting)
 }
 
 /// Wait until a namespace is gone (after a delete).
-async fn wait_gone(cluster: &Cluster, name: &str, timeout: Duration) -> Result<(), RecordError> {
+pub(crate) async fn wait_gone(
+    cluster: &Cluster,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), RecordError> {
     let gone =
         kube::runtime::wait::await_condition(namespaces(cluster), name, |n: Option<&Namespace>| {
             n.is_none()
@@ -625,13 +634,49 @@ mod tests {
         assert!(recorded_prs(|k| (k == "pr-number").then_some("x")).is_empty());
     }
 
+    /// RFC 1123 label, as Kubernetes checks namespace names.
+    fn is_dns_label(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    }
+
     #[test]
-    fn namespaces_are_dns_labels_and_distinct() {
+    fn plain_branch_keeps_its_name() {
         assert_eq!(namespace_for("sb-", "feature-x"), "sb-feature-x");
+        assert_eq!(namespace_for("sb-", "main"), "sb-main");
+    }
+
+    #[test]
+    fn changed_branch_gets_a_hash_so_lookalikes_never_collide() {
         let slash = namespace_for("sb-", "feature/x");
-        assert_ne!(slash, "sb-feature-x");
-        assert!(slash.starts_with("sb-feature-x-"));
-        let long = namespace_for("sb-", &"a".repeat(100));
-        assert!(long.len() <= 63);
+        let dash = namespace_for("sb-", "feature-x");
+        assert_ne!(slash, dash);
+        assert!(slash.starts_with("sb-feature-x-"), "{slash}");
+        assert_eq!(slash.len(), "sb-feature-x-".len() + 6);
+        let upper = namespace_for("sb-", "Feature_X");
+        assert!(upper.starts_with("sb-feature-x-"), "{upper}");
+        assert_ne!(upper, slash);
+    }
+
+    #[test]
+    fn long_branch_is_cut_to_63_with_hash() {
+        let long = "a".repeat(100);
+        let ns = namespace_for("sb-", &long);
+        assert_eq!(ns.len(), 63);
+        assert!(is_dns_label(&ns), "{ns}");
+        assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
+    }
+
+    #[test]
+    fn odd_characters_collapse_and_stay_valid() {
+        for branch in ["--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123"] {
+            let ns = namespace_for("sb-", branch);
+            assert!(is_dns_label(&ns), "{branch} → {ns}");
+        }
     }
 }

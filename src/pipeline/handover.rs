@@ -13,43 +13,43 @@ use crate::pipeline::config::UrlRule;
 
 /// What `up` did, for people and machines.
 #[derive(Debug, Clone, Serialize)]
-pub struct UpReport {
-    pub sandbox: String,
-    pub branch: String,
-    pub namespace: String,
-    pub url: String,
-    pub repos: Vec<RepoReport>,
-    pub services: Vec<String>,
-    pub timings: Timings,
+pub(crate) struct UpReport {
+    pub(crate) sandbox: String,
+    pub(crate) branch: String,
+    pub(crate) namespace: String,
+    pub(crate) url: String,
+    pub(crate) repos: Vec<RepoReport>,
+    pub(crate) services: Vec<String>,
+    pub(crate) timings: Timings,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RepoReport {
-    pub repo: String,
-    pub branch: String,
-    pub sha: String,
-    pub fell_back: bool,
+pub(crate) struct RepoReport {
+    pub(crate) repo: String,
+    pub(crate) branch: String,
+    pub(crate) sha: String,
+    pub(crate) fell_back: bool,
 }
 
 /// Seconds spent in each stage and in each step's wait (`--timings`).
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Timings {
-    pub total: f64,
+pub(crate) struct Timings {
+    pub(crate) total: f64,
     /// The tool's own work before it talks to the cluster: checkout, values, render, plan.
-    pub prepare: f64,
-    pub checkout: f64,
-    pub values_render_plan: f64,
-    pub deploy: f64,
-    pub smoke: f64,
+    pub(crate) prepare: f64,
+    pub(crate) checkout: f64,
+    pub(crate) values_render_plan: f64,
+    pub(crate) deploy: f64,
+    pub(crate) smoke: f64,
     /// Per step: (id, start, ready) in seconds since deploy began.
-    pub steps: Vec<(String, f64, f64)>,
+    pub(crate) steps: Vec<(String, f64, f64)>,
     /// The longest dependency chain of step durations, as measured: the limit for deploy.
-    pub critical_path: f64,
+    pub(crate) critical_path: f64,
 }
 
 /// An error finding the URL.
 #[derive(Debug, thiserror::Error)]
-pub enum HandoverError {
+pub(crate) enum HandoverError {
     #[error("service `{0}` has no Service object to take a URL from")]
     NoService(String),
     #[error("could not read `{what}` for the URL")]
@@ -75,7 +75,7 @@ impl Hint for HandoverError {
 
 /// The URL by the config's rule: an Ingress host, a LoadBalancer address, a NodePort on the
 /// node's address, or the template.
-pub async fn url(
+pub(crate) async fn url(
     cluster: &Cluster,
     rule: &UrlRule,
     namespace: &str,
@@ -155,7 +155,7 @@ pub async fn url(
 }
 
 /// The longest chain of measured step durations through the dependency graph.
-pub fn critical_path(
+pub(crate) fn critical_path(
     steps: &[crate::pipeline::plan::Step],
     timings: &[crate::pipeline::apply::StepTiming],
 ) -> f64 {

@@ -1,84 +1,67 @@
 //! What a sandbox holds, kept in the cluster so any machine can continue where another stopped:
-//! the inventory of applied objects (for pruning what is no longer rendered), the digests of
-//! what is live (so a re-up leaves unchanged objects alone), and the last good revision of every
-//! object (for `--on-failure rollback`).
+//! the digests of what is live (so a re-up leaves unchanged objects alone), deletion of objects
+//! no longer rendered, and the last good revision of every object (for `--on-failure
+//! rollback`). The inventory itself (which objects were applied) is part of the sandbox's
+//! record: [`crate::record`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::Api;
 
-use crate::kube::Cluster;
-use crate::pipeline::apply::{ApplyError, FIELD_MANAGER};
-use crate::pipeline::plan::{
-    object_key, Plan, HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL,
-};
+use crate::error::Hint;
+use crate::kube::{Cluster, FIELD_MANAGER};
+use crate::object::{Object, ObjectRef};
+use crate::pipeline::plan::Plan;
+use crate::record::{is_managed, HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL};
 
-/// Namespace annotation: the keys (`apiVersion/Kind/name`) of every object the tool applied.
-pub const INVENTORY_ANNOTATION: &str = "sandbox.dev/inventory";
 /// The Secret holding the objects of the last successful `up` (it contains rendered Secrets, so
 /// it is a Secret itself).
-pub const LAST_GOOD_SECRET: &str = "sandbox-last-good";
+pub(crate) const LAST_GOOD_SECRET: &str = "sandbox-last-good";
 
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ApplyError {
+/// Reading or changing what a sandbox holds failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InventoryError {
+    #[error("{what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The last good revision cannot be read back: restoring from it would lose objects.
+    #[error("the last good revision in Secret `{LAST_GOOD_SECRET}` is unreadable")]
+    CorruptLastGood(#[source] serde_json::Error),
+}
+
+impl Hint for InventoryError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            InventoryError::Api { .. } => None,
+            InventoryError::CorruptLastGood(_) => Some(format!(
+                "nothing was restored; run `sandbox up` again to deploy afresh (and `kubectl delete secret {LAST_GOOD_SECRET}` in the sandbox's namespace if it keeps failing)"
+            )),
+        }
+    }
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> InventoryError {
     let what = what.into();
-    move |source| ApplyError::Api { what, source }
+    move |source| InventoryError::Api { what, source }
 }
 
-/// The inventory recorded on a namespace.
-pub fn recorded(ns: &Namespace) -> BTreeSet<String> {
-    ns.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(INVENTORY_ANNOTATION))
-        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
-}
-
-/// Merge-patch annotations of the sandbox's namespace. A merge patch (not an apply) leaves the
-/// other annotations alone.
-pub async fn annotate(
-    cluster: &Cluster,
-    namespace: &str,
-    annotations: BTreeMap<String, String>,
-) -> Result<(), ApplyError> {
-    let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
-    api.patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(api_error("updating the namespace's annotations"))?;
-    Ok(())
-}
-
-pub async fn write_inventory(
-    cluster: &Cluster,
-    namespace: &str,
-    keys: &BTreeSet<String>,
-) -> Result<(), ApplyError> {
-    let value = serde_json::to_string(keys).expect("serializable");
-    annotate(
-        cluster,
-        namespace,
-        BTreeMap::from([(INVENTORY_ANNOTATION.to_owned(), value)]),
-    )
-    .await
-}
-
-/// What is live now: the rendered-hash of every object of ours, by key, and which Jobs failed.
+/// What is live now: the rendered-hash of every object of ours, and which Jobs failed.
 #[derive(Debug, Default)]
-pub struct Live {
-    pub hashes: BTreeMap<String, String>,
-    pub failed_jobs: BTreeSet<String>,
+pub(crate) struct Live {
+    pub(crate) hashes: BTreeMap<ObjectRef, String>,
+    pub(crate) failed_jobs: BTreeSet<ObjectRef>,
 }
 
 impl Live {
     /// Whether applying `object` would change nothing the tool rendered.
-    pub fn unchanged(&self, object: &serde_json::Value) -> bool {
-        let key = object_key(object);
+    pub(crate) fn unchanged(&self, object: &serde_json::Value) -> bool {
+        let key = object.object_ref();
         let want = object["metadata"]["annotations"][HASH_ANNOTATION].as_str();
         want.is_some()
             && self.hashes.get(&key).map(String::as_str) == want
@@ -87,26 +70,18 @@ impl Live {
 }
 
 /// List our objects of every kind the plan and the inventory mention (one LIST per kind).
-pub async fn live(
+pub(crate) async fn live(
     cluster: &Cluster,
     namespace: &str,
     plan: &Plan,
-    inventory: &BTreeSet<String>,
-) -> Result<Live, ApplyError> {
-    let mut kinds: BTreeSet<(String, String)> = plan
+    inventory: &BTreeSet<ObjectRef>,
+) -> Result<Live, InventoryError> {
+    let kinds: BTreeSet<(String, String)> = plan
         .objects()
-        .map(|o| {
-            (
-                o["apiVersion"].as_str().unwrap_or_default().to_owned(),
-                o["kind"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(Object::object_ref)
+        .chain(inventory.iter().cloned())
+        .map(|r| (r.api_version, r.kind))
         .collect();
-    for key in inventory {
-        if let Some((api_version, kind)) = split_key(key).map(|(a, k, _)| (a, k)) {
-            kinds.insert((api_version.to_owned(), kind.to_owned()));
-        }
-    }
     let selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE}");
     let lists = kinds.iter().filter_map(|(api_version, kind)| {
         let (resource, caps) = cluster.resolve(api_version, kind)?;
@@ -117,14 +92,14 @@ pub async fn live(
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(api_error(format!("listing {kind}s")))?;
-            Ok::<_, ApplyError>((api_version.clone(), kind.clone(), list.items))
+            Ok::<_, InventoryError>((api_version, kind, list.items))
         })
     });
     let mut live = Live::default();
     for (api_version, kind, items) in futures::future::try_join_all(lists).await? {
         for item in items {
-            let name = item.metadata.name.clone().unwrap_or_default();
-            let key = format!("{api_version}/{kind}/{name}");
+            let name = item.metadata.name.as_deref().unwrap_or_default();
+            let key = ObjectRef::new(api_version, kind, name);
             if let Some(hash) = item
                 .metadata
                 .annotations
@@ -147,35 +122,26 @@ pub async fn live(
     Ok(live)
 }
 
-fn split_key(key: &str) -> Option<(&str, &str, &str)> {
-    let (rest, name) = key.rsplit_once('/')?;
-    let (api_version, kind) = rest.rsplit_once('/')?;
-    Some((api_version, kind, name))
-}
-
-/// Delete objects by key — only those that carry the tool's label.
-pub async fn delete_keys(
+/// Delete objects — only those that carry the tool's label, and never its own state.
+pub(crate) async fn delete<'r>(
     cluster: &Cluster,
     namespace: &str,
-    keys: impl IntoIterator<Item = &String>,
-) -> Result<Vec<String>, ApplyError> {
+    refs: impl IntoIterator<Item = &'r ObjectRef>,
+) -> Result<Vec<ObjectRef>, InventoryError> {
     let mut deleted = Vec::new();
-    for key in keys {
-        let Some((api_version, kind, name)) = split_key(key) else {
-            continue;
-        };
-        let Some((resource, caps)) = cluster.resolve(api_version, kind) else {
+    for r in refs {
+        let Some((resource, caps)) = cluster.resolve(&r.api_version, &r.kind) else {
             continue;
         };
         let api = cluster.dynamic_api(&resource, &caps, namespace);
+        let name = r.name.as_str();
         let Some(object) = api
             .get_opt(name)
             .await
-            .map_err(api_error(format!("reading {kind} `{name}`")))?
+            .map_err(api_error(format!("reading {} `{name}`", r.kind)))?
         else {
             continue;
         };
-        let ours = crate::pipeline::plan::is_managed(&object.metadata);
         let state = object
             .metadata
             .labels
@@ -183,25 +149,25 @@ pub async fn delete_keys(
             .and_then(|l| l.get(ROLE_LABEL))
             .map(String::as_str)
             == Some("state");
-        if !ours || state {
+        if !is_managed(&object.metadata) || state {
             continue;
         }
         api.delete(name, &DeleteParams::background())
             .await
-            .map_err(api_error(format!("deleting {kind} `{name}`")))?;
-        deleted.push(key.clone());
+            .map_err(api_error(format!("deleting {} `{name}`", r.kind)))?;
+        deleted.push(r.clone());
     }
     Ok(deleted)
 }
 
 /// Record the plan's objects as the last good revision.
-pub async fn save_last_good(
+pub(crate) async fn save_last_good(
     cluster: &Cluster,
     namespace: &str,
     plan: &Plan,
-) -> Result<(), ApplyError> {
-    let objects: BTreeMap<String, &serde_json::Value> =
-        plan.objects().map(|o| (object_key(o), o)).collect();
+) -> Result<(), InventoryError> {
+    let objects: BTreeMap<ObjectRef, &serde_json::Value> =
+        plan.objects().map(|o| (o.object_ref(), o)).collect();
     let data = base64::engine::general_purpose::STANDARD
         .encode(serde_json::to_vec(&objects).expect("serializable"));
     let secret = serde_json::json!({
@@ -215,8 +181,7 @@ pub async fn save_last_good(
         "type": "Opaque",
         "data": {"objects.json": data},
     });
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(cluster.client.clone(), namespace);
+    let api: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
     api.patch(
         LAST_GOOD_SECRET,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -227,13 +192,12 @@ pub async fn save_last_good(
     Ok(())
 }
 
-/// The objects of the last successful `up`, by key (empty when there was none).
-pub async fn load_last_good(
+/// The objects of the last successful `up` (empty when there was none).
+pub(crate) async fn load_last_good(
     cluster: &Cluster,
     namespace: &str,
-) -> Result<BTreeMap<String, serde_json::Value>, ApplyError> {
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(cluster.client.clone(), namespace);
+) -> Result<BTreeMap<ObjectRef, serde_json::Value>, InventoryError> {
+    let api: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
     let Some(secret) = api
         .get_opt(LAST_GOOD_SECRET)
         .await
@@ -247,7 +211,13 @@ pub async fn load_last_good(
         .and_then(|d| d.get("objects.json"))
         .map(|b| b.0.clone())
         .unwrap_or_default();
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    parse_last_good(&bytes)
+}
+
+/// A snapshot that cannot be read is an error, not an empty revision: a rollback from an empty
+/// revision would delete every changed object instead of restoring it.
+fn parse_last_good(bytes: &[u8]) -> Result<BTreeMap<ObjectRef, serde_json::Value>, InventoryError> {
+    serde_json::from_slice(bytes).map_err(InventoryError::CorruptLastGood)
 }
 
 #[cfg(test)]
@@ -255,29 +225,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_split_with_grouped_and_core_versions() {
-        assert_eq!(
-            split_key("apps/v1/Deployment/web"),
-            Some(("apps/v1", "Deployment", "web"))
-        );
-        assert_eq!(
-            split_key("v1/ConfigMap/web-code"),
-            Some(("v1", "ConfigMap", "web-code"))
-        );
-        assert_eq!(split_key("nonsense"), None);
+    fn unchanged_needs_the_same_hash_and_no_failed_job() {
+        let object = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "m", "annotations": {HASH_ANNOTATION: "abc"}}});
+        let key = object.object_ref();
+        let mut live = Live::default();
+        assert!(!live.unchanged(&object));
+        live.hashes.insert(key.clone(), "abc".into());
+        assert!(live.unchanged(&object));
+        live.failed_jobs.insert(key.clone());
+        assert!(!live.unchanged(&object), "a failed Job runs again");
+        live.failed_jobs.clear();
+        live.hashes.insert(key, "def".into());
+        assert!(!live.unchanged(&object));
     }
 
     #[test]
-    fn unchanged_needs_the_same_hash_and_no_failed_job() {
-        let object = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "m", "annotations": {HASH_ANNOTATION: "abc"}}});
-        let mut live = Live::default();
-        assert!(!live.unchanged(&object));
-        live.hashes.insert("batch/v1/Job/m".into(), "abc".into());
-        assert!(live.unchanged(&object));
-        live.failed_jobs.insert("batch/v1/Job/m".into());
-        assert!(!live.unchanged(&object), "a failed Job runs again");
-        live.failed_jobs.clear();
-        live.hashes.insert("batch/v1/Job/m".into(), "def".into());
-        assert!(!live.unchanged(&object));
+    fn a_corrupt_last_good_revision_is_an_error_not_an_empty_one() {
+        let good = br#"{"v1/ConfigMap/a": {"kind": "ConfigMap"}}"#;
+        let parsed = parse_last_good(good).unwrap();
+        assert!(parsed.contains_key(&ObjectRef::new("v1", "ConfigMap", "a")));
+        assert!(matches!(
+            parse_last_good(b"{\"v1/ConfigMap/a\": {"),
+            Err(InventoryError::CorruptLastGood(_))
+        ));
+        assert!(parse_last_good(b"").is_err());
+        assert!(parse_last_good(br#"{"nonsense": {}}"#).is_err());
     }
 }

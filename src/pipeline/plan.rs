@@ -7,64 +7,18 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Hint;
 use crate::pipeline::render::Manifest;
-
-/// The label that marks everything the tool created. `down` and `reap` act on nothing else.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "sandbox";
-/// On every object: the service it belongs to (pods inherit it through their templates).
-pub const SERVICE_LABEL: &str = "sandbox.dev/service";
-/// On every object: what part of the sandbox it is (`service`, `preflight`, `smoke`).
-pub const ROLE_LABEL: &str = "sandbox.dev/role";
-/// On the namespace: the sandbox (product) name.
-pub const SANDBOX_LABEL: &str = "sandbox.dev/sandbox";
-pub const ANNOTATION_PREFIX: &str = "sandbox.dev/";
-/// On every object: a digest of what the tool rendered, so a re-up can leave unchanged objects
-/// alone (and their resourceVersion with them) without asking the server to compare.
-pub const HASH_ANNOTATION: &str = "sandbox.dev/rendered-hash";
-
-/// The longest namespace name Kubernetes accepts.
-const MAX_NAMESPACE: usize = 63;
-
-/// The namespace of a branch: `prefix` + the branch as a DNS-1123 label. When the branch had to
-/// be changed or cut to fit, a short hash of the original is appended so that `feature/x` and
-/// `feature-x` never share a namespace.
-pub fn namespace_for(prefix: &str, branch: &str) -> String {
-    let mut label = String::new();
-    for c in branch.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && (label.is_empty() || label.ends_with('-'))) {
-            label.push(c);
-        }
-    }
-    let label = label.trim_end_matches('-').to_owned();
-    let plain = format!("{prefix}{label}");
-    if label == branch && plain.len() <= MAX_NAMESPACE {
-        return plain;
-    }
-    let hash = hex::encode(Sha256::digest(branch.as_bytes()));
-    let suffix = &hash[..6];
-    let room = MAX_NAMESPACE - suffix.len() - 1;
-    let mut base = plain;
-    base.truncate(room);
-    let base = base.trim_end_matches('-');
-    format!("{base}-{suffix}")
-}
+use crate::record::{HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
 
 /// What part of the sandbox an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
+pub(crate) enum Role {
     Preflight,
     Service,
     Smoke,
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Preflight => "preflight",
             Role::Service => "service",
@@ -75,38 +29,38 @@ impl Role {
 
 /// The rendered manifests of one service, as render hands them over.
 #[derive(Debug, Clone)]
-pub struct RenderedService {
-    pub name: String,
-    pub depends_on: Vec<String>,
-    pub preflight: Vec<Manifest>,
-    pub objects: Vec<Manifest>,
-    pub smoke: Vec<Manifest>,
+pub(crate) struct RenderedService {
+    pub(crate) name: String,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) preflight: Vec<Manifest>,
+    pub(crate) objects: Vec<Manifest>,
+    pub(crate) smoke: Vec<Manifest>,
 }
 
 /// One step of the deploy graph: a service's preflight Jobs, or a service's own objects.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(crate) struct Step {
     /// `api` or `api/preflight`.
-    pub id: String,
-    pub service: String,
-    pub role: Role,
+    pub(crate) id: String,
+    pub(crate) service: String,
+    pub(crate) role: Role,
     /// Indexes of the steps that must be ready first.
-    pub after: Vec<usize>,
-    pub objects: Vec<serde_json::Value>,
+    pub(crate) after: Vec<usize>,
+    pub(crate) objects: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub namespace: String,
+pub(crate) struct Plan {
+    pub(crate) namespace: String,
     /// Steps in a topological order (every step after the steps it waits for).
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
     /// Smoke Jobs, run once every step is ready.
-    pub smoke: Vec<(String, serde_json::Value)>,
+    pub(crate) smoke: Vec<(String, serde_json::Value)>,
 }
 
 /// A rendered object that the plan refuses.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// Only namespaced objects can live in a sandbox.
     #[error(
         "{template}: {kind} `{name}` is cluster-scoped; a sandbox holds only namespaced objects"
@@ -166,7 +120,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 
 /// Build the plan: stamp namespace and labels on every object and order the steps.
 /// `services` must be in an order where dependencies are known (config validated them).
-pub fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
+pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
         if CLUSTER_SCOPED.contains(&m.kind()) {
@@ -316,7 +270,7 @@ fn stamp(m: &Manifest, namespace: &str, service: &str, role: Role) -> serde_json
 
 /// A short digest of an object's canonical JSON (keys sorted by serde_json's map when
 /// `preserve_order` is off; here by re-serializing through a sorted map).
-pub fn object_hash(object: &serde_json::Value) -> String {
+pub(crate) fn object_hash(object: &serde_json::Value) -> String {
     fn sorted(v: &serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
@@ -338,29 +292,9 @@ pub fn object_hash(object: &serde_json::Value) -> String {
     hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..12])
 }
 
-/// Whether an object carries the tool's label: the one test before changing or deleting anything.
-pub fn is_managed(metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY))
-        .map(String::as_str)
-        == Some(MANAGED_BY_VALUE)
-}
-
-/// `apiVersion/Kind/name`: how the inventory names an object.
-pub fn object_key(object: &serde_json::Value) -> String {
-    format!(
-        "{}/{}/{}",
-        object["apiVersion"].as_str().unwrap_or_default(),
-        object["kind"].as_str().unwrap_or_default(),
-        object["metadata"]["name"].as_str().unwrap_or_default()
-    )
-}
-
 impl Plan {
     /// Every object the plan deploys, steps first, then smoke.
-    pub fn objects(&self) -> impl Iterator<Item = &serde_json::Value> {
+    pub(crate) fn objects(&self) -> impl Iterator<Item = &serde_json::Value> {
         self.steps
             .iter()
             .flat_map(|s| s.objects.iter())
@@ -399,44 +333,6 @@ fn ensure_path(object: &mut serde_json::Value, pointer: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_branch_keeps_its_name() {
-        assert_eq!(namespace_for("sb-", "feature-x"), "sb-feature-x");
-        assert_eq!(namespace_for("sb-", "main"), "sb-main");
-    }
-
-    #[test]
-    fn changed_branch_gets_a_hash_so_lookalikes_never_collide() {
-        let slash = namespace_for("sb-", "feature/x");
-        let dash = namespace_for("sb-", "feature-x");
-        assert_ne!(slash, dash);
-        assert!(slash.starts_with("sb-feature-x-"), "{slash}");
-        assert_eq!(slash.len(), "sb-feature-x-".len() + 6);
-        let upper = namespace_for("sb-", "Feature_X");
-        assert!(upper.starts_with("sb-feature-x-"), "{upper}");
-        assert_ne!(upper, slash);
-    }
-
-    #[test]
-    fn long_branch_is_cut_to_63_with_hash() {
-        let long = "a".repeat(100);
-        let ns = namespace_for("sb-", &long);
-        assert_eq!(ns.len(), 63);
-        assert!(crate::pipeline::config::is_dns_label(&ns), "{ns}");
-        assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
-    }
-
-    #[test]
-    fn odd_characters_collapse_and_stay_valid() {
-        for branch in ["--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123"] {
-            let ns = namespace_for("sb-", branch);
-            assert!(
-                crate::pipeline::config::is_dns_label(&ns),
-                "{branch} → {ns}"
-            );
-        }
-    }
 
     fn manifest(kind: &str, name: &str) -> Manifest {
         Manifest {

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, LogParams};
+use kube::api::LogParams;
 use kube::runtime::watcher;
 use kube::Api;
 
 use crate::error::Hint;
 use crate::kube::Cluster;
+use crate::object::Object;
 use crate::pipeline::apply::{self, ApplyError};
 use crate::pipeline::plan::Plan;
 use crate::pipeline::wait::{self, WaitError};
@@ -18,7 +18,7 @@ use crate::progress::Reporter;
 
 /// A smoke Job that failed, with what it printed.
 #[derive(Debug, thiserror::Error)]
-pub enum SmokeError {
+pub(crate) enum SmokeError {
     #[error("smoke test `{job}` of service `{service}` failed")]
     Failed {
         service: String,
@@ -48,7 +48,7 @@ impl Hint for SmokeError {
 
 /// Run every smoke Job of the plan. Jobs left by an earlier `up` are deleted first so each
 /// `up` proves the sandbox afresh.
-pub async fn run(
+pub(crate) async fn run(
     cluster: &Cluster,
     plan: &Plan,
     timeout: Duration,
@@ -58,36 +58,26 @@ pub async fn run(
         return Ok(());
     }
     let ns = plan.namespace.as_str();
-    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
-    for (_, object) in plan.smoke.iter().filter(|(_, o)| o["kind"] == "Job") {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        delete_own_job(&jobs, name)
+    for (_, object) in plan.smoke.iter().filter(|(_, o)| o.kind() == "Job") {
+        // A Job that is not the tool's is left alone: apply reports the conflict.
+        apply::delete_own(cluster, ns, &object.object_ref())
             .await
             .map_err(SmokeError::Apply)?;
     }
     let mut ordered: Vec<&(String, serde_json::Value)> = plan.smoke.iter().collect();
-    ordered.sort_by_key(|(_, o)| o["kind"] == "Job");
+    ordered.sort_by_key(|(_, o)| o.kind() == "Job");
     for (_, object) in &ordered {
         apply::apply_object(cluster, ns, object)
             .await
             .map_err(SmokeError::Apply)?;
     }
-    let runs = ordered.iter().filter(|(_, o)| o["kind"] == "Job").map(|(service, object)| {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let runs = ordered.iter().filter(|(_, o)| o.kind() == "Job").map(|(service, object)| {
+        let name = object.name().to_owned();
         async move {
             reporter.step_started(&format!("smoke/{name}"));
             let started = std::time::Instant::now();
             let logs = stream_logs(cluster, ns, &name, reporter);
-            let done = async {
-                let result = wait::until_ready(&cluster.client, ns, "Job", &name, timeout).await;
-                match result {
-                    Err(WaitError::Failed { kind, name: n, reason, .. }) => {
-                        let diagnosis = wait::diagnose_job(&cluster.client, ns, &n, 20).await;
-                        Err(WaitError::Failed { kind, name: n, reason, diagnosis })
-                    }
-                    other => other,
-                }
-            };
+            let done = wait::until_ready_diagnosed(&cluster.client, ns, "Job", &name, timeout);
             tokio::pin!(logs);
             let (result, logs_ended) = tokio::select! {
                 r = done => (r, false),
@@ -111,32 +101,6 @@ pub async fn run(
         }
     });
     futures::future::try_join_all(runs).await.map(|_| ())
-}
-
-/// Delete a Job from an earlier run, and wait until it is gone. Only our own Jobs.
-async fn delete_own_job(jobs: &Api<Job>, name: &str) -> Result<(), ApplyError> {
-    let api_err = |source| ApplyError::Api {
-        what: format!("deleting the old smoke Job `{name}`"),
-        source,
-    };
-    let Some(existing) = jobs.get_opt(name).await.map_err(api_err)? else {
-        return Ok(());
-    };
-    let ours = crate::pipeline::plan::is_managed(&existing.metadata);
-    if !ours {
-        return Ok(()); // apply will report the conflict
-    }
-    jobs.delete(name, &DeleteParams::background())
-        .await
-        .map_err(api_err)?;
-    let uid = existing.metadata.uid.unwrap_or_default();
-    let gone = kube::runtime::wait::await_condition(
-        jobs.clone(),
-        name,
-        kube::runtime::conditions::is_deleted(&uid),
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(30), gone).await;
-    Ok(())
 }
 
 /// Follow the log of the Job's pod as soon as its container runs; returns when the log ends.

@@ -13,11 +13,11 @@ use crate::error::Hint;
 use crate::pipeline::config::Service;
 use crate::pipeline::sops::{self, Format, Identities};
 
-pub const REDACTED: &str = "<redacted>";
+pub(crate) use crate::redact::REDACTED;
 
 /// The merged values of one service.
 #[derive(Clone)]
-pub struct Values {
+pub(crate) struct Values {
     tree: Value,
     /// Paths of the leaves that were decrypted from sops files (and not overridden by `--set`).
     secret_paths: Vec<Vec<String>>,
@@ -25,12 +25,12 @@ pub struct Values {
 
 impl Values {
     /// The values as templates see them, secrets included. Never print this.
-    pub fn reveal(&self) -> &Value {
+    pub(crate) fn reveal(&self) -> &Value {
         &self.tree
     }
 
     /// The values with every secret leaf replaced by `<redacted>`.
-    pub fn redacted(&self) -> Value {
+    pub(crate) fn redacted(&self) -> Value {
         let mut tree = self.tree.clone();
         for path in &self.secret_paths {
             if let Some(leaf) = pointer_mut(&mut tree, path) {
@@ -41,7 +41,7 @@ impl Values {
     }
 
     /// Every decrypted secret value as text (for scrubbing output of anything that might echo it).
-    pub fn secret_strings(&self) -> Vec<String> {
+    pub(crate) fn secret_strings(&self) -> Vec<String> {
         self.secret_paths
             .iter()
             .filter_map(|p| pointer(&self.tree, p))
@@ -51,10 +51,6 @@ impl Values {
             })
             .filter(|s| s.len() >= 4)
             .collect()
-    }
-
-    pub fn has_secrets(&self) -> bool {
-        !self.secret_paths.is_empty()
     }
 }
 
@@ -68,10 +64,10 @@ impl fmt::Debug for Values {
 
 /// One `--set SERVICE.path.to.key=value`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SetValue {
-    pub service: String,
-    pub path: Vec<String>,
-    pub value: Value,
+pub(crate) struct SetValue {
+    pub(crate) service: String,
+    pub(crate) path: Vec<String>,
+    pub(crate) value: Value,
 }
 
 impl std::str::FromStr for SetValue {
@@ -108,7 +104,7 @@ impl std::str::FromStr for SetValue {
 
 /// A values layer that could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ValuesError {
+pub(crate) enum ValuesError {
     /// A values or secrets file listed in `sandbox.yaml` is not in the repo.
     #[error("values file `{file}` of service `{service}` is not in repo `{repo}` at {branch}")]
     Missing {
@@ -157,14 +153,14 @@ impl Hint for ValuesError {
 }
 
 /// Where a service's repo files are, for reading its values files.
-pub struct RepoFiles<'a> {
-    pub repo: &'a str,
-    pub branch: &'a str,
-    pub dir: &'a Path,
+pub(crate) struct RepoFiles<'a> {
+    pub(crate) repo: &'a str,
+    pub(crate) branch: &'a str,
+    pub(crate) dir: &'a Path,
 }
 
 /// Merge every layer of `service`'s values.
-pub fn layer(
+pub(crate) fn layer(
     service: &Service,
     repo: &RepoFiles<'_>,
     identities: &Identities,
@@ -239,7 +235,7 @@ fn parse_mapping(service: &Service, file: &str, text: &str) -> Result<Value, Val
 }
 
 /// Helm's merge: mappings merge key by key, anything else is replaced by the upper layer.
-pub fn merge(base: &mut Value, upper: Value) {
+pub(crate) fn merge(base: &mut Value, upper: Value) {
     match (base, upper) {
         (Value::Object(b), Value::Object(u)) => {
             for (k, v) in u {

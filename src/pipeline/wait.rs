@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 /// Where an object stands on its way to ready.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
+pub(crate) enum Progress {
     Ready,
     /// Not yet; the text says what is missing (shown on timeout).
     Pending(String),
@@ -26,7 +26,7 @@ pub enum Progress {
 
 /// Why something did not become ready.
 #[derive(Debug, thiserror::Error)]
-pub enum WaitError {
+pub(crate) enum WaitError {
     /// Not ready in time.
     #[error("{kind} `{name}` was not ready after {}s ({last})", after.as_secs())]
     Timeout {
@@ -55,7 +55,7 @@ pub enum WaitError {
 }
 
 impl WaitError {
-    pub fn diagnosis(&self) -> Option<&Diagnosis> {
+    pub(crate) fn diagnosis(&self) -> Option<&Diagnosis> {
         match self {
             WaitError::Timeout { diagnosis, .. } | WaitError::Failed { diagnosis, .. } => {
                 diagnosis.as_ref()
@@ -83,11 +83,11 @@ impl Hint for WaitError {
 
 /// What a person needs to see about a failing pod: its events and its last log lines.
 #[derive(Debug, Clone, Default)]
-pub struct Diagnosis {
-    pub pod: String,
-    pub container: Option<String>,
-    pub events: Vec<String>,
-    pub logs: Vec<String>,
+pub(crate) struct Diagnosis {
+    pub(crate) pod: String,
+    pub(crate) container: Option<String>,
+    pub(crate) events: Vec<String>,
+    pub(crate) logs: Vec<String>,
 }
 
 impl std::fmt::Display for Diagnosis {
@@ -114,7 +114,7 @@ impl std::fmt::Display for Diagnosis {
 /// A Deployment is ready when the controller has seen its latest spec and every replica is updated
 /// and available (what `kubectl rollout status` checks). The stock condition reads only the
 /// `Progressing` reason, which right after a re-apply can still describe the previous rollout.
-pub fn deployment(d: Option<&Deployment>) -> Progress {
+pub(crate) fn deployment(d: Option<&Deployment>) -> Progress {
     let Some(d) = d else {
         return Progress::Pending("not created yet".into());
     };
@@ -155,7 +155,7 @@ pub fn deployment(d: Option<&Deployment>) -> Progress {
     Progress::Ready
 }
 
-pub fn stateful_set(s: Option<&StatefulSet>) -> Progress {
+pub(crate) fn stateful_set(s: Option<&StatefulSet>) -> Progress {
     let Some(s) = s else {
         return Progress::Pending("not created yet".into());
     };
@@ -176,7 +176,7 @@ pub fn stateful_set(s: Option<&StatefulSet>) -> Progress {
     Progress::Ready
 }
 
-pub fn daemon_set(d: Option<&DaemonSet>) -> Progress {
+pub(crate) fn daemon_set(d: Option<&DaemonSet>) -> Progress {
     let Some(d) = d else {
         return Progress::Pending("not created yet".into());
     };
@@ -194,7 +194,7 @@ pub fn daemon_set(d: Option<&DaemonSet>) -> Progress {
     Progress::Ready
 }
 
-pub fn job(j: Option<&Job>) -> Progress {
+pub(crate) fn job(j: Option<&Job>) -> Progress {
     let Some(j) = j else {
         return Progress::Pending("not created yet".into());
     };
@@ -220,7 +220,7 @@ pub fn job(j: Option<&Job>) -> Progress {
     Progress::Pending(format!("{active} pods running"))
 }
 
-pub fn load_balancer(s: Option<&Service>) -> Progress {
+pub(crate) fn load_balancer(s: Option<&Service>) -> Progress {
     let Some(s) = s else {
         return Progress::Pending("not created yet".into());
     };
@@ -238,7 +238,7 @@ pub fn load_balancer(s: Option<&Service>) -> Progress {
     }
 }
 
-pub fn endpoints_ready(e: Option<&Endpoints>) -> Progress {
+pub(crate) fn endpoints_ready(e: Option<&Endpoints>) -> Progress {
     let ready = e.and_then(|e| e.subsets.as_ref()).is_some_and(|subsets| {
         subsets
             .iter()
@@ -264,7 +264,7 @@ const STUCK_REASONS: &[&str] = &[
 ];
 
 /// A container of `pod` that is stuck, with its reason and message.
-pub fn stuck_container(pod: &Pod) -> Option<(String, String, String)> {
+pub(crate) fn stuck_container(pod: &Pod) -> Option<(String, String, String)> {
     let status = pod.status.as_ref()?;
     let all = status
         .init_container_statuses
@@ -331,7 +331,7 @@ fn short_type<K>() -> String {
 
 /// Wait until the object described by `kind`/`name` in `namespace` is ready. Kinds without a
 /// notion of readiness (ConfigMap, Secret, a ClusterIP Service…) are ready once applied.
-pub async fn until_ready(
+pub(crate) async fn until_ready(
     client: &Client,
     namespace: &str,
     kind: &str,
@@ -406,10 +406,37 @@ pub async fn until_ready(
     }
 }
 
+/// [`until_ready`], and when a Job failed, what its pod said (events, last log lines).
+pub(crate) async fn until_ready_diagnosed(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
+    match until_ready(client, namespace, kind, name, timeout).await {
+        Err(WaitError::Failed {
+            kind,
+            name,
+            reason,
+            diagnosis: None,
+        }) if kind == "Job" => {
+            let diagnosis = diagnose_job(client, namespace, &name, 20).await;
+            Err(WaitError::Failed {
+                kind,
+                name,
+                reason,
+                diagnosis,
+            })
+        }
+        other => other,
+    }
+}
+
 /// Resolve only when a pod matching `selector` is stuck; the error carries its diagnosis.
 /// Runs beside the readiness waits of a step so that a bad image fails in seconds, not at the
 /// timeout.
-pub async fn first_stuck_pod(
+pub(crate) async fn first_stuck_pod(
     client: &Client,
     namespace: &str,
     selector: &str,
@@ -450,7 +477,7 @@ pub async fn first_stuck_pod(
 
 /// The events of a pod and the last `tail` log lines of a container (the previous run's, for a
 /// crash loop).
-pub async fn diagnose(
+pub(crate) async fn diagnose(
     client: &Client,
     namespace: &str,
     pod: &str,
@@ -508,7 +535,7 @@ pub async fn diagnose(
 }
 
 /// The diagnosis of the most recent failed pod of a Job.
-pub async fn diagnose_job(
+pub(crate) async fn diagnose_job(
     client: &Client,
     namespace: &str,
     job: &str,

@@ -8,7 +8,7 @@ use crate::error::Hint;
 
 /// A delivery, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// GitHub checks a new webhook.
     Ping { zen: Option<String> },
     /// Something happened to a pull request.
@@ -18,24 +18,24 @@ pub enum Incoming {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullRequestEvent {
-    pub action: String,
+pub(crate) struct PullRequestEvent {
+    pub(crate) action: String,
     /// `owner/name` of the repository the pull request is in.
-    pub repo: String,
-    pub number: u64,
+    pub(crate) repo: String,
+    pub(crate) number: u64,
     /// The pull request's branch (`pull_request.head.ref`) and its newest commit.
-    pub head_ref: String,
-    pub head_sha: String,
+    pub(crate) head_ref: String,
+    pub(crate) head_sha: String,
     /// `owner/name` of the repository the head branch lives in (another one for a fork; `None`
     /// when the fork was deleted).
-    pub head_repo: Option<String>,
-    pub author: String,
+    pub(crate) head_repo: Option<String>,
+    pub(crate) author: String,
 }
 
 impl PullRequestEvent {
     /// What the action means for the sandbox; `None` for actions that change nothing
     /// (`edited`, `labeled`, `review_requested`, …).
-    pub fn intent(&self) -> Option<Action> {
+    pub(crate) fn intent(&self) -> Option<Action> {
         match self.action.as_str() {
             "opened" | "reopened" | "synchronize" => Some(Action::Deploy),
             "closed" => Some(Action::Destroy),
@@ -45,13 +45,13 @@ impl PullRequestEvent {
 
     /// Whether the head branch is in a fork. The sandbox checks out branches of the product's own
     /// repositories; a fork's branch is not there (and its code is not trusted to run).
-    pub fn from_fork(&self) -> bool {
+    pub(crate) fn is_from_fork(&self) -> bool {
         self.head_repo.as_deref() != Some(self.repo.as_str())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EventError {
+pub(crate) enum EventError {
     #[error("the body is not JSON")]
     Json(#[source] serde_json::Error),
     #[error("the `{event}` payload lacks what the service needs")]
@@ -106,7 +106,7 @@ struct PingPayload {
 }
 
 /// Read a delivery of event `event` (the `X-GitHub-Event` header).
-pub fn parse(event: &str, body: &[u8]) -> Result<Incoming, EventError> {
+pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Incoming, EventError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(EventError::Json)?;
     let shape = |source| EventError::Shape {
         event: event.to_owned(),
@@ -167,7 +167,7 @@ mod tests {
             assert_eq!(pr.head_ref, "feature-x");
             assert_eq!(pr.head_sha.len(), 40, "{file}");
             assert_eq!(pr.author, "octocat");
-            assert!(!pr.from_fork());
+            assert!(!pr.is_from_fork());
         }
     }
 
@@ -203,13 +203,13 @@ mod tests {
         else {
             panic!()
         };
-        assert!(pr.from_fork());
+        assert!(pr.is_from_fork());
         v["pull_request"]["head"]["repo"] = serde_json::Value::Null;
         let Incoming::PullRequest(pr) = parse("pull_request", v.to_string().as_bytes()).unwrap()
         else {
             panic!()
         };
-        assert!(pr.from_fork(), "a deleted fork is still a fork");
+        assert!(pr.is_from_fork(), "a deleted fork is still a fork");
     }
 
     #[test]

@@ -17,40 +17,40 @@ use serde_json::{json, Value};
 
 /// One request, as received.
 #[derive(Debug, Clone)]
-pub struct Call {
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub body: Value,
-    pub authorization: Option<String>,
-    pub accept: Option<String>,
-    pub user_agent: Option<String>,
+pub(crate) struct Call {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) body: Value,
+    pub(crate) authorization: Option<String>,
+    pub(crate) accept: Option<String>,
+    pub(crate) user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct FakeDeployment {
-    pub id: u64,
-    pub repo: String,
-    pub sha: String,
-    pub environment: String,
-    pub body: Value,
+pub(crate) struct FakeDeployment {
+    pub(crate) id: u64,
+    pub(crate) repo: String,
+    pub(crate) sha: String,
+    pub(crate) environment: String,
+    pub(crate) body: Value,
 }
 
 #[derive(Debug, Clone)]
-pub struct FakeStatus {
-    pub deployment: u64,
-    pub state: String,
-    pub description: String,
-    pub environment_url: Option<String>,
+pub(crate) struct FakeStatus {
+    pub(crate) deployment: u64,
+    pub(crate) state: String,
+    pub(crate) description: String,
+    pub(crate) environment_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct FakeComment {
-    pub id: u64,
-    pub repo: String,
-    pub issue: u64,
-    pub body: String,
-    pub edits: usize,
+pub(crate) struct FakeComment {
+    pub(crate) id: u64,
+    pub(crate) repo: String,
+    pub(crate) issue: u64,
+    pub(crate) body: String,
+    pub(crate) edits: usize,
 }
 
 #[derive(Default)]
@@ -64,9 +64,9 @@ struct Recorded {
     closed: HashSet<(String, u64)>,
 }
 
-pub struct FakeGitHub {
+pub(crate) struct FakeGitHub {
     /// `http://127.0.0.1:PORT`
-    pub url: String,
+    pub(crate) url: String,
     state: Arc<Mutex<Recorded>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -78,12 +78,12 @@ impl Drop for FakeGitHub {
 }
 
 impl FakeGitHub {
-    pub async fn start() -> FakeGitHub {
+    pub(crate) async fn start() -> FakeGitHub {
         FakeGitHub::start_on("127.0.0.1:0").await
     }
 
     /// Listening on `addr` (e.g. the node's address, for a client in a pod).
-    pub async fn start_on(addr: &str) -> FakeGitHub {
+    pub(crate) async fn start_on(addr: &str) -> FakeGitHub {
         let state: Arc<Mutex<Recorded>> = Arc::default();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -101,12 +101,12 @@ impl FakeGitHub {
     }
 
     /// The Slack webhook's URL on this server.
-    pub fn slack_url(&self) -> String {
+    pub(crate) fn slack_url(&self) -> String {
         format!("{}/slack/T000/B000/XXXXSECRETXXXX", self.url)
     }
 
     /// GitHub says pull request `number` of `repo` is closed from now on.
-    pub fn close(&self, repo: &str, number: u64) {
+    pub(crate) fn close(&self, repo: &str, number: u64) {
         self.state
             .lock()
             .unwrap()
@@ -114,20 +114,20 @@ impl FakeGitHub {
             .insert((repo.to_owned(), number));
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
 
-    pub fn deployments(&self) -> Vec<FakeDeployment> {
+    pub(crate) fn deployments(&self) -> Vec<FakeDeployment> {
         self.state.lock().unwrap().deployments.clone()
     }
 
-    pub fn statuses(&self) -> Vec<FakeStatus> {
+    pub(crate) fn statuses(&self) -> Vec<FakeStatus> {
         self.state.lock().unwrap().statuses.clone()
     }
 
     /// The states posted for one deployment, in order.
-    pub fn states_of(&self, deployment: u64) -> Vec<String> {
+    pub(crate) fn states_of(&self, deployment: u64) -> Vec<String> {
         self.statuses()
             .into_iter()
             .filter(|s| s.deployment == deployment)
@@ -135,16 +135,16 @@ impl FakeGitHub {
             .collect()
     }
 
-    pub fn comments(&self) -> Vec<FakeComment> {
+    pub(crate) fn comments(&self) -> Vec<FakeComment> {
         self.state.lock().unwrap().comments.clone()
     }
 
-    pub fn slack_messages(&self) -> Vec<String> {
+    pub(crate) fn slack_messages(&self) -> Vec<String> {
         self.state.lock().unwrap().slack.clone()
     }
 
     /// Everything recorded, for a failure message.
-    pub fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         let s = self.state.lock().unwrap();
         let mut out = String::new();
         for c in &s.calls {

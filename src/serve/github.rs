@@ -11,13 +11,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// The hidden marker that finds the service's own comment on a pull request again.
-pub const COMMENT_MARKER: &str = "<!-- sandbox-preview -->";
+pub(crate) const COMMENT_MARKER: &str = "<!-- sandbox-preview -->";
 
 /// GitHub limits a deployment status's description to 140 characters.
-pub const DESCRIPTION_LIMIT: usize = 140;
+pub(crate) const DESCRIPTION_LIMIT: usize = 140;
 
 #[derive(Clone)]
-pub struct GitHub {
+pub(crate) struct GitHub {
     http: reqwest::Client,
     api: Url,
     token: Option<String>,
@@ -26,11 +26,11 @@ pub struct GitHub {
 /// A call GitHub answered with an error.
 #[derive(Debug, thiserror::Error)]
 #[error("GitHub answered {method} {path} with {status}: {message}")]
-pub struct ApiError {
-    pub method: Method,
-    pub path: String,
-    pub status: StatusCode,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl Hint for ApiError {
@@ -45,7 +45,7 @@ impl Hint for ApiError {
 
 /// The states of a deployment status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Queued,
     InProgress,
     Success,
@@ -55,7 +55,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
             State::InProgress => "in_progress",
@@ -77,7 +77,7 @@ fn client() -> Result<reqwest::Client> {
 }
 
 /// `owner/name`, and nothing that could walk elsewhere in the API.
-pub fn valid_repo(full_name: &str) -> bool {
+pub(crate) fn valid_repo(full_name: &str) -> bool {
     let ok = |s: &str| {
         !s.is_empty()
             && s != "."
@@ -89,7 +89,7 @@ pub fn valid_repo(full_name: &str) -> bool {
 }
 
 /// At most `limit` characters, cut on a character boundary with `…` where it was cut.
-pub fn truncate(text: &str, limit: usize) -> String {
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     if text.chars().count() <= limit {
         return text.to_owned();
     }
@@ -100,7 +100,7 @@ pub fn truncate(text: &str, limit: usize) -> String {
 
 impl GitHub {
     /// `api_url`: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server.
-    pub fn new(api_url: &str, token: Option<String>) -> Result<GitHub> {
+    pub(crate) fn new(api_url: &str, token: Option<String>) -> Result<GitHub> {
         let mut api = Url::parse(api_url)
             .with_context(|| format!("--github-api-url `{api_url}` is not a URL"))?;
         if !matches!(api.scheme(), "http" | "https") {
@@ -114,10 +114,6 @@ impl GitHub {
             api,
             token,
         })
-    }
-
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
     }
 
     async fn call(
@@ -175,7 +171,7 @@ impl GitHub {
     }
 
     /// POST /repos/{repo}/deployments for `sha`; returns the deployment's id.
-    pub async fn create_deployment(
+    pub(crate) async fn create_deployment(
         &self,
         repo: &str,
         sha: &str,
@@ -207,7 +203,7 @@ impl GitHub {
     }
 
     /// POST /repos/{repo}/deployments/{id}/statuses.
-    pub async fn set_status(
+    pub(crate) async fn set_status(
         &self,
         repo: &str,
         deployment: u64,
@@ -233,7 +229,7 @@ impl GitHub {
     }
 
     /// The ids of the latest deployments to `environment` (newest first).
-    pub async fn deployments(&self, repo: &str, environment: &str) -> Result<Vec<u64>> {
+    pub(crate) async fn deployments(&self, repo: &str, environment: &str) -> Result<Vec<u64>> {
         let answer = self
             .call(
                 Method::GET,
@@ -249,7 +245,7 @@ impl GitHub {
     }
 
     /// Whether pull request `number` is closed (merged or not).
-    pub async fn pull_is_closed(&self, repo: &str, number: u64) -> Result<bool> {
+    pub(crate) async fn pull_is_closed(&self, repo: &str, number: u64) -> Result<bool> {
         #[derive(Deserialize)]
         struct Pull {
             state: String,
@@ -269,7 +265,7 @@ impl GitHub {
 
     /// Create the service's comment on the pull request, or update the one it made before
     /// (found by [`COMMENT_MARKER`]). `body` should contain the marker.
-    pub async fn upsert_comment(&self, repo: &str, number: u64, body: &str) -> Result<()> {
+    pub(crate) async fn upsert_comment(&self, repo: &str, number: u64, body: &str) -> Result<()> {
         let mut existing = None;
         'pages: for page in 1..=10u32 {
             let page = page.to_string();
@@ -321,13 +317,13 @@ impl GitHub {
 
 /// A Slack incoming webhook.
 #[derive(Clone)]
-pub struct Slack {
+pub(crate) struct Slack {
     http: reqwest::Client,
     url: Url,
 }
 
 impl Slack {
-    pub fn new(url: &str) -> Result<Slack> {
+    pub(crate) fn new(url: &str) -> Result<Slack> {
         // The URL is a secret: it is not repeated in the error.
         let url = Url::parse(url)
             .map_err(|e| anyhow::anyhow!("the Slack webhook URL is not a URL: {e}"))?;
@@ -337,7 +333,7 @@ impl Slack {
         })
     }
 
-    pub async fn post(&self, text: &str) -> Result<()> {
+    pub(crate) async fn post(&self, text: &str) -> Result<()> {
         let response = self
             .http
             .post(self.url.clone())

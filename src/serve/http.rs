@@ -29,14 +29,14 @@ const REMEMBERED_DELIVERIES: usize = 4096;
 
 /// The most recent delivery ids, bounded: the oldest are forgotten first.
 #[derive(Debug)]
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     order: VecDeque<String>,
     seen: HashSet<String>,
     capacity: usize,
 }
 
 impl Deliveries {
-    pub fn new(capacity: usize) -> Deliveries {
+    pub(crate) fn new(capacity: usize) -> Deliveries {
         Deliveries {
             order: VecDeque::new(),
             seen: HashSet::new(),
@@ -45,7 +45,7 @@ impl Deliveries {
     }
 
     /// Remember `id`; false if it was already remembered.
-    pub fn insert(&mut self, id: &str) -> bool {
+    pub(crate) fn insert(&mut self, id: &str) -> bool {
         if self.seen.contains(id) {
             return false;
         }
@@ -60,30 +60,27 @@ impl Deliveries {
     }
 
     /// Forget `id` (its delivery was refused, so a redelivery must be processed).
-    pub fn forget(&mut self, id: &str) {
+    pub(crate) fn forget(&mut self, id: &str) {
         if self.seen.remove(id) {
             self.order.retain(|x| x != id);
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 
-pub struct AppState {
-    pub secret: Vec<u8>,
-    pub queue: Queue,
-    pub deliveries: Mutex<Deliveries>,
-    pub max_body_bytes: usize,
+pub(crate) struct AppState {
+    pub(crate) secret: Vec<u8>,
+    pub(crate) queue: Queue,
+    pub(crate) deliveries: Mutex<Deliveries>,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl AppState {
-    pub fn new(secret: Vec<u8>, queue: Queue, max_body_bytes: usize) -> AppState {
+    pub(crate) fn new(secret: Vec<u8>, queue: Queue, max_body_bytes: usize) -> AppState {
         AppState {
             secret,
             queue,
@@ -93,7 +90,7 @@ impl AppState {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
@@ -245,7 +242,7 @@ async fn webhook(
             format!("`{}` is not an owner/name repository", pr.repo),
         );
     }
-    if pr.from_fork() {
+    if pr.is_from_fork() {
         return ignored(format!(
             "the head branch is in {}, not in {}: previews are built from the product's own repositories",
             pr.head_repo.as_deref().unwrap_or("a deleted fork"),

@@ -5,43 +5,27 @@
 
 use std::fmt::{Display, Write};
 use std::io::Write as _;
-use std::sync::RwLock;
 
-use crate::pipeline::values::REDACTED;
-
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+use crate::redact::Scrubber;
 
 /// Texts shorter than this are not scrubbed: they would garble every line they happen to occur
-/// in (a one-letter secret is in most words), and they are not secrets worth the name anyway.
-pub const MIN_SCRUBBED_LEN: usize = 6;
+/// in, and they are not secrets worth the name anyway.
+pub(crate) const MIN_SCRUBBED_LEN: usize = 6;
+
+static SECRETS: Scrubber = Scrubber::with_min_len(MIN_SCRUBBED_LEN);
 
 /// Never show `secret` in a log line or in anything [`scrub`] cleans.
-pub fn add_secret(secret: &str) {
-    if secret.len() < MIN_SCRUBBED_LEN {
-        return;
-    }
-    let mut list = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !list.iter().any(|s| s == secret) {
-        list.push(secret.to_owned());
-        // Longest first, so a secret that contains another is replaced whole.
-        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+pub(crate) fn add_secret(secret: &str) {
+    SECRETS.add([secret.to_owned()]);
 }
 
 /// `text` with every known secret replaced by `<redacted>`.
-pub fn scrub(text: &str) -> String {
-    let list = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    let mut out = text.to_owned();
-    for secret in list.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), REDACTED);
-        }
-    }
-    out
+pub(crate) fn scrub(text: &str) -> String {
+    SECRETS.scrub(text)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     Info,
     Warn,
     Error,
@@ -58,7 +42,7 @@ impl Level {
 }
 
 /// One event as a line (without the time), e.g. `level=info event=job.started branch=feature-x`.
-pub fn format_line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) -> String {
+pub(crate) fn format_line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) -> String {
     let mut line = format!("level={} event={event}", level.as_str());
     for (key, value) in fields {
         let value = scrub(&value.to_string());
@@ -81,7 +65,7 @@ fn quote(value: &str) -> String {
 }
 
 /// Write one event to stderr.
-pub fn write(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
+pub(crate) fn write(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
     let line = format!(
         "time={:.3} {}\n",
         jiff::Timestamp::now(),

@@ -13,14 +13,14 @@
 //! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
 
-pub mod deployer;
-pub mod event;
-pub mod github;
-pub mod http;
-pub mod log;
-pub mod pipeline;
-pub mod queue;
-pub mod reconcile;
+pub(crate) mod deployer;
+pub(crate) mod event;
+pub(crate) mod github;
+pub(crate) mod http;
+pub(crate) mod log;
+pub(crate) mod pipeline;
+pub(crate) mod queue;
+pub(crate) mod reconcile;
 pub mod signature;
 
 #[cfg(test)]
@@ -37,18 +37,39 @@ use anyhow::{Context, Result};
 use self::deployer::ClusterDeployer;
 use self::github::{GitHub, Slack};
 use self::log::log;
-pub use self::pipeline::{Deployed, Deployer, Failure, Pipeline, Reporting};
+pub(crate) use self::pipeline::{Deployer, Pipeline, Reporting};
 use self::queue::Queue;
-use crate::cli::ServeArgs;
 use crate::kube::ClusterOptions;
+use crate::pipeline::config::Config;
+use crate::pipeline::values::SetValue;
+use crate::pipeline::{Environment, OnFailure, Settings};
+
+/// `sandbox serve` as the command line and the environment configured it.
+pub(crate) struct ServeSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) webhook_secret_file: Option<std::path::PathBuf>,
+    pub(crate) concurrency: std::num::NonZeroUsize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) github_api_url: String,
+    pub(crate) comment: bool,
+    pub(crate) slack_webhook_url: Option<String>,
+    /// Overrides for every preview.
+    pub(crate) sets: Vec<SetValue>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) on_failure: OnFailure,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) reconcile: bool,
+    /// Cache directory and owner of the machine it runs on.
+    pub(crate) env: Environment,
+}
 
 /// What the service needs besides a listener and a deployer.
-pub struct Options {
-    pub secret: Vec<u8>,
-    pub concurrency: usize,
-    pub max_body_bytes: usize,
-    pub reporting: Reporting,
-    pub shutdown_grace: Duration,
+pub(crate) struct Options {
+    pub(crate) secret: Vec<u8>,
+    pub(crate) concurrency: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) reporting: Reporting,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
@@ -102,7 +123,11 @@ async fn stop_signal() -> &'static str {
 }
 
 /// `sandbox serve`.
-pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -> Result<()> {
+pub(crate) async fn run(
+    args: ServeSettings,
+    config: Config,
+    cluster: ClusterOptions,
+) -> Result<()> {
     let secret = webhook_secret(args.webhook_secret_file.as_deref())?;
     log::add_secret(&secret);
     if secret.chars().count() < 16 {
@@ -119,9 +144,14 @@ pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -
     if let Some(url) = &args.slack_webhook_url {
         log::add_secret(url);
     }
-    let config = crate::pipeline::config::load(config_path, &|v| std::env::var(v).ok())?;
     // Check --set and --ttl once, now, rather than on every pull request.
-    crate::pipeline::up::Settings::new(config.clone(), "serve", args.sets.clone(), args.ttl)?;
+    Settings::new(
+        config.clone(),
+        "serve",
+        args.sets.clone(),
+        args.ttl,
+        &args.env,
+    )?;
 
     let github = GitHub::new(&args.github_api_url, token.clone())?;
     if token.is_none() {
@@ -147,6 +177,7 @@ pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -
         sets: args.sets.clone(),
         ttl: args.ttl,
         on_failure: args.on_failure,
+        env: args.env.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -170,7 +201,7 @@ pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -
         reporting,
         shutdown_grace: args.shutdown_grace,
     };
-    let reconcile = !args.no_reconcile;
+    let reconcile = args.reconcile;
     let on_start = move |queue: Queue| {
         if !reconcile {
             return;
@@ -192,7 +223,7 @@ pub async fn run(args: ServeArgs, config_path: &Path, cluster: ClusterOptions) -
 /// Serve webhooks on `listener` until `shutdown` resolves, then stop gracefully: no new
 /// connections or work, running work gets the grace period (a second signal cuts it short),
 /// then whatever still runs is cancelled and reported as such.
-pub async fn serve<D: Deployer>(
+pub(crate) async fn serve<D: Deployer>(
     listener: tokio::net::TcpListener,
     options: Options,
     deployer: D,

@@ -17,24 +17,24 @@ use crate::pipeline::handover::RepoReport;
 
 /// A sandbox that came up.
 #[derive(Debug, Clone)]
-pub struct Deployed {
-    pub url: String,
+pub(crate) struct Deployed {
+    pub(crate) url: String,
     /// What each repository was deployed from.
-    pub repos: Vec<RepoReport>,
+    pub(crate) repos: Vec<RepoReport>,
 }
 
 /// Why a deploy or a deletion failed, safe to show: no decrypted value, no token.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The error and its causes on one line.
-    pub summary: String,
+    pub(crate) summary: String,
     /// The error as the CLI would print it (causes and hints on lines of their own).
-    pub details: String,
+    pub(crate) details: String,
 }
 
 impl Failure {
     /// From an error, with `scrub` applied (it knows the secrets the work came across).
-    pub fn new(error: &anyhow::Error, scrub_secrets: impl Fn(&str) -> String) -> Failure {
+    pub(crate) fn new(error: &anyhow::Error, scrub_secrets: impl Fn(&str) -> String) -> Failure {
         Failure {
             summary: scrub(&scrub_secrets(&format!("{error:#}"))),
             details: scrub(&scrub_secrets(&crate::error::render(error))),
@@ -43,7 +43,7 @@ impl Failure {
 }
 
 /// The cluster's part of the work. The real one runs `up` and `down`; tests use fakes.
-pub trait Deployer: Send + Sync + 'static {
+pub(crate) trait Deployer: Send + Sync + 'static {
     /// The namespace of a branch's sandbox.
     fn namespace(&self, branch: &str) -> String;
     /// Bring the branch's sandbox up (or update it); `prs` asked for it (the last most recently).
@@ -58,17 +58,17 @@ pub trait Deployer: Send + Sync + 'static {
 
 /// How the service reports: where, and whether to comment.
 #[derive(Clone, Default)]
-pub struct Reporting {
+pub(crate) struct Reporting {
     /// `None` without a token: nothing is reported to GitHub.
-    pub github: Option<GitHub>,
-    pub comment: bool,
-    pub slack: Option<Slack>,
+    pub(crate) github: Option<GitHub>,
+    pub(crate) comment: bool,
+    pub(crate) slack: Option<Slack>,
 }
 
 /// Tasks that outlive the work that started them (reports about cancelled work), so that
 /// shutdown can wait for them.
 #[derive(Default)]
-pub struct Background {
+pub(crate) struct Background {
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -84,7 +84,7 @@ impl Background {
     }
 
     /// Wait up to `limit` for every background task.
-    pub async fn drain(&self, limit: Duration) {
+    pub(crate) async fn drain(&self, limit: Duration) {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
         let _ =
             tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
@@ -93,27 +93,23 @@ impl Background {
 
 /// The GitHub environment of a branch's sandbox: the same in every repository, as the sandbox
 /// is the same.
-pub fn environment(branch: &str) -> String {
+pub(crate) fn environment(branch: &str) -> String {
     format!("sandbox/{branch}")
 }
 
-pub struct Pipeline<D> {
+pub(crate) struct Pipeline<D> {
     deployer: D,
     reporting: Reporting,
-    pub background: Arc<Background>,
+    pub(crate) background: Arc<Background>,
 }
 
 impl<D: Deployer> Pipeline<D> {
-    pub fn new(deployer: D, reporting: Reporting) -> Pipeline<D> {
+    pub(crate) fn new(deployer: D, reporting: Reporting) -> Pipeline<D> {
         Pipeline {
             deployer,
             reporting,
             background: Arc::default(),
         }
-    }
-
-    pub fn deployer(&self) -> &D {
-        &self.deployer
     }
 
     async fn deploy(self: Arc<Self>, work: Work, job: Job) {

@@ -21,18 +21,18 @@ use super::log::log;
 
 /// A pull request that asked for the work, at the commit it asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrRef {
+pub(crate) struct PrRef {
     /// `owner/name`.
-    pub repo: String,
-    pub number: u64,
+    pub(crate) repo: String,
+    pub(crate) number: u64,
     /// The head commit of the event that asked.
-    pub sha: String,
+    pub(crate) sha: String,
     /// Who opened the pull request.
-    pub author: String,
+    pub(crate) author: String,
 }
 
 impl PrRef {
-    pub fn same_pr(&self, other: &PrRef) -> bool {
+    pub(crate) fn same_pr(&self, other: &PrRef) -> bool {
         self.repo == other.repo && self.number == other.number
     }
 }
@@ -48,7 +48,7 @@ impl fmt::Display for PrRef {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Bring the branch's sandbox up, or update it.
     Deploy,
     /// Delete it.
@@ -66,16 +66,16 @@ impl fmt::Display for Action {
 
 /// One thing to do to one branch's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Work {
-    pub branch: String,
-    pub action: Action,
+pub(crate) struct Work {
+    pub(crate) branch: String,
+    pub(crate) action: Action,
     /// The pull requests to report to, oldest first; the last one asked most recently.
-    pub prs: Vec<PrRef>,
+    pub(crate) prs: Vec<PrRef>,
 }
 
 impl Work {
     /// This (newer) work, also carrying the pull requests of `older` that it does not name.
-    pub fn absorb(mut self, older: Work) -> Work {
+    pub(crate) fn absorb(mut self, older: Work) -> Work {
         let mut prs: Vec<PrRef> = older
             .prs
             .into_iter()
@@ -87,14 +87,14 @@ impl Work {
     }
 
     /// The pull requests, for logs: `owner/a#1@abc1234 owner/b#7@def5678`.
-    pub fn prs_text(&self) -> String {
+    pub(crate) fn prs_text(&self) -> String {
         let list: Vec<String> = self.prs.iter().map(ToString::to_string).collect();
         list.join(" ")
     }
 }
 
 /// What runs the work: the real one reports to GitHub and calls `up`/`down`; tests use fakes.
-pub trait Executor: Send + Sync + 'static {
+pub(crate) trait Executor: Send + Sync + 'static {
     /// Do `work`. The future may be dropped at any await point (when newer work supersedes it,
     /// or at shutdown); `job` says why. It must wait for [`Job::slot`] before touching the
     /// cluster, so that the concurrency limit holds.
@@ -103,35 +103,27 @@ pub trait Executor: Send + Sync + 'static {
 
 /// What a running piece of work gets from the queue.
 #[derive(Clone)]
-pub struct Job {
+pub(crate) struct Job {
     permits: Arc<Semaphore>,
     cancelled: Arc<Mutex<Option<String>>>,
 }
 
 impl Job {
     /// Wait for one of the `concurrency` slots; `None` once the service is shutting down.
-    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().acquire_owned().await.ok()
     }
 
     /// Why the queue cancelled this work, once it has (for clean-up code that runs when the
     /// work's future is dropped).
-    pub fn cancel_reason(&self) -> Option<String> {
+    pub(crate) fn cancel_reason(&self) -> Option<String> {
         self.cancelled.lock().expect("not poisoned").clone()
-    }
-
-    #[cfg(test)]
-    pub fn for_test(concurrency: usize) -> Job {
-        Job {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            cancelled: Arc::default(),
-        }
     }
 }
 
 /// What became of submitted work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// It will run once the sandbox's earlier work (if any) is done and a slot is free.
     Queued,
     /// It replaced waiting work or cancelled a running deploy of the same sandbox.
@@ -142,7 +134,7 @@ pub enum Submitted {
 
 /// The queue; cheap to clone.
 #[derive(Clone)]
-pub struct Queue {
+pub(crate) struct Queue {
     inner: Arc<Inner>,
 }
 
@@ -181,7 +173,7 @@ impl Running {
 }
 
 impl Queue {
-    pub fn new(concurrency: usize, executor: Arc<dyn Executor>) -> Queue {
+    pub(crate) fn new(concurrency: usize, executor: Arc<dyn Executor>) -> Queue {
         Queue {
             inner: Arc::new(Inner {
                 executor,
@@ -193,7 +185,7 @@ impl Queue {
     }
 
     /// Queue `work`; see the module's documentation for what it supersedes.
-    pub fn submit(&self, work: Work) -> Submitted {
+    pub(crate) fn submit(&self, work: Work) -> Submitted {
         let mut state = self.inner.state.lock().expect("not poisoned");
         if state.closed {
             return Submitted::Closed;
@@ -242,19 +234,23 @@ impl Queue {
     }
 
     /// How many branches have work waiting or running.
-    pub fn busy(&self) -> usize {
+    pub(crate) fn busy(&self) -> usize {
         *self.inner.busy.borrow()
     }
 
     /// Wait until no work is waiting or running.
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         let mut rx = self.inner.busy.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Stop: take no more work, drop what waits, let what runs finish for up to `grace` (or
     /// until `hurry` completes, e.g. a second signal), then cancel the rest.
-    pub async fn shutdown(&self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn shutdown(
+        &self,
+        grace: Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) {
         let dropped: Vec<Work> = {
             let mut state = self.inner.state.lock().expect("not poisoned");
             state.closed = true;
@@ -357,23 +353,23 @@ pub(crate) mod tests {
     /// Records what it was asked to do; each piece of work takes `delay`, or waits for the
     /// test's go-ahead when its branch is in `gated`.
     #[derive(Default)]
-    pub struct Recorder {
-        pub events: Mutex<Vec<String>>,
-        pub delay: Duration,
+    pub(crate) struct Recorder {
+        pub(crate) events: Mutex<Vec<String>>,
+        pub(crate) delay: Duration,
         running: AtomicUsize,
-        pub max_running: AtomicUsize,
+        pub(crate) max_running: AtomicUsize,
         per_branch: Mutex<HashMap<String, usize>>,
-        pub overlap_in_a_branch: std::sync::atomic::AtomicBool,
+        pub(crate) overlap_in_a_branch: std::sync::atomic::AtomicBool,
     }
 
     impl Recorder {
-        pub fn with_delay(delay: Duration) -> Arc<Recorder> {
+        pub(crate) fn with_delay(delay: Duration) -> Arc<Recorder> {
             Arc::new(Recorder {
                 delay,
                 ..Default::default()
             })
         }
-        pub fn events(&self) -> Vec<String> {
+        pub(crate) fn events(&self) -> Vec<String> {
             self.events.lock().unwrap().clone()
         }
         fn push(&self, e: String) {
@@ -430,7 +426,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn work(branch: &str, action: Action, repo: &str, number: u64, sha: &str) -> Work {
+    pub(crate) fn work(branch: &str, action: Action, repo: &str, number: u64, sha: &str) -> Work {
         Work {
             branch: branch.into(),
             action,

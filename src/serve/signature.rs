@@ -6,11 +6,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-pub const HEADER: &str = "x-hub-signature-256";
+pub(crate) const HEADER: &str = "x-hub-signature-256";
 
 /// Why a request's signature was refused. The messages say nothing about the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     #[error("no X-Hub-Signature-256 header")]
     Missing,
     #[error("the X-Hub-Signature-256 header is not `sha256=` followed by 64 hex digits")]
@@ -37,7 +37,11 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Check `header` (the raw `X-Hub-Signature-256` value, if any) against `body`, in constant time.
-pub fn verify(secret: &[u8], body: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
+pub(crate) fn verify(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let hex_digits = header
         .strip_prefix(b"sha256=")

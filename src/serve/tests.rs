@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::fake_github::FakeGitHub;
 use super::github::{GitHub, Slack, COMMENT_MARKER};
+use super::pipeline::{Deployed, Failure};
 use super::queue::{PrRef, Queue};
 use super::*;
 use crate::pipeline::handover::RepoReport;

@@ -70,7 +70,7 @@ impl Product {
     }
 
     pub fn namespace(&self, branch: &str) -> String {
-        sandbox::pipeline::plan::namespace_for(&self.prefix, branch)
+        sandbox::record::namespace_for(&self.prefix, branch)
     }
 
     /// Replace text in the product's sandbox.yaml (to make it wrong on purpose).

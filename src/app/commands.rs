@@ -1,0 +1,260 @@
+//! One function per command.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{print, App};
+use crate::cli::{
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, LogsArgs, Output, OutputArg, ReapArgs,
+    ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
+};
+use crate::kube::connect;
+use crate::pipeline::config::Config;
+use crate::pipeline::settings::unknown_service;
+use crate::pipeline::{self, Interrupted, Secrets, UpOptions};
+use crate::record::{self, Update};
+use crate::{diff, inspect, reap, serve};
+
+pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, args.sets, args.ttl)?;
+    let options = UpOptions {
+        on_failure: args.on_failure,
+        wait_for_lock: !args.no_wait,
+    };
+    let reporter = &app.reporter;
+    // Ctrl-C drops the pipeline where it stands: the lock is given back on the way out, and the
+    // inventory written before each change lets the next `up` or `down` finish.
+    let report = tokio::select! {
+        report = pipeline::up(&settings, &app.cluster, options, reporter) => report?,
+        _ = tokio::signal::ctrl_c() => {
+            reporter.abandon();
+            return Err(Interrupted(settings.namespace.clone()).into());
+        }
+    };
+    if args.timings {
+        reporter.info(&print::timings(&report.timings));
+    }
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            reporter.info(&format!(
+                "sandbox `{}` is ready in {:.1}s",
+                report.namespace, report.timings.total
+            ));
+            println!("{}", report.url);
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot delete sandboxes")?;
+    if args.all_expired {
+        let rows = reap::reap(&cluster, false).await?;
+        return print::reaped(&rows, Output::Text);
+    }
+    let branch = args
+        .branch
+        .as_deref()
+        .expect("clap requires --branch without --all-expired");
+    let namespace = app.namespace_of(branch)?;
+    pipeline::down(&cluster, &namespace, !args.no_wait, &app.reporter).await
+}
+
+pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    if let Some(s) = &args.service {
+        ensure_service(&settings.config, s)?;
+    }
+    let secrets = if args.reveal {
+        Secrets::Reveal
+    } else {
+        Secrets::Redact
+    };
+    let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
+    let wanted = |service: &str| args.service.as_deref().is_none_or(|s| s == service);
+    match args.output.output {
+        Output::Json => println!("{}", print::plan_json(&prepared.plan, wanted)?),
+        Output::Text => print!("{}", print::plan_yaml(&prepared.plan, wanted)?),
+    }
+    Ok(())
+}
+
+pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    ensure_service(&settings.config, &args.service)?;
+    let secrets = if args.reveal {
+        Secrets::Reveal
+    } else {
+        Secrets::Redact
+    };
+    let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
+    let values = &prepared.values[&args.service];
+    let shown = match secrets {
+        Secrets::Reveal => values.reveal().clone(),
+        Secrets::Redact => values.redacted(),
+    };
+    print!("{}", serde_yaml_ng::to_string(&shown)?);
+    Ok(())
+}
+
+pub(super) async fn list(app: &App, args: OutputArg) -> Result<()> {
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot list sandboxes")?;
+    let rows = inspect::list(&cluster).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => inspect::print_list(&rows),
+    }
+    Ok(())
+}
+
+pub(super) async fn status(app: &App, args: StatusArgs) -> Result<()> {
+    let namespace = app.namespace_of(&args.branch.branch)?;
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot read the sandbox")?;
+    record::ensure_ours(&cluster, &namespace).await?;
+    let rows = inspect::status(&cluster, &namespace).await?;
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => inspect::print_status(&rows),
+    }
+    Ok(())
+}
+
+pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
+    let config = app.load_config()?;
+    if let Some(s) = &args.service {
+        ensure_service(&config, s)?;
+    }
+    let namespace = record::namespace_for(&config.namespace_prefix, &args.branch.branch);
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot read the logs")?;
+    record::ensure_ours(&cluster, &namespace).await?;
+    let service = args.service.as_deref();
+    tokio::select! {
+        r = inspect::logs(&cluster, &namespace, service, args.follow, args.since, args.tail) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let (cluster, prepared) = tokio::join!(
+        connect(&app.cluster),
+        pipeline::prepare(&settings, Secrets::Reveal, &app.reporter)
+    );
+    let prepared = prepared?;
+    let cluster = cluster.context("cannot compare with the cluster")?;
+    let plan = &prepared.plan;
+    let changes = diff::diff(&cluster, plan, &prepared.secret_strings()).await?;
+    diff::print_diff(&plan.namespace, &changes, plan.objects().count());
+    Ok(())
+}
+
+pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let prepared = pipeline::prepare(&settings, Secrets::Reveal, &app.reporter).await?;
+    println!(
+        "{}: {} services, {} objects render",
+        settings.config.path.display(),
+        settings.config.services.len(),
+        prepared.plan.objects().count()
+    );
+    match tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster)).await {
+        Ok(Ok(cluster)) => {
+            let n = diff::validate_on_server(&cluster, &prepared.plan).await?;
+            println!(
+                "server-side dry run at {}: {n} objects accepted",
+                cluster.server
+            );
+        }
+        _ => app
+            .reporter
+            .info("no cluster reachable: the server-side dry run was skipped"),
+    }
+    Ok(())
+}
+
+pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
+    let namespace = app.namespace_of(&args.branch.branch)?;
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot extend the sandbox")?;
+    record::ensure_ours(&cluster, &namespace).await?;
+    let ttl = jiff::SignedDuration::try_from(args.ttl).context("the TTL is too long")?;
+    let expires = jiff::Timestamp::now()
+        .checked_add(ttl)
+        .context("the TTL is too long")?;
+    let update = Update {
+        expires_at: Some(expires),
+        ..Update::default()
+    };
+    record::update(&cluster, &namespace, update).await?;
+    println!("{namespace} now expires at {expires}");
+    Ok(())
+}
+
+pub(super) async fn reap(app: &App, args: ReapArgs) -> Result<()> {
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot reap sandboxes")?;
+    let rows = reap::reap(&cluster, args.dry_run).await?;
+    print::reaped(&rows, args.output.output)
+}
+
+pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> {
+    let api_version = match args.cronjob_api_version {
+        Some(v) => v,
+        // What the cluster serves, when one answers quickly; else the current API.
+        None => match tokio::time::timeout(Duration::from_secs(5), connect(&app.cluster)).await {
+            Ok(Ok(cluster)) if cluster.resolve("batch/v1", "CronJob").is_none() => {
+                "batch/v1beta1".to_owned()
+            }
+            _ => "batch/v1".to_owned(),
+        },
+    };
+    let manifests =
+        reap::reaper_manifests(&args.image, &args.schedule, &args.namespace, &api_version);
+    print!("{manifests}");
+    Ok(())
+}
+
+pub(super) fn completions(args: CompletionsArgs) -> Result<()> {
+    let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(args.shell, &mut command, "sandbox", &mut std::io::stdout());
+    Ok(())
+}
+
+pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
+    let settings = serve::ServeSettings {
+        listen: args.listen,
+        webhook_secret_file: args.webhook_secret_file,
+        concurrency: args.concurrency,
+        max_body_bytes: args.max_body_bytes,
+        github_api_url: args.github_api_url,
+        comment: args.comment,
+        slack_webhook_url: args.slack_webhook_url,
+        sets: args.sets,
+        ttl: args.ttl,
+        on_failure: args.on_failure,
+        shutdown_grace: args.shutdown_grace,
+        reconcile: !args.no_reconcile,
+        env: app.env.clone(),
+    };
+    serve::run(settings, app.load_config()?, app.cluster.clone()).await
+}
+
+fn ensure_service(config: &Config, name: &str) -> Result<()> {
+    if config.service(name).is_none() {
+        anyhow::bail!("{}", unknown_service(config, name));
+    }
+    Ok(())
+}

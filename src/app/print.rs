@@ -1,0 +1,91 @@
+//! What commands print to stdout (and the `--timings` block on stderr).
+
+use anyhow::Result;
+
+use crate::cli::Output;
+use crate::pipeline::handover::Timings;
+use crate::pipeline::plan::Plan;
+use crate::reap::Reaped;
+
+/// The `--timings` block: stages, then every step, then the critical path.
+pub(super) fn timings(t: &Timings) -> String {
+    let mut out = format!(
+        "timings: total {:.2}s = prepare {:.2}s (checkout {:.2}s, values+render+plan {:.3}s) + deploy {:.2}s + smoke {:.2}s\n",
+        t.total, t.prepare, t.checkout, t.values_render_plan, t.deploy, t.smoke
+    );
+    for (id, start, ready) in &t.steps {
+        out.push_str(&format!(
+            "  {id:<20} {start:>6.2}s → {ready:>6.2}s  ({:.2}s)\n",
+            ready - start
+        ));
+    }
+    let share = if t.deploy > 0.0 {
+        100.0 * t.critical_path / t.deploy
+    } else {
+        0.0
+    };
+    out.push_str(&format!(
+        "  critical path {:.2}s of deploy {:.2}s ({share:.0}%)",
+        t.critical_path, t.deploy
+    ));
+    out
+}
+
+/// `render --output json`: the steps of the wanted services in dependency order, then smoke.
+pub(super) fn plan_json(plan: &Plan, wanted: impl Fn(&str) -> bool) -> Result<String> {
+    let steps: Vec<serde_json::Value> = plan
+        .steps
+        .iter()
+        .filter(|s| wanted(&s.service))
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "service": s.service,
+                "role": s.role.as_str(),
+                "after": s.after.iter().map(|&i| plan.steps[i].id.clone()).collect::<Vec<_>>(),
+                "objects": s.objects,
+            })
+        })
+        .collect();
+    let smoke: Vec<&serde_json::Value> = plan
+        .smoke
+        .iter()
+        .filter(|(s, _)| wanted(s))
+        .map(|(_, o)| o)
+        .collect();
+    let json = serde_json::json!({"namespace": plan.namespace, "steps": steps, "smoke": smoke});
+    Ok(serde_json::to_string_pretty(&json)?)
+}
+
+/// `render`: every object of the wanted services as multi-document YAML.
+pub(super) fn plan_yaml(plan: &Plan, wanted: impl Fn(&str) -> bool) -> Result<String> {
+    let objects = plan
+        .steps
+        .iter()
+        .filter(|s| wanted(&s.service))
+        .flat_map(|s| s.objects.iter())
+        .chain(plan.smoke.iter().filter(|(s, _)| wanted(s)).map(|(_, o)| o));
+    let mut out = String::new();
+    for object in objects {
+        out.push_str(&format!("---\n{}", serde_yaml_ng::to_string(object)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn reaped(rows: &[Reaped], output: Output) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Output::Text => {
+            if rows.is_empty() {
+                println!("no expired sandboxes");
+            }
+            for r in rows {
+                println!(
+                    "{}: {} (branch {}, owner {}, expired at {})",
+                    r.action, r.namespace, r.branch, r.owner, r.expired_at
+                );
+            }
+        }
+    }
+    Ok(())
+}

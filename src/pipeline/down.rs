@@ -1,0 +1,50 @@
+//! `sandbox down`, the pipeline's inverse: take the sandbox's lock (so it never pulls the floor
+//! from under an `up`), then delete its namespace — only if the tool made it — and wait.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::kube::Cluster;
+use crate::lock;
+use crate::progress::Reporter;
+use crate::record::{self, Deleted, Lookup};
+
+/// How long a namespace may take to go.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// `sandbox down` of one sandbox. With `wait_for_lock` false, fail at once if an `up` holds it.
+pub(crate) async fn down(
+    cluster: &Cluster,
+    namespace: &str,
+    wait_for_lock: bool,
+    reporter: &Reporter,
+) -> Result<()> {
+    let live_and_ours = matches!(
+        record::fetch(cluster, namespace).await?,
+        Lookup::Ours(r) if !r.terminating
+    );
+    let _lock = if live_and_ours {
+        let holder = lock::holder_identity("down");
+        Some(lock::acquire(cluster, namespace, &holder, wait_for_lock, reporter).await?)
+    } else {
+        None
+    };
+    delete(cluster, namespace, reporter).await
+}
+
+/// Delete a sandbox (no lock: the caller holds it or owns the run) and say so.
+pub(crate) async fn delete(cluster: &Cluster, namespace: &str, reporter: &Reporter) -> Result<()> {
+    if let Lookup::Absent = record::fetch(cluster, namespace).await? {
+        reporter.info(&format!(
+            "sandbox `{namespace}` does not exist; nothing to do"
+        ));
+        return Ok(());
+    }
+    reporter.info(&format!("deleting `{namespace}`…"));
+    if record::delete(cluster, namespace).await? == Deleted::Deleting {
+        record::wait_gone(cluster, namespace, DELETE_TIMEOUT).await?;
+        reporter.info(&format!("sandbox `{namespace}` is gone"));
+    }
+    Ok(())
+}

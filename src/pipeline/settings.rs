@@ -1,0 +1,72 @@
+//! What one run of the pipeline is about: the product, the branch, its namespace, and the
+//! choices of whoever started it. The command layer (or `serve`) resolves these from flags and
+//! the environment; the pipeline only reads them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::pipeline::config::{self, Config};
+use crate::pipeline::values::SetValue;
+use crate::record::{self, PrNumber};
+
+/// Everything `up` (and the offline commands) need to know.
+pub(crate) struct Settings {
+    pub(crate) config: Config,
+    pub(crate) branch: String,
+    pub(crate) namespace: String,
+    /// Where repo mirrors and checked-out trees are kept.
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) sets: Vec<SetValue>,
+    pub(crate) owner: String,
+    pub(crate) ttl: Duration,
+    /// The pull requests this sandbox previews (recorded on its namespace), oldest first.
+    pub(crate) prs: Vec<PrNumber>,
+}
+
+/// What comes from the machine rather than from the command: where the cache is, who is asking.
+#[derive(Debug, Clone)]
+pub(crate) struct Environment {
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) owner: String,
+}
+
+impl Settings {
+    /// Settings for `branch`; every `--set` must name a service of the config.
+    pub(crate) fn new(
+        config: Config,
+        branch: &str,
+        sets: Vec<SetValue>,
+        ttl: Option<Duration>,
+        env: &Environment,
+    ) -> Result<Settings> {
+        for set in &sets {
+            if config.service(&set.service).is_none() {
+                anyhow::bail!("--set names {}", unknown_service(&config, &set.service));
+            }
+        }
+        Ok(Settings {
+            namespace: record::namespace_for(&config.namespace_prefix, branch),
+            branch: branch.to_owned(),
+            cache_dir: env.cache_dir.clone(),
+            sets,
+            owner: env.owner.clone(),
+            ttl: ttl.unwrap_or(config.ttl),
+            prs: Vec::new(),
+            config,
+        })
+    }
+}
+
+/// "service `x`, which is not in sandbox.yaml (did you mean `y`?)": the one wording for a
+/// service name that the config does not have.
+pub(crate) fn unknown_service(config: &Config, name: &str) -> String {
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let hint =
+        config::suggest(name, &names).unwrap_or_else(|| format!("services: {}", names.join(", ")));
+    format!(
+        "service `{name}`, which is not in {} ({hint})",
+        config.path.display()
+    )
+}
