@@ -14,6 +14,6 @@ fn main() {
     }) {
         std::process::exit(0);
     }
-    eprint!("{}", sandbox::error::render(&error));
-    std::process::exit(sandbox::error::exit_code(&error));
+    eprint!("{}", sandbox::app::render_error(&error));
+    std::process::exit(sandbox::app::exit_code(&error));
 }

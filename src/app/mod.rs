@@ -102,3 +102,115 @@ fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir);
     base.join("sandbox")
 }
+
+/// How the binary shows a failed command: the error, its causes, and the hints of every layer.
+pub fn render_error(error: &anyhow::Error) -> String {
+    crate::error::render(error, crate::serve::hints_of)
+}
+
+/// The exit code of a failed command (documented in `--help` and the README).
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    if error
+        .chain()
+        .any(|c| c.is::<crate::pipeline::Interrupted>())
+    {
+        crate::error::EXIT_INTERRUPTED
+    } else {
+        crate::error::EXIT_FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_error_causes_and_each_hint_once() {
+        let err = crate::record::RecordError::NotOurs("team-db".into());
+        let error = anyhow::Error::new(err)
+            .context("could not prepare namespace `team-db`")
+            .context("could not deploy");
+        let text = crate::error::render(&error, crate::serve::hints_of);
+        assert_eq!(
+            text,
+            "error: could not deploy\ncaused by: could not prepare namespace `team-db`\ncaused by: namespace `team-db` exists and is not managed by sandbox\nhint: sandbox only changes namespaces labelled app.kubernetes.io/managed-by=sandbox; choose another namespace_prefix, or delete `team-db` yourself if it is yours\n"
+        );
+    }
+
+    #[test]
+    fn details_above_the_advice_are_indented() {
+        let err = crate::lock::LockError::Held {
+            namespace: "sb-x".into(),
+            holder: "ada@laptop".into(),
+            since: "now".into(),
+        };
+        let text = crate::error::render(&anyhow::Error::new(err), crate::serve::hints_of);
+        assert!(
+            text.starts_with("error: sandbox `sb-x` is locked by ada@laptop"),
+            "{text}"
+        );
+        assert!(text.contains("\nhint: "), "{text}");
+    }
+    /// Every error type the crate defines implements `Hint` and is in a layer's registry: read
+    /// the sources, so that a new error type fails this test instead of losing its hint.
+    #[test]
+    fn every_error_type_offers_its_hint() {
+        let sources = crate_sources();
+        let registered: Vec<&str> = [crate::pipeline::REGISTERED, crate::serve::REGISTERED]
+            .concat()
+            .into_iter()
+            .map(|p| p.rsplit("::").next().unwrap().trim())
+            .collect();
+        let types = error_types(&sources);
+        assert!(types.len() >= 10, "found only {types:?}");
+        for name in &types {
+            assert!(
+                sources.contains(&format!("impl Hint for {name} ")),
+                "error type `{name}` does not implement `error::Hint`"
+            );
+            assert!(
+                registered.contains(&name.as_str()),
+                "error type `{name}` is in no `hint_registry!` (src/pipeline/mod.rs, src/serve/mod.rs)"
+            );
+        }
+    }
+
+    fn crate_sources() -> String {
+        let mut sources = String::new();
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut stack = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push_str(&std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        sources
+    }
+
+    /// The names of the types that derive `thiserror::Error`.
+    fn error_types(sources: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        let mut lines = sources.lines();
+        while let Some(line) = lines.next() {
+            if line.trim_start().starts_with("#[derive(") && line.contains("thiserror::Error") {
+                let definition = lines
+                    .by_ref()
+                    .find(|l| l.contains("enum ") || l.contains("struct "))
+                    .unwrap();
+                let name = definition
+                    .split_whitespace()
+                    .skip_while(|w| *w != "enum" && *w != "struct")
+                    .nth(1)
+                    .unwrap()
+                    .split(['(', '{', '<'])
+                    .next()
+                    .unwrap();
+                types.push(name.to_owned());
+            }
+        }
+        types
+    }
+}

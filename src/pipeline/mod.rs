@@ -35,3 +35,40 @@ pub(crate) use self::down::down;
 pub(crate) use self::prepare::{prepare, Secrets};
 pub(crate) use self::settings::{Environment, Settings};
 pub(crate) use self::up::{up, Interrupted, OnFailure, UpOptions};
+
+crate::error::hint_registry!(
+    hints_of,
+    REGISTERED,
+    fallback = several_or_below,
+    [
+        // The foundations' errors, listed here because the foundations sit below any registry.
+        crate::kube::ClusterError,
+        crate::lock::LockError,
+        crate::record::RecordError,
+        config::ConfigError,
+        checkout::CheckoutError,
+        sops::SopsError,
+        values::ValuesError,
+        render::RenderError,
+        render::helpers::HelperError,
+        plan::PlanError,
+        inventory::InventoryError,
+        wait::WaitError,
+        apply::ApplyError,
+        smoke::SmokeError,
+        handover::HandoverError,
+        up::Interrupted,
+    ]
+);
+
+/// Several repos may fail at once: each offers its own hint.
+fn several_or_below(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    match e.downcast_ref::<checkout::CheckoutErrors>() {
+        Some(errors) => errors
+            .errors()
+            .iter()
+            .filter_map(crate::error::Hint::hint)
+            .collect(),
+        None => crate::error::no_hints(e),
+    }
+}

@@ -256,5 +256,16 @@ pub(crate) async fn serve<D: Deployer>(
     Ok(())
 }
 
+crate::error::hint_registry!(
+    hints_of,
+    REGISTERED,
+    fallback = crate::pipeline::hints_of,
+    [
+        event::EventError,
+        github::ApiError,
+        signature::SignatureError
+    ]
+);
+
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,10 @@ impl Failure {
     pub(crate) fn new(error: &anyhow::Error, scrub_secrets: impl Fn(&str) -> String) -> Failure {
         Failure {
             summary: scrub(&scrub_secrets(&format!("{error:#}"))),
-            details: scrub(&scrub_secrets(&crate::error::render(error))),
+            details: scrub(&scrub_secrets(&crate::error::render(
+                error,
+                super::hints_of,
+            ))),
         }
     }
 }
