@@ -125,3 +125,66 @@ impl RenderContext {
         serde_json::to_value(self).expect("the context serializes")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::settings::example;
+
+    fn checkout() -> Checkout {
+        Checkout {
+            repo: "backend".into(),
+            url: "/srv/backend.git".into(),
+            requested_branch: "feature-x".into(),
+            branch: "main".into(),
+            fell_back: true,
+            sha: "121dbcc0123456789".into(),
+            dir: "/tmp/tree".into(),
+        }
+    }
+
+    #[test]
+    fn templates_see_the_sandbox_the_repo_and_every_service_in_file_order() {
+        let settings = example("feature-x");
+        let service = settings.config.service("order-api").unwrap().clone();
+        let context = RenderContext::new(
+            &settings,
+            &service,
+            &checkout(),
+            serde_json::json!({"replicas": 2}),
+        )
+        .to_json();
+        assert_eq!(
+            context,
+            serde_json::json!({
+                "values": {"replicas": 2},
+                "sandbox": {"name": "shop", "branch": "feature-x", "namespace": "shop-feature-x", "owner": "ada"},
+                "repo": {
+                    "name": "backend", "url": "/srv/backend.git", "branch": "main",
+                    "requested_branch": "feature-x", "sha": "121dbcc0123456789",
+                    "short_sha": "121dbcc", "fell_back": true
+                },
+                "service": {
+                    "name": "order-api", "host": "order-api.shop-feature-x.svc",
+                    "host_env": "ORDER_API_SERVICE_HOST", "port_env": "ORDER_API_SERVICE_PORT"
+                },
+                "services": {
+                    "db": {"name": "db", "host": "db.shop-feature-x.svc", "host_env": "DB_SERVICE_HOST", "port_env": "DB_SERVICE_PORT"},
+                    "order-api": {"name": "order-api", "host": "order-api.shop-feature-x.svc", "host_env": "ORDER_API_SERVICE_HOST", "port_env": "ORDER_API_SERVICE_PORT"}
+                }
+            })
+        );
+        let names: Vec<&String> = context["services"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["db", "order-api"], "file order, not sorted");
+    }
+
+    #[test]
+    fn the_url_template_sees_no_owner() {
+        let info = SandboxInfo::for_url(&example("main"));
+        let json = serde_json::to_value(info).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "shop", "branch": "main", "namespace": "shop-main"})
+        );
+    }
+}

@@ -121,6 +121,26 @@ const CLUSTER_SCOPED: &[&str] = &[
 /// Build the plan: stamp namespace and labels on every object and order the steps.
 /// `services` must be in an order where dependencies are known (config validated them).
 pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
+    check_objects(&services)?;
+    let steps = steps(namespace, &dependency_order(&services));
+    let smoke = services
+        .iter()
+        .flat_map(|s| {
+            s.smoke
+                .iter()
+                .map(|m| (s.name.clone(), stamp(m, namespace, &s.name, Role::Smoke)))
+        })
+        .collect();
+    Ok(Plan {
+        namespace: namespace.to_owned(),
+        steps,
+        smoke,
+    })
+}
+
+/// Refuse cluster-scoped objects, objects rendered twice, and preflight or smoke templates
+/// that render more than Jobs (and what Jobs need).
+fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
         if CLUSTER_SCOPED.contains(&m.kind()) {
@@ -141,7 +161,7 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
         }
         Ok(())
     };
-    for s in &services {
+    for s in services {
         for m in s.preflight.iter().chain(&s.objects).chain(&s.smoke) {
             check(m)?;
         }
@@ -159,13 +179,17 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
             }
         }
     }
+    Ok(())
+}
 
-    // Topological order by repeated passes: the graph is small and config rejected cycles.
+/// Services in a topological order, by repeated passes: the graph is small and config rejected
+/// cycles.
+fn dependency_order(services: &[RenderedService]) -> Vec<&RenderedService> {
     let mut order: Vec<&RenderedService> = Vec::new();
     let mut placed: Vec<&str> = Vec::new();
     while order.len() < services.len() {
         let before = order.len();
-        for s in &services {
+        for s in services {
             if !placed.contains(&s.name.as_str())
                 && s.depends_on.iter().all(|d| placed.contains(&d.as_str()))
             {
@@ -178,7 +202,12 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
             "config validation lets no cycle through"
         );
     }
+    order
+}
 
+/// The deploy graph: per service, its preflight step (after its dependencies) and its own step
+/// (after its preflight, or its dependencies).
+fn steps(namespace: &str, order: &[&RenderedService]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut main_step: BTreeMap<&str, usize> = BTreeMap::new();
     for s in order {
@@ -211,19 +240,7 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
         });
         main_step.insert(&s.name, steps.len() - 1);
     }
-    let smoke = services
-        .iter()
-        .flat_map(|s| {
-            s.smoke
-                .iter()
-                .map(|m| (s.name.clone(), stamp(m, namespace, &s.name, Role::Smoke)))
-        })
-        .collect();
-    Ok(Plan {
-        namespace: namespace.to_owned(),
-        steps,
-        smoke,
-    })
+    steps
 }
 
 /// Set the namespace and the tool's labels on an object and on the pod template inside it.

@@ -70,3 +70,58 @@ pub(crate) fn unknown_service(config: &Config, name: &str) -> String {
         config.path.display()
     )
 }
+
+/// Settings of a two-service product, for unit tests of the stages that read them.
+#[cfg(test)]
+pub(crate) fn example(branch: &str) -> Settings {
+    let text = "name: shop\nnamespace_prefix: shop-\nttl: 2d\nurl: {service: order-api}\nrepos:\n  backend: {url: /srv/backend.git}\nservices:\n  db: {repo: backend, templates: [templates/service.yaml]}\n  order-api: {repo: backend, templates: [templates/service.yaml], depends_on: [db]}\n";
+    let config = config::parse(
+        text,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox.yaml"),
+        &|_| None,
+    )
+    .expect("the example config parses");
+    let env = Environment {
+        cache_dir: "/tmp/cache".into(),
+        owner: "ada".into(),
+    };
+    Settings::new(config, branch, Vec::new(), None, &env).expect("valid settings")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_for_an_unknown_service_is_refused_with_a_suggestion() {
+        let config = example("x").config;
+        let set: SetValue = "order-apj.replicas=2".parse().unwrap();
+        let env = Environment {
+            cache_dir: "/tmp".into(),
+            owner: "ada".into(),
+        };
+        let Err(e) = Settings::new(config, "x", vec![set], None, &env) else {
+            panic!("an unknown service is refused");
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("--set names service `order-apj`, which is not in /"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("sandbox.yaml (did you mean `order-api`?)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_namespace_and_ttl_come_from_the_config() {
+        let s = example("feature/x");
+        assert!(
+            s.namespace.starts_with("shop-feature-x-"),
+            "{}",
+            s.namespace
+        );
+        assert_eq!(s.ttl, Duration::from_secs(2 * 86400));
+    }
+}

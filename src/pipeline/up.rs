@@ -331,3 +331,53 @@ fn report(
         timings,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::settings::example;
+
+    #[test]
+    fn the_record_says_who_what_and_until_when() {
+        let mut settings = example("feature-x");
+        settings.prs = vec![crate::record::PrNumber {
+            repo: "o/backend".into(),
+            number: 42,
+        }];
+        let checkout = Checkout {
+            repo: "backend".into(),
+            url: "/srv/backend.git".into(),
+            requested_branch: "feature-x".into(),
+            branch: "main".into(),
+            fell_back: true,
+            sha: "121dbcc".into(),
+            dir: "/tmp/tree".into(),
+        };
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let record = sandbox_record(&settings, &[checkout], now);
+        assert_eq!(record.namespace, "shop-feature-x");
+        assert_eq!(record.product, "shop");
+        assert_eq!(record.owner, "ada");
+        assert_eq!(record.created_at, Some(now));
+        assert_eq!(
+            record.expires_at.unwrap().to_string(),
+            "2026-11-27T10:00:00Z",
+            "ttl 2d from sandbox.yaml"
+        );
+        assert_eq!(
+            record.repos["backend"],
+            RepoAt {
+                branch: "main".into(),
+                sha: "121dbcc".into(),
+                fell_back: true
+            }
+        );
+        let annotations = record.to_annotations();
+        assert_eq!(annotations["sandbox.dev/branch"], "feature-x");
+        assert_eq!(annotations["sandbox.dev/pr-number"], "42");
+        assert!(
+            !annotations.contains_key("sandbox.dev/status"),
+            "status is written as the run goes"
+        );
+    }
+}

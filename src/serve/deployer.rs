@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::pipeline::{Deployed, Deployer, Failure};
 use super::queue::PrRef;
+use super::worker::{Deployed, Deployer, Failure};
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;

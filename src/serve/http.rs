@@ -112,162 +112,214 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn webhook(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let delivery = header_str(&headers, "x-github-delivery")
-        .unwrap_or("")
-        .to_owned();
-    let event_name = header_str(&headers, "x-github-event")
-        .unwrap_or("")
-        .to_owned();
-    let refuse = |status: StatusCode, reason: String| {
+/// One delivery, as its headers name it: what every log line and answer about it says.
+struct Delivery {
+    id: String,
+    event: String,
+    peer: SocketAddr,
+}
+
+impl Delivery {
+    /// Refuse it: 4xx/5xx, logged as a warning.
+    fn refuse(&self, status: StatusCode, reason: String) -> Response {
         log!(
             Warn,
             "webhook.refused",
             status = status.as_u16(),
             reason = reason,
-            peer = peer,
-            delivery = delivery,
-            event = event_name
+            peer = self.peer,
+            delivery = self.id,
+            event = self.event
         );
         answer(status, json!({ "error": reason }))
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {} bytes", state.max_body_bytes),
-            )
-        }
-        Err(rejection) => return refuse(rejection.status(), rejection.body_text()),
-    };
-    if let Err(e) = signature::verify(
-        &state.secret,
-        &body,
-        headers.get(signature::HEADER).map(|v| v.as_bytes()),
-    ) {
-        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let content_type = header_str(&headers, "content-type").unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content type `{content_type}`: set the webhook's content type to application/json"
-            ),
-        );
-    }
-    if event_name.is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into());
-    }
-    // Check and remember in one step, so two copies arriving at once are not both taken.
-    if !delivery.is_empty()
-        && !state
-            .deliveries
-            .lock()
-            .expect("not poisoned")
-            .insert(&delivery)
-    {
-        log!(
-            Info,
-            "webhook.duplicate",
-            delivery = delivery,
-            event = event_name
-        );
-        return answer(
-            StatusCode::OK,
-            json!({ "status": "duplicate delivery, ignored", "delivery": delivery }),
-        );
-    }
-    let forget = || {
-        if !delivery.is_empty() {
-            state
-                .deliveries
-                .lock()
-                .expect("not poisoned")
-                .forget(&delivery);
-        }
-    };
-    let incoming = match event::parse(&event_name, &body) {
-        Ok(incoming) => incoming,
-        Err(e) => {
-            forget();
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("{:#}", anyhow::Error::from(e)),
-            );
-        }
-    };
-    let ignored = |reason: String| {
+
+    /// Acknowledge it without doing anything.
+    fn ignore(&self, reason: String) -> Response {
         log!(
             Info,
             "webhook.ignored",
-            delivery = delivery,
-            event = event_name,
+            delivery = self.id,
+            event = self.event,
             reason = reason
         );
         answer(
             StatusCode::OK,
             json!({ "status": "ignored", "reason": reason }),
         )
+    }
+}
+
+/// The webhook: check the request, drop duplicates, parse the event, queue its work. Every
+/// answer but 2xx for a well-formed event lets GitHub (or a person) redeliver.
+async fn webhook(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let delivery = Delivery {
+        id: header_str(&headers, "x-github-delivery")
+            .unwrap_or("")
+            .to_owned(),
+        event: header_str(&headers, "x-github-event")
+            .unwrap_or("")
+            .to_owned(),
+        peer,
     };
+    let body = match checked_body(&state, &delivery, &headers, body) {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    // Check and remember in one step, so two copies arriving at once are not both taken.
+    if !delivery.id.is_empty()
+        && !state
+            .deliveries
+            .lock()
+            .expect("not poisoned")
+            .insert(&delivery.id)
+    {
+        log!(
+            Info,
+            "webhook.duplicate",
+            delivery = delivery.id,
+            event = delivery.event
+        );
+        return answer(
+            StatusCode::OK,
+            json!({ "status": "duplicate delivery, ignored", "delivery": delivery.id }),
+        );
+    }
+    // A delivery that is refused from here on may be sent again and must then be taken.
+    let forget = || {
+        if !delivery.id.is_empty() {
+            state
+                .deliveries
+                .lock()
+                .expect("not poisoned")
+                .forget(&delivery.id);
+        }
+    };
+    match work_of(&delivery, &body) {
+        Ok(Ok(work)) => queue(&state, &delivery, work, forget),
+        Ok(Err(answered)) => answered,
+        Err(refused) => {
+            forget();
+            refused
+        }
+    }
+}
+
+/// The body, once size, signature, content type and event header are right.
+fn checked_body(
+    state: &AppState,
+    delivery: &Delivery,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Response> {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(delivery.refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {} bytes", state.max_body_bytes),
+            ))
+        }
+        Err(rejection) => return Err(delivery.refuse(rejection.status(), rejection.body_text())),
+    };
+    let signature = headers.get(signature::HEADER).map(|v| v.as_bytes());
+    if let Err(e) = signature::verify(&state.secret, &body, signature) {
+        return Err(delivery.refuse(StatusCode::UNAUTHORIZED, e.to_string()));
+    }
+    let content_type = header_str(headers, "content-type").unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Err(delivery.refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type `{content_type}`: set the webhook's content type to application/json"
+            ),
+        ));
+    }
+    if delivery.event.is_empty() {
+        return Err(delivery.refuse(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into()));
+    }
+    Ok(body)
+}
+
+/// What an event asks for: work to queue, an answer without work (ping, ignored), or a
+/// refusal (malformed; the delivery is forgotten so a fixed one is taken).
+fn work_of(delivery: &Delivery, body: &[u8]) -> Result<Result<Work, Response>, Response> {
+    let incoming = event::parse(&delivery.event, body).map_err(|e| {
+        delivery.refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{:#}", anyhow::Error::from(e)),
+        )
+    })?;
     let pr = match incoming {
         Incoming::Ping { zen } => {
             log!(
                 Info,
                 "webhook.ping",
-                delivery = delivery,
+                delivery = delivery.id,
                 zen = zen.as_deref().unwrap_or("")
             );
-            return answer(StatusCode::OK, json!({ "status": "pong" }));
+            return Ok(Err(answer(StatusCode::OK, json!({ "status": "pong" }))));
         }
-        Incoming::Other { event } => return ignored(format!("event `{event}` is not handled")),
+        Incoming::Other { event } => {
+            return Ok(Err(
+                delivery.ignore(format!("event `{event}` is not handled"))
+            ))
+        }
         Incoming::PullRequest(pr) => pr,
     };
     let Some(action) = pr.intent() else {
-        return ignored(format!(
-            "pull_request action `{}` changes nothing",
-            pr.action
-        ));
+        let reason = format!("pull_request action `{}` changes nothing", pr.action);
+        return Ok(Err(delivery.ignore(reason)));
     };
     if !valid_repo(&pr.repo) {
-        forget();
-        return refuse(
+        return Err(delivery.refuse(
             StatusCode::BAD_REQUEST,
             format!("`{}` is not an owner/name repository", pr.repo),
-        );
+        ));
     }
     if pr.is_from_fork() {
-        return ignored(format!(
+        return Ok(Err(delivery.ignore(format!(
             "the head branch is in {}, not in {}: previews are built from the product's own repositories",
             pr.head_repo.as_deref().unwrap_or("a deleted fork"),
             pr.repo
-        ));
+        ))));
     }
-    let work = Work {
-        branch: pr.head_ref.clone(),
-        action,
-        prs: vec![PrRef {
-            repo: pr.repo.clone(),
-            number: pr.number,
-            sha: pr.head_sha.clone(),
-            author: pr.author.clone(),
-        }],
-    };
-    let submitted = state.queue.submit(work);
     log!(
         Info,
         "webhook.accepted",
-        delivery = delivery,
+        delivery = delivery.id,
         action = pr.action,
         pr = format!("{}#{}", pr.repo, pr.number),
         branch = pr.head_ref,
         sha = pr.head_sha,
+    );
+    Ok(Ok(Work {
+        branch: pr.head_ref,
+        action,
+        prs: vec![PrRef {
+            repo: pr.repo,
+            number: pr.number,
+            sha: pr.head_sha,
+            author: pr.author,
+        }],
+    }))
+}
+
+/// Queue the work and say so: 202, or 503 with Retry-After while the service shuts down.
+fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl Fn()) -> Response {
+    let (branch, action) = (work.branch.clone(), work.action);
+    let sha = work.prs.first().map(|p| p.sha.clone()).unwrap_or_default();
+    let submitted = state.queue.submit(work);
+    log!(
+        Info,
+        "webhook.queued",
+        delivery = delivery.id,
+        branch = branch,
         queued = format!("{submitted:?}").to_lowercase(),
     );
     match submitted {
@@ -287,8 +339,8 @@ async fn webhook(
             json!({
                 "status": "queued",
                 "action": action.to_string(),
-                "branch": pr.head_ref,
-                "sha": pr.head_sha,
+                "branch": branch,
+                "sha": sha,
                 "superseding": submitted == Submitted::Superseding,
             }),
         ),

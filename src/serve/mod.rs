@@ -8,7 +8,7 @@
 //! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
 //!   ([`event`]); it only queues work.
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
-//! - [`pipeline`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
+//! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
@@ -18,12 +18,14 @@ pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
-pub(crate) mod pipeline;
 pub(crate) mod queue;
 pub(crate) mod reconcile;
 pub mod signature;
+pub(crate) mod worker;
 
+// The GitHub stand-in is test support, shared with the end-to-end tests.
 #[cfg(test)]
+#[path = "../../tests/support/fake_github.rs"]
 mod fake_github;
 
 use std::future::Future;
@@ -37,8 +39,8 @@ use anyhow::{Context, Result};
 use self::deployer::ClusterDeployer;
 use self::github::{GitHub, Slack};
 use self::log::log;
-pub(crate) use self::pipeline::{Deployer, Pipeline, Reporting};
 use self::queue::Queue;
+pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
@@ -230,8 +232,8 @@ pub(crate) async fn serve<D: Deployer>(
     on_start: impl FnOnce(Queue),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let pipeline = Arc::new(Pipeline::new(deployer, options.reporting));
-    let queue = Queue::new(options.concurrency, pipeline.clone());
+    let worker = Arc::new(Worker::new(deployer, options.reporting));
+    let queue = Queue::new(options.concurrency, worker.clone());
     let state = Arc::new(http::AppState::new(
         options.secret,
         queue.clone(),
@@ -251,7 +253,7 @@ pub(crate) async fn serve<D: Deployer>(
             log!(Warn, "shutdown.hurried", signal = signal);
         })
         .await;
-    pipeline.background.drain(Duration::from_secs(10)).await;
+    worker.background.drain(Duration::from_secs(10)).await;
     log!(Info, "stopped");
     Ok(())
 }

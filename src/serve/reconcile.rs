@@ -40,38 +40,7 @@ pub(crate) async fn reconcile(
             prs,
             ..
         } = sandbox;
-        let mut all_closed = true;
-        for PrNumber { repo, number } in &prs {
-            if !valid_repo(repo) {
-                all_closed = false;
-                log!(
-                    Warn,
-                    "reconcile.skipped",
-                    namespace = name,
-                    reason = format!("unusable repository `{repo}`")
-                );
-                break;
-            }
-            match github.pull_is_closed(repo, *number).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    all_closed = false;
-                    break;
-                }
-                Err(e) => {
-                    all_closed = false;
-                    log!(
-                        Warn,
-                        "reconcile.skipped",
-                        namespace = name,
-                        pr = format!("{repo}#{number}"),
-                        error = format!("{e:#}")
-                    );
-                    break;
-                }
-            }
-        }
-        if !all_closed {
+        if !all_closed(github, &name, &prs).await {
             continue;
         }
         let work = Work {
@@ -97,4 +66,35 @@ pub(crate) async fn reconcile(
         queued += 1;
     }
     Ok(queued)
+}
+
+/// Whether GitHub says every one of the pull requests is closed. Anything unclear (an unusable
+/// repository name, an error from GitHub) counts as open: nothing is deleted on a guess.
+async fn all_closed(github: &GitHub, namespace: &str, prs: &[PrNumber]) -> bool {
+    for PrNumber { repo, number } in prs {
+        if !valid_repo(repo) {
+            log!(
+                Warn,
+                "reconcile.skipped",
+                namespace = namespace,
+                reason = format!("unusable repository `{repo}`")
+            );
+            return false;
+        }
+        match github.pull_is_closed(repo, *number).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                log!(
+                    Warn,
+                    "reconcile.skipped",
+                    namespace = namespace,
+                    pr = format!("{repo}#{number}"),
+                    error = format!("{e:#}")
+                );
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::fake_github::FakeGitHub;
 use super::github::{GitHub, Slack, COMMENT_MARKER};
-use super::pipeline::{Deployed, Failure};
 use super::queue::{PrRef, Queue};
+use super::worker::{Deployed, Failure};
 use super::*;
 use crate::pipeline::handover::RepoReport;
 

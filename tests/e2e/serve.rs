@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::support::{apply_yaml, cluster, http_get, root, run_ok, Product, TestNamespace};
 
-#[path = "../../src/serve/fake_github.rs"]
+#[path = "../support/fake_github.rs"]
 mod fake_github;
 use fake_github::FakeGitHub;
 

@@ -100,15 +100,23 @@ pub(crate) fn environment(branch: &str) -> String {
     format!("sandbox/{branch}")
 }
 
-pub(crate) struct Pipeline<D> {
+/// One deploy's facts, for its reports.
+struct Run<'a> {
+    work: &'a Work,
+    namespace: &'a str,
+    deployments: &'a [(PrRef, u64)],
+    took: &'a str,
+}
+
+pub(crate) struct Worker<D> {
     deployer: D,
     reporting: Reporting,
     pub(crate) background: Arc<Background>,
 }
 
-impl<D: Deployer> Pipeline<D> {
-    pub(crate) fn new(deployer: D, reporting: Reporting) -> Pipeline<D> {
-        Pipeline {
+impl<D: Deployer> Worker<D> {
+    pub(crate) fn new(deployer: D, reporting: Reporting) -> Worker<D> {
+        Worker {
             deployer,
             reporting,
             background: Arc::default(),
@@ -118,10 +126,8 @@ impl<D: Deployer> Pipeline<D> {
     async fn deploy(self: Arc<Self>, work: Work, job: Job) {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
-        let environment = environment(branch);
-        // A deployment per pull request, for the commit it asked for: that is what GitHub shows
-        // on the pull request. Made before waiting for a slot, so a queued one shows as queued.
-        // Each is in `unfinished` as soon as it exists, so a cancellation from here on reports it.
+        // Each deployment is in `unfinished` as soon as it exists, so a cancellation from here
+        // on reports it.
         let mut unfinished = Unfinished {
             github: self.reporting.github.clone(),
             deployments: Vec::new(),
@@ -129,40 +135,8 @@ impl<D: Deployer> Pipeline<D> {
             background: self.background.clone(),
             armed: true,
         };
-        if let Some(gh) = &self.reporting.github {
-            for pr in &work.prs {
-                let made = gh
-                    .create_deployment(
-                        &pr.repo,
-                        &pr.sha,
-                        &environment,
-                        &format!("sandbox of branch {branch}"),
-                        json!({ "pull_request": pr.number, "namespace": namespace }),
-                    )
-                    .await;
-                match made {
-                    Ok(id) => {
-                        log!(
-                            Info,
-                            "github.deployment",
-                            pr = pr,
-                            id = id,
-                            environment = environment
-                        );
-                        unfinished.deployments.push((pr.clone(), id));
-                        self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
-                            .await;
-                    }
-                    Err(e) => log!(
-                        Warn,
-                        "github.failed",
-                        pr = pr,
-                        call = "create deployment",
-                        error = format!("{e:#}")
-                    ),
-                }
-            }
-        }
+        self.create_deployments(&work, &namespace, &mut unfinished)
+            .await;
         let deployments = unfinished.deployments.clone();
         let Some(_slot) = job.slot().await else {
             return; // shutting down; `unfinished` reports it
@@ -176,90 +150,138 @@ impl<D: Deployer> Pipeline<D> {
             namespace = namespace,
             prs = work.prs_text()
         );
+        let deploying = format!("deploying {branch}");
         for (pr, id) in &deployments {
-            self.status(
-                &pr.repo,
-                *id,
-                State::InProgress,
-                &format!("deploying {branch}"),
-                None,
-            )
-            .await;
+            self.status(&pr.repo, *id, State::InProgress, &deploying, None)
+                .await;
         }
         let result = self.deployer.deploy(branch, &work.prs).await;
         let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        let run = Run {
+            work: &work,
+            namespace: &namespace,
+            deployments: &deployments,
+            took: &took,
+        };
         match result {
-            Ok(deployed) => {
-                let shas = repos_text(&deployed.repos);
-                log!(
-                    Info,
-                    "job.succeeded",
-                    action = "deploy",
-                    branch = branch,
-                    namespace = namespace,
-                    url = deployed.url,
-                    repos = shas,
-                    took = took
-                );
-                let description = format!("{branch} is up: {shas}");
-                for (pr, id) in &deployments {
-                    self.status(
-                        &pr.repo,
-                        *id,
-                        State::Success,
-                        &description,
-                        Some(&deployed.url),
-                    )
-                    .await;
-                }
-                let body = format!(
-                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-                     ✅ The sandbox of `{branch}` is up: **{url}**\n\n\
-                     {table}\n<sub>namespace `{namespace}` · updated for {prs} · `sandbox serve`</sub>\n",
-                    url = deployed.url,
-                    table = repos_table(&deployed.repos),
-                    prs = prs_markdown(&work.prs),
-                );
-                self.comment(&work.prs, &body).await;
-                self.slack(&format!(
-                    ":white_check_mark: Sandbox `{branch}` is up at {} ({})",
-                    deployed.url,
-                    prs_plain(&work.prs)
-                ))
-                .await;
-            }
-            Err(failure) => {
-                log!(
-                    Error,
-                    "job.failed",
-                    action = "deploy",
-                    branch = branch,
-                    namespace = namespace,
-                    error = failure.summary,
-                    took = took
-                );
-                for (pr, id) in &deployments {
-                    self.status(&pr.repo, *id, State::Failure, &failure.summary, None)
-                        .await;
-                }
-                let body = format!(
-                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-                     ❌ The sandbox of `{branch}` failed to deploy.\n\n```\n{details}\n```\n\
-                     <sub>namespace `{namespace}` · for {prs} · `sandbox serve`</sub>\n",
-                    details =
-                        github::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
-                    prs = prs_markdown(&work.prs),
-                );
-                self.comment(&work.prs, &body).await;
-                self.slack(&format!(
-                    ":x: Sandbox `{branch}` failed to deploy ({}): {}",
-                    prs_plain(&work.prs),
-                    github::truncate(&failure.summary, 300)
-                ))
-                .await;
-            }
+            Ok(deployed) => self.report_success(&run, &deployed).await,
+            Err(failure) => self.report_failure(&run, &failure).await,
         }
         unfinished.armed = false;
+    }
+
+    /// A deployment per pull request, for the commit it asked for: that is what GitHub shows on
+    /// the pull request. Made before waiting for a slot, so a queued one shows as queued.
+    async fn create_deployments(&self, work: &Work, namespace: &str, unfinished: &mut Unfinished) {
+        let Some(gh) = &self.reporting.github else {
+            return;
+        };
+        let branch = work.branch.as_str();
+        let environment = environment(branch);
+        for pr in &work.prs {
+            let made = gh
+                .create_deployment(
+                    &pr.repo,
+                    &pr.sha,
+                    &environment,
+                    &format!("sandbox of branch {branch}"),
+                    json!({ "pull_request": pr.number, "namespace": namespace }),
+                )
+                .await;
+            match made {
+                Ok(id) => {
+                    log!(
+                        Info,
+                        "github.deployment",
+                        pr = pr,
+                        id = id,
+                        environment = environment
+                    );
+                    unfinished.deployments.push((pr.clone(), id));
+                    self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
+                        .await;
+                }
+                Err(e) => log!(
+                    Warn,
+                    "github.failed",
+                    pr = pr,
+                    call = "create deployment",
+                    error = format!("{e:#}")
+                ),
+            }
+        }
+    }
+
+    async fn report_success(&self, run: &Run<'_>, deployed: &Deployed) {
+        let (branch, namespace, prs) = (run.work.branch.as_str(), run.namespace, &run.work.prs);
+        let shas = repos_text(&deployed.repos);
+        log!(
+            Info,
+            "job.succeeded",
+            action = "deploy",
+            branch = branch,
+            namespace = namespace,
+            url = deployed.url,
+            repos = shas,
+            took = run.took
+        );
+        let description = format!("{branch} is up: {shas}");
+        for (pr, id) in run.deployments {
+            self.status(
+                &pr.repo,
+                *id,
+                State::Success,
+                &description,
+                Some(&deployed.url),
+            )
+            .await;
+        }
+        let body = format!(
+            "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+             ✅ The sandbox of `{branch}` is up: **{url}**\n\n\
+             {table}\n<sub>namespace `{namespace}` · updated for {prs} · `sandbox serve`</sub>\n",
+            url = deployed.url,
+            table = repos_table(&deployed.repos),
+            prs = prs_markdown(prs),
+        );
+        self.comment(prs, &body).await;
+        self.slack(&format!(
+            ":white_check_mark: Sandbox `{branch}` is up at {} ({})",
+            deployed.url,
+            prs_plain(prs)
+        ))
+        .await;
+    }
+
+    async fn report_failure(&self, run: &Run<'_>, failure: &Failure) {
+        let (branch, namespace, prs) = (run.work.branch.as_str(), run.namespace, &run.work.prs);
+        log!(
+            Error,
+            "job.failed",
+            action = "deploy",
+            branch = branch,
+            namespace = namespace,
+            error = failure.summary,
+            took = run.took
+        );
+        for (pr, id) in run.deployments {
+            self.status(&pr.repo, *id, State::Failure, &failure.summary, None)
+                .await;
+        }
+        let body = format!(
+            "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+             ❌ The sandbox of `{branch}` failed to deploy.\n\n```\n{details}\n```\n\
+             <sub>namespace `{namespace}` · for {prs} · `sandbox serve`</sub>\n",
+            details = github::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
+            prs = prs_markdown(prs),
+        );
+        self.comment(prs, &body).await;
+        self.slack(&format!(
+            ":x: Sandbox `{branch}` failed to deploy ({}): {}",
+            prs_plain(prs),
+            github::truncate(&failure.summary, 300)
+        ))
+        .await;
     }
 
     async fn destroy(self: Arc<Self>, work: Work, job: Job) {
@@ -402,7 +424,7 @@ impl<D: Deployer> Pipeline<D> {
     }
 }
 
-impl<D: Deployer> Executor for Pipeline<D> {
+impl<D: Deployer> Executor for Worker<D> {
     fn execute(self: Arc<Self>, work: Work, job: Job) -> BoxFuture<'static, ()> {
         match work.action {
             Action::Deploy => self.deploy(work, job).boxed(),
