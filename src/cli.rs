@@ -13,7 +13,8 @@ use crate::pipeline::OnFailure;
 #[command(
     name = "sandbox",
     version,
-    about = "Every branch its own complete, isolated copy of the product on Kubernetes"
+    about = "Every branch its own complete, isolated copy of the product on Kubernetes",
+    after_help = "Exit codes: 0 success; 1 a failure caused by input, configuration or the cluster; 70 a bug (a crash); 130 interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     /// The product's sandbox.yaml.

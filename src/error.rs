@@ -61,21 +61,26 @@ pub(crate) fn render(error: &anyhow::Error, hints_of: HintsOf) -> String {
 /// Make a panic read like the other errors, say it is a bug, and exit with [`EXIT_BUG`].
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
+        let payload = info.payload();
+        let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let place = info
             .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        eprintln!(
-            "error: sandbox crashed: {message}{place}\nhint: this is a bug in sandbox; please report it with the command you ran (exit code {EXIT_BUG})"
-        );
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        eprint!("{}", crash_report(&message, place.as_deref()));
         std::process::exit(EXIT_BUG);
     }));
+}
+
+/// What a panic prints: one `error:` line with where it happened, and a hint that it is a bug.
+fn crash_report(message: &str, place: Option<&str>) -> String {
+    let place = place.map(|p| format!(" at {p}")).unwrap_or_default();
+    format!(
+        "error: sandbox crashed: {message}{place}\nhint: this is a bug in sandbox; please report it with the command you ran (exit code {EXIT_BUG})\n"
+    )
 }
 
 /// Define `$name`, the hints of one layer's error types, falling back to `$fallback` (the layer
@@ -100,4 +105,17 @@ pub(crate) use hint_registry;
 /// The registry below the lowest layer: no typed error there.
 pub(crate) fn no_hints(_: &(dyn std::error::Error + 'static)) -> Vec<String> {
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_says_it_is_a_bug_and_where() {
+        assert_eq!(
+            crash_report("index out of bounds", Some("src/pipeline/plan.rs:12")),
+            "error: sandbox crashed: index out of bounds at src/pipeline/plan.rs:12\nhint: this is a bug in sandbox; please report it with the command you ran (exit code 70)\n"
+        );
+    }
 }
