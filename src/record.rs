@@ -534,6 +534,71 @@ mod tests {
         }
     }
 
+    /// A cluster whose API server answers every request with `status` and `body`, and notes the
+    /// methods it was asked.
+    fn cluster_answering(
+        status: u16,
+        body: serde_json::Value,
+    ) -> (Cluster, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            log.lock().unwrap().push(req.method().to_string());
+            let body = body.to_string().into_bytes();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(body))
+                        .unwrap(),
+                )
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let cluster = Cluster {
+            discovery: std::sync::Arc::new(kube::Discovery::new(client.clone())),
+            client,
+            server: "http://test".into(),
+        };
+        (cluster, seen)
+    }
+
+    fn record_of(namespace: &str) -> SandboxRecord {
+        SandboxRecord {
+            namespace: namespace.into(),
+            product: "shop".into(),
+            branch: "x".into(),
+            ..SandboxRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_namespace_stops_ensure_before_any_write() {
+        let forbidden = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "forbidden", "reason": "Forbidden", "code": 403});
+        let (cluster, seen) = cluster_answering(403, forbidden);
+        let Err(e) = ensure(&cluster, &record_of("sb-x")).await else {
+            panic!("a namespace that cannot be read is not taken for absent");
+        };
+        assert!(matches!(e, RecordError::Api { .. }), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), ["GET"], "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn someone_elses_namespace_is_never_written_or_deleted() {
+        let theirs = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-db", "labels": {MANAGED_BY: "helm"}}});
+        let (cluster, seen) = cluster_answering(200, theirs);
+        let e = ensure(&cluster, &record_of("team-db")).await.unwrap_err();
+        assert!(matches!(e, RecordError::NotOurs(_)), "{e:?}");
+        let e = delete(&cluster, "team-db").await.unwrap_err();
+        assert!(matches!(e, RecordError::NotOurs(_)), "{e:?}");
+        assert!(matches!(
+            ensure_ours(&cluster, "team-db").await,
+            Err(RecordError::NotOurs(_))
+        ));
+        assert_eq!(*seen.lock().unwrap(), ["GET", "GET", "GET"], "only reads");
+    }
+
     #[test]
     fn a_namespace_without_the_label_has_no_record() {
         let ns = namespace(&[(SANDBOX_LABEL, "shop")], &[("sandbox.dev/branch", "x")]);
