@@ -169,7 +169,7 @@ async fn webhook(
     };
     let body = match checked_body(&state, &delivery, &headers, body) {
         Ok(body) => body,
-        Err(refused) => return refused,
+        Err((status, reason)) => return delivery.refuse(status, reason),
     };
     // Check and remember in one step, so two copies arriving at once are not both taken.
     if !delivery.id.is_empty()
@@ -201,14 +201,17 @@ async fn webhook(
         }
     };
     match work_of(&delivery, &body) {
-        Ok(Ok(work)) => queue(&state, &delivery, work, forget),
-        Ok(Err(answered)) => answered,
-        Err(refused) => {
+        Next::Queue(work) => queue(&state, &delivery, work, forget),
+        Next::Answered(response) => response,
+        Next::Refused(status, reason) => {
             forget();
-            refused
+            delivery.refuse(status, reason)
         }
     }
 }
+
+/// Why a request is refused: the status and the reason given.
+type Refusal = (StatusCode, String);
 
 /// The body, once size, signature, content type and event header are right.
 fn checked_body(
@@ -216,24 +219,24 @@ fn checked_body(
     delivery: &Delivery,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, Response> {
+) -> Result<Bytes, Refusal> {
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(delivery.refuse(
+            return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {} bytes", state.max_body_bytes),
             ))
         }
-        Err(rejection) => return Err(delivery.refuse(rejection.status(), rejection.body_text())),
+        Err(rejection) => return Err((rejection.status(), rejection.body_text())),
     };
     let signature = headers.get(signature::HEADER).map(|v| v.as_bytes());
     if let Err(e) = signature::verify(&state.secret, &body, signature) {
-        return Err(delivery.refuse(StatusCode::UNAUTHORIZED, e.to_string()));
+        return Err((StatusCode::UNAUTHORIZED, e.to_string()));
     }
     let content_type = header_str(headers, "content-type").unwrap_or("application/json");
     if !content_type.starts_with("application/json") {
-        return Err(delivery.refuse(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "content type `{content_type}`: set the webhook's content type to application/json"
@@ -241,53 +244,54 @@ fn checked_body(
         ));
     }
     if delivery.event.is_empty() {
-        return Err(delivery.refuse(StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into()));
+        return Err((StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into()));
     }
     Ok(body)
 }
 
-/// What an event asks for: work to queue, an answer without work (ping, ignored), or a
-/// refusal (malformed; the delivery is forgotten so a fixed one is taken).
-fn work_of(delivery: &Delivery, body: &[u8]) -> Result<Result<Work, Response>, Response> {
-    let incoming = event::parse(&delivery.event, body).map_err(|e| {
-        delivery.refuse(
-            StatusCode::BAD_REQUEST,
-            format!("{:#}", anyhow::Error::from(e)),
-        )
-    })?;
+/// What an event asks for.
+enum Next {
+    /// Work to queue.
+    Queue(Work),
+    /// Answered without work: a ping, or an event that changes nothing.
+    Answered(Response),
+    /// Malformed: refused, and the delivery forgotten so that a fixed one is taken.
+    Refused(StatusCode, String),
+}
+
+fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
+    let incoming = match event::parse(&delivery.event, body) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            let reason = format!("{:#}", anyhow::Error::from(e));
+            return Next::Refused(StatusCode::BAD_REQUEST, reason);
+        }
+    };
     let pr = match incoming {
         Incoming::Ping { zen } => {
-            log!(
-                Info,
-                "webhook.ping",
-                delivery = delivery.id,
-                zen = zen.as_deref().unwrap_or("")
-            );
-            return Ok(Err(answer(StatusCode::OK, json!({ "status": "pong" }))));
+            let zen = zen.as_deref().unwrap_or("");
+            log!(Info, "webhook.ping", delivery = delivery.id, zen = zen);
+            return Next::Answered(answer(StatusCode::OK, json!({ "status": "pong" })));
         }
         Incoming::Other { event } => {
-            return Ok(Err(
-                delivery.ignore(format!("event `{event}` is not handled"))
-            ))
+            return Next::Answered(delivery.ignore(format!("event `{event}` is not handled")))
         }
         Incoming::PullRequest(pr) => pr,
     };
     let Some(action) = pr.intent() else {
         let reason = format!("pull_request action `{}` changes nothing", pr.action);
-        return Ok(Err(delivery.ignore(reason)));
+        return Next::Answered(delivery.ignore(reason));
     };
     if !valid_repo(&pr.repo) {
-        return Err(delivery.refuse(
-            StatusCode::BAD_REQUEST,
-            format!("`{}` is not an owner/name repository", pr.repo),
-        ));
+        let reason = format!("`{}` is not an owner/name repository", pr.repo);
+        return Next::Refused(StatusCode::BAD_REQUEST, reason);
     }
     if pr.is_from_fork() {
-        return Ok(Err(delivery.ignore(format!(
+        return Next::Answered(delivery.ignore(format!(
             "the head branch is in {}, not in {}: previews are built from the product's own repositories",
             pr.head_repo.as_deref().unwrap_or("a deleted fork"),
             pr.repo
-        ))));
+        )));
     }
     log!(
         Info,
@@ -298,7 +302,7 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Result<Result<Work, Response>, R
         branch = pr.head_ref,
         sha = pr.head_sha,
     );
-    Ok(Ok(Work {
+    Next::Queue(Work {
         branch: pr.head_ref,
         action,
         prs: vec![PrRef {
@@ -307,7 +311,7 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Result<Result<Work, Response>, R
             sha: pr.head_sha,
             author: pr.author,
         }],
-    }))
+    })
 }
 
 /// Queue the work and say so: 202, or 503 with Retry-After while the service shuts down.
