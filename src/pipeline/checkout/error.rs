@@ -1,0 +1,329 @@
+//! Why a checkout failed: one [`CheckoutError`] per repository, gathered in [`CheckoutErrors`],
+//! each with a hint; and [`ErrorContext`], which names the repository in every error.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use git2::{ErrorClass, ErrorCode};
+
+use super::credentials::{AuthState, GITHUB_TOKEN_ENV, SSH_AGENT, TOKEN_ENV};
+use super::url::{is_http_url, is_local_url, redact_url};
+use super::RepoSpec;
+use crate::error::Hint;
+
+/// How many branch names an error message lists at most.
+const MAX_LISTED_BRANCHES: usize = 10;
+
+/// Why one repository could not be checked out.
+///
+/// URLs in these errors have any password (and, for HTTP(S), any user info) replaced by `***`.
+/// The underlying git or I/O error is the [`source`](std::error::Error::source) and is not
+/// repeated in the message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckoutError {
+    /// The remote could not be reached or read: wrong URL, host down, network, server error.
+    #[error("could not fetch repository `{repo}` from {url}")]
+    Fetch {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// What libgit2 reported.
+        #[source]
+        source: git2::Error,
+    },
+    /// The remote asked for credentials and refused every one that could be offered.
+    #[error("authentication failed for repository `{repo}` at {url} ({})", tried_text(.tried))]
+    Auth {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The credentials that were offered, e.g. `SSH agent`; empty when none was available.
+        tried: Vec<String>,
+        /// What libgit2 reported.
+        #[source]
+        source: git2::Error,
+    },
+    /// The remote has neither the requested branch nor the fallback branch.
+    #[error(
+        "repository `{repo}` ({url}) has neither branch `{requested}` nor fallback branch \
+         `{fallback}`; its branches: {}",
+        branch_list(.available)
+    )]
+    BranchMissing {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The branch that was asked for.
+        requested: String,
+        /// The fallback that was tried: configured, or the remote's default branch.
+        fallback: String,
+        /// Every branch the remote advertises, sorted (the message shows the first 10).
+        available: Vec<String>,
+    },
+    /// The requested branch does not exist, no fallback is configured, and the remote's HEAD
+    /// names no branch (an empty repository, or a detached HEAD).
+    #[error(
+        "repository `{repo}` ({url}) has no branch `{requested}`, no `fallback_branch` is \
+         configured, and the remote has no default branch; its branches: {}",
+        branch_list(.available)
+    )]
+    NoDefaultBranch {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The branch that was asked for.
+        requested: String,
+        /// Every branch the remote advertises, sorted.
+        available: Vec<String>,
+    },
+    /// The local mirror in the cache could not be read or written by libgit2.
+    #[error("the local mirror of `{repo}` ({url}) at {} is unusable", .path.display())]
+    Cache {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The mirror's directory.
+        path: PathBuf,
+        /// What libgit2 reported.
+        #[source]
+        source: git2::Error,
+    },
+    /// Reading or writing the cache directory failed.
+    #[error("I/O error on {} while checking out `{repo}` ({url})", .path.display())]
+    Io {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The blocking task checking out the repository panicked or was cancelled.
+    #[error("checking out `{repo}` ({url}) stopped unexpectedly")]
+    Task {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl CheckoutError {
+    /// [`RepoSpec::name`] of the repository that failed.
+    pub(super) fn repo(&self) -> &str {
+        match self {
+            Self::Fetch { repo, .. }
+            | Self::Auth { repo, .. }
+            | Self::BranchMissing { repo, .. }
+            | Self::NoDefaultBranch { repo, .. }
+            | Self::Cache { repo, .. }
+            | Self::Io { repo, .. }
+            | Self::Task { repo, .. } => repo,
+        }
+    }
+}
+
+impl Hint for CheckoutError {
+    /// What the user can do about it, when there is something to suggest.
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Fetch { repo, url, .. } => Some(format!(
+                "check the URL of repo `{repo}` in sandbox.yaml and that {url} is reachable from \
+                 here; for a private repository {}",
+                credentials_advice(url)
+            )),
+            Self::Auth { url, .. } => Some(credentials_advice(url)),
+            Self::BranchMissing {
+                repo,
+                requested,
+                fallback,
+                ..
+            } => Some(format!(
+                "push the branch `{requested}`, or set `fallback_branch` for repo `{repo}` in \
+                 sandbox.yaml to one of its branches (`{fallback}` does not exist)"
+            )),
+            Self::NoDefaultBranch {
+                repo, requested, ..
+            } => Some(format!(
+                "push the branch `{requested}`, or set `fallback_branch` for repo `{repo}` in \
+                 sandbox.yaml"
+            )),
+            Self::Cache { path, .. } => Some(format!(
+                "delete {} (it is only a cache and is fetched again)",
+                path.display()
+            )),
+            Self::Io { path, .. } => Some(format!(
+                "check the permissions of {} and the free space on its disk",
+                path.display()
+            )),
+            Self::Task { .. } => None,
+        }
+    }
+}
+
+/// Every repository that could not be checked out (never empty), in input order.
+///
+/// With exactly one error, [`source`](std::error::Error::source) is that error; with more,
+/// there is no single cause: iterate [`CheckoutErrors::errors`] and print each one's chain.
+#[derive(Debug)]
+pub(crate) struct CheckoutErrors(pub(super) Vec<CheckoutError>);
+
+impl CheckoutErrors {
+    /// The individual errors, in input order.
+    pub(crate) fn errors(&self) -> &[CheckoutError] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CheckoutErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        let names: Vec<String> = self.0.iter().map(|e| format!("`{}`", e.repo())).collect();
+        write!(
+            f,
+            "{n} {} could not be checked out: {}",
+            if n == 1 { "repository" } else { "repositories" },
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for CheckoutErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.0.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+}
+
+/// Names the repository being checked out in the errors made while doing so.
+pub(super) struct ErrorContext<'a> {
+    /// [`RepoSpec::name`].
+    pub(super) repo: &'a str,
+    /// [`RepoSpec::url`], credentials redacted.
+    pub(super) url: String,
+}
+
+impl<'a> ErrorContext<'a> {
+    pub(super) fn new(spec: &'a RepoSpec) -> Self {
+        ErrorContext {
+            repo: &spec.name,
+            url: redact_url(&spec.url),
+        }
+    }
+
+    pub(super) fn io(&self, path: &Path, source: io::Error) -> CheckoutError {
+        CheckoutError::Io {
+            repo: self.repo.to_owned(),
+            url: self.url.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(super) fn cache(&self, path: &Path, source: git2::Error) -> CheckoutError {
+        CheckoutError::Cache {
+            repo: self.repo.to_owned(),
+            url: self.url.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(super) fn fetch(&self, source: git2::Error) -> CheckoutError {
+        CheckoutError::Fetch {
+            repo: self.repo.to_owned(),
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// A failed connect or fetch: an authentication failure if the credentials ran out.
+    pub(super) fn remote(
+        &self,
+        source: git2::Error,
+        auth: &RefCell<AuthState<'_>>,
+    ) -> CheckoutError {
+        let auth = auth.borrow();
+        let is_auth = source.code() == ErrorCode::Auth
+            || auth.exhausted
+            || (source.class() == ErrorClass::Ssh && auth.offered.iter().any(|o| o == SSH_AGENT));
+        if is_auth {
+            CheckoutError::Auth {
+                repo: self.repo.to_owned(),
+                url: self.url.clone(),
+                tried: auth.offered.clone(),
+                source,
+            }
+        } else {
+            self.fetch(source)
+        }
+    }
+}
+
+fn tried_text(tried: &[String]) -> String {
+    if tried.is_empty() {
+        "no credentials were available".to_owned()
+    } else {
+        format!("tried: {}", tried.join(", "))
+    }
+}
+
+fn branch_list(branches: &[String]) -> String {
+    if branches.is_empty() {
+        return "none".to_owned();
+    }
+    let shown: Vec<String> = branches
+        .iter()
+        .take(MAX_LISTED_BRANCHES)
+        .map(|b| format!("`{b}`"))
+        .collect();
+    let mut s = shown.join(", ");
+    if branches.len() > MAX_LISTED_BRANCHES {
+        s.push_str(&format!(
+            " and {} more",
+            branches.len() - MAX_LISTED_BRANCHES
+        ));
+    }
+    s
+}
+
+fn credentials_advice(url: &str) -> String {
+    if is_http_url(url) {
+        format!("set {TOKEN_ENV} (or {GITHUB_TOKEN_ENV}) to a token that can read the repository")
+    } else if is_local_url(url) {
+        "check that the path exists and is readable".to_owned()
+    } else {
+        "add a key that can read the repository to the SSH agent (`ssh-add`) and check that \
+         SSH_AUTH_SOCK is set"
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_lists_are_capped() {
+        let few: Vec<String> = ["main", "dev"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(branch_list(&few), "`main`, `dev`");
+        assert_eq!(branch_list(&[]), "none");
+        let many: Vec<String> = (0..25).map(|i| format!("b{i}")).collect();
+        assert!(branch_list(&many).ends_with("`b9` and 15 more"));
+    }
+}

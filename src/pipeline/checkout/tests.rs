@@ -1,0 +1,718 @@
+//! The stage end to end: real bare repositories (built with git2) checked out through
+//! [`checkout_all`], over local paths, `git://` (a `git daemon`) and a refusing HTTP server.
+
+use super::credentials::TOKEN_ENV;
+use super::*;
+use crate::error::Hint;
+use git2::build::TreeUpdateBuilder;
+use git2::{FileMode, Oid, RepositoryInitOptions, Signature};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+// -- fixtures: real bare repositories built with git2 -------------------------------------
+
+/// A bare repository whose HEAD points at `refs/heads/<head>`.
+fn bare_repo(path: &Path, head: &str) -> Repository {
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).initial_head(head).mkpath(true);
+    Repository::init_opts(path, &options).unwrap()
+}
+
+/// Commit `files` (path → content; `None` deletes) on `branch`, on top of the branch's tip,
+/// else of `from`'s tip, else as a root commit. Paths may be nested; a path ending in
+/// `.sh` is executable.
+fn commit(
+    repo: &Repository,
+    branch: &str,
+    from: Option<&str>,
+    files: &[(&str, Option<&str>)],
+) -> Oid {
+    let refname = format!("refs/heads/{branch}");
+    let parent_ref = repo
+        .refname_to_id(&refname)
+        .ok()
+        .or_else(|| from.map(|f| repo.refname_to_id(&format!("refs/heads/{f}")).unwrap()));
+    let parent = parent_ref.map(|oid| repo.find_commit(oid).unwrap());
+    let baseline = match &parent {
+        Some(p) => p.tree().unwrap(),
+        None => {
+            let empty = repo.treebuilder(None).unwrap().write().unwrap();
+            repo.find_tree(empty).unwrap()
+        }
+    };
+    let mut update = TreeUpdateBuilder::new();
+    for (path, content) in files {
+        match content {
+            Some(content) => {
+                let blob = repo.blob(content.as_bytes()).unwrap();
+                let mode = if path.ends_with(".sh") {
+                    FileMode::BlobExecutable
+                } else {
+                    FileMode::Blob
+                };
+                update.upsert(*path, blob, mode);
+            }
+            None => {
+                update.remove(*path);
+            }
+        }
+    }
+    let tree = repo
+        .find_tree(update.create_updated(repo, &baseline).unwrap())
+        .unwrap();
+    let sig = Signature::now("Test", "test@example.com").unwrap();
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some(&refname), &sig, &sig, "test commit", &tree, &parents)
+        .unwrap()
+}
+
+/// A remote with `main` (README.md, config/app.yaml, run.sh) and, if asked, `feature-x`.
+fn product_repo(path: &Path, with_feature: bool) -> Repository {
+    let repo = bare_repo(path, "main");
+    commit(
+        &repo,
+        "main",
+        None,
+        &[
+            ("README.md", Some("main readme\n")),
+            ("config/app.yaml", Some("replicas: 1\n")),
+            ("run.sh", Some("#!/bin/sh\necho hi\n")),
+        ],
+    );
+    if with_feature {
+        commit(
+            &repo,
+            "feature-x",
+            Some("main"),
+            &[("README.md", Some("feature readme\n"))],
+        );
+    }
+    repo
+}
+
+fn spec(name: &str, url: impl Into<String>) -> RepoSpec {
+    RepoSpec {
+        name: name.to_owned(),
+        url: url.into(),
+        fallback_branch: None,
+    }
+}
+
+fn tip(repo: &Repository, branch: &str) -> String {
+    repo.refname_to_id(&format!("refs/heads/{branch}"))
+        .unwrap()
+        .to_string()
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    fs::read_to_string(dir.join(file)).unwrap()
+}
+
+fn url_of(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+async fn checkout_one_async(spec: RepoSpec, branch: &str, cache: &Path) -> Checkout {
+    let mut all = checkout_all(&[spec], branch, cache).await.unwrap();
+    all.pop().unwrap()
+}
+
+fn mirror(cache: &Path, url: &str) -> Repository {
+    Repository::open_bare(cache.join(format!("{}.git", cache_key(url)))).unwrap()
+}
+
+/// A port on 127.0.0.1 nobody listens on (right now).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// -- branch selection ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn requested_branch_present() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("api.git"), true);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+
+    let c = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+
+    assert_eq!(c.repo, "api");
+    assert_eq!(c.url, url);
+    assert_eq!(c.requested_branch, "feature-x");
+    assert_eq!(c.branch, "feature-x");
+    assert!(!c.fell_back);
+    assert_eq!(c.sha, tip(&remote, "feature-x"));
+    assert_eq!(c.short_sha(), &c.sha[..7]);
+    assert!(c.dir.is_absolute());
+    assert!(c.dir.starts_with(cache.canonicalize().unwrap()));
+    assert_eq!(read(&c.dir, "README.md"), "feature readme\n");
+    assert_eq!(read(&c.dir, "config/app.yaml"), "replicas: 1\n");
+    assert!(!c.dir.join(".git").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| fs::metadata(c.dir.join(f)).unwrap().permissions().mode();
+        assert_ne!(mode("run.sh") & 0o111, 0, "run.sh should be executable");
+        assert_eq!(mode("README.md") & 0o111, 0);
+    }
+    // Only the requested branch was fetched, and a local remote is fetched in full.
+    let m = mirror(&cache, &url);
+    assert!(m.find_reference("refs/heads/feature-x").is_ok());
+    assert!(m.find_reference("refs/heads/main").is_err());
+    assert!(!m.is_shallow());
+}
+
+#[tokio::test]
+async fn falls_back_to_the_remote_default_branch() {
+    let tmp = TempDir::new().unwrap();
+    // The default branch is `trunk`, to show it comes from HEAD, not from a guess.
+    let remote = bare_repo(&tmp.path().join("web.git"), "trunk");
+    commit(
+        &remote,
+        "trunk",
+        None,
+        &[("index.html", Some("<p>trunk</p>"))],
+    );
+    commit(
+        &remote,
+        "other",
+        Some("trunk"),
+        &[("index.html", Some("other"))],
+    );
+    let url = url_of(&tmp.path().join("web.git"));
+    let cache = tmp.path().join("cache");
+
+    let c = checkout_one_async(spec("web", &url), "feature-x", &cache).await;
+
+    assert_eq!(c.requested_branch, "feature-x");
+    assert_eq!(c.branch, "trunk");
+    assert!(c.fell_back);
+    assert_eq!(c.sha, tip(&remote, "trunk"));
+    assert_eq!(read(&c.dir, "index.html"), "<p>trunk</p>");
+    let m = mirror(&cache, &url);
+    assert!(m.find_reference("refs/heads/other").is_err());
+}
+
+#[tokio::test]
+async fn configured_fallback_branch_wins_over_head() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("worker.git"), false);
+    commit(
+        &remote,
+        "develop",
+        Some("main"),
+        &[("README.md", Some("develop\n"))],
+    );
+    let cache = tmp.path().join("cache");
+    let mut s = spec("worker", url_of(&tmp.path().join("worker.git")));
+    s.fallback_branch = Some("develop".into());
+
+    let c = checkout_one_async(s, "feature-x", &cache).await;
+
+    assert_eq!(c.branch, "develop");
+    assert!(c.fell_back);
+    assert_eq!(c.sha, tip(&remote, "develop"));
+    assert_eq!(read(&c.dir, "README.md"), "develop\n");
+}
+
+#[tokio::test]
+async fn missing_branch_and_missing_fallback_lists_the_branches() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("db.git"), false);
+    for i in 0..12 {
+        commit(
+            &remote,
+            &format!("b{i:02}"),
+            Some("main"),
+            &[("x", Some("x"))],
+        );
+    }
+    let cache = tmp.path().join("cache");
+    let mut s = spec("db", url_of(&tmp.path().join("db.git")));
+    s.fallback_branch = Some("develop".into());
+
+    let errors = checkout_all(&[s], "feature-x", &cache).await.unwrap_err();
+
+    assert_eq!(errors.errors().len(), 1);
+    let e = &errors.errors()[0];
+    match e {
+        CheckoutError::BranchMissing {
+            requested,
+            fallback,
+            available,
+            ..
+        } => {
+            assert_eq!(requested, "feature-x");
+            assert_eq!(fallback, "develop");
+            assert_eq!(available.len(), 13);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(msg.contains("`db`"), "{msg}");
+    assert!(
+        msg.contains("`feature-x`") && msg.contains("`develop`"),
+        "{msg}"
+    );
+    assert!(msg.contains("b00") && msg.contains("b09"), "{msg}");
+    assert!(msg.contains("and 3 more"), "{msg}");
+    let hint = e.hint().unwrap();
+    assert!(
+        hint.contains("fallback_branch") && hint.contains("`db`"),
+        "{hint}"
+    );
+    assert!(errors
+        .to_string()
+        .contains("1 repository could not be checked out"));
+    // One error: it is the source, so the cause chain reaches it.
+    assert!(std::error::Error::source(&errors).is_some());
+}
+
+#[tokio::test]
+async fn empty_remote_has_no_default_branch() {
+    let tmp = TempDir::new().unwrap();
+    bare_repo(&tmp.path().join("empty.git"), "main");
+    let cache = tmp.path().join("cache");
+
+    let errors = checkout_all(
+        &[spec("empty", url_of(&tmp.path().join("empty.git")))],
+        "feature-x",
+        &cache,
+    )
+    .await
+    .unwrap_err();
+
+    assert!(
+        matches!(&errors.errors()[0], CheckoutError::NoDefaultBranch { requested, .. } if requested == "feature-x"),
+        "{:?}",
+        errors.errors()[0]
+    );
+    assert!(errors.errors()[0]
+        .hint()
+        .unwrap()
+        .contains("fallback_branch"));
+}
+
+// -- cache behaviour ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn second_run_fetches_the_new_commit_and_updates_the_tree() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("api.git"), true);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+
+    let first = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+    commit(
+        &remote,
+        "feature-x",
+        None,
+        &[
+            ("README.md", Some("second\n")),
+            ("config/app.yaml", None),
+            ("new/file.txt", Some("new\n")),
+        ],
+    );
+    let second = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+
+    assert_ne!(first.sha, second.sha);
+    assert_eq!(second.sha, tip(&remote, "feature-x"));
+    assert_ne!(first.dir, second.dir);
+    assert_eq!(read(&second.dir, "README.md"), "second\n");
+    assert_eq!(read(&second.dir, "new/file.txt"), "new\n");
+    assert!(!second.dir.join("config/app.yaml").exists());
+    // The first tree is untouched (a concurrent run may still read it).
+    assert_eq!(read(&first.dir, "README.md"), "feature readme\n");
+}
+
+#[tokio::test]
+async fn unchanged_second_run_reuses_the_tree() {
+    let tmp = TempDir::new().unwrap();
+    product_repo(&tmp.path().join("api.git"), true);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+
+    let first = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+    fs::write(first.dir.join("marker"), "still here").unwrap();
+    // A half-written tree of an interrupted run is cleaned away, never used.
+    let stale = first.dir.parent().unwrap().join(".tmp-0000");
+    fs::create_dir_all(stale.join("sub")).unwrap();
+    let second = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+
+    assert_eq!(first, second);
+    assert_eq!(read(&second.dir, "marker"), "still here");
+    assert!(stale.exists(), "nothing new to write, so nothing to clean");
+}
+
+#[tokio::test]
+async fn interrupted_tree_is_never_taken_as_complete() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("api.git"), false);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+    let sha = tip(&remote, "main");
+    // What a killed run leaves: a temp dir with part of the files.
+    let trees = cache.join("trees").join(cache_key(&url));
+    fs::create_dir_all(trees.join(format!(".tmp-{sha}"))).unwrap();
+    fs::write(trees.join(format!(".tmp-{sha}")).join("README.md"), "half").unwrap();
+
+    let c = checkout_one_async(spec("api", &url), "main", &cache).await;
+
+    assert_eq!(c.sha, sha);
+    assert_eq!(read(&c.dir, "README.md"), "main readme\n");
+    assert!(!trees.join(format!(".tmp-{sha}")).exists());
+}
+
+/// The directory given to `checkout_all` holds the mirrors itself: the connector passes
+/// `<cache>/git`, and mirrors used to land in `<cache>/git/git/`.
+#[tokio::test]
+async fn mirrors_sit_directly_in_the_given_directory() {
+    let tmp = TempDir::new().unwrap();
+    product_repo(&tmp.path().join("api.git"), false);
+    let url = url_of(&tmp.path().join("api.git"));
+    let dir = tmp.path().join("cache").join("git");
+
+    let c = checkout_one_async(spec("api", &url), "main", &dir).await;
+
+    let key = cache_key(&url);
+    assert!(Repository::open_bare(dir.join(format!("{key}.git"))).is_ok());
+    assert!(dir.join(format!("{key}.lock")).is_file());
+    assert!(!dir.join("git").exists(), "a second `git` segment");
+    let trees = dir.canonicalize().unwrap().join("trees").join(&key);
+    assert_eq!(c.dir, trees.join(&c.sha));
+}
+
+#[tokio::test]
+async fn stale_git_lock_files_in_the_mirror_are_removed() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("api.git"), false);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+    checkout_one_async(spec("api", &url), "main", &cache).await;
+    let m = cache.join(format!("{}.git", cache_key(&url)));
+    fs::write(m.join("refs/heads/main.lock"), "").unwrap();
+    commit(&remote, "main", None, &[("README.md", Some("v2\n"))]);
+
+    let c = checkout_one_async(spec("api", &url), "main", &cache).await;
+
+    assert_eq!(read(&c.dir, "README.md"), "v2\n");
+}
+
+#[tokio::test]
+async fn parallel_checkout_of_three_repos_keeps_input_order() {
+    let tmp = TempDir::new().unwrap();
+    let a = product_repo(&tmp.path().join("a.git"), true);
+    let b = product_repo(&tmp.path().join("b.git"), false);
+    let c = product_repo(&tmp.path().join("c.git"), true);
+    let cache = tmp.path().join("cache");
+    let specs = [
+        spec("a", url_of(&tmp.path().join("a.git"))),
+        spec("b", url_of(&tmp.path().join("b.git"))),
+        spec("c", url_of(&tmp.path().join("c.git"))),
+    ];
+
+    let out = checkout_all(&specs, "feature-x", &cache).await.unwrap();
+
+    let summary: Vec<(&str, &str, bool)> = out
+        .iter()
+        .map(|c| (c.repo.as_str(), c.branch.as_str(), c.fell_back))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a", "feature-x", false),
+            ("b", "main", true),
+            ("c", "feature-x", false)
+        ]
+    );
+    assert_eq!(out[0].sha, tip(&a, "feature-x"));
+    assert_eq!(out[1].sha, tip(&b, "main"));
+    assert_eq!(out[2].sha, tip(&c, "feature-x"));
+    assert_eq!(read(&out[1].dir, "README.md"), "main readme\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_on_one_cache_agree() {
+    let tmp = TempDir::new().unwrap();
+    let mut tips = Vec::new();
+    let mut specs = Vec::new();
+    for name in ["a", "b", "c"] {
+        let repo = product_repo(&tmp.path().join(format!("{name}.git")), true);
+        tips.push(tip(&repo, "feature-x"));
+        specs.push(spec(name, url_of(&tmp.path().join(format!("{name}.git")))));
+    }
+    // The same URL twice in one run shares one mirror, too.
+    specs.push(spec("a-again", specs[0].url.clone()));
+    tips.push(tips[0].clone());
+    let cache = tmp.path().join("cache");
+
+    let runs = (0..4).map(|_| checkout_all(&specs, "feature-x", &cache));
+    let results = futures::future::join_all(runs).await;
+
+    for result in results {
+        let out = result.unwrap();
+        let shas: Vec<&str> = out.iter().map(|c| c.sha.as_str()).collect();
+        assert_eq!(shas, tips);
+        for c in &out {
+            assert_eq!(read(&c.dir, "README.md"), "feature readme\n");
+        }
+    }
+}
+
+// -- failures -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unreachable_urls_fail_naming_the_repo_and_all_errors_are_reported() {
+    let tmp = TempDir::new().unwrap();
+    product_repo(&tmp.path().join("ok.git"), true);
+    let cache = tmp.path().join("cache");
+    let refused = format!("git://127.0.0.1:{}/nothing.git", free_port());
+    let specs = [
+        spec("gone", &refused),
+        spec("ok", url_of(&tmp.path().join("ok.git"))),
+        spec("nowhere", url_of(&tmp.path().join("does-not-exist.git"))),
+    ];
+
+    let errors = checkout_all(&specs, "feature-x", &cache).await.unwrap_err();
+
+    assert_eq!(
+        errors.to_string(),
+        "2 repositories could not be checked out: `gone`, `nowhere`"
+    );
+    assert!(std::error::Error::source(&errors).is_none());
+    let [gone, nowhere] = errors.errors() else {
+        panic!("{errors:?}")
+    };
+    assert!(matches!(gone, CheckoutError::Fetch { .. }), "{gone:?}");
+    assert!(
+        matches!(nowhere, CheckoutError::Fetch { .. }),
+        "{nowhere:?}"
+    );
+    assert_eq!(gone.repo(), "gone");
+    let msg = gone.to_string();
+    assert!(msg.contains("`gone`") && msg.contains(&refused), "{msg}");
+    // The cause is the source, not repeated in the message.
+    let source = std::error::Error::source(gone).unwrap().to_string();
+    assert!(!msg.contains(&source), "{msg} / {source}");
+    assert!(gone.hint().unwrap().contains("sandbox.yaml"));
+}
+
+/// An HTTP server answering every request with 401: the credentials callback must give up
+/// after offering the token once instead of letting libgit2 ask forever.
+struct Always401 {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Always401 {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 1024];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\n\
+                              WWW-Authenticate: Basic realm=\"test\"\r\n\
+                              Content-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Always401 {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Always401 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn rejected_token_fails_as_auth_error_without_looping() {
+    let server = Always401::start();
+    let tmp = TempDir::new().unwrap();
+    let url = format!("http://127.0.0.1:{}/acme/private.git", server.port);
+    let credentials = Credentials {
+        token: Some((TOKEN_ENV, "wrong".into())),
+    };
+
+    let errors = checkout_all_with(&[spec("private", &url)], "main", tmp.path(), credentials)
+        .await
+        .unwrap_err();
+
+    let e = &errors.errors()[0];
+    match e {
+        CheckoutError::Auth { tried, .. } => {
+            assert_eq!(tried, &[format!("token from {TOKEN_ENV}")])
+        }
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    assert!(e.hint().unwrap().contains(TOKEN_ENV));
+    assert!(e.to_string().contains("`private`"));
+    let n = server.requests.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&n), "{n} requests");
+}
+
+#[tokio::test]
+async fn no_token_fails_as_auth_error_at_once() {
+    let server = Always401::start();
+    let tmp = TempDir::new().unwrap();
+    let url = format!("http://127.0.0.1:{}/acme/private.git", server.port);
+
+    let errors = checkout_all_with(
+        &[spec("private", &url)],
+        "main",
+        tmp.path(),
+        Credentials::default(),
+    )
+    .await
+    .unwrap_err();
+
+    let e = &errors.errors()[0];
+    assert!(
+        matches!(e, CheckoutError::Auth { tried, .. } if tried.is_empty()),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no credentials were available"));
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+// -- shallow fetch over git:// ------------------------------------------------------------
+
+/// `git daemon` serving `base` on 127.0.0.1; killed on drop.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> Self {
+        let port = free_port();
+        // Run `git-daemon` itself: `git daemon` would fork it as a child that killing
+        // `git` leaves running.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git is needed (Debian package `git`)");
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        let daemon = Path::new(exec_path.trim()).join("git-daemon");
+        assert!(
+            daemon.exists(),
+            "{} is missing (Debian package `git` ships it)",
+            daemon.display()
+        );
+        let child = Command::new(daemon)
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", base.display()))
+            .arg("--export-all")
+            .arg(format!("--port={port}"))
+            .arg("--listen=127.0.0.1")
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("could not start git-daemon");
+        let mut daemon = GitDaemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("git daemon exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn shallow_fetch_over_git_daemon() {
+    let tmp = TempDir::new().unwrap();
+    let served = tmp.path().join("served");
+    let remote = product_repo(&served.join("api.git"), true);
+    for i in 0..3 {
+        commit(&remote, "main", None, &[("n", Some(&i.to_string()))]);
+    }
+    let daemon = GitDaemon::start(&served);
+    let url = daemon.url("api.git");
+    let cache = tmp.path().join("cache");
+
+    let c = checkout_one_async(spec("api", &url), "feature-x", &cache).await;
+    assert_eq!(c.sha, tip(&remote, "feature-x"));
+    assert_eq!(read(&c.dir, "README.md"), "feature readme\n");
+    let m = mirror(&cache, &url);
+    assert!(m.is_shallow());
+    let shallow = fs::read_to_string(m.path().join("shallow")).unwrap();
+    assert_eq!(shallow.lines().count(), 1, "one commit deep: {shallow}");
+
+    // Fallback over git:// uses the advertised HEAD symref; a new commit is fetched.
+    let fb = checkout_one_async(spec("api", &url), "nope", &cache).await;
+    assert_eq!((fb.branch.as_str(), fb.fell_back), ("main", true));
+    assert_eq!(read(&fb.dir, "n"), "2");
+    commit(&remote, "main", None, &[("n", Some("3"))]);
+    let again = checkout_one_async(spec("api", &url), "nope", &cache).await;
+    assert_eq!(again.sha, tip(&remote, "main"));
+    assert_eq!(read(&again.dir, "n"), "3");
+    assert!(mirror(&cache, &url).is_shallow());
+    // The mirror holds the fetched tips, not main's 5-commit history: the walk stops at
+    // the shallow boundary (the previous tip, already present, may be reached too).
+    let m = mirror(&cache, &url);
+    let mut walk = m.revwalk().unwrap();
+    walk.push(Oid::from_str(&again.sha).unwrap()).unwrap();
+    let depth = walk.count();
+    assert!((1..=2).contains(&depth), "{depth} commits reachable");
+    drop(daemon);
+}
