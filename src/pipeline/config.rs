@@ -11,31 +11,31 @@ use crate::error::Hint;
 use serde::Deserialize;
 
 /// The file name looked up in the working directory when `--config` is not given.
-pub const FILE_NAME: &str = "sandbox.yaml";
+pub(crate) const FILE_NAME: &str = "sandbox.yaml";
 
 /// A loaded and validated `sandbox.yaml`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it was read from.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The directory that template paths are relative to.
-    pub dir: PathBuf,
-    pub name: String,
-    pub namespace_prefix: String,
-    pub ttl: Duration,
-    pub timeouts: Timeouts,
-    pub url: UrlRule,
-    pub repos: BTreeMap<String, Repo>,
+    pub(crate) dir: PathBuf,
+    pub(crate) name: String,
+    pub(crate) namespace_prefix: String,
+    pub(crate) ttl: Duration,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) url: UrlRule,
+    pub(crate) repos: BTreeMap<String, Repo>,
     /// Services in file order.
-    pub services: Vec<Service>,
+    pub(crate) services: Vec<Service>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// How long one service (or preflight Job) may take to become ready.
-    pub service: Duration,
+    pub(crate) service: Duration,
     /// How long the smoke Jobs may take together.
-    pub smoke: Duration,
+    pub(crate) smoke: Duration,
 }
 
 /// How the sandbox's URL is found once everything is ready.
@@ -48,35 +48,35 @@ pub enum UrlRule {
 }
 
 #[derive(Debug, Clone)]
-pub struct Repo {
-    pub name: String,
+pub(crate) struct Repo {
+    pub(crate) name: String,
     /// The URL with `${VAR}` references expanded.
-    pub url: String,
-    pub fallback_branch: Option<String>,
+    pub(crate) url: String,
+    pub(crate) fallback_branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub name: String,
-    pub repo: String,
+    pub(crate) name: String,
+    pub(crate) repo: String,
     /// Templates of the service's own objects, relative to the config's directory.
-    pub templates: Vec<PathBuf>,
+    pub(crate) templates: Vec<PathBuf>,
     /// Jobs that must complete after the dependencies are ready and before the service's objects.
-    pub preflight: Vec<PathBuf>,
+    pub(crate) preflight: Vec<PathBuf>,
     /// Jobs run once every service is ready.
-    pub smoke: Vec<PathBuf>,
+    pub(crate) smoke: Vec<PathBuf>,
     /// Values given in `sandbox.yaml` (the lowest layer).
-    pub values: serde_json::Value,
+    pub(crate) values: serde_json::Value,
     /// Values files inside the repo, in order.
-    pub values_files: Vec<String>,
+    pub(crate) values_files: Vec<String>,
     /// sops-encrypted values files inside the repo, in order.
-    pub secrets_files: Vec<String>,
-    pub depends_on: Vec<String>,
+    pub(crate) secrets_files: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
 }
 
 /// What went wrong in `sandbox.yaml`, with where.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("could not read {}", path.display())]
     Read {
@@ -204,7 +204,10 @@ const TOP_FIELDS: &[&str] = &[
 // --- loading ------------------------------------------------------------------------------------
 
 /// Read and validate the config at `path`. `env` expands `${VAR}` in repo URLs.
-pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub(crate) fn load(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -212,58 +215,115 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     parse(&text, path, env)
 }
 
-/// Validate config `text` that was read from `path`.
-pub fn parse(
+/// Validate config `text` that was read from `path`. Checks run in this order, and the first
+/// failure is reported.
+fn parse(
     text: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| parse_error(path, &e))?;
-    let locate = |keys: &[&str]| locate_line(text, keys);
-    let invalid = |keys: &[&str], message: String, hint: Option<String>| ConfigError::Invalid {
+    let file = ConfigFile { path, text };
+    let ttl = file.duration(&["ttl"], &raw.ttl)?;
+    let timeouts = timeouts(&file, &raw.timeouts)?;
+    check_namespace_prefix(&file, &raw.namespace_prefix)?;
+    let repos = repos(&file, raw.repos, env)?;
+    let services = services(&file, raw.services)?;
+    let dir = config_dir(path);
+    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    check_references(&file, &dir, &repos, &names, &services)?;
+    if let Some(cycle) = find_cycle(&services) {
+        return Err(file.cycle(&cycle[0].clone(), cycle));
+    }
+    let url = url_rule(&file, raw.url, &names)?;
+    Ok(Config {
         path: path.to_owned(),
-        line: locate(keys),
-        field: keys.join("."),
-        message,
-        hint,
-    };
+        dir,
+        name: raw.name,
+        namespace_prefix: raw.namespace_prefix,
+        ttl,
+        timeouts,
+        url,
+        repos,
+        services,
+    })
+}
 
-    let duration = |keys: &[&str], value: &str| {
+/// The file being validated: what errors found after parsing point at.
+struct ConfigFile<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl ConfigFile<'_> {
+    /// The field at `keys` (e.g. `services.web.repo`) is not acceptable.
+    fn invalid(&self, keys: &[&str], message: String, hint: Option<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: locate_line(self.text, keys),
+            field: keys.join("."),
+            message,
+            hint,
+        }
+    }
+
+    /// `depends_on` of `service` closes `cycle`.
+    fn cycle(&self, service: &str, cycle: Vec<String>) -> ConfigError {
+        ConfigError::Cycle {
+            path: self.path.to_owned(),
+            line: locate_line(self.text, &["services", service, "depends_on"]),
+            cycle,
+        }
+    }
+
+    /// The duration written at `keys`.
+    fn duration(&self, keys: &[&str], value: &str) -> Result<Duration, ConfigError> {
         humantime::parse_duration(value).map_err(|e| {
-            invalid(
+            self.invalid(
                 keys,
                 format!("`{value}` is not a duration ({e})"),
                 Some("write durations like `90s`, `5m`, `2d`".into()),
             )
         })
-    };
-    let ttl = duration(&["ttl"], &raw.ttl)?;
-    let timeouts = Timeouts {
-        service: match &raw.timeouts.service {
-            Some(v) => duration(&["timeouts", "service"], v)?,
+    }
+}
+
+fn timeouts(file: &ConfigFile<'_>, raw: &RawTimeouts) -> Result<Timeouts, ConfigError> {
+    Ok(Timeouts {
+        service: match &raw.service {
+            Some(v) => file.duration(&["timeouts", "service"], v)?,
             None => Duration::from_secs(180),
         },
-        smoke: match &raw.timeouts.smoke {
-            Some(v) => duration(&["timeouts", "smoke"], v)?,
+        smoke: match &raw.smoke {
+            Some(v) => file.duration(&["timeouts", "smoke"], v)?,
             None => Duration::from_secs(120),
         },
-    };
+    })
+}
 
-    if !is_dns_label_prefix(&raw.namespace_prefix) {
-        return Err(invalid(
-            &["namespace_prefix"],
-            format!(
-                "`{}` cannot start a namespace name (lower case letters, digits and `-`, starting with a letter, at most 20 characters)",
-                raw.namespace_prefix
-            ),
-            None,
-        ));
+fn check_namespace_prefix(file: &ConfigFile<'_>, prefix: &str) -> Result<(), ConfigError> {
+    if is_dns_label_prefix(prefix) {
+        return Ok(());
     }
+    Err(file.invalid(
+        &["namespace_prefix"],
+        format!(
+            "`{prefix}` cannot start a namespace name (lower case letters, digits and `-`, starting with a letter, at most 20 characters)"
+        ),
+        None,
+    ))
+}
 
+/// The repos, with `${VAR}` in their URLs expanded.
+fn repos(
+    file: &ConfigFile<'_>,
+    raw: BTreeMap<String, RawRepo>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, Repo>, ConfigError> {
     let mut repos = BTreeMap::new();
-    for (name, repo) in raw.repos {
+    for (name, repo) in raw {
         let url = expand_env(&repo.url, env).map_err(|var| {
-            invalid(
+            file.invalid(
                 &["repos", &name, "url"],
                 format!("`${{{var}}}` is not set in the environment"),
                 Some(format!(
@@ -280,66 +340,79 @@ pub fn parse(
             },
         );
     }
+    Ok(repos)
+}
 
-    let mut services = Vec::new();
-    for (key, value) in raw.services {
-        let name = match key.as_str() {
-            Some(n) => n.to_owned(),
-            None => {
-                return Err(invalid(
-                    &["services"],
-                    "service names must be strings".into(),
-                    None,
-                ))
-            }
-        };
-        let raw_service: RawService = serde_yaml_ng::from_value(value).map_err(|e| {
-            // Errors from a sub-value carry no position: point at the service instead.
-            let message = e.to_string();
-            let (field, hint) = unknown_field_hint(&message);
-            let mut keys = vec!["services", name.as_str()];
-            if let Some(f) = field.as_deref() {
-                keys.push(f);
-            }
-            invalid(&keys, message, hint)
-        })?;
-        if !is_dns_label(&name) {
-            return Err(invalid(
-                &["services", &name],
-                format!("service name `{name}` must be a DNS-1123 label (lower case letters, digits and `-`)"),
-                None,
-            ));
+/// The services in file order, each parsed on its own (so an error names the service).
+fn services(
+    file: &ConfigFile<'_>,
+    raw: serde_yaml_ng::Mapping,
+) -> Result<Vec<Service>, ConfigError> {
+    raw.into_iter()
+        .map(|(key, value)| service(file, key, value))
+        .collect()
+}
+
+fn service(
+    file: &ConfigFile<'_>,
+    key: serde_yaml_ng::Value,
+    value: serde_yaml_ng::Value,
+) -> Result<Service, ConfigError> {
+    let Some(name) = key.as_str().map(str::to_owned) else {
+        return Err(file.invalid(&["services"], "service names must be strings".into(), None));
+    };
+    let raw: RawService = serde_yaml_ng::from_value(value).map_err(|e| {
+        // Errors from a sub-value carry no position: point at the service instead.
+        let message = e.to_string();
+        let (field, hint) = unknown_field_hint(&message);
+        let mut keys = vec!["services", name.as_str()];
+        if let Some(f) = field.as_deref() {
+            keys.push(f);
         }
-        let values = match raw_service.values {
-            None => serde_json::Value::Object(Default::default()),
-            Some(v) => {
-                let json: serde_json::Value = serde_json::to_value(&v)
-                    .map_err(|e| invalid(&["services", &name, "values"], e.to_string(), None))?;
-                if !json.is_object() {
-                    return Err(invalid(
-                        &["services", &name, "values"],
-                        "values must be a mapping".into(),
-                        None,
-                    ));
-                }
-                json
-            }
-        };
-        services.push(Service {
-            name,
-            repo: raw_service.repo,
-            templates: raw_service.templates,
-            preflight: raw_service.preflight,
-            smoke: raw_service.smoke,
-            values,
-            values_files: raw_service.values_files,
-            secrets_files: raw_service.secrets_files,
-            depends_on: raw_service.depends_on,
-        });
+        file.invalid(&keys, message, hint)
+    })?;
+    if !is_dns_label(&name) {
+        return Err(file.invalid(
+            &["services", &name],
+            format!("service name `{name}` must be a DNS-1123 label (lower case letters, digits and `-`)"),
+            None,
+        ));
     }
+    let values = service_values(file, &name, raw.values)?;
+    Ok(Service {
+        name,
+        repo: raw.repo,
+        templates: raw.templates,
+        preflight: raw.preflight,
+        smoke: raw.smoke,
+        values,
+        values_files: raw.values_files,
+        secrets_files: raw.secrets_files,
+        depends_on: raw.depends_on,
+    })
+}
 
-    let dir = path
-        .parent()
+/// A service's `values` as JSON: a mapping (empty when not given).
+fn service_values(
+    file: &ConfigFile<'_>,
+    name: &str,
+    raw: Option<serde_yaml_ng::Value>,
+) -> Result<serde_json::Value, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(serde_json::Value::Object(Default::default()));
+    };
+    let keys = ["services", name, "values"];
+    let json: serde_json::Value =
+        serde_json::to_value(&raw).map_err(|e| file.invalid(&keys, e.to_string(), None))?;
+    if !json.is_object() {
+        return Err(file.invalid(&keys, "values must be a mapping".into(), None));
+    }
+    Ok(json)
+}
+
+/// The directory template paths are relative to: the config file's.
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
         .map(|p| {
             if p.as_os_str().is_empty() {
                 Path::new(".")
@@ -348,114 +421,135 @@ pub fn parse(
             }
         })
         .unwrap_or(Path::new("."))
-        .to_owned();
-    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    for service in &services {
-        if !repos.contains_key(&service.repo) {
-            let known: Vec<&str> = repos.keys().map(String::as_str).collect();
-            return Err(invalid(
-                &["services", &service.name, "repo"],
-                format!("repo `{}` is not defined under `repos`", service.repo),
-                Some(
-                    suggest(&service.repo, &known)
-                        .unwrap_or_else(|| format!("defined repos: {}", known.join(", "))),
-                ),
-            ));
-        }
-        for dep in &service.depends_on {
-            if !names.contains(dep.as_str()) {
-                let known: Vec<&str> = names.iter().copied().collect();
-                return Err(invalid(
-                    &["services", &service.name, "depends_on"],
-                    format!("`{dep}` is not a service"),
-                    Some(
-                        suggest(dep, &known)
-                            .unwrap_or_else(|| format!("services: {}", known.join(", "))),
-                    ),
-                ));
-            }
-            if dep == &service.name {
-                return Err(ConfigError::Cycle {
-                    path: path.to_owned(),
-                    line: locate(&["services", &service.name, "depends_on"]),
-                    cycle: vec![dep.clone(), dep.clone()],
-                });
-            }
-        }
-        for (field, list) in [
-            ("templates", &service.templates),
-            ("preflight", &service.preflight),
-            ("smoke", &service.smoke),
-        ] {
-            for template in list {
-                if !dir.join(template).is_file() {
-                    return Err(invalid(
-                        &["services", &service.name, field],
-                        format!("template `{}` does not exist", template.display()),
-                        Some(format!("template paths are relative to {}", dir.display())),
-                    ));
-                }
-            }
-        }
+        .to_owned()
+}
+
+/// Every service's repo, dependencies and templates exist; a service depends not on itself
+/// and has something to deploy.
+fn check_references(
+    file: &ConfigFile<'_>,
+    dir: &Path,
+    repos: &BTreeMap<String, Repo>,
+    names: &BTreeSet<&str>,
+    services: &[Service],
+) -> Result<(), ConfigError> {
+    for service in services {
+        check_repo(file, repos, service)?;
+        check_depends_on(file, names, service)?;
+        check_templates_exist(file, dir, service)?;
         if service.templates.is_empty() && service.preflight.is_empty() {
-            return Err(invalid(
+            return Err(file.invalid(
                 &["services", &service.name],
                 "a service needs at least one entry in `templates` or `preflight`".into(),
                 None,
             ));
         }
     }
-    if let Some(cycle) = find_cycle(&services) {
-        return Err(ConfigError::Cycle {
-            path: path.to_owned(),
-            line: locate(&["services", &cycle[0], "depends_on"]),
-            cycle,
-        });
-    }
+    Ok(())
+}
 
-    let url = match (raw.url.service, raw.url.template) {
+fn check_repo(
+    file: &ConfigFile<'_>,
+    repos: &BTreeMap<String, Repo>,
+    service: &Service,
+) -> Result<(), ConfigError> {
+    if repos.contains_key(&service.repo) {
+        return Ok(());
+    }
+    let known: Vec<&str> = repos.keys().map(String::as_str).collect();
+    Err(file.invalid(
+        &["services", &service.name, "repo"],
+        format!("repo `{}` is not defined under `repos`", service.repo),
+        Some(
+            suggest(&service.repo, &known)
+                .unwrap_or_else(|| format!("defined repos: {}", known.join(", "))),
+        ),
+    ))
+}
+
+/// Each dependency is a service, and not the service itself (longer cycles: [`find_cycle`]).
+fn check_depends_on(
+    file: &ConfigFile<'_>,
+    names: &BTreeSet<&str>,
+    service: &Service,
+) -> Result<(), ConfigError> {
+    for dep in &service.depends_on {
+        if !names.contains(dep.as_str()) {
+            let known: Vec<&str> = names.iter().copied().collect();
+            return Err(file.invalid(
+                &["services", &service.name, "depends_on"],
+                format!("`{dep}` is not a service"),
+                Some(
+                    suggest(dep, &known)
+                        .unwrap_or_else(|| format!("services: {}", known.join(", "))),
+                ),
+            ));
+        }
+        if dep == &service.name {
+            return Err(file.cycle(&service.name, vec![dep.clone(), dep.clone()]));
+        }
+    }
+    Ok(())
+}
+
+fn check_templates_exist(
+    file: &ConfigFile<'_>,
+    dir: &Path,
+    service: &Service,
+) -> Result<(), ConfigError> {
+    for (field, list) in [
+        ("templates", &service.templates),
+        ("preflight", &service.preflight),
+        ("smoke", &service.smoke),
+    ] {
+        for template in list {
+            if !dir.join(template).is_file() {
+                return Err(file.invalid(
+                    &["services", &service.name, field],
+                    format!("template `{}` does not exist", template.display()),
+                    Some(format!("template paths are relative to {}", dir.display())),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Exactly one of `url.service` (which must be a service) and `url.template`.
+fn url_rule(
+    file: &ConfigFile<'_>,
+    raw: RawUrl,
+    names: &BTreeSet<&str>,
+) -> Result<UrlRule, ConfigError> {
+    match (raw.service, raw.template) {
         (Some(service), None) => {
             if !names.contains(service.as_str()) {
                 let known: Vec<&str> = names.iter().copied().collect();
-                return Err(invalid(
+                return Err(file.invalid(
                     &["url", "service"],
                     format!("`{service}` is not a service"),
                     suggest(&service, &known),
                 ));
             }
-            UrlRule::Service(service)
+            Ok(UrlRule::Service(service))
         }
-        (None, Some(template)) => UrlRule::Template(template),
-        _ => {
-            return Err(invalid(
-                &["url"],
-                "give exactly one of `service` or `template`".into(),
-                Some("e.g. `url: { service: gateway }`".into()),
-            ))
-        }
-    };
-
-    Ok(Config {
-        path: path.to_owned(),
-        dir,
-        name: raw.name,
-        namespace_prefix: raw.namespace_prefix,
-        ttl,
-        timeouts,
-        url,
-        repos,
-        services,
-    })
+        (None, Some(template)) => Ok(UrlRule::Template(template)),
+        _ => Err(file.invalid(
+            &["url"],
+            "give exactly one of `service` or `template`".into(),
+            Some("e.g. `url: { service: gateway }`".into()),
+        )),
+    }
 }
 
 impl Config {
-    pub fn service(&self, name: &str) -> Option<&Service> {
+    pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
 }
 
 /// A depends_on cycle as the list of services along it (first repeated at the end), if any.
-pub fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -559,7 +653,7 @@ fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
 }
 
 /// "did you mean `x`?" for the closest candidate within a small edit distance.
-pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
+pub(crate) fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
@@ -586,7 +680,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 ///
 /// serde forgets positions once a value is parsed, so checks made after parsing (missing
 /// references, cycles) find their line again by walking the keys through the indentation.
-pub fn locate_line(text: &str, keys: &[&str]) -> usize {
+fn locate_line(text: &str, keys: &[&str]) -> usize {
     let mut best = 1;
     let mut min_indent: isize = -1;
     let mut start = 0;
@@ -634,7 +728,7 @@ fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 }
 
 /// A DNS-1123 label: what Kubernetes accepts as a namespace or Service name.
-pub fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

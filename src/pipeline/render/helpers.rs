@@ -46,7 +46,7 @@ pub(crate) const HELPER_NAMES: &[&str] = &[
 
 /// Why `file` / `files` could not deliver a file from the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileProblem {
+pub(crate) enum FileProblem {
     /// The renderer was built without a repository root.
     NoRepoRoot,
     /// The path is absolute, contains `..`, or resolves (through a symlink) outside the root.
@@ -368,54 +368,67 @@ pub(crate) fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
 
 /// Register every helper on `hb`. `repo_root` is where `file` / `files` read from.
 pub(crate) fn register(hb: &mut Handlebars<'static>, repo_root: Option<PathBuf>) {
-    let mut add = |name: &'static str,
-                   usage: &'static str,
-                   arity: RangeInclusive<usize>,
-                   f: Box<HelperFn>| {
-        hb.register_helper(
-            name,
-            Box::new(ValueHelper {
-                name,
-                usage,
-                arity,
-                f,
-            }),
-        );
-    };
+    for helper in all_helpers(repo_root) {
+        hb.register_helper(helper.name, Box::new(helper));
+    }
+}
 
-    add(
-        "default",
-        "{{default values.x \"fallback\"}}",
-        2..=2,
-        Box::new(|a| {
+/// Every helper, named as in [`HELPER_NAMES`].
+fn all_helpers(repo_root: Option<PathBuf>) -> Vec<ValueHelper> {
+    let mut all = value_helpers();
+    all.extend(format_helpers());
+    all.extend(string_helpers());
+    all.extend(file_helpers(repo_root));
+    all
+}
+
+fn helper(
+    name: &'static str,
+    usage: &'static str,
+    arity: RangeInclusive<usize>,
+    f: impl Fn(&Args<'_, '_>) -> Result<Value, HelperError> + Send + Sync + 'static,
+) -> ValueHelper {
+    ValueHelper {
+        name,
+        usage,
+        arity,
+        f: Box::new(f),
+    }
+}
+
+/// `default` and `required`: the helpers that accept a missing value.
+fn value_helpers() -> Vec<ValueHelper> {
+    vec![
+        helper("default", "{{default values.x \"fallback\"}}", 2..=2, |a| {
             let v = a.param(0)?;
             if !v.is_value_missing() && !is_empty(v.value()) {
                 return Ok(v.value().clone());
             }
             a.present(1).cloned()
         }),
-    );
-    add(
-        "required",
-        "{{required values.x \"why it is needed\"}}",
-        2..=2,
-        Box::new(|a| {
-            let message = a.text(1)?;
-            let v = a.param(0)?;
-            if v.is_value_missing() || is_empty(v.value()) {
-                return Err(HelperError::Required {
-                    path: v.relative_path().cloned(),
-                    message,
-                });
-            }
-            Ok(v.value().clone())
-        }),
-    );
-    add(
-        "quote",
-        "{{quote values.x}}",
-        1..=usize::MAX,
-        Box::new(|a| {
+        helper(
+            "required",
+            "{{required values.x \"why it is needed\"}}",
+            2..=2,
+            |a| {
+                let message = a.text(1)?;
+                let v = a.param(0)?;
+                if v.is_value_missing() || is_empty(v.value()) {
+                    return Err(HelperError::Required {
+                        path: v.relative_path().cloned(),
+                        message,
+                    });
+                }
+                Ok(v.value().clone())
+            },
+        ),
+    ]
+}
+
+/// Helpers that put a value into YAML: quoted, encoded, serialized, indented, hashed.
+fn format_helpers() -> Vec<ValueHelper> {
+    vec![
+        helper("quote", "{{quote values.x}}", 1..=usize::MAX, |a| {
             let mut parts = Vec::with_capacity(a.h.params().len());
             for i in 0..a.h.params().len() {
                 let s = a.text(i)?;
@@ -423,105 +436,70 @@ pub(crate) fn register(hb: &mut Handlebars<'static>, repo_root: Option<PathBuf>)
             }
             Ok(Value::String(parts.join(" ")))
         }),
-    );
-    add(
-        "b64enc",
-        "{{b64enc values.password}}",
-        1..=1,
-        Box::new(|a| {
+        helper("b64enc", "{{b64enc values.password}}", 1..=1, |a| {
             let s = a.text(0)?;
             Ok(Value::String(
                 base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
             ))
         }),
-    );
-    add(
-        "toYaml",
-        "{{nindent 4 (toYaml values.resources)}}",
-        1..=1,
-        Box::new(|a| {
-            let v = a.present(0)?;
-            to_yaml(v)
-                .map(Value::String)
-                .map_err(|e| a.bad(format!("cannot serialize as YAML: {e}")))
-        }),
-    );
-    add(
-        "toJson",
-        "{{toJson values.x}}",
-        1..=1,
-        Box::new(|a| {
+        helper(
+            "toYaml",
+            "{{nindent 4 (toYaml values.resources)}}",
+            1..=1,
+            |a| {
+                let v = a.present(0)?;
+                to_yaml(v)
+                    .map(Value::String)
+                    .map_err(|e| a.bad(format!("cannot serialize as YAML: {e}")))
+            },
+        ),
+        helper("toJson", "{{toJson values.x}}", 1..=1, |a| {
             let v = a.present(0)?;
             serde_json::to_string(v)
                 .map(Value::String)
                 .map_err(|e| a.bad(format!("cannot serialize as JSON: {e}")))
         }),
-    );
-    add(
-        "indent",
-        "{{indent 4 text}}",
-        2..=2,
-        Box::new(|a| {
+        helper("indent", "{{indent 4 text}}", 2..=2, |a| {
             let n = a.count(0)?;
             let s = a.text(1)?;
             Ok(Value::String(indent_lines(&s, n)))
         }),
-    );
-    add(
-        "nindent",
-        "{{nindent 4 (toYaml values.x)}}",
-        2..=2,
-        Box::new(|a| {
+        helper("nindent", "{{nindent 4 (toYaml values.x)}}", 2..=2, |a| {
             let n = a.count(0)?;
             let s = a.text(1)?;
             Ok(Value::String(format!("\n{}", indent_lines(&s, n))))
         }),
-    );
-    add(
-        "sha256",
-        "{{sha256 (file \"config/app.toml\")}}",
-        1..=1,
-        Box::new(|a| Ok(Value::String(sha256_hex(a.present(0)?)))),
-    );
-    add(
-        "trunc",
-        "{{trunc 63 text}}",
-        2..=2,
-        Box::new(|a| {
+        helper(
+            "sha256",
+            "{{sha256 (file \"config/app.toml\")}}",
+            1..=1,
+            |a| Ok(Value::String(sha256_hex(a.present(0)?))),
+        ),
+    ]
+}
+
+/// Helpers that change text: cut, case, replace.
+fn string_helpers() -> Vec<ValueHelper> {
+    vec![
+        helper("trunc", "{{trunc 63 text}}", 2..=2, |a| {
             let n = a.int(0)?;
             let s = a.text(1)?;
             Ok(Value::String(truncate(&s, n)))
         }),
-    );
-    add(
-        "trimSuffix",
-        "{{trimSuffix \"-\" text}}",
-        2..=2,
-        Box::new(|a| {
+        helper("trimSuffix", "{{trimSuffix \"-\" text}}", 2..=2, |a| {
             let suffix = a.text(0)?;
             let s = a.text(1)?;
             Ok(Value::String(
                 s.strip_suffix(suffix.as_str()).unwrap_or(&s).to_owned(),
             ))
         }),
-    );
-    add(
-        "lower",
-        "{{lower text}}",
-        1..=1,
-        Box::new(|a| Ok(Value::String(a.text(0)?.to_lowercase()))),
-    );
-    add(
-        "upper",
-        "{{upper text}}",
-        1..=1,
-        Box::new(|a| Ok(Value::String(a.text(0)?.to_uppercase()))),
-    );
-    add(
-        "replace",
-        "{{replace \"old\" \"new\" text}}",
-        3..=3,
-        Box::new(|a| {
+        helper("lower", "{{lower text}}", 1..=1, |a| {
+            Ok(Value::String(a.text(0)?.to_lowercase()))
+        }),
+        helper("upper", "{{upper text}}", 1..=1, |a| {
+            Ok(Value::String(a.text(0)?.to_uppercase()))
+        }),
+        helper("replace", "{{replace \"old\" \"new\" text}}", 3..=3, |a| {
             let old = a.text(0)?;
             let new = a.text(1)?;
             let s = a.text(2)?;
@@ -530,28 +508,27 @@ pub(crate) fn register(hb: &mut Handlebars<'static>, repo_root: Option<PathBuf>)
             }
             Ok(Value::String(s.replace(&old, &new)))
         }),
-    );
+    ]
+}
 
+/// `file` and `files`: read from the repository at `repo_root`.
+fn file_helpers(repo_root: Option<PathBuf>) -> Vec<ValueHelper> {
     let root = repo_root.clone();
-    add(
-        "file",
-        "{{file \"path/in/repo\"}}",
-        1..=1,
-        Box::new(move |a| {
-            let path = a.text(0)?;
-            read_repo_file(root.as_deref(), &path).map(Value::String)
-        }),
-    );
+    let file = helper("file", "{{file \"path/in/repo\"}}", 1..=1, move |a| {
+        let path = a.text(0)?;
+        read_repo_file(root.as_deref(), &path).map(Value::String)
+    });
     let root = repo_root;
-    add(
+    let files = helper(
         "files",
         "{{#each (files \"dir/*.sh\")}}{{this.name}}: {{this.content}}{{/each}}",
         1..=1,
-        Box::new(move |a| {
+        move |a| {
             let pattern = a.text(0)?;
             glob_repo_files(root.as_deref(), &pattern)
-        }),
+        },
     );
+    vec![file, files]
 }
 
 /// Reject absolute paths and `..` (lexically; symlinks are checked after canonicalization).
@@ -607,11 +584,45 @@ pub(crate) fn read_repo_file(root: Option<&Path>, path: &str) -> Result<String, 
 pub(crate) fn glob_repo_files(root: Option<&Path>, pattern: &str) -> Result<Value, HelperError> {
     let canon_root = canonical_root(root, pattern)?;
     check_relative(pattern)?;
-    glob::Pattern::new(pattern).map_err(|e| HelperError::File {
+    let mut found = Vec::new();
+    for entry in glob_under(&canon_root, pattern)? {
+        let entry = entry.map_err(|e| unreadable_match(&canon_root, pattern, e))?;
+        if let Some(file) = matched_file(&canon_root, pattern, &entry)? {
+            found.push(file);
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Value::Array(
+        found.into_iter().map(RepoFile::into_json).collect(),
+    ))
+}
+
+/// One file `files` returns.
+struct RepoFile {
+    /// Relative to the repository root, `/`-separated.
+    path: String,
+    name: String,
+    content: String,
+}
+
+impl RepoFile {
+    fn into_json(self) -> Value {
+        let mut m = Map::new();
+        m.insert("path".into(), Value::String(self.path));
+        m.insert("name".into(), Value::String(self.name));
+        m.insert("content".into(), Value::String(self.content));
+        Value::Object(m)
+    }
+}
+
+/// The paths matching `pattern` under `canon_root` (dot entries included; see [`dots_allowed`]).
+fn glob_under(canon_root: &Path, pattern: &str) -> Result<glob::Paths, HelperError> {
+    let invalid_glob = |e: glob::PatternError| HelperError::File {
         path: pattern.to_owned(),
         problem: FileProblem::InvalidGlob,
         source: Some(Box::new(e)),
-    })?;
+    };
+    glob::Pattern::new(pattern).map_err(invalid_glob)?;
     let root_str = canon_root
         .to_str()
         .ok_or_else(|| HelperError::file(pattern, FileProblem::Unreadable))?;
@@ -627,58 +638,52 @@ pub(crate) fn glob_repo_files(root: Option<&Path>, pattern: &str) -> Result<Valu
         // pattern names it, and panics on non-UTF-8 names).
         require_literal_leading_dot: false,
     };
-    let entries = glob::glob_with(&full, options).map_err(|e| HelperError::File {
-        path: pattern.to_owned(),
-        problem: FileProblem::InvalidGlob,
-        source: Some(Box::new(e)),
-    })?;
+    glob::glob_with(&full, options).map_err(invalid_glob)
+}
 
-    let mut found: Vec<(String, String, String)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| {
-            let shown = e
-                .path()
-                .strip_prefix(&canon_root)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| pattern.to_owned());
-            HelperError::File {
-                path: shown,
-                problem: FileProblem::Unreadable,
-                source: Some(Box::new(io::Error::from(e))),
-            }
-        })?;
-        if !entry.is_file() {
-            continue; // directories (and dangling symlinks) are not files
-        }
-        let rel = entry.strip_prefix(&canon_root).unwrap_or(&entry);
-        if !dots_allowed(pattern, rel) {
-            continue;
-        }
-        let rel_str = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        let content = read_checked(&canon_root, &entry, &rel_str)?;
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        found.push((rel_str, name, content));
+/// A directory on the way could not be read.
+fn unreadable_match(canon_root: &Path, pattern: &str, e: glob::GlobError) -> HelperError {
+    let shown = e
+        .path()
+        .strip_prefix(canon_root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| pattern.to_owned());
+    HelperError::File {
+        path: shown,
+        problem: FileProblem::Unreadable,
+        source: Some(Box::new(io::Error::from(e))),
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Value::Array(
-        found
-            .into_iter()
-            .map(|(path, name, content)| {
-                let mut m = Map::new();
-                m.insert("path".into(), Value::String(path));
-                m.insert("name".into(), Value::String(name));
-                m.insert("content".into(), Value::String(content));
-                Value::Object(m)
-            })
-            .collect(),
-    ))
+}
+
+/// The file at a matched `entry`, read; None when it is not a file, or a dot file the pattern
+/// does not name.
+fn matched_file(
+    canon_root: &Path,
+    pattern: &str,
+    entry: &Path,
+) -> Result<Option<RepoFile>, HelperError> {
+    if !entry.is_file() {
+        return Ok(None); // directories (and dangling symlinks) are not files
+    }
+    let rel = entry.strip_prefix(canon_root).unwrap_or(entry);
+    if !dots_allowed(pattern, rel) {
+        return Ok(None);
+    }
+    let path = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let content = read_checked(canon_root, entry, &path)?;
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(RepoFile {
+        path,
+        name,
+        content,
+    }))
 }
 
 /// Whether a match may contain dot-named components: only where the pattern names them with a
@@ -705,6 +710,12 @@ fn dots_allowed(pattern: &str, rel: &Path) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn helper_names_are_the_registered_helpers() {
+        let registered: Vec<&str> = all_helpers(None).iter().map(|h| h.name).collect();
+        assert_eq!(registered, HELPER_NAMES);
+    }
 
     #[test]
     fn indent_leaves_blank_lines_blank() {
