@@ -15,7 +15,7 @@ pub(crate) const FILE_NAME: &str = "sandbox.yaml";
 
 /// A loaded and validated `sandbox.yaml`.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it was read from.
     pub(crate) path: PathBuf,
     /// The directory that template paths are relative to.
@@ -40,7 +40,7 @@ pub(crate) struct Timeouts {
 
 /// How the sandbox's URL is found once everything is ready.
 #[derive(Debug, Clone)]
-pub enum UrlRule {
+pub(crate) enum UrlRule {
     /// The first Ingress host, LoadBalancer address or NodePort of this service's Service.
     Service(String),
     /// A handlebars template over `sandbox` (name, branch, namespace).
@@ -56,7 +56,7 @@ pub(crate) struct Repo {
 }
 
 #[derive(Debug, Clone)]
-pub struct Service {
+pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) repo: String,
     /// Templates of the service's own objects, relative to the config's directory.
@@ -217,7 +217,7 @@ pub(crate) fn load(
 
 /// Validate config `text` that was read from `path`. Checks run in this order, and the first
 /// failure is reported.
-fn parse(
+pub(crate) fn parse(
     text: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,

@@ -38,19 +38,19 @@ pub(crate) struct TemplateSource {
 
 /// One Kubernetes object produced by a template.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// Name of the template that produced it.
-    pub template: String,
+    pub(crate) template: String,
     /// The object; guaranteed to be a mapping with string `apiVersion`, `kind`, `metadata.name`.
-    pub object: Value,
+    pub(crate) object: Value,
 }
 
 impl Manifest {
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.object["kind"].as_str().unwrap_or_default()
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.object["metadata"]["name"].as_str().unwrap_or_default()
     }
 }
