@@ -182,7 +182,17 @@ pub(crate) async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<Ser
         }
         owners.push((p.metadata.name.clone().unwrap_or_default(), service));
     }
-    let mut events = events.items;
+    attribute_last_events(&mut rows, &owners, events.items);
+    Ok(rows.into_values().collect())
+}
+
+/// Each service's latest event: the events of the objects it owns, by name (ReplicaSets and
+/// pods are named after their Deployment), cut to 100 characters.
+fn attribute_last_events(
+    rows: &mut BTreeMap<String, ServiceStatus>,
+    owners: &[(String, String)],
+    mut events: Vec<Event>,
+) {
     events.sort_by_key(|e| {
         e.last_timestamp.as_ref().map(|t| t.0).or(e
             .metadata
@@ -192,26 +202,23 @@ pub(crate) async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<Ser
     });
     for e in events {
         let name = e.involved_object.name.clone().unwrap_or_default();
-        // ReplicaSets and pods are named after their Deployment.
-        if let Some((_, service)) = owners
+        let owner = owners
             .iter()
-            .find(|(owner, _)| name == *owner || name.starts_with(&format!("{owner}-")))
-        {
-            if let Some(row) = rows.get_mut(service) {
-                let text = format!(
-                    "{} {}: {}",
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.message.unwrap_or_default().trim()
-                );
-                row.last_event = match text.char_indices().nth(100) {
-                    Some((cut, _)) => format!("{}…", &text[..cut]),
-                    None => text,
-                };
-            }
-        }
+            .find(|(owner, _)| name == *owner || name.starts_with(&format!("{owner}-")));
+        let Some(row) = owner.and_then(|(_, service)| rows.get_mut(service)) else {
+            continue;
+        };
+        let text = format!(
+            "{} {}: {}",
+            e.type_.unwrap_or_default(),
+            e.reason.unwrap_or_default(),
+            e.message.unwrap_or_default().trim()
+        );
+        row.last_event = match text.char_indices().nth(100) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        };
     }
-    Ok(rows.into_values().collect())
 }
 
 pub(crate) fn print_status(rows: &[ServiceStatus]) {
