@@ -222,3 +222,58 @@ fn print_the_module_graph() {
         println!("{from} → {}", tos.join(", "));
     }
 }
+
+/// Functions stay short enough to read in one screen: none over 80 lines outside tests (a
+/// function's lines from its `fn` line to its closing brace, as rustfmt lays them out).
+#[test]
+fn no_function_is_longer_than_80_lines() {
+    const LIMIT: usize = 80;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long = Vec::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tests.rs" || name == "testing.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (start, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break; // unit tests sit at the end of a file
+            }
+            let code = line.trim_start();
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "pub(crate) fn ",
+                "pub(super) fn ",
+                "async fn ",
+            ]
+            .iter()
+            .chain(&[
+                "pub async fn ",
+                "pub(crate) async fn ",
+                "pub(super) async fn ",
+            ])
+            .any(|p| code.starts_with(p));
+            if !is_fn || code.ends_with(';') {
+                continue;
+            }
+            let indent = line.len() - code.len();
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| {
+                    l.len() - l.trim_start().len() == indent && l.trim_start().starts_with('}')
+                })
+                .map_or(lines.len(), |e| start + 1 + e);
+            let length = end - start + 1;
+            if length > LIMIT {
+                let at = file.strip_prefix(&src).unwrap().display();
+                long.push(format!("{at}:{}: {length} lines", start + 1));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over {LIMIT} lines: {long:#?}");
+}
