@@ -74,15 +74,12 @@ async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<(
         Err(e) => return Err(e.into()),
     };
     // Look again under the lock: an `up` may have extended it meanwhile.
-    let still_expired = match record::fetch(cluster, name).await? {
-        Lookup::Ours(r) => r.expired(jiff::Timestamp::now()),
-        Lookup::Absent | Lookup::NotOurs => false,
+    let sandbox = match record::fetch(cluster, name).await? {
+        Lookup::Ours(r) if r.expired(jiff::Timestamp::now()) => r,
+        _ => anyhow::bail!("no longer expired"),
     };
-    if !still_expired {
-        anyhow::bail!("no longer expired");
-    }
     // Deleting is the reaper's whole job: it does not wait for the namespace to go.
-    record::delete(cluster, name).await?;
+    record::delete_ours(cluster, &sandbox).await?;
     Ok(())
 }
 

@@ -473,18 +473,29 @@ pub(crate) enum Deleted {
 
 /// Delete a sandbox's namespace — only if the tool made it.
 pub(crate) async fn delete(cluster: &Cluster, namespace: &str) -> Result<Deleted, RecordError> {
-    let record = match fetch(cluster, namespace).await? {
-        Lookup::Absent => return Ok(Deleted::WasAbsent),
-        Lookup::NotOurs => return Err(RecordError::NotOurs(namespace.into())),
-        Lookup::Ours(record) => record,
-    };
+    match fetch(cluster, namespace).await? {
+        Lookup::Absent => Ok(Deleted::WasAbsent),
+        Lookup::NotOurs => Err(RecordError::NotOurs(namespace.into())),
+        Lookup::Ours(record) => {
+            delete_ours(cluster, &record).await?;
+            Ok(Deleted::Deleting)
+        }
+    }
+}
+
+/// Delete the namespace of a record just read (it is the tool's: records are only made of
+/// namespaces that carry its label).
+pub(crate) async fn delete_ours(
+    cluster: &Cluster,
+    record: &SandboxRecord,
+) -> Result<(), RecordError> {
     if !record.terminating {
         namespaces(cluster)
-            .delete(namespace, &DeleteParams::background())
+            .delete(&record.namespace, &DeleteParams::background())
             .await
             .map_err(api_error("could not delete the namespace"))?;
     }
-    Ok(Deleted::Deleting)
+    Ok(())
 }
 
 /// Wait until a namespace is gone (after a delete).

@@ -69,11 +69,7 @@ pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
     if let Some(s) = &args.service {
         ensure_service(&settings.config, s)?;
     }
-    let secrets = if args.reveal {
-        Secrets::Reveal
-    } else {
-        Secrets::Redact
-    };
+    let secrets = Secrets::revealed_if(args.reveal);
     let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
     let wanted = |service: &str| args.service.as_deref().is_none_or(|s| s == service);
     match args.output.output {
@@ -86,11 +82,7 @@ pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
 pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets, None)?;
     ensure_service(&settings.config, &args.service)?;
-    let secrets = if args.reveal {
-        Secrets::Reveal
-    } else {
-        Secrets::Redact
-    };
+    let secrets = Secrets::revealed_if(args.reveal);
     let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
     let values = &prepared.values[&args.service];
     let shown = match secrets {

@@ -35,16 +35,15 @@ pub(crate) async fn down(
 
 /// Delete a sandbox (no lock: the caller holds it or owns the run) and say so.
 pub(crate) async fn delete(cluster: &Cluster, namespace: &str, reporter: &Reporter) -> Result<()> {
-    if let Lookup::Absent = record::fetch(cluster, namespace).await? {
-        reporter.info(&format!(
+    match record::delete(cluster, namespace).await? {
+        Deleted::WasAbsent => reporter.info(&format!(
             "sandbox `{namespace}` does not exist; nothing to do"
-        ));
-        return Ok(());
-    }
-    reporter.info(&format!("deleting `{namespace}`…"));
-    if record::delete(cluster, namespace).await? == Deleted::Deleting {
-        record::wait_gone(cluster, namespace, DELETE_TIMEOUT).await?;
-        reporter.info(&format!("sandbox `{namespace}` is gone"));
+        )),
+        Deleted::Deleting => {
+            reporter.info(&format!("deleting `{namespace}`…"));
+            record::wait_gone(cluster, namespace, DELETE_TIMEOUT).await?;
+            reporter.info(&format!("sandbox `{namespace}` is gone"));
+        }
     }
     Ok(())
 }

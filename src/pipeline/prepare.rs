@@ -45,6 +45,17 @@ pub(crate) enum Secrets {
     Redact,
 }
 
+impl Secrets {
+    /// From a `--reveal` flag.
+    pub(crate) fn revealed_if(reveal: bool) -> Secrets {
+        if reveal {
+            Secrets::Reveal
+        } else {
+            Secrets::Redact
+        }
+    }
+}
+
 /// Stages 2–5: checkout → values → render → plan.
 pub(crate) async fn prepare(
     settings: &Settings,
