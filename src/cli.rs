@@ -214,6 +214,9 @@ pub(crate) struct ValuesArgs {
     /// Show decrypted secrets too.
     #[arg(long)]
     pub(crate) reveal: bool,
+    /// `text` is YAML; `json` is exactly what a chart service's `helm template` reads on stdin.
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

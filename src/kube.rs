@@ -26,6 +26,8 @@ pub(crate) struct Cluster {
     pub(crate) discovery: std::sync::Arc<Discovery>,
     /// The API server URL, for messages.
     pub(crate) server: String,
+    /// The server's Kubernetes version, e.g. `v1.20.15` (what charts see as `.Capabilities`).
+    pub(crate) version: String,
 }
 
 /// The cluster could not be reached or configured.
@@ -87,13 +89,14 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     config.connect_timeout = Some(Duration::from_secs(5));
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
-    client
+    let version = client
         .apiserver_version()
         .await
         .map_err(|source| ClusterError::Unreachable {
             server: server.clone(),
             source,
-        })?;
+        })?
+        .git_version;
     let discovery = Discovery::new(client.clone())
         .run()
         .await
@@ -105,6 +108,7 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
         client,
         discovery: std::sync::Arc::new(discovery),
         server,
+        version,
     })
 }
 
@@ -121,6 +125,21 @@ impl Cluster {
         };
         let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
         self.discovery.resolve_gvk(&gvk)
+    }
+
+    /// Every `group/version` and `group/version/Kind` the cluster serves (core: `v1`, `v1/Pod`),
+    /// sorted: what `helm template --api-versions` takes.
+    pub(crate) fn api_versions(&self) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for group in self.discovery.groups() {
+            for version in group.versions() {
+                for (resource, _) in group.versioned_resources(version) {
+                    out.insert(format!("{}/{}", resource.api_version, resource.kind));
+                    out.insert(resource.api_version);
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// A dynamic API for a resource in `namespace` (ignored for cluster-scoped resources).

@@ -12,7 +12,7 @@ use crate::cli::{
 use crate::kube::connect;
 use crate::pipeline::config::Config;
 use crate::pipeline::settings::unknown_service;
-use crate::pipeline::{self, Interrupted, Secrets, UpOptions};
+use crate::pipeline::{self, prepare, Interrupted, Secrets, UpOptions};
 use crate::record::{self, Update};
 use crate::{diff, inspect, reap, serve};
 
@@ -84,12 +84,21 @@ pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
     ensure_service(&settings.config, &args.service)?;
     let secrets = Secrets::revealed_if(args.reveal);
     let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
-    let values = &prepared.values[&args.service];
-    let shown = match secrets {
-        Secrets::Reveal => values.reveal().clone(),
-        Secrets::Redact => values.redacted(),
+    // A chart is given its values and the sandbox's context under `global.sandbox`.
+    let shown = match prepared.chart_values.get(&args.service) {
+        Some(given) => given.clone(),
+        None => {
+            let values = &prepared.values[&args.service];
+            match secrets {
+                Secrets::Reveal => values.reveal().clone(),
+                Secrets::Redact => values.redacted(),
+            }
+        }
     };
-    print!("{}", serde_yaml_ng::to_string(&shown)?);
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+        Output::Text => print!("{}", serde_yaml_ng::to_string(&shown)?),
+    }
     Ok(())
 }
 
@@ -139,12 +148,21 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
 
 pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets, None)?;
-    let (cluster, prepared) = tokio::join!(
+    let (cluster, gathered) = tokio::join!(
         connect(&app.cluster),
-        pipeline::prepare(&settings, Secrets::Reveal, &app.reporter)
+        prepare::gather(&settings, &app.reporter)
     );
-    let prepared = prepared?;
+    let gathered = gathered?;
     let cluster = cluster.context("cannot compare with the cluster")?;
+    let capabilities = prepare::of_cluster(&cluster, &settings.config);
+    let prepared = prepare::render_and_plan(
+        &settings,
+        gathered,
+        Secrets::Reveal,
+        &capabilities,
+        &app.reporter,
+    )
+    .await?;
     let plan = &prepared.plan;
     let changes = diff::diff(&cluster, plan, &prepared.secret_strings()).await?;
     diff::print_diff(&plan.namespace, &changes, plan.objects().count());
@@ -153,24 +171,44 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
 
 pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets, None)?;
-    let prepared = pipeline::prepare(&settings, Secrets::Reveal, &app.reporter).await?;
+    let reachable = async {
+        tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let (cluster, gathered) = tokio::join!(reachable, prepare::gather(&settings, &app.reporter));
+    // Charts are rendered for the cluster when there is one, as `up` would render them.
+    let capabilities = match &cluster {
+        Some(cluster) => prepare::of_cluster(cluster, &settings.config),
+        None => prepare::offline(&settings.config),
+    };
+    let prepared = prepare::render_and_plan(
+        &settings,
+        gathered?,
+        Secrets::Reveal,
+        &capabilities,
+        &app.reporter,
+    )
+    .await?;
     println!(
         "{}: {} services, {} objects render",
         settings.config.path.display(),
         settings.config.services.len(),
         prepared.plan.objects().count()
     );
-    match tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster)).await {
-        Ok(Ok(cluster)) => {
+    match cluster {
+        Some(cluster) => {
             let n = diff::validate_on_server(&cluster, &prepared.plan).await?;
             println!(
                 "server-side dry run at {}: {n} objects accepted",
                 cluster.server
             );
         }
-        _ => app
-            .reporter
-            .info("no cluster reachable: the server-side dry run was skipped"),
+        None => app.reporter.info(&format!(
+            "no cluster reachable: the server-side dry run was skipped (charts rendered for Kubernetes {})",
+            capabilities.kube_version
+        )),
     }
     Ok(())
 }

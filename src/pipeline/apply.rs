@@ -11,6 +11,7 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use crate::error::Hint;
 use crate::kube::{status_code, Cluster, FIELD_MANAGER};
 use crate::object::{Object, ObjectRef};
+use crate::pipeline::chart::hooks;
 use crate::pipeline::inventory::Live;
 use crate::pipeline::plan::{Plan, Step};
 use crate::pipeline::wait::{self, WaitError};
@@ -62,7 +63,8 @@ impl Hint for ApplyError {
 }
 
 /// Server-side apply one object into `namespace`. A Job whose pod template changed cannot be
-/// patched (the template is immutable), so it is replaced: deleted, then applied again.
+/// patched (the template is immutable), nor can most of a Pod, so they are replaced: deleted,
+/// then applied again (what helm's default `before-hook-creation` policy does for hooks).
 pub(crate) async fn apply_object(
     cluster: &Cluster,
     namespace: &str,
@@ -85,7 +87,7 @@ pub(crate) async fn apply_object(
     };
     match api.patch(name, &params, &Patch::Apply(object)).await {
         Ok(applied) => Ok(applied),
-        Err(e) if kind == "Job" && status_code(&e) == Some(422) => {
+        Err(e) if matches!(kind, "Job" | "Pod") && status_code(&e) == Some(422) => {
             if !delete_own(cluster, namespace, &object.object_ref()).await? {
                 return Err(rejected(e));
             }
@@ -259,8 +261,26 @@ async fn run_step(
         step.role.as_str()
     );
     let stuck = wait::first_stuck_pod(&cluster.client, namespace, &selector, 20);
-    tokio::select! {
+    let result = tokio::select! {
         ready = all_ready => ready.map(|_| ()).map_err(not_ready),
         stuck = stuck => Err(not_ready(stuck)),
+    };
+    let deleted = delete_finished_hooks(cluster, namespace, &step.objects, result.is_ok()).await;
+    result.and(deleted)
+}
+
+/// Delete the hooks whose `helm.sh/hook-delete-policy` says so, now that their step is over.
+pub(crate) async fn delete_finished_hooks(
+    cluster: &Cluster,
+    namespace: &str,
+    objects: &[serde_json::Value],
+    succeeded: bool,
+) -> Result<(), ApplyError> {
+    for object in objects
+        .iter()
+        .filter(|o| hooks::deleted_after(o, succeeded))
+    {
+        delete_own(cluster, namespace, &object.object_ref()).await?;
     }
+    Ok(())
 }

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) ttl: Duration,
     pub(crate) timeouts: Timeouts,
     pub(crate) url: UrlRule,
+    /// How chart services are rendered.
+    pub(crate) helm: HelmSettings,
     pub(crate) repos: BTreeMap<String, Repo>,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
@@ -37,6 +39,21 @@ pub(crate) struct Timeouts {
     /// How long the smoke Jobs may take together.
     pub(crate) smoke: Duration,
 }
+
+/// What `helm template` is told about the cluster when no cluster is asked (`render`, `values`,
+/// an unreachable cluster for `validate`). Commands that talk to a cluster use its own version
+/// and API versions instead.
+#[derive(Debug, Clone)]
+pub(crate) struct HelmSettings {
+    /// E.g. `1.33.0`.
+    pub(crate) kube_version: String,
+    /// Extra `--api-versions` entries (e.g. CRDs' `monitoring.coreos.com/v1`).
+    pub(crate) api_versions: Vec<String>,
+}
+
+/// The Kubernetes version offline renders assume unless `helm.kube_version` says otherwise:
+/// the newest this tool is built against (k8s-openapi's `v1_33`).
+pub(crate) const DEFAULT_KUBE_VERSION: &str = "1.33.0";
 
 /// How the sandbox's URL is found once everything is ready.
 #[derive(Debug, Clone)]
@@ -61,6 +78,8 @@ pub(crate) struct Service {
     pub(crate) repo: String,
     /// Templates of the service's own objects, relative to the config's directory.
     pub(crate) templates: Vec<PathBuf>,
+    /// Or a Helm chart that renders them (and its hooks: preflight, post-install, smoke).
+    pub(crate) chart: Option<ChartRef>,
     /// Jobs that must complete after the dependencies are ready and before the service's objects.
     pub(crate) preflight: Vec<PathBuf>,
     /// Jobs run once every service is ready.
@@ -72,6 +91,25 @@ pub(crate) struct Service {
     /// sops-encrypted values files inside the repo, in order.
     pub(crate) secrets_files: Vec<String>,
     pub(crate) depends_on: Vec<String>,
+}
+
+/// Where a service's chart is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChartRef {
+    /// The chart's directory, relative to `from`.
+    pub(crate) path: PathBuf,
+    pub(crate) from: ChartFrom,
+}
+
+/// What a chart path is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ChartFrom {
+    /// The service's repository, as checked out for the branch.
+    #[default]
+    Repo,
+    /// The directory of `sandbox.yaml` (like `templates`).
+    Config,
 }
 
 /// What went wrong in `sandbox.yaml`, with where.
@@ -139,6 +177,8 @@ struct RawConfig {
     #[serde(default)]
     timeouts: RawTimeouts,
     url: RawUrl,
+    #[serde(default)]
+    helm: RawHelm,
     repos: BTreeMap<String, RawRepo>,
     services: serde_yaml_ng::Mapping,
 }
@@ -155,6 +195,14 @@ fn default_ttl() -> String {
 struct RawTimeouts {
     service: Option<String>,
     smoke: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHelm {
+    kube_version: Option<String>,
+    #[serde(default)]
+    api_versions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +225,8 @@ struct RawService {
     repo: String,
     #[serde(default)]
     templates: Vec<PathBuf>,
+    chart: Option<PathBuf>,
+    chart_from: Option<ChartFrom>,
     #[serde(default)]
     preflight: Vec<PathBuf>,
     #[serde(default)]
@@ -197,6 +247,7 @@ const TOP_FIELDS: &[&str] = &[
     "ttl",
     "timeouts",
     "url",
+    "helm",
     "repos",
     "services",
 ];
@@ -236,6 +287,7 @@ pub(crate) fn parse(
         return Err(file.cycle(&cycle[0].clone(), cycle));
     }
     let url = url_rule(&file, raw.url, &names)?;
+    let helm = helm_settings(&file, raw.helm)?;
     Ok(Config {
         path: path.to_owned(),
         dir,
@@ -244,6 +296,7 @@ pub(crate) fn parse(
         ttl,
         timeouts,
         url,
+        helm,
         repos,
         services,
     })
@@ -379,16 +432,79 @@ fn service(
         ));
     }
     let values = service_values(file, &name, raw.values)?;
+    let chart = chart_ref(file, &name, raw.chart, raw.chart_from)?;
     Ok(Service {
         name,
         repo: raw.repo,
         templates: raw.templates,
+        chart,
         preflight: raw.preflight,
         smoke: raw.smoke,
         values,
         values_files: raw.values_files,
         secrets_files: raw.secrets_files,
         depends_on: raw.depends_on,
+    })
+}
+
+/// A service's `chart` and `chart_from`: a relative path that stays inside what it is relative to.
+fn chart_ref(
+    file: &ConfigFile<'_>,
+    name: &str,
+    path: Option<PathBuf>,
+    from: Option<ChartFrom>,
+) -> Result<Option<ChartRef>, ConfigError> {
+    let Some(path) = path else {
+        if from.is_some() {
+            return Err(file.invalid(
+                &["services", name, "chart_from"],
+                "`chart_from` without `chart`".into(),
+                Some("add `chart: PATH` (the chart's directory), or remove `chart_from`".into()),
+            ));
+        }
+        return Ok(None);
+    };
+    let inside = path.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !inside || path.as_os_str().is_empty() {
+        return Err(file.invalid(
+            &["services", name, "chart"],
+            format!("`{}` is not a relative path inside the repository", path.display()),
+            Some("write the chart's directory relative to the repository's root, e.g. `chart: charts/web` (no `..`, not absolute)".into()),
+        ));
+    }
+    Ok(Some(ChartRef {
+        path,
+        from: from.unwrap_or_default(),
+    }))
+}
+
+/// `helm:`: the offline Kubernetes version must be a version (helm would refuse it later,
+/// with a less helpful message).
+fn helm_settings(file: &ConfigFile<'_>, raw: RawHelm) -> Result<HelmSettings, ConfigError> {
+    let kube_version = raw
+        .kube_version
+        .unwrap_or_else(|| DEFAULT_KUBE_VERSION.to_owned());
+    let plain = kube_version.trim_start_matches('v');
+    let numeric = plain.split('.').count() >= 2
+        && plain
+            .split(['.', '-', '+'])
+            .take(2)
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !numeric {
+        return Err(file.invalid(
+            &["helm", "kube_version"],
+            format!("`{kube_version}` is not a Kubernetes version"),
+            Some("write it like `1.30.0`".into()),
+        ));
+    }
+    Ok(HelmSettings {
+        kube_version,
+        api_versions: raw.api_versions,
     })
 }
 
@@ -437,10 +553,12 @@ fn check_references(
         check_repo(file, repos, service)?;
         check_depends_on(file, names, service)?;
         check_templates_exist(file, dir, service)?;
-        if service.templates.is_empty() && service.preflight.is_empty() {
+        check_chart(file, dir, service)?;
+        if service.templates.is_empty() && service.preflight.is_empty() && service.chart.is_none() {
             return Err(file.invalid(
                 &["services", &service.name],
-                "a service needs at least one entry in `templates` or `preflight`".into(),
+                "a service needs a `chart`, or at least one entry in `templates` or `preflight`"
+                    .into(),
                 None,
             ));
         }
@@ -511,6 +629,37 @@ fn check_templates_exist(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// A service is a chart or templates, not both; a chart beside `sandbox.yaml` must exist now
+/// (one in a repository is checked once the branch is checked out).
+fn check_chart(file: &ConfigFile<'_>, dir: &Path, service: &Service) -> Result<(), ConfigError> {
+    let Some(chart) = &service.chart else {
+        return Ok(());
+    };
+    if !service.templates.is_empty() {
+        return Err(file.invalid(
+            &["services", &service.name, "templates"],
+            "a service is rendered either by its `templates` or by its `chart`, not both".into(),
+            Some(
+                "move the extra objects into the chart, or make them a service of their own".into(),
+            ),
+        ));
+    }
+    if chart.from == ChartFrom::Config && !dir.join(&chart.path).join("Chart.yaml").is_file() {
+        return Err(file.invalid(
+            &["services", &service.name, "chart"],
+            format!(
+                "`{}` is not a chart: it has no Chart.yaml",
+                chart.path.display()
+            ),
+            Some(format!(
+                "chart paths with `chart_from: config` are relative to {}",
+                dir.display()
+            )),
+        ));
     }
     Ok(())
 }
@@ -798,6 +947,91 @@ services:
         );
         assert_eq!(c.service("web").unwrap().values["port"], 80);
         assert!(matches!(c.url, UrlRule::Service(ref s) if s == "web"));
+    }
+
+    #[test]
+    fn a_service_may_be_a_chart_in_its_repo_or_beside_the_config() {
+        let chart = GOOD.replace(
+            "    templates: [templates/a.yaml]\n    values: {port: 80}",
+            "    chart: charts/web\n    values: {port: 80}",
+        );
+        let c = load_text(&chart).unwrap();
+        let web = c.service("web").unwrap();
+        assert_eq!(
+            web.chart,
+            Some(ChartRef {
+                path: "charts/web".into(),
+                from: ChartFrom::Repo
+            })
+        );
+        assert_eq!(c.helm.kube_version, DEFAULT_KUBE_VERSION);
+
+        // Beside sandbox.yaml, the chart must be there now.
+        let beside = chart.replace(
+            "chart: charts/web",
+            "chart: charts/web\n    chart_from: config",
+        );
+        let err = load_text(&beside).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "`services.web.chart`: `charts/web` is not a chart: it has no Chart.yaml"
+            ),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &beside);
+        std::fs::create_dir_all(dir.path().join("charts/web")).unwrap();
+        std::fs::write(dir.path().join("charts/web/Chart.yaml"), "name: web").unwrap();
+        assert_eq!(
+            load(&path, &env)
+                .unwrap()
+                .service("web")
+                .unwrap()
+                .chart
+                .as_ref()
+                .unwrap()
+                .from,
+            ChartFrom::Config
+        );
+    }
+
+    #[test]
+    fn chart_mistakes_are_named() {
+        let both = GOOD.replace(
+            "    values: {port: 80}",
+            "    chart: web\n    values: {port: 80}",
+        );
+        let err = load_text(&both).unwrap_err();
+        assert!(err.to_string().contains("`services.web.templates`: a service is rendered either by its `templates` or by its `chart`, not both"), "{err}");
+        for path in ["../elsewhere", "/abs/chart"] {
+            let escape = GOOD.replace(
+                "    templates: [templates/a.yaml]\n    values",
+                &format!("    chart: {path}\n    values"),
+            );
+            let err = load_text(&escape).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("is not a relative path inside the repository"),
+                "{err}"
+            );
+        }
+        let typo = GOOD.replace(
+            "    templates: [templates/a.yaml]\n    values",
+            "    chrt: web\n    values",
+        );
+        assert_eq!(
+            load_text(&typo).unwrap_err().hint().unwrap(),
+            "did you mean `chart`?"
+        );
+        let version = format!("{GOOD}helm: {{kube_version: latest}}\n");
+        let err = load_text(&version).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`helm.kube_version`: `latest` is not a Kubernetes version"),
+            "{err}"
+        );
+        let version = format!("{GOOD}helm: {{kube_version: v1.20.15, api_versions: [x.io/v1]}}\n");
+        assert_eq!(load_text(&version).unwrap().helm.api_versions, ["x.io/v1"]);
     }
 
     #[test]

@@ -124,6 +124,36 @@ impl RenderContext {
     pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("the context serializes")
     }
+
+    /// What a chart is given: its values, with the rest of the context under
+    /// `global.sandbox` (`.Values.global.sandbox.repo.sha`…), where subcharts see it too. The
+    /// context is written last: it is what the sandbox is, not something to configure.
+    pub(crate) fn chart_values(self) -> serde_json::Value {
+        let RenderContext {
+            mut values,
+            sandbox,
+            repo,
+            service,
+            services,
+        } = self;
+        let mut about = serde_json::to_value(&sandbox).expect("serializes");
+        about["repo"] = serde_json::to_value(&repo).expect("serializes");
+        about["service"] = serde_json::to_value(&service).expect("serializes");
+        let by_name: serde_json::Map<String, serde_json::Value> = services
+            .iter()
+            .map(|s| (s.name.clone(), serde_json::to_value(s).expect("serializes")))
+            .collect();
+        about["services"] = by_name.into();
+        let root = values.as_object_mut().expect("values are a mapping");
+        let global = root
+            .entry("global")
+            .or_insert_with(|| serde_json::json!({}));
+        if !global.is_object() {
+            *global = serde_json::json!({});
+        }
+        global["sandbox"] = about;
+        values
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +206,27 @@ mod tests {
         );
         let names: Vec<&String> = context["services"].as_object().unwrap().keys().collect();
         assert_eq!(names, ["db", "order-api"], "file order, not sorted");
+    }
+
+    #[test]
+    fn a_chart_sees_the_context_under_global_sandbox_beside_its_values() {
+        let settings = example("feature-x");
+        let service = settings.config.service("order-api").unwrap().clone();
+        let values =
+            serde_json::json!({"replicas": 2, "global": {"region": "eu", "sandbox": "mine"}});
+        let chart = RenderContext::new(&settings, &service, &checkout(), values).chart_values();
+        assert_eq!(chart["replicas"], 2);
+        assert_eq!(
+            chart["global"]["region"], "eu",
+            "the chart's own globals stay"
+        );
+        let about = &chart["global"]["sandbox"];
+        assert_eq!(about["namespace"], "shop-feature-x");
+        assert_eq!(about["owner"], "ada");
+        assert_eq!(about["repo"]["sha"], "121dbcc0123456789");
+        assert_eq!(about["repo"]["branch"], "main");
+        assert_eq!(about["service"]["name"], "order-api");
+        assert_eq!(about["services"]["db"]["host_env"], "DB_SERVICE_HOST");
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! 1. [`config`]: `sandbox.yaml` → `Config`
 //! 2. [`checkout`]: repos + branch → `Checkout`s
 //! 3. [`values`] (+ [`sops`]): defaults, values files, decrypted secrets, `--set` → `Values`
-//! 4. [`render`]: templates + [`context`] → `Manifest`s
+//! 4. [`render`]: templates + [`context`] → `Manifest`s; [`chart`]: a chart + values → the real
+//!    `helm template` → `Manifest`s, its hooks sorted onto preflight, post-install and smoke
 //! 5. [`plan`]: rendered services → `Plan` (labels, dependency steps, preflight, smoke)
 //! 6. [`apply`] + [`wait`] (+ [`inventory`]): `Plan` → deployed objects, ready
 //! 7. [`smoke`]: smoke Jobs
 //! 8. [`handover`]: URL and report
 
 pub(crate) mod apply;
+pub(crate) mod chart;
 pub(crate) mod checkout;
 pub(crate) mod config;
 pub(crate) mod handover;
@@ -51,6 +53,7 @@ crate::error::hint_registry!(
         values::ValuesError,
         render::RenderError,
         render::helpers::HelperError,
+        chart::ChartError,
         plan::PlanError,
         inventory::InventoryError,
         wait::WaitError,

@@ -14,6 +14,8 @@ use crate::record::{HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, S
 pub(crate) enum Role {
     Preflight,
     Service,
+    /// A chart's post-install hooks: after the service is ready, before its dependents start.
+    PostInstall,
     Smoke,
 }
 
@@ -22,6 +24,7 @@ impl Role {
         match self {
             Role::Preflight => "preflight",
             Role::Service => "service",
+            Role::PostInstall => "post-install",
             Role::Smoke => "smoke",
         }
     }
@@ -32,15 +35,19 @@ impl Role {
 pub(crate) struct RenderedService {
     pub(crate) name: String,
     pub(crate) depends_on: Vec<String>,
-    pub(crate) preflight: Vec<Manifest>,
+    /// Preflight Jobs in phases, each run after the one before (a chart's hook weights).
+    pub(crate) preflight: Vec<Vec<Manifest>>,
     pub(crate) objects: Vec<Manifest>,
+    /// Run once the service's objects are ready; its dependents wait for them.
+    pub(crate) post_install: Vec<Manifest>,
     pub(crate) smoke: Vec<Manifest>,
 }
 
-/// One step of the deploy graph: a service's preflight Jobs, or a service's own objects.
+/// One step of the deploy graph: a phase of a service's preflight Jobs, a service's own objects,
+/// or its post-install Jobs.
 #[derive(Debug, Clone)]
 pub(crate) struct Step {
-    /// `api` or `api/preflight`.
+    /// `api`, `api/preflight` (`api/preflight-2`… for later phases) or `api/post-install`.
     pub(crate) id: String,
     pub(crate) service: String,
     pub(crate) role: Role,
@@ -78,8 +85,9 @@ pub(crate) enum PlanError {
         first: String,
         second: String,
     },
-    /// Preflight and smoke templates may only hold Jobs (and what the Jobs need).
-    #[error("{template}: a {role} template must render Jobs, found {kind} `{name}`")]
+    /// Preflight, post-install and smoke templates may only hold Jobs and Pods (and what they
+    /// need).
+    #[error("{template}: a {role} template must render Jobs or Pods, found {kind} `{name}`")]
     NotAJob {
         template: String,
         role: &'static str,
@@ -162,14 +170,18 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
         Ok(())
     };
     for s in services {
-        for m in s.preflight.iter().chain(&s.objects).chain(&s.smoke) {
+        let preflight: Vec<&Manifest> = s.preflight.iter().flatten().collect();
+        let all = preflight.iter().copied();
+        for m in all.chain(&s.objects).chain(&s.post_install).chain(&s.smoke) {
             check(m)?;
         }
-        for (role, list) in [("preflight", &s.preflight), ("smoke", &s.smoke)] {
-            if let Some(m) = list
-                .iter()
-                .find(|m| !matches!(m.kind(), "Job" | "ConfigMap" | "Secret"))
-            {
+        let runs: [(&str, Vec<&Manifest>); 3] = [
+            ("preflight", preflight),
+            ("post-install", s.post_install.iter().collect()),
+            ("smoke", s.smoke.iter().collect()),
+        ];
+        for (role, list) in runs {
+            if let Some(m) = list.into_iter().find(|m| !RUN_KINDS.contains(&m.kind())) {
                 return Err(PlanError::NotAJob {
                     template: m.template.clone(),
                     role,
@@ -181,6 +193,18 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
     }
     Ok(())
 }
+
+/// What preflight, post-install and smoke steps may hold: what runs to completion, and what it
+/// needs (a chart's hooks often bring their own ServiceAccount and RBAC).
+const RUN_KINDS: &[&str] = &[
+    "Job",
+    "Pod",
+    "ConfigMap",
+    "Secret",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+];
 
 /// Services in a topological order, by repeated passes: the graph is small and config rejected
 /// cycles.
@@ -205,40 +229,40 @@ fn dependency_order(services: &[RenderedService]) -> Vec<&RenderedService> {
     order
 }
 
-/// The deploy graph: per service, its preflight step (after its dependencies) and its own step
-/// (after its preflight, or its dependencies).
+/// The deploy graph, per service a chain: its preflight phases (the first after its
+/// dependencies), its own step, and its post-install step. Dependents wait for the chain's end.
 fn steps(namespace: &str, order: &[&RenderedService]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
-    let mut main_step: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut last_step: BTreeMap<&str, usize> = BTreeMap::new();
     for s in order {
-        let deps: Vec<usize> = s.depends_on.iter().map(|d| main_step[d.as_str()]).collect();
-        let mut after = deps.clone();
-        if !s.preflight.is_empty() {
+        let mut after: Vec<usize> = s.depends_on.iter().map(|d| last_step[d.as_str()]).collect();
+        let mut push = |id: String, role: Role, manifests: &[Manifest], after: Vec<usize>| {
             steps.push(Step {
-                id: format!("{}/preflight", s.name),
+                id,
                 service: s.name.clone(),
-                role: Role::Preflight,
-                after: deps,
-                objects: s
-                    .preflight
+                role,
+                after,
+                objects: manifests
                     .iter()
-                    .map(|m| stamp(m, namespace, &s.name, Role::Preflight))
+                    .map(|m| stamp(m, namespace, &s.name, role))
                     .collect(),
             });
-            after = vec![steps.len() - 1];
+            vec![steps.len() - 1]
+        };
+        let phases = s.preflight.iter().filter(|p| !p.is_empty());
+        for (i, phase) in phases.enumerate() {
+            let id = match i {
+                0 => format!("{}/preflight", s.name),
+                _ => format!("{}/preflight-{}", s.name, i + 1),
+            };
+            after = push(id, Role::Preflight, phase, after);
         }
-        steps.push(Step {
-            id: s.name.clone(),
-            service: s.name.clone(),
-            role: Role::Service,
-            after,
-            objects: s
-                .objects
-                .iter()
-                .map(|m| stamp(m, namespace, &s.name, Role::Service))
-                .collect(),
-        });
-        main_step.insert(&s.name, steps.len() - 1);
+        after = push(s.name.clone(), Role::Service, &s.objects, after);
+        if !s.post_install.is_empty() {
+            let id = format!("{}/post-install", s.name);
+            after = push(id, Role::PostInstall, &s.post_install, after);
+        }
+        last_step.insert(&s.name, after[0]);
     }
     steps
 }
@@ -368,11 +392,12 @@ mod tests {
             name: name.into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             preflight: if preflight {
-                vec![manifest("Job", &format!("{name}-migrate"))]
+                vec![vec![manifest("Job", &format!("{name}-migrate"))]]
             } else {
                 vec![]
             },
             objects: vec![manifest("Deployment", name)],
+            post_install: vec![],
             smoke: vec![],
         }
     }
@@ -393,6 +418,33 @@ mod tests {
         assert_eq!(p.steps[1].after, vec![0]);
         assert_eq!(p.steps[2].after, vec![1]);
         assert_eq!(p.steps[3].after, vec![2]);
+    }
+
+    #[test]
+    fn preflight_phases_and_post_install_chain_and_dependents_wait_for_the_end() {
+        let mut api = service("api", &[], true);
+        api.preflight.push(vec![]); // an empty phase makes no step
+        api.preflight.push(vec![manifest("Job", "api-seed")]);
+        api.post_install.push(manifest("Job", "api-warm"));
+        let p = plan("sb-x", vec![api, service("web", &["api"], false)]).unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "api/preflight",
+                "api/preflight-2",
+                "api",
+                "api/post-install",
+                "web"
+            ]
+        );
+        let after: Vec<Vec<usize>> = p.steps.iter().map(|s| s.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(p.steps[3].role, Role::PostInstall);
+        assert_eq!(
+            p.steps[3].objects[0]["metadata"]["labels"][ROLE_LABEL],
+            "post-install"
+        );
     }
 
     #[test]
@@ -421,6 +473,12 @@ mod tests {
             plan("sb-x", vec![s]),
             Err(PlanError::Duplicate { .. })
         ));
+        let mut s = service("db", &[], false);
+        s.smoke.push(manifest("Pod", "test-page"));
+        assert!(
+            plan("sb-x", vec![s]).is_ok(),
+            "a test Pod may be a smoke test"
+        );
         let mut s = service("db", &[], false);
         s.smoke.push(manifest("Deployment", "smoke"));
         assert!(matches!(

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::kube::Cluster;
+use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
 use crate::pipeline::checkout::{self, Checkout, RepoSpec};
-use crate::pipeline::config::{Config, Service};
+use crate::pipeline::config::{ChartFrom, ChartRef, Config, Service};
 use crate::pipeline::context::RenderContext;
 use crate::pipeline::plan::{self, Plan, RenderedService};
 use crate::pipeline::render::{Manifest, Renderer, TemplateSource};
@@ -22,6 +24,9 @@ use crate::redact::REDACTED;
 pub(crate) struct Prepared {
     pub(crate) checkouts: Vec<Checkout>,
     pub(crate) values: BTreeMap<String, Values>,
+    /// What each chart service's chart is given (values and `global.sandbox`), as shown: with
+    /// secrets redacted unless they were revealed.
+    pub(crate) chart_values: BTreeMap<String, serde_json::Value>,
     pub(crate) plan: Plan,
     pub(crate) checkout_time: Duration,
     pub(crate) rest_time: Duration,
@@ -56,25 +61,72 @@ impl Secrets {
     }
 }
 
-/// Stages 2–5: checkout → values → render → plan.
+/// Stages 2–3, which need no cluster: every repo checked out and every service's values (and
+/// helm found, when a service is a chart).
+pub(crate) struct Gathered {
+    checkouts: Vec<Checkout>,
+    values: BTreeMap<String, Values>,
+    helm: Option<Helm>,
+    checkout_time: Duration,
+    values_time: Duration,
+}
+
+/// Stages 2–5 without a cluster: charts are rendered for `helm:` in sandbox.yaml.
 pub(crate) async fn prepare(
     settings: &Settings,
     secrets: Secrets,
     reporter: &Reporter,
 ) -> Result<Prepared> {
+    let gathered = gather(settings, reporter).await?;
+    render_and_plan(
+        settings,
+        gathered,
+        secrets,
+        &offline(&settings.config),
+        reporter,
+    )
+    .await
+}
+
+/// What charts are told about a cluster when none is asked.
+pub(crate) fn offline(config: &Config) -> Capabilities {
+    Capabilities {
+        kube_version: config.helm.kube_version.clone(),
+        api_versions: config.helm.api_versions.clone(),
+    }
+}
+
+/// What charts are told about `cluster`: its version, and every API version it serves (plus
+/// any `helm.api_versions` from sandbox.yaml).
+pub(crate) fn of_cluster(cluster: &Cluster, config: &Config) -> Capabilities {
+    let mut api_versions = cluster.api_versions();
+    api_versions.extend(config.helm.api_versions.iter().cloned());
+    Capabilities {
+        kube_version: cluster.version.clone(),
+        api_versions,
+    }
+}
+
+/// Stages 2–3: checkout → values (with sops). helm is looked up meanwhile.
+pub(crate) async fn gather(settings: &Settings, reporter: &Reporter) -> Result<Gathered> {
     let started = Instant::now();
-    let checkouts = check_out(settings, reporter).await?;
+    let has_charts = settings.config.services.iter().any(|s| s.chart.is_some());
+    let locate_helm = async {
+        match has_charts {
+            true => Helm::locate().await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (checkouts, helm) = tokio::join!(check_out(settings, reporter), locate_helm);
+    let checkouts = checkouts?;
+    let helm = helm.context("cannot render the chart services")?;
     let checkout_time = started.elapsed();
 
-    let rest = Instant::now();
+    let started = Instant::now();
     let identities = Identities::from_env().context("could not load the age keys for sops")?;
-    let mut all_values = BTreeMap::new();
-    let mut rendered = Vec::new();
+    let mut values = BTreeMap::new();
     for service in &settings.config.services {
-        let checkout = checkouts
-            .iter()
-            .find(|c| c.repo == service.repo)
-            .expect("every used repo is checked out");
+        let checkout = checkout_of(&checkouts, service);
         let repo_files = values::RepoFiles {
             repo: &checkout.repo,
             branch: &checkout.branch,
@@ -89,29 +141,163 @@ pub(crate) async fn prepare(
             },
         )?;
         reporter.add_secrets(v.secret_strings());
+        values.insert(service.name.clone(), v);
+    }
+    Ok(Gathered {
+        checkouts,
+        values,
+        helm,
+        checkout_time,
+        values_time: started.elapsed(),
+    })
+}
+
+fn checkout_of<'a>(checkouts: &'a [Checkout], service: &Service) -> &'a Checkout {
+    checkouts
+        .iter()
+        .find(|c| c.repo == service.repo)
+        .expect("every used repo is checked out")
+}
+
+/// Stages 4–5: render every service (templates in process, charts by helm, all charts at once)
+/// and plan. `capabilities` is what charts are told about the cluster.
+pub(crate) async fn render_and_plan(
+    settings: &Settings,
+    gathered: Gathered,
+    secrets: Secrets,
+    capabilities: &Capabilities,
+    reporter: &Reporter,
+) -> Result<Prepared> {
+    let started = Instant::now();
+    let secret_strings: Vec<String> = gathered
+        .values
+        .values()
+        .flat_map(|v| v.secret_strings())
+        .collect();
+    let mut renders = Vec::new();
+    let mut chart_values = BTreeMap::new();
+    for service in &settings.config.services {
+        let checkout = checkout_of(&gathered.checkouts, service);
+        let v = &gathered.values[&service.name];
         let shown = match secrets {
             Secrets::Redact => v.redacted(),
             Secrets::Reveal => v.reveal().clone(),
         };
-        let context = RenderContext::new(settings, service, checkout, shown).to_json();
-        rendered.push(render_service(
-            &settings.config,
+        let context = RenderContext::new(settings, service, checkout, shown);
+        let templates = ServiceTemplates {
+            config: &settings.config,
             service,
             checkout,
-            &context,
             secrets,
-        )?);
-        all_values.insert(service.name.clone(), v);
+        };
+        let chart = match (&service.chart, &gathered.helm) {
+            (Some(chart), Some(helm)) => {
+                let given = context.clone().chart_values();
+                chart_values.insert(service.name.clone(), given.clone());
+                let source = chart_source(&settings.config, service, chart, checkout);
+                Some((helm, source, given))
+            }
+            _ => None,
+        };
+        let context = context.to_json();
+        let secret_strings = &secret_strings;
+        let namespace = settings.namespace.as_str();
+        renders.push(async move {
+            let mut rendered = templates.render(&context)?;
+            if let Some((helm, source, given)) = chart {
+                let hooked = chart::render(
+                    helm,
+                    &source,
+                    namespace,
+                    &given,
+                    capabilities,
+                    secret_strings,
+                )
+                .await?;
+                add_chart(&mut rendered, hooked, secrets, reporter);
+            }
+            anyhow::Ok(rendered)
+        });
     }
+    let rendered = futures::future::try_join_all(renders).await?;
     let plan = plan::plan(&settings.namespace, rendered)
         .context("the rendered objects cannot be deployed")?;
     Ok(Prepared {
-        checkouts,
-        values: all_values,
+        checkouts: gathered.checkouts,
+        values: gathered.values,
+        chart_values,
         plan,
-        checkout_time,
-        rest_time: rest.elapsed(),
+        checkout_time: gathered.checkout_time,
+        rest_time: gathered.values_time + started.elapsed(),
     })
+}
+
+/// Where a service's chart is on disk, and how messages name it.
+fn chart_source(
+    config: &Config,
+    service: &Service,
+    chart: &ChartRef,
+    checkout: &Checkout,
+) -> ChartSource {
+    let (root, shown, relative_to) = match chart.from {
+        ChartFrom::Repo => (
+            checkout.dir.clone(),
+            format!(
+                "`{}` (repo `{}`, branch `{}`)",
+                chart.path.display(),
+                checkout.repo,
+                checkout.branch
+            ),
+            format!("the root of repo `{}`", checkout.repo),
+        ),
+        ChartFrom::Config => (
+            config.dir.clone(),
+            format!("`{}`", config.dir.join(&chart.path).display()),
+            format!("the directory of {}", config.path.display()),
+        ),
+    };
+    ChartSource {
+        service: service.name.clone(),
+        dir: root.join(&chart.path),
+        root,
+        shown,
+        relative_to,
+    }
+}
+
+/// A chart's objects join the service's; its hooks join the preflight (after the service's own
+/// preflight templates), post-install and smoke steps. Hooks sandbox does not run are said.
+fn add_chart(
+    rendered: &mut RenderedService,
+    hooked: Hooked,
+    secrets: Secrets,
+    reporter: &Reporter,
+) {
+    let Hooked {
+        mut objects,
+        mut preflight,
+        mut post_install,
+        mut tests,
+        unsupported,
+    } = hooked;
+    if secrets == Secrets::Redact {
+        let all = objects.iter_mut().chain(preflight.iter_mut().flatten());
+        all.chain(&mut post_install)
+            .chain(&mut tests)
+            .for_each(redact_secret_object);
+    }
+    rendered.objects.extend(objects);
+    rendered.preflight.extend(preflight);
+    rendered.post_install.extend(post_install);
+    rendered.smoke.extend(tests);
+    for hook in unsupported {
+        reporter.info(&format!(
+            "  {}: {} is a `{}` hook, which sandbox does not run",
+            rendered.name,
+            hook.object,
+            hook.events.join(",")
+        ));
+    }
 }
 
 /// Stage 2: the branch of every repo a service uses, in parallel; one line each.
@@ -154,41 +340,46 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
     Ok(checkouts)
 }
 
-/// Stage 4 for one service: its preflight, own and smoke templates.
-fn render_service(
-    config: &Config,
-    service: &Service,
-    checkout: &Checkout,
-    context: &serde_json::Value,
+/// Stage 4 for one service's Handlebars templates: preflight, own and smoke.
+struct ServiceTemplates<'a> {
+    config: &'a Config,
+    service: &'a Service,
+    checkout: &'a Checkout,
     secrets: Secrets,
-) -> Result<RenderedService> {
-    let renderer = Renderer::new(Some(checkout.dir.clone()));
-    let render_all = |paths: &[PathBuf]| -> Result<Vec<Manifest>> {
-        let mut out = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(config.dir.join(path))
-                .with_context(|| format!("could not read template {}", path.display()))?;
-            let template = TemplateSource {
-                name: path.display().to_string(),
-                text,
-            };
-            let mut manifests = renderer
-                .render(&template, context)
-                .with_context(|| format!("could not render service `{}`", service.name))?;
-            if secrets == Secrets::Redact {
-                manifests.iter_mut().for_each(redact_secret_object);
+}
+
+impl ServiceTemplates<'_> {
+    fn render(&self, context: &serde_json::Value) -> Result<RenderedService> {
+        let renderer = Renderer::new(Some(self.checkout.dir.clone()));
+        let render_all = |paths: &[PathBuf]| -> Result<Vec<Manifest>> {
+            let mut out = Vec::new();
+            for path in paths {
+                let text = std::fs::read_to_string(self.config.dir.join(path))
+                    .with_context(|| format!("could not read template {}", path.display()))?;
+                let template = TemplateSource {
+                    name: path.display().to_string(),
+                    text,
+                };
+                let mut manifests = renderer
+                    .render(&template, context)
+                    .with_context(|| format!("could not render service `{}`", self.service.name))?;
+                if self.secrets == Secrets::Redact {
+                    manifests.iter_mut().for_each(redact_secret_object);
+                }
+                out.extend(manifests);
             }
-            out.extend(manifests);
-        }
-        Ok(out)
-    };
-    Ok(RenderedService {
-        name: service.name.clone(),
-        depends_on: service.depends_on.clone(),
-        preflight: render_all(&service.preflight)?,
-        objects: render_all(&service.templates)?,
-        smoke: render_all(&service.smoke)?,
-    })
+            Ok(out)
+        };
+        let preflight = render_all(&self.service.preflight)?;
+        Ok(RenderedService {
+            name: self.service.name.clone(),
+            depends_on: self.service.depends_on.clone(),
+            preflight: vec![preflight],
+            objects: render_all(&self.service.templates)?,
+            post_install: Vec::new(),
+            smoke: render_all(&self.service.smoke)?,
+        })
+    }
 }
 
 /// Mask the values of a Secret object.

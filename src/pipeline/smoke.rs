@@ -1,4 +1,4 @@
-//! Stage 7: run the smoke Jobs in parallel, stream their logs with a prefix, and fail if any fails.
+//! Stage 7: run the smoke Jobs (and charts' test Pods) in parallel, stream their logs with a prefix, and fail if any fails.
 
 use std::time::Duration;
 
@@ -46,8 +46,13 @@ impl Hint for SmokeError {
     }
 }
 
-/// Run every smoke Job of the plan. Jobs left by an earlier `up` are deleted first so each
-/// `up` proves the sandbox afresh.
+/// What runs to completion in a smoke step: Jobs, and charts' test Pods.
+fn runs(object: &serde_json::Value) -> bool {
+    matches!(object.kind(), "Job" | "Pod")
+}
+
+/// Run every smoke Job (and chart test Pod) of the plan. Those left by an earlier `up` are
+/// deleted first so each `up` proves the sandbox afresh.
 pub(crate) async fn run(
     cluster: &Cluster,
     plan: &Plan,
@@ -58,57 +63,79 @@ pub(crate) async fn run(
         return Ok(());
     }
     let ns = plan.namespace.as_str();
-    for (_, object) in plan.smoke.iter().filter(|(_, o)| o.kind() == "Job") {
-        // A Job that is not the tool's is left alone: apply reports the conflict.
+    for (_, object) in plan.smoke.iter().filter(|(_, o)| runs(o)) {
+        // One that is not the tool's is left alone: apply reports the conflict.
         apply::delete_own(cluster, ns, &object.object_ref())
             .await
             .map_err(SmokeError::Apply)?;
     }
     let mut ordered: Vec<&(String, serde_json::Value)> = plan.smoke.iter().collect();
-    ordered.sort_by_key(|(_, o)| o.kind() == "Job");
+    ordered.sort_by_key(|(_, o)| runs(o));
     for (_, object) in &ordered {
         apply::apply_object(cluster, ns, object)
             .await
             .map_err(SmokeError::Apply)?;
     }
-    let runs = ordered.iter().filter(|(_, o)| o.kind() == "Job").map(|(service, object)| {
-        let name = object.name().to_owned();
-        async move {
-            reporter.step_started(&format!("smoke/{name}"));
-            let started = std::time::Instant::now();
-            let logs = stream_logs(cluster, ns, &name, reporter);
-            let done = wait::until_ready_diagnosed(&cluster.client, ns, "Job", &name, timeout);
-            tokio::pin!(logs);
-            let (result, logs_ended) = tokio::select! {
-                r = done => (r, false),
-                // The log stream ends with the container; the Job's status follows shortly.
-                _ = &mut logs => (wait::until_ready(&cluster.client, ns, "Job", &name, timeout).await, true),
-            };
-            if !logs_ended {
-                // Let the last log lines drain.
-                let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
-            }
-            match result {
-                Ok(()) => {
-                    reporter.step_ready(&format!("smoke/{name}"), started.elapsed());
-                    Ok(())
-                }
-                Err(source) => {
-                    reporter.step_failed(&format!("smoke/{name}"));
-                    Err(SmokeError::Failed { service: service.clone(), job: name.clone(), source })
-                }
-            }
-        }
-    });
-    futures::future::try_join_all(runs).await.map(|_| ())
+    let tests = ordered
+        .iter()
+        .filter(|(_, o)| runs(o))
+        .map(|(service, object)| run_one(cluster, ns, service, object, timeout, reporter));
+    futures::future::try_join_all(tests).await.map(|_| ())
 }
 
-/// Follow the log of the Job's pod as soon as its container runs; returns when the log ends.
-async fn stream_logs(cluster: &Cluster, ns: &str, job: &str, reporter: &Reporter) {
+/// Wait for one smoke Job or test Pod while streaming its log; then delete it if its hook
+/// delete policy says so.
+async fn run_one(
+    cluster: &Cluster,
+    ns: &str,
+    service: &str,
+    object: &serde_json::Value,
+    timeout: Duration,
+    reporter: &Reporter,
+) -> Result<(), SmokeError> {
+    let (kind, name) = (object.kind(), object.name());
+    let id = format!("smoke/{name}");
+    reporter.step_started(&id);
+    let started = std::time::Instant::now();
+    let logs = stream_logs(cluster, ns, kind, name, reporter);
+    let done = wait::until_ready_diagnosed(&cluster.client, ns, kind, name, timeout);
+    tokio::pin!(logs);
+    let (result, logs_ended) = tokio::select! {
+        r = done => (r, false),
+        // The log stream ends with the container; the status follows shortly.
+        _ = &mut logs => (wait::until_ready_diagnosed(&cluster.client, ns, kind, name, timeout).await, true),
+    };
+    if !logs_ended {
+        // Let the last log lines drain.
+        let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
+    }
+    let objects = std::slice::from_ref(object);
+    let deleted = apply::delete_finished_hooks(cluster, ns, objects, result.is_ok()).await;
+    match result {
+        Ok(()) => {
+            reporter.step_ready(&id, started.elapsed());
+            deleted.map_err(SmokeError::Apply)
+        }
+        Err(source) => {
+            reporter.step_failed(&id);
+            Err(SmokeError::Failed {
+                service: service.to_owned(),
+                job: name.to_owned(),
+                source,
+            })
+        }
+    }
+}
+
+/// Follow the log of the Job's pod (or of the Pod itself) as soon as its container runs;
+/// returns when the log ends.
+async fn stream_logs(cluster: &Cluster, ns: &str, kind: &str, name: &str, reporter: &Reporter) {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let selector = format!("job-name={job}");
-    let mut events =
-        std::pin::pin!(watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed());
+    let config = match kind {
+        "Job" => watcher::Config::default().labels(&format!("job-name={name}")),
+        _ => watcher::Config::default().fields(&format!("metadata.name={name}")),
+    };
+    let mut events = std::pin::pin!(watcher(pods.clone(), config).boxed());
     let pod = loop {
         match events.try_next().await {
             Ok(Some(watcher::Event::Apply(p))) | Ok(Some(watcher::Event::InitApply(p))) => {
@@ -127,16 +154,16 @@ async fn stream_logs(cluster: &Cluster, ns: &str, job: &str, reporter: &Reporter
             Ok(None) | Err(_) => return,
         }
     };
-    let name = pod.metadata.name.unwrap_or_default();
+    let pod_name = pod.metadata.name.unwrap_or_default();
     let params = LogParams {
         follow: true,
         ..Default::default()
     };
-    let Ok(stream) = pods.log_stream(&name, &params).await else {
+    let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
         return;
     };
     let mut lines = stream.lines();
     while let Some(Ok(line)) = lines.next().await {
-        reporter.log_line(&format!("smoke/{job}"), &line);
+        reporter.log_line(&format!("smoke/{name}"), &line);
     }
 }

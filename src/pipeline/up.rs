@@ -16,7 +16,7 @@ use crate::pipeline::apply::{self, StepTiming};
 use crate::pipeline::checkout::Checkout;
 use crate::pipeline::context::SandboxInfo;
 use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
-use crate::pipeline::prepare::{prepare, Prepared, Secrets};
+use crate::pipeline::prepare::{self, Prepared, Secrets};
 use crate::pipeline::rollback;
 use crate::pipeline::settings::Settings;
 use crate::pipeline::{inventory, smoke};
@@ -66,12 +66,14 @@ pub(crate) async fn up(
         settings.config.name, settings.branch, settings.namespace
     ));
     // The cluster is asked while the repos are fetched; an unreachable one fails before anything changes.
-    let (cluster, prepared) = tokio::join!(
-        connect(cluster),
-        prepare(settings, Secrets::Reveal, reporter)
-    );
-    let prepared = prepared?;
+    let (cluster, gathered) = tokio::join!(connect(cluster), prepare::gather(settings, reporter));
+    let gathered = gathered?;
     let cluster = cluster.context("cannot deploy the sandbox")?;
+    // Charts are rendered for this cluster's version and APIs, as `helm upgrade` would.
+    let capabilities = prepare::of_cluster(&cluster, &settings.config);
+    let prepared =
+        prepare::render_and_plan(settings, gathered, Secrets::Reveal, &capabilities, reporter)
+            .await?;
     let prepare_time = started.elapsed();
 
     let wanted = sandbox_record(settings, &prepared.checkouts, jiff::Timestamp::now());

@@ -194,6 +194,44 @@ pub(crate) fn daemon_set(d: Option<&DaemonSet>) -> Progress {
     Progress::Ready
 }
 
+/// A Pod on its own (a chart's test or hook Pod): done when it exits 0, failed when it exits
+/// otherwise; a Pod that restarts forever is ready when it is Ready.
+pub(crate) fn pod(p: Option<&Pod>) -> Progress {
+    let Some(p) = p else {
+        return Progress::Pending("not created yet".into());
+    };
+    let status = p.status.as_ref();
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded") => return Progress::Ready,
+        Some("Failed") => {
+            let exit = status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+                .find(|t| t.exit_code != 0)
+                .map(|t| format!("exited with code {}", t.exit_code));
+            return Progress::Failed(exit.unwrap_or_else(|| "the pod failed".into()));
+        }
+        _ => {}
+    }
+    let runs_forever = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .is_none_or(|r| r == "Always");
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if runs_forever && ready {
+        return Progress::Ready;
+    }
+    let phase = status.and_then(|s| s.phase.clone());
+    Progress::Pending(format!("phase {}", phase.as_deref().unwrap_or("unknown")))
+}
+
 pub(crate) fn job(j: Option<&Job>) -> Progress {
     let Some(j) = j else {
         return Progress::Pending("not created yet".into());
@@ -370,6 +408,7 @@ pub(crate) async fn until_ready(
                 .await
             }
             "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
+            "Pod" => watch_until(Api::<Pod>::namespaced(c, namespace), name, pod, &last).await,
             "Service" => {
                 let services = Api::<Service>::namespaced(c.clone(), namespace);
                 watch_until(services.clone(), name, load_balancer, &last).await?;
@@ -420,8 +459,11 @@ pub(crate) async fn until_ready_diagnosed(
             name,
             reason,
             diagnosis: None,
-        }) if kind == "Job" => {
-            let diagnosis = diagnose_job(client, namespace, &name, 20).await;
+        }) if kind == "Job" || kind == "Pod" => {
+            let diagnosis = match kind.as_str() {
+                "Job" => diagnose_job(client, namespace, &name, 20).await,
+                _ => Some(diagnose(client, namespace, &name, None, 20).await),
+            };
             Err(WaitError::Failed {
                 kind,
                 name,

@@ -74,7 +74,7 @@ fn first_content_line(chunk: &Chunk<'_>) -> Option<usize> {
 }
 
 /// Parse rendered text into Kubernetes objects (see [`super::Renderer::render`]).
-pub(super) fn parse_manifests(template: &str, text: &str) -> Result<Vec<Manifest>, RenderError> {
+pub(crate) fn parse_manifests(template: &str, text: &str) -> Result<Vec<Manifest>, RenderError> {
     let mut manifests = Vec::new();
     let mut document = 0usize;
     for chunk in split_documents(text) {

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use handlebars::{Handlebars, RenderContext, Renderable, StringOutput, Template};
 use serde_json::Value;
 
+pub(crate) use documents::parse_manifests;
 pub(crate) use error::RenderError;
 
 /// One template file to render.
