@@ -250,3 +250,132 @@ async fn image_that_cannot_be_pulled_fails_fast_with_a_diagnosis() {
     // --on-failure destroy removed the sandbox this up created.
     assert!(!ns.exists().await, "the failed sandbox was not destroyed");
 }
+
+// --- chart services (web and gateway of the example are charts in the frontend repo) ---------
+
+/// Commit `text` at `path` in the frontend repo's feature-x branch.
+fn commit_to_frontend(product: &Product, path: &str, text: &str) {
+    product.commit("frontend", "feature-x", "a broken chart", |dir| {
+        std::fs::write(dir.join(path), text).unwrap();
+    });
+}
+
+#[tokio::test]
+async fn chart_directory_missing_is_named_with_where_it_was_looked_for() {
+    let product = Product::new("bad-chart-dir");
+    product.edit_config("    chart: web\n", "    chart: wbe\n");
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains(
+            "error: service `web`: `wbe` (repo `frontend`, branch `feature-x`) does not exist"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: `chart` is relative to the root of repo `frontend`"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "missing chart").await;
+}
+
+#[tokio::test]
+async fn chart_template_syntax_error_is_helms_message_with_the_position() {
+    let product = Product::new("bad-syntax");
+    commit_to_frontend(
+        &product,
+        "web/templates/broken.yaml",
+        "kind: ConfigMap\nname: {{ .Values.port \n",
+    );
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains("error: service `web`: helm could not render chart `web` (repo `frontend`, branch `feature-x`): parse error at (web/templates/broken.yaml:3): unclosed action started at web/templates/broken.yaml:2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: fix the template at the position helm names"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "chart syntax").await;
+}
+
+#[tokio::test]
+async fn chart_required_value_missing_says_how_to_set_it() {
+    let product = Product::new("bad-required");
+    commit_to_frontend(
+        &product,
+        "web/templates/cdn.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-cdn\ndata:\n  url: {{ required \"web needs cdnUrl: where assets are served from\" .Values.cdnUrl | quote }}\n",
+    );
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains("execution error at (web/templates/cdn.yaml:6:10): web needs cdnUrl: where assets are served from"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the chart asks for a value: set it under the service's `values`, in a values file, or with `--set`; `sandbox values web` shows what the chart is given"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "chart required").await;
+    // With the value given, the same chart renders.
+    let mut render = product.sandbox(&[
+        "render",
+        "--branch",
+        "feature-x",
+        "--set",
+        "web.cdnUrl=https://cdn.example",
+    ]);
+    let out = render.output().unwrap();
+    assert!(out.status.success(), "{}", describe(&render, &out));
+}
+
+#[tokio::test]
+async fn chart_kube_version_the_cluster_does_not_meet_names_both() {
+    // The constraint is checked against the cluster's own version: this needs the cluster.
+    if cluster("chart kubeVersion").await.is_none() {
+        return;
+    }
+    let product = Product::new("bad-chart-kube");
+    product.commit("frontend", "feature-x", "web needs 1.23", |dir| {
+        let path = dir.join("web/Chart.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("kubeVersion: \">=1.20.0-0\"", "kubeVersion: \">=1.23.0-0\"");
+        assert!(text.contains(">=1.23.0-0"), "{text}");
+        std::fs::write(path, text).unwrap();
+    });
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains(
+            "chart requires kubeVersion: >=1.23.0-0 which is incompatible with Kubernetes v1.20"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: helm was told Kubernetes v1.20"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "chart kubeVersion").await;
+}
+
+#[tokio::test]
+async fn helm_not_installed_is_named_with_how_to_install_it() {
+    let product = Product::new("bad-no-helm");
+    let stderr = up_fails(
+        &product,
+        "feature-x",
+        &[],
+        &[("SANDBOX_HELM", "/nonexistent/helm")],
+    );
+    assert!(
+        stderr.contains("error: cannot render the chart services"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("helm is not installed: SANDBOX_HELM=/nonexistent/helm is not a file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: install helm 3.8.0 or newer (`scripts/setup` installs v4.1.4"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "no helm").await;
+}

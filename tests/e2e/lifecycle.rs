@@ -1,54 +1,19 @@
 //! A sandbox's life after the first `up`: idempotent re-up with prune, rollback, the lock,
 //! interruption, the inspection commands, and the reaper running as a CronJob in the cluster.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 
-use crate::support::{apply_yaml, cluster, describe, root, run_ok, Product, TestNamespace};
-
-const OURS: &str = "app.kubernetes.io/managed-by=sandbox";
-
-/// resourceVersion of every object the tool rendered into `ns` (pods excluded: their status
-/// changes on its own).
-async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    let lp = ListParams::default().labels(OURS);
-    let mut out = BTreeMap::new();
-    macro_rules! collect {
-        ($($t:ty),*) => {$(
-            let api: Api<$t> = Api::namespaced(client.clone(), ns);
-            for o in api.list(&lp).await.unwrap().items {
-                let name = o.metadata.name.clone().unwrap();
-                if name != "sandbox-last-good" {
-                    out.insert(format!("{}/{name}", stringify!($t)), o.metadata.resource_version.clone().unwrap());
-                }
-            }
-        )*};
-    }
-    collect!(ConfigMap, Secret, Service, Deployment, Job);
-    out
-}
-
-fn up(product: &Product, extra: &[&str]) -> (bool, String) {
-    let mut args = vec!["up", "--branch", "feature-x"];
-    args.extend_from_slice(extra);
-    let mut cmd = product.sandbox(&args);
-    let out = cmd.output().unwrap();
-    (out.status.success(), describe(&cmd, &out))
-}
-
-fn up_ok(product: &Product, extra: &[&str]) -> String {
-    let (ok, text) = up(product, extra);
-    assert!(ok, "{text}");
-    text
-}
+use crate::support::{
+    apply_yaml, cluster, describe, root, run_ok, up, up_ok, versions, Product, TestNamespace,
+};
 
 #[tokio::test]
 async fn reup_touches_nothing_then_rolls_only_the_changed_service_and_prunes() {
@@ -57,25 +22,28 @@ async fn reup_touches_nothing_then_rolls_only_the_changed_service_and_prunes() {
     };
     let product = Product::new("reup");
     let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    // The worker gets a template of its own, and web an extra ConfigMap.
+    // The worker gets a template of its own, and the API an extra ConfigMap.
     std::fs::copy(
         product.path().join("templates/service.yaml"),
         product.path().join("templates/worker.yaml"),
     )
     .unwrap();
     std::fs::write(
-        product.path().join("templates/web-extra.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-extra\ndata:\n  note: temporary\n",
+        product.path().join("templates/api-extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api-extra\ndata:\n  note: temporary\n",
     )
     .unwrap();
     product.edit_config(
         "    templates: [templates/service.yaml]\n    values: {script: worker/run.sh}",
         "    templates: [templates/worker.yaml]\n    values: {script: worker/run.sh}",
     );
-    product.edit_config("    templates: [templates/service.yaml]\n    values: {script: web/run.sh}", "    templates: [templates/service.yaml, templates/web-extra.yaml]\n    values: {script: web/run.sh}");
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    smoke: [templates/smoke.yaml]\n    values:\n      script: api/run.sh",
+        "    templates: [templates/service.yaml, templates/api-extra.yaml]\n    smoke: [templates/smoke.yaml]\n    values:\n      script: api/run.sh",
+    );
     up_ok(&product, &[]);
     let first = versions(&client, &ns.name).await;
-    assert!(first.contains_key("ConfigMap/web-extra"), "{first:?}");
+    assert!(first.contains_key("ConfigMap/api-extra"), "{first:?}");
 
     // Unchanged: not one object is written.
     let text = up_ok(&product, &[]);
@@ -112,28 +80,24 @@ async fn reup_touches_nothing_then_rolls_only_the_changed_service_and_prunes() {
     )
     .unwrap();
     product.edit_config(
-        "[templates/service.yaml, templates/web-extra.yaml]",
+        "[templates/service.yaml, templates/api-extra.yaml]",
         "[templates/service.yaml]",
     );
     let text = up_ok(&product, &[]);
-    assert!(text.contains("pruned v1/ConfigMap/web-extra"), "{text}");
+    assert!(text.contains("pruned v1/ConfigMap/api-extra"), "{text}");
     let second = versions(&client, &ns.name).await;
     let changed: Vec<&String> = first
         .keys()
         .filter(|k| second.get(*k) != first.get(*k))
         .collect();
-    // Exactly the worker changed and web-extra went; the smoke Jobs ran again to prove the change.
+    // Exactly the worker changed and api-extra went; the smoke Job ran again to prove the change
+    // (and the gateway's test Pod, which this list leaves out with the other pods).
     assert_eq!(
         changed,
-        [
-            "ConfigMap/web-extra",
-            "Deployment/worker",
-            "Job/smoke-api",
-            "Job/smoke-gateway"
-        ],
+        ["ConfigMap/api-extra", "Deployment/worker", "Job/smoke-api"],
         "{first:?}\n{second:?}"
     );
-    assert!(!second.contains_key("ConfigMap/web-extra"));
+    assert!(!second.contains_key("ConfigMap/api-extra"));
     let after_pods = worker_pods(
         pods.list(&ListParams::default().labels("app=worker"))
             .await

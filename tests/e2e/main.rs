@@ -9,6 +9,7 @@
 mod support;
 
 mod bad_input;
+mod charts;
 mod cluster;
 mod lifecycle;
 mod serve;

@@ -1,12 +1,15 @@
 //! Fixtures for the end-to-end tests: the example product in a scratch directory, its git
 //! repositories, the `sandbox` binary, and the cluster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::DeleteParams;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 
 /// The repository's root (where sandbox.yaml, templates/ and scripts/ are).
@@ -293,4 +296,43 @@ pub async fn apply_yaml(client: &Client, ns: &str, yaml: &str) {
         .await
         .unwrap();
     }
+}
+
+/// The label selector of everything the tool made.
+pub const OURS: &str = "app.kubernetes.io/managed-by=sandbox";
+
+/// resourceVersion of every object the tool rendered into `ns` (pods excluded: their status
+/// changes on its own).
+pub async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels(OURS);
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($($t:ty),*) => {$(
+            let api: Api<$t> = Api::namespaced(client.clone(), ns);
+            for o in api.list(&lp).await.unwrap().items {
+                let name = o.metadata.name.clone().unwrap();
+                if name != "sandbox-last-good" {
+                    out.insert(format!("{}/{name}", stringify!($t)), o.metadata.resource_version.clone().unwrap());
+                }
+            }
+        )*};
+    }
+    collect!(ConfigMap, Secret, Service, Deployment, Job);
+    out
+}
+
+/// `sandbox up --branch feature-x EXTRA…`: whether it succeeded, and all it said.
+pub fn up(product: &Product, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["up", "--branch", "feature-x"];
+    args.extend_from_slice(extra);
+    let mut cmd = product.sandbox(&args);
+    let out = cmd.output().unwrap();
+    (out.status.success(), describe(&cmd, &out))
+}
+
+/// [`up`], which must succeed.
+pub fn up_ok(product: &Product, extra: &[&str]) -> String {
+    let (ok, text) = up(product, extra);
+    assert!(ok, "{text}");
+    text
 }

@@ -86,13 +86,66 @@ async fn up_feature_x_deploys_seven_services_from_three_repos() {
         }
     }
 
-    // The smoke Jobs passed.
-    for smoke in ["smoke-api", "smoke-gateway"] {
-        let job = jobs.get(smoke).await.unwrap();
-        assert_eq!(job.status.unwrap().succeeded, Some(1), "{smoke}");
+    // The API's smoke Job and the gateway chart's test Pod passed, their logs streamed.
+    let api_smoke = jobs.get("smoke-api").await.unwrap();
+    assert_eq!(api_smoke.status.unwrap().succeeded, Some(1));
+    let test_pod = pods.get("gateway-test-page").await.unwrap();
+    assert_eq!(
+        test_pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    for smoke in ["smoke-api", "gateway-test-page"] {
         assert!(
             stderr.contains(&format!("[smoke/{smoke}]")),
             "smoke logs streamed with a prefix:\n{stderr}"
+        );
+    }
+
+    // The charts' hooks ran where helm would run them: web's pre-install Job completed before
+    // web's pods were created; its post-install Job started once web was ready and finished
+    // before the gateway (which depends on web) was created; the gateway's test Pod started
+    // once the gateway was ready.
+    let created = |p: &Pod| p.metadata.creation_timestamp.clone().unwrap().0;
+    let ready_at = |p: &Pod| {
+        let conditions = p.status.as_ref().unwrap().conditions.clone().unwrap();
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        ready.last_transition_time.clone().unwrap().0
+    };
+    let pods_of = |app: &str| {
+        let pods = pods.clone();
+        let selector = format!("app={app},sandbox.dev/role=service");
+        async move {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let completed = |job: Job| job.status.unwrap().completion_time.expect("completed").0;
+    let web_pods = pods_of("web").await;
+    let gateway_pods = pods_of("gateway").await;
+    let check = jobs.get("web-check-upstreams").await.unwrap();
+    let warm = jobs.get("web-warm").await.unwrap();
+    let warm_created = warm.metadata.creation_timestamp.clone().unwrap().0;
+    let (check_done, warm_done) = (completed(check), completed(warm));
+    for web in &web_pods {
+        assert!(
+            check_done <= created(web),
+            "pre-install hook after web's pod"
+        );
+        assert!(
+            ready_at(web) <= warm_created,
+            "post-install hook before web was ready"
+        );
+    }
+    for gateway in &gateway_pods {
+        assert!(
+            warm_done <= created(gateway),
+            "gateway created before web's post-install finished"
+        );
+        assert!(
+            ready_at(gateway) <= created(&test_pod),
+            "test hook before the gateway was ready"
         );
     }
 

@@ -72,7 +72,8 @@ pub(crate) enum HelmFailure {
     KubeVersion,
     /// A `required` or `fail` in a template.
     Required,
-    /// A template does not parse, or fails while it runs (e.g. a nil pointer).
+    /// A template does not parse, fails while it runs (e.g. a nil pointer), or renders
+    /// something that is not YAML.
     Template,
     /// A dependency in `Chart.yaml` is not in `charts/`.
     MissingDependency,
@@ -88,7 +89,10 @@ impl HelmFailure {
             HelmFailure::KubeVersion
         } else if message.contains("execution error at (") {
             HelmFailure::Required
-        } else if message.contains("parse error at (") || message.contains("template: ") {
+        } else if ["parse error at (", "template: ", "YAML parse error"]
+            .iter()
+            .any(|m| message.contains(m))
+        {
             HelmFailure::Template
         } else if message.contains("missing in charts/ directory") {
             HelmFailure::MissingDependency
