@@ -181,6 +181,10 @@ pub(crate) struct UpArgs {
     /// Fail at once if another `up` or `down` holds the sandbox's lock (default: wait).
     #[arg(long)]
     pub(crate) no_wait: bool,
+    /// Wait up to DURATION (e.g. `10m`) for images CI has yet to publish, polling with backoff
+    /// (default: a missing image without `build:` fails at once).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) wait_for_images: Option<std::time::Duration>,
     /// What to do with the sandbox when the deploy or the smoke tests fail.
     #[arg(long, value_enum, default_value_t = OnFailure::Keep)]
     pub(crate) on_failure: OnFailure,

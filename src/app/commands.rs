@@ -11,6 +11,7 @@ use crate::cli::{
 };
 use crate::kube::connect;
 use crate::pipeline::config::Config;
+use crate::pipeline::images::Mode;
 use crate::pipeline::settings::unknown_service;
 use crate::pipeline::{self, prepare, Interrupted, Secrets, UpOptions};
 use crate::record::{self, Update};
@@ -21,6 +22,7 @@ pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
     let options = UpOptions {
         on_failure: args.on_failure,
         wait_for_lock: !args.no_wait,
+        wait_for_images: args.wait_for_images,
     };
     let reporter = &app.reporter;
     // Ctrl-C drops the pipeline where it stands: the lock is given back on the way out, and the
@@ -154,15 +156,12 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
     );
     let gathered = gathered?;
     let cluster = cluster.context("cannot compare with the cluster")?;
-    let capabilities = prepare::of_cluster(&cluster, &settings.config);
-    let prepared = prepare::render_and_plan(
-        &settings,
-        gathered,
-        Secrets::Reveal,
-        &capabilities,
-        &app.reporter,
-    )
-    .await?;
+    let target =
+        prepare::cluster_target(&cluster, &settings, &gathered, Mode::Resolve, &app.reporter)
+            .await?;
+    let prepared =
+        prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)
+            .await?;
     let plan = &prepared.plan;
     let changes = diff::diff(&cluster, plan, &prepared.secret_strings()).await?;
     diff::print_diff(&plan.namespace, &changes, plan.objects().count());
@@ -178,19 +177,18 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
             .and_then(Result::ok)
     };
     let (cluster, gathered) = tokio::join!(reachable, prepare::gather(&settings, &app.reporter));
-    // Charts are rendered for the cluster when there is one, as `up` would render them.
-    let capabilities = match &cluster {
-        Some(cluster) => prepare::of_cluster(cluster, &settings.config),
-        None => prepare::offline(&settings.config),
+    // Charts are rendered and images resolved for the cluster when there is one, as `up` would.
+    let gathered = gathered?;
+    let target = match &cluster {
+        Some(cluster) => {
+            prepare::cluster_target(cluster, &settings, &gathered, Mode::Resolve, &app.reporter)
+                .await?
+        }
+        None => prepare::offline_target(&settings, &gathered, &app.reporter).await?,
     };
-    let prepared = prepare::render_and_plan(
-        &settings,
-        gathered?,
-        Secrets::Reveal,
-        &capabilities,
-        &app.reporter,
-    )
-    .await?;
+    let prepared =
+        prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)
+            .await?;
     println!(
         "{}: {} services, {} objects render",
         settings.config.path.display(),
@@ -207,7 +205,7 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
         }
         None => app.reporter.info(&format!(
             "no cluster reachable: the server-side dry run was skipped (charts rendered for Kubernetes {})",
-            capabilities.kube_version
+            target.capabilities.kube_version
         )),
     }
     Ok(())

@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) url: UrlRule,
     /// How chart services are rendered.
     pub(crate) helm: HelmSettings,
+    /// Registries spoken to over plain HTTP (`host:port`), besides localhost.
+    pub(crate) insecure_registries: Vec<String>,
     pub(crate) repos: BTreeMap<String, Repo>,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
@@ -80,6 +82,8 @@ pub(crate) struct Service {
     pub(crate) templates: Vec<PathBuf>,
     /// Or a Helm chart that renders them (and its hooks: preflight, post-install, smoke).
     pub(crate) chart: Option<ChartRef>,
+    /// The service's image per commit, resolved to a digest before anything is rendered.
+    pub(crate) image: Option<ImageSpec>,
     /// Jobs that must complete after the dependencies are ready and before the service's objects.
     pub(crate) preflight: Vec<PathBuf>,
     /// Jobs run once every service is ready.
@@ -92,6 +96,31 @@ pub(crate) struct Service {
     pub(crate) secrets_files: Vec<String>,
     pub(crate) depends_on: Vec<String>,
 }
+
+/// A service's image: `repository:tag`, the tag a template over the checkout (`{{repo.sha}}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImageSpec {
+    /// E.g. `registry.example.com/shop/api`, `${VAR}` expanded.
+    pub(crate) repository: String,
+    /// A Handlebars template over `repo` and `sandbox`; default `{{repo.sha}}`.
+    pub(crate) tag: String,
+    /// How to build it when the registry does not have it (opt-in).
+    pub(crate) build: Option<BuildSpec>,
+}
+
+/// Build an image from the checked-out tree of the commit with buildah.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BuildSpec {
+    /// The build context, relative to the repository's root.
+    pub(crate) context: PathBuf,
+    /// The Containerfile (or Dockerfile), relative to the repository's root.
+    pub(crate) containerfile: PathBuf,
+    /// `--build-arg`s, `${VAR}` expanded.
+    pub(crate) args: BTreeMap<String, String>,
+}
+
+/// The default image tag: the full commit SHA of the service's repository.
+pub(crate) const DEFAULT_IMAGE_TAG: &str = "{{repo.sha}}";
 
 /// Where a service's chart is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +208,8 @@ struct RawConfig {
     url: RawUrl,
     #[serde(default)]
     helm: RawHelm,
+    #[serde(default)]
+    images: RawImages,
     repos: BTreeMap<String, RawRepo>,
     services: serde_yaml_ng::Mapping,
 }
@@ -195,6 +226,30 @@ fn default_ttl() -> String {
 struct RawTimeouts {
     service: Option<String>,
     smoke: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    repository: String,
+    tag: Option<String>,
+    build: Option<RawBuild>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    context: Option<PathBuf>,
+    containerfile: Option<PathBuf>,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,6 +282,7 @@ struct RawService {
     templates: Vec<PathBuf>,
     chart: Option<PathBuf>,
     chart_from: Option<ChartFrom>,
+    image: Option<RawImage>,
     #[serde(default)]
     preflight: Vec<PathBuf>,
     #[serde(default)]
@@ -248,6 +304,7 @@ const TOP_FIELDS: &[&str] = &[
     "timeouts",
     "url",
     "helm",
+    "images",
     "repos",
     "services",
 ];
@@ -279,7 +336,13 @@ pub(crate) fn parse(
     let timeouts = timeouts(&file, &raw.timeouts)?;
     check_namespace_prefix(&file, &raw.namespace_prefix)?;
     let repos = repos(&file, raw.repos, env)?;
-    let services = services(&file, raw.services)?;
+    let services = services(&file, raw.services, env)?;
+    let insecure_registries = raw
+        .images
+        .insecure_registries
+        .iter()
+        .map(|r| file.expand(&["images", "insecure_registries"], r, env))
+        .collect::<Result<_, _>>()?;
     let dir = config_dir(path);
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     check_references(&file, &dir, &repos, &names, &services)?;
@@ -297,6 +360,7 @@ pub(crate) fn parse(
         timeouts,
         url,
         helm,
+        insecure_registries,
         repos,
         services,
     })
@@ -327,6 +391,24 @@ impl ConfigFile<'_> {
             line: locate_line(self.text, &["services", service, "depends_on"]),
             cycle,
         }
+    }
+
+    /// `value` (written at `keys`) with `${VAR}`s from the environment.
+    fn expand(
+        &self,
+        keys: &[&str],
+        value: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, ConfigError> {
+        expand_env(value, env).map_err(|var| {
+            self.invalid(
+                keys,
+                format!("`${{{var}}}` is not set in the environment"),
+                Some(format!(
+                    "set {var}, e.g. `export {var}=…`, or write the value out"
+                )),
+            )
+        })
     }
 
     /// The duration written at `keys`.
@@ -400,9 +482,10 @@ fn repos(
 fn services(
     file: &ConfigFile<'_>,
     raw: serde_yaml_ng::Mapping,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Service>, ConfigError> {
     raw.into_iter()
-        .map(|(key, value)| service(file, key, value))
+        .map(|(key, value)| service(file, key, value, env))
         .collect()
 }
 
@@ -410,6 +493,7 @@ fn service(
     file: &ConfigFile<'_>,
     key: serde_yaml_ng::Value,
     value: serde_yaml_ng::Value,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Service, ConfigError> {
     let Some(name) = key.as_str().map(str::to_owned) else {
         return Err(file.invalid(&["services"], "service names must be strings".into(), None));
@@ -433,11 +517,16 @@ fn service(
     }
     let values = service_values(file, &name, raw.values)?;
     let chart = chart_ref(file, &name, raw.chart, raw.chart_from)?;
+    let image = raw
+        .image
+        .map(|image| image_spec(file, &name, image, env))
+        .transpose()?;
     Ok(Service {
         name,
         repo: raw.repo,
         templates: raw.templates,
         chart,
+        image,
         preflight: raw.preflight,
         smoke: raw.smoke,
         values,
@@ -464,13 +553,7 @@ fn chart_ref(
         }
         return Ok(None);
     };
-    let inside = path.components().all(|c| {
-        matches!(
-            c,
-            std::path::Component::Normal(_) | std::path::Component::CurDir
-        )
-    });
-    if !inside || path.as_os_str().is_empty() {
+    if !is_inside(&path) {
         return Err(file.invalid(
             &["services", name, "chart"],
             format!("`{}` is not a relative path inside the repository", path.display()),
@@ -481,6 +564,70 @@ fn chart_ref(
         path,
         from: from.unwrap_or_default(),
     }))
+}
+
+/// A service's `image`: `${VAR}`s expanded, the tag a template that compiles, build paths that
+/// stay in the repository.
+fn image_spec(
+    file: &ConfigFile<'_>,
+    service: &str,
+    raw: RawImage,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ImageSpec, ConfigError> {
+    fn at<'a>(service: &'a str, field: &[&'a str]) -> Vec<&'a str> {
+        [&["services", service, "image"][..], field].concat()
+    }
+    let repository = file.expand(&at(service, &["repository"]), &raw.repository, env)?;
+    let tag = raw.tag.unwrap_or_else(|| DEFAULT_IMAGE_TAG.to_owned());
+    if let Err(e) = handlebars::Template::compile(&tag) {
+        return Err(file.invalid(
+            &at(service, &["tag"]),
+            format!("`{tag}` is not a valid template: {e}"),
+            Some("e.g. `{{repo.sha}}`, `{{repo.short_sha}}` or `v1-{{repo.short_sha}}`".into()),
+        ));
+    }
+    let build = match raw.build {
+        None => None,
+        Some(build) => {
+            let in_repo = |field: &str, path: Option<PathBuf>, default: &str| {
+                let path = path.unwrap_or_else(|| PathBuf::from(default));
+                if is_inside(&path) {
+                    return Ok(path);
+                }
+                Err(file.invalid(
+                    &at(service, &["build", field]),
+                    format!("`{}` is not a relative path inside the repository", path.display()),
+                    Some("paths under `build` are relative to the repository's root (no `..`, not absolute)".into()),
+                ))
+            };
+            let mut args = BTreeMap::new();
+            for (name, value) in build.args {
+                let value = file.expand(&at(service, &["build", "args", &name]), &value, env)?;
+                args.insert(name, value);
+            }
+            Some(BuildSpec {
+                context: in_repo("context", build.context, ".")?,
+                containerfile: in_repo("containerfile", build.containerfile, "Containerfile")?,
+                args,
+            })
+        }
+    };
+    Ok(ImageSpec {
+        repository,
+        tag,
+        build,
+    })
+}
+
+/// A relative path with no `..`: it stays inside whatever it is relative to.
+fn is_inside(path: &Path) -> bool {
+    !path.as_os_str().is_empty()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 /// `helm:`: the offline Kubernetes version must be a version (helm would refuse it later,

@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 
 use crate::pipeline::checkout::Checkout;
 use crate::pipeline::config::Service;
+use crate::pipeline::images::ImageInfo;
 use crate::pipeline::settings::Settings;
 
 /// The whole context of one service's templates.
@@ -21,6 +22,9 @@ pub(crate) struct RenderContext {
     /// Every service of the product, to find each other: a mapping by name, in file order.
     #[serde(serialize_with = "by_name")]
     pub(crate) services: Vec<ServiceInfo>,
+    /// The service's image for its commit (`image.ref` pinned by digest), when it has `image:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<ImageInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +121,13 @@ impl RenderContext {
             },
             service: ServiceInfo::new(&service.name, ns),
             services,
+            image: None,
         }
+    }
+
+    /// With the service's image.
+    pub(crate) fn with_image(self, image: Option<ImageInfo>) -> RenderContext {
+        RenderContext { image, ..self }
     }
 
     /// As the template engine takes it.
@@ -135,6 +145,7 @@ impl RenderContext {
             repo,
             service,
             services,
+            image,
         } = self;
         let mut about = serde_json::to_value(&sandbox).expect("serializes");
         about["repo"] = serde_json::to_value(&repo).expect("serializes");
@@ -144,6 +155,9 @@ impl RenderContext {
             .map(|s| (s.name.clone(), serde_json::to_value(s).expect("serializes")))
             .collect();
         about["services"] = by_name.into();
+        if let Some(image) = image {
+            about["image"] = serde_json::to_value(&image).expect("serializes");
+        }
         let root = values.as_object_mut().expect("values are a mapping");
         let global = root
             .entry("global")

@@ -38,6 +38,8 @@ pub(crate) struct Timings {
     /// The tool's own work before it talks to the cluster: checkout, values, render, plan.
     pub(crate) prepare: f64,
     pub(crate) checkout: f64,
+    /// Resolving every image's digest (and building the missing ones).
+    pub(crate) images: f64,
     pub(crate) values_render_plan: f64,
     pub(crate) deploy: f64,
     pub(crate) smoke: f64,

@@ -5,7 +5,8 @@
 //!
 //! 1. [`config`]: `sandbox.yaml` → `Config`
 //! 2. [`checkout`]: repos + branch → `Checkout`s
-//! 3. [`values`] (+ [`sops`]): defaults, values files, decrypted secrets, `--set` → `Values`
+//! 3. [`values`] (+ [`sops`]): defaults, values files, decrypted secrets, `--set` → `Values`;
+//!    [`images`]: each service's image for its commit → resolved to a digest (built if missing)
 //! 4. [`render`]: templates + [`context`] → `Manifest`s; [`chart`]: a chart + values → the real
 //!    `helm template` → `Manifest`s, its hooks sorted onto preflight, post-install and smoke
 //! 5. [`plan`]: rendered services → `Plan` (labels, dependency steps, preflight, smoke)
@@ -18,6 +19,7 @@ pub(crate) mod chart;
 pub(crate) mod checkout;
 pub(crate) mod config;
 pub(crate) mod handover;
+pub(crate) mod images;
 pub(crate) mod inventory;
 pub(crate) mod plan;
 pub(crate) mod render;
@@ -51,6 +53,7 @@ crate::error::hint_registry!(
         checkout::CheckoutError,
         sops::SopsError,
         values::ValuesError,
+        images::ImagesError,
         render::RenderError,
         render::helpers::HelperError,
         chart::ChartError,

@@ -10,8 +10,12 @@ use anyhow::{Context, Result};
 use crate::kube::Cluster;
 use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
 use crate::pipeline::checkout::{self, Checkout, RepoSpec};
-use crate::pipeline::config::{ChartFrom, ChartRef, Config, Service};
+use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
 use crate::pipeline::context::RenderContext;
+use crate::pipeline::images::{
+    self, BuildPlan, ImageInfo, ImageName, ImagesError, Mode, Platform, Registries, Resolver,
+    Wanted,
+};
 use crate::pipeline::plan::{self, Plan, RenderedService};
 use crate::pipeline::render::{Manifest, Renderer, TemplateSource};
 use crate::pipeline::settings::Settings;
@@ -29,6 +33,9 @@ pub(crate) struct Prepared {
     pub(crate) chart_values: BTreeMap<String, serde_json::Value>,
     pub(crate) plan: Plan,
     pub(crate) checkout_time: Duration,
+    /// Resolving (and building) images.
+    pub(crate) images_time: Duration,
+    /// Values, render and plan.
     pub(crate) rest_time: Duration,
 }
 
@@ -71,40 +78,141 @@ pub(crate) struct Gathered {
     values_time: Duration,
 }
 
-/// Stages 2–5 without a cluster: charts are rendered for `helm:` in sandbox.yaml.
+/// Stages 2–5 without a cluster: charts are rendered for `helm:` in sandbox.yaml, and images
+/// are not resolved.
 pub(crate) async fn prepare(
     settings: &Settings,
     secrets: Secrets,
     reporter: &Reporter,
 ) -> Result<Prepared> {
     let gathered = gather(settings, reporter).await?;
-    render_and_plan(
+    let target = offline_target(settings, &gathered, reporter).await?;
+    render_and_plan(settings, gathered, secrets, &target, reporter).await
+}
+
+/// What rendering needs from outside the repositories: what charts are told about the cluster,
+/// and each service's image.
+pub(crate) struct Target {
+    pub(crate) capabilities: Capabilities,
+    pub(crate) images: BTreeMap<String, ImageInfo>,
+    pub(crate) images_time: Duration,
+}
+
+/// The target when no cluster or registry is asked.
+pub(crate) async fn offline_target(
+    settings: &Settings,
+    gathered: &Gathered,
+    reporter: &Reporter,
+) -> Result<Target> {
+    let capabilities = Capabilities {
+        kube_version: settings.config.helm.kube_version.clone(),
+        api_versions: settings.config.helm.api_versions.clone(),
+    };
+    let started = Instant::now();
+    let images = resolve_images(
         settings,
         gathered,
-        secrets,
-        &offline(&settings.config),
+        Mode::Offline,
+        Platform::local(),
         reporter,
     )
-    .await
+    .await?;
+    Ok(Target {
+        capabilities,
+        images,
+        images_time: started.elapsed(),
+    })
 }
 
-/// What charts are told about a cluster when none is asked.
-pub(crate) fn offline(config: &Config) -> Capabilities {
-    Capabilities {
-        kube_version: config.helm.kube_version.clone(),
-        api_versions: config.helm.api_versions.clone(),
-    }
-}
-
-/// What charts are told about `cluster`: its version, and every API version it serves (plus
-/// any `helm.api_versions` from sandbox.yaml).
-pub(crate) fn of_cluster(cluster: &Cluster, config: &Config) -> Capabilities {
+/// The target on `cluster`: its version and every API version it serves (plus
+/// `helm.api_versions`), and images resolved for its nodes' platform as `mode` says.
+pub(crate) async fn cluster_target(
+    cluster: &Cluster,
+    settings: &Settings,
+    gathered: &Gathered,
+    mode: Mode,
+    reporter: &Reporter,
+) -> Result<Target> {
     let mut api_versions = cluster.api_versions();
-    api_versions.extend(config.helm.api_versions.iter().cloned());
-    Capabilities {
+    api_versions.extend(settings.config.helm.api_versions.iter().cloned());
+    let capabilities = Capabilities {
         kube_version: cluster.version.clone(),
         api_versions,
+    };
+    let started = Instant::now();
+    let wants_images = settings.config.services.iter().any(|s| s.image.is_some());
+    let platform = match wants_images {
+        true => images::node_platform(&cluster.client).await,
+        false => Platform::local(),
+    };
+    let images = resolve_images(settings, gathered, mode, platform, reporter).await?;
+    Ok(Target {
+        capabilities,
+        images,
+        images_time: started.elapsed(),
+    })
+}
+
+/// Every service's image (stage 3½), by service.
+async fn resolve_images(
+    settings: &Settings,
+    gathered: &Gathered,
+    mode: Mode,
+    platform: Platform,
+    reporter: &Reporter,
+) -> Result<BTreeMap<String, ImageInfo>> {
+    let mut wanted = Vec::new();
+    for service in &settings.config.services {
+        let Some(spec) = &service.image else {
+            continue;
+        };
+        let checkout = checkout_of(&gathered.checkouts, service);
+        wanted.push(wanted_image(settings, service, spec, checkout)?);
     }
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let registries = Registries::new(&settings.config.insecure_registries, &env);
+    let resolver = Resolver {
+        registries: &registries,
+        platform,
+        insecure: &settings.config.insecure_registries,
+        buildah: images::locate_buildah(&env),
+    };
+    Ok(images::resolve(&wanted, mode, &resolver, reporter).await?)
+}
+
+/// A service's image as its config and its checkout say: the tag rendered over `repo` and
+/// `sandbox`, the build's paths inside the checkout.
+fn wanted_image(
+    settings: &Settings,
+    service: &Service,
+    spec: &ImageSpec,
+    checkout: &Checkout,
+) -> Result<Wanted, ImagesError> {
+    let invalid = |problem: String| ImagesError::Invalid {
+        service: service.name.clone(),
+        written: spec.repository.clone(),
+        problem,
+    };
+    let name = ImageName::parse(&spec.repository).map_err(invalid)?;
+    let context = RenderContext::new(settings, service, checkout, serde_json::json!({})).to_json();
+    let tag_context = serde_json::json!({"repo": context["repo"], "sandbox": context["sandbox"], "service": context["service"]});
+    let tag = images::render_tag(&service.name, &spec.repository, &spec.tag, &tag_context)?;
+    let build = spec.build.as_ref().map(|b| BuildPlan {
+        context: checkout.dir.join(&b.context),
+        containerfile: checkout.dir.join(&b.containerfile),
+        args: b.args.clone().into_iter().collect(),
+    });
+    Ok(Wanted {
+        service: service.name.clone(),
+        repo: checkout.repo.clone(),
+        sha: checkout.sha.clone(),
+        name,
+        tag,
+        build,
+    })
 }
 
 /// Stages 2–3: checkout → values (with sops). helm is looked up meanwhile.
@@ -160,14 +268,15 @@ fn checkout_of<'a>(checkouts: &'a [Checkout], service: &Service) -> &'a Checkout
 }
 
 /// Stages 4–5: render every service (templates in process, charts by helm, all charts at once)
-/// and plan. `capabilities` is what charts are told about the cluster.
+/// and plan, for `target`.
 pub(crate) async fn render_and_plan(
     settings: &Settings,
     gathered: Gathered,
     secrets: Secrets,
-    capabilities: &Capabilities,
+    target: &Target,
     reporter: &Reporter,
 ) -> Result<Prepared> {
+    let capabilities = &target.capabilities;
     let started = Instant::now();
     let secret_strings: Vec<String> = gathered
         .values
@@ -183,7 +292,8 @@ pub(crate) async fn render_and_plan(
             Secrets::Redact => v.redacted(),
             Secrets::Reveal => v.reveal().clone(),
         };
-        let context = RenderContext::new(settings, service, checkout, shown);
+        let context = RenderContext::new(settings, service, checkout, shown)
+            .with_image(target.images.get(&service.name).cloned());
         let templates = ServiceTemplates {
             config: &settings.config,
             service,
@@ -228,6 +338,7 @@ pub(crate) async fn render_and_plan(
         chart_values,
         plan,
         checkout_time: gathered.checkout_time,
+        images_time: target.images_time,
         rest_time: gathered.values_time + started.elapsed(),
     })
 }

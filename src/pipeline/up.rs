@@ -16,6 +16,7 @@ use crate::pipeline::apply::{self, StepTiming};
 use crate::pipeline::checkout::Checkout;
 use crate::pipeline::context::SandboxInfo;
 use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
+use crate::pipeline::images::Mode;
 use crate::pipeline::prepare::{self, Prepared, Secrets};
 use crate::pipeline::rollback;
 use crate::pipeline::settings::Settings;
@@ -40,6 +41,8 @@ pub(crate) struct UpOptions {
     pub(crate) on_failure: OnFailure,
     /// Wait for another run's lock (else fail at once).
     pub(crate) wait_for_lock: bool,
+    /// How long to wait for images CI has yet to publish (else a missing image fails at once).
+    pub(crate) wait_for_images: Option<Duration>,
 }
 
 /// `up` stopped by Ctrl-C.
@@ -69,11 +72,14 @@ pub(crate) async fn up(
     let (cluster, gathered) = tokio::join!(connect(cluster), prepare::gather(settings, reporter));
     let gathered = gathered?;
     let cluster = cluster.context("cannot deploy the sandbox")?;
-    // Charts are rendered for this cluster's version and APIs, as `helm upgrade` would.
-    let capabilities = prepare::of_cluster(&cluster, &settings.config);
+    // Images are resolved (built, waited for) for this cluster's nodes, and charts rendered for
+    // its version and APIs, as `helm upgrade` would.
+    let mode = Mode::Ensure {
+        wait: options.wait_for_images,
+    };
+    let target = prepare::cluster_target(&cluster, settings, &gathered, mode, reporter).await?;
     let prepared =
-        prepare::render_and_plan(settings, gathered, Secrets::Reveal, &capabilities, reporter)
-            .await?;
+        prepare::render_and_plan(settings, gathered, Secrets::Reveal, &target, reporter).await?;
     let prepare_time = started.elapsed();
 
     let wanted = sandbox_record(settings, &prepared.checkouts, jiff::Timestamp::now());
@@ -299,6 +305,7 @@ fn report(
         total: total.as_secs_f64(),
         prepare: prepare_time.as_secs_f64(),
         checkout: prepared.checkout_time.as_secs_f64(),
+        images: prepared.images_time.as_secs_f64(),
         values_render_plan: prepared.rest_time.as_secs_f64(),
         deploy: outcome.deploy.as_secs_f64(),
         smoke: outcome.smoke.as_secs_f64(),

@@ -54,6 +54,8 @@ impl Deployer for ClusterDeployer {
                 on_failure: self.on_failure,
                 // Someone's `sandbox up` by hand: wait for it rather than fail the pull request.
                 wait_for_lock: true,
+                // A push's image is CI's job; a preview that comes first waits a while for it.
+                wait_for_images: Some(std::time::Duration::from_secs(600)),
             };
             pipeline::up(&settings, &self.cluster, options, &reporter).await
         }

@@ -1,0 +1,115 @@
+//! What can go wrong resolving and building images, and what to do about it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Hint;
+
+use super::registry::RegistryError;
+
+/// A service's image could not be found, reached or built.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ImagesError {
+    /// The image name or the rendered tag is not valid.
+    #[error("service `{service}`: image `{written}`: {problem}")]
+    Invalid {
+        service: String,
+        written: String,
+        problem: String,
+    },
+    /// The registry has no image for the commit, and nothing builds it.
+    #[error("service `{service}`: no image {reference} for repo `{repo}` at commit {sha}")]
+    Missing {
+        service: String,
+        repo: String,
+        sha: String,
+        reference: String,
+    },
+    /// `--wait-for-images` ran out.
+    #[error("service `{service}`: image {reference} did not appear within {}", humantime::format_duration(*waited))]
+    NeverAppeared {
+        service: String,
+        reference: String,
+        waited: Duration,
+    },
+    /// The registry could not answer.
+    #[error("service `{service}`: could not resolve image {reference}")]
+    Registry {
+        service: String,
+        reference: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// A build is configured but buildah is not installed.
+    #[error("service `{service}`: image {reference} must be built, but buildah is not installed")]
+    NoBuildah { service: String, reference: String },
+    /// buildah failed.
+    #[error(
+        "service `{service}`: building image {reference} failed ({step}: {status}){}",
+        tail(last_lines)
+    )]
+    BuildFailed {
+        service: String,
+        reference: String,
+        step: &'static str,
+        status: String,
+        last_lines: Vec<String>,
+    },
+    /// buildah could not be run.
+    #[error("could not run {}", path.display())]
+    BuildahRun {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("; its last lines:");
+    for line in lines {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
+}
+
+impl Hint for ImagesError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ImagesError::Invalid { .. } => {
+                "fix `image` of the service in sandbox.yaml: `repository` without tag, `tag` a template such as `{{repo.sha}}`".into()
+            }
+            ImagesError::Missing { .. } => {
+                "CI has not published it yet: wait for it with `--wait-for-images 10m`, or add `build:` to the service's `image` so sandbox builds it".into()
+            }
+            ImagesError::NeverAppeared { .. } => {
+                "check that CI builds and pushes this tag for the commit, or add `build:` to the service's `image`".into()
+            }
+            ImagesError::Registry { source, .. } => registry_hint(source),
+            ImagesError::NoBuildah { .. } | ImagesError::BuildahRun { .. } => {
+                "install buildah (`scripts/setup` does; Debian: `apt-get install buildah`), or point SANDBOX_BUILDAH at it".into()
+            }
+            ImagesError::BuildFailed { .. } => {
+                "the build's output is above; fix the Containerfile or the build context, or run the same `buildah bud` by hand to iterate".into()
+            }
+        })
+    }
+}
+
+fn registry_hint(source: &RegistryError) -> String {
+    match source {
+        RegistryError::Unreachable { registry, .. } => format!(
+            "is the registry at {registry} running and reachable from here? A registry that speaks plain HTTP belongs under `images.insecure_registries` in sandbox.yaml"
+        ),
+        RegistryError::AuthRequired { registry, .. } | RegistryError::Denied { registry, .. } => format!(
+            "log in to {registry} (`skopeo login {registry}`, `buildah login` or `docker login` write the credentials to the files sandbox reads: REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json)"
+        ),
+        RegistryError::Unexpected { .. } => "the registry's answer is above".into(),
+        RegistryError::NoPlatform { .. } => {
+            "publish the image for the nodes' platform too (a multi-platform build), or run the sandbox on nodes of a platform it has".into()
+        }
+    }
+}

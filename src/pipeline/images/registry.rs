@@ -1,0 +1,402 @@
+//! The OCI distribution API, as much as resolving needs: `HEAD /v2/NAME/manifests/REF` for the
+//! digest, `GET` of an index to choose the node's platform, and the two auth schemes registries
+//! answer 401 with: `Bearer` (a token from the realm, anonymous or with credentials) and `Basic`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::auth::{self, Credentials};
+use super::reference::ImageName;
+
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// The OS and architecture of the cluster's nodes: what an index is resolved for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Platform {
+    pub(crate) os: String,
+    pub(crate) architecture: String,
+}
+
+impl Platform {
+    /// This machine's, for when no node is asked.
+    pub(crate) fn local() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
+/// Why a registry did not answer the question.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegistryError {
+    #[error("the registry {registry} is unreachable ({url})")]
+    Unreachable {
+        registry: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the registry {registry} requires credentials for {path}, and none are configured")]
+    AuthRequired { registry: String, path: String },
+    #[error("the registry {registry} refused the credentials for {path} ({status})")]
+    Denied {
+        registry: String,
+        path: String,
+        status: StatusCode,
+    },
+    #[error("the registry {registry} answered {status} for {url}: {excerpt}")]
+    Unexpected {
+        registry: String,
+        url: String,
+        status: StatusCode,
+        excerpt: String,
+    },
+    #[error("{reference} has no image for {platform} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        platform: Platform,
+        available: String,
+    },
+}
+
+/// A client for any number of registries, with the tokens it obtained.
+pub(crate) struct Registries {
+    http: reqwest::Client,
+    insecure: Vec<String>,
+    auth_files: Vec<PathBuf>,
+    /// `Authorization` header values by `registry/path`, reused within a run.
+    authorizations: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    digest: String,
+    platform: Option<IndexPlatform>,
+}
+
+#[derive(Deserialize)]
+struct IndexPlatform {
+    os: String,
+    architecture: String,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+impl Registries {
+    pub(crate) fn new(insecure: &[String], env: &dyn Fn(&str) -> Option<String>) -> Registries {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a TLS backend is compiled in");
+        Registries {
+            http,
+            insecure: insecure.to_vec(),
+            auth_files: auth::auth_files(env),
+            authorizations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The digest `name:reference` has for `platform`, or None when the registry has no such
+    /// manifest.
+    pub(crate) async fn digest(
+        &self,
+        name: &ImageName,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<String>, RegistryError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{reference}",
+            name.api_base(&self.insecure),
+            name.path
+        );
+        let Some((headers, _)) = self.request(Method::HEAD, &url, name).await? else {
+            return Ok(None);
+        };
+        let content_type = header(&headers, CONTENT_TYPE);
+        let digest = header(
+            &headers,
+            "docker-content-digest".parse().expect("header name"),
+        );
+        if INDEX_TYPES.contains(&content_type.as_str()) {
+            let shown = format!("{}:{reference}", name.written);
+            return self
+                .platform_digest(name, &url, &shown, platform)
+                .await
+                .map(Some);
+        }
+        if !digest.is_empty() {
+            return Ok(Some(digest));
+        }
+        // Registries that do not send the digest on HEAD: hash the manifest itself.
+        let Some((_, body)) = self.request(Method::GET, &url, name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(&body))
+        )))
+    }
+
+    /// The digest of `platform`'s manifest in the index at `url`.
+    async fn platform_digest(
+        &self,
+        name: &ImageName,
+        url: &str,
+        shown: &str,
+        platform: &Platform,
+    ) -> Result<String, RegistryError> {
+        let body = match self.request(Method::GET, url, name).await? {
+            Some((_, body)) => body,
+            None => Vec::new(),
+        };
+        let index: Index = serde_json::from_slice(&body).unwrap_or(Index { manifests: vec![] });
+        let matches =
+            |p: &IndexPlatform| p.os == platform.os && p.architecture == platform.architecture;
+        if let Some(entry) = index
+            .manifests
+            .iter()
+            .find(|m| m.platform.as_ref().is_some_and(matches))
+        {
+            return Ok(entry.digest.clone());
+        }
+        let available: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|m| m.platform.as_ref())
+            .map(|p| format!("{}/{}", p.os, p.architecture))
+            .collect();
+        Err(RegistryError::NoPlatform {
+            reference: shown.to_owned(),
+            platform: platform.clone(),
+            available: if available.is_empty() {
+                "nothing".into()
+            } else {
+                available.join(", ")
+            },
+        })
+    }
+
+    /// One request, authorized as the registry asks. `Ok(None)` is a 404.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        name: &ImageName,
+    ) -> Result<Option<(HeaderMap, Vec<u8>)>, RegistryError> {
+        let key = format!("{}/{}", name.registry, name.path);
+        let known = self
+            .authorizations
+            .lock()
+            .expect("not poisoned")
+            .get(&key)
+            .cloned();
+        let mut response = self
+            .send(method.clone(), url, name, known.as_deref())
+            .await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let challenge = header(response.headers(), WWW_AUTHENTICATE);
+            let authorization = self.authorize(&challenge, name).await?;
+            self.authorizations
+                .lock()
+                .expect("not poisoned")
+                .insert(key, authorization.clone());
+            response = self.send(method, url, name, Some(&authorization)).await?;
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        match status {
+            s if s.is_success() => Ok(Some((headers, body))),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.denied(name, status)),
+            _ => Err(RegistryError::Unexpected {
+                registry: name.registry.clone(),
+                url: url.to_owned(),
+                status,
+                excerpt: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        name: &ImageName,
+        authorization: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let accept = [INDEX_TYPES, MANIFEST_TYPES].concat().join(", ");
+        let mut request = self.http.request(method, url).header(ACCEPT, accept);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        request
+            .send()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                registry: name.registry.clone(),
+                url: url.to_owned(),
+                source,
+            })
+    }
+
+    /// The `Authorization` header a 401's challenge asks for.
+    async fn authorize(&self, challenge: &str, name: &ImageName) -> Result<String, RegistryError> {
+        let credentials = auth::credentials_for(&name.registry, &self.auth_files);
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            return match credentials {
+                Some(c) => Ok(basic(&c)),
+                None => Err(self.auth_required(name)),
+            };
+        }
+        let Some(realm) = params.get("realm") else {
+            return Err(self.auth_required(name));
+        };
+        let mut token_url = reqwest::Url::parse(realm).map_err(|_| self.auth_required(name))?;
+        if let Some(service) = params.get("service") {
+            token_url.query_pairs_mut().append_pair("service", service);
+        }
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", name.path));
+        token_url.query_pairs_mut().append_pair("scope", &scope);
+        let mut request = self.http.get(token_url.clone());
+        if let Some(c) = &credentials {
+            request = request.header(AUTHORIZATION, basic(c));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                registry: name.registry.clone(),
+                url: token_url.to_string(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(match credentials {
+                Some(_) => self.denied(name, response.status()),
+                None => self.auth_required(name),
+            });
+        }
+        let answer: TokenAnswer =
+            response
+                .json()
+                .await
+                .map_err(|source| RegistryError::Unreachable {
+                    registry: name.registry.clone(),
+                    url: token_url.to_string(),
+                    source,
+                })?;
+        match answer.token.or(answer.access_token) {
+            Some(token) => Ok(format!("Bearer {token}")),
+            None => Err(self.auth_required(name)),
+        }
+    }
+
+    fn auth_required(&self, name: &ImageName) -> RegistryError {
+        match auth::credentials_for(&name.registry, &self.auth_files) {
+            Some(_) => self.denied(name, StatusCode::UNAUTHORIZED),
+            None => RegistryError::AuthRequired {
+                registry: name.registry.clone(),
+                path: name.path.clone(),
+            },
+        }
+    }
+
+    fn denied(&self, name: &ImageName, status: StatusCode) -> RegistryError {
+        match auth::credentials_for(&name.registry, &self.auth_files) {
+            Some(_) => RegistryError::Denied {
+                registry: name.registry.clone(),
+                path: name.path.clone(),
+                status,
+            },
+            None => RegistryError::AuthRequired {
+                registry: name.registry.clone(),
+                path: name.path.clone(),
+            },
+        }
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    use base64::Engine as _;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+    format!("Basic {encoded}")
+}
+
+fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `Bearer realm="https://auth.example.com/token",service="reg",scope="repository:x:pull"` →
+/// (`Bearer`, {realm, service, scope}).
+pub(crate) fn parse_challenge(challenge: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = challenge
+        .trim()
+        .split_once(' ')
+        .unwrap_or((challenge.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_owned();
+        let (value, remaining) = match after.strip_prefix('"') {
+            Some(quoted) => match quoted.split_once('"') {
+                Some((value, remaining)) => (value, remaining),
+                None => (quoted, ""),
+            },
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        params.insert(key.to_ascii_lowercase(), value.to_owned());
+        rest = remaining.trim_start_matches(',').trim();
+    }
+    (scheme.to_owned(), params)
+}
