@@ -54,6 +54,7 @@ crate::error::hint_registry!(
         sops::SopsError,
         values::ValuesError,
         images::ImagesError,
+        images::RegistryError,
         render::RenderError,
         render::helpers::HelperError,
         chart::ChartError,

@@ -88,7 +88,7 @@ impl Hint for ImagesError {
             ImagesError::NeverAppeared { .. } => {
                 "check that CI builds and pushes this tag for the commit, or add `build:` to the service's `image`".into()
             }
-            ImagesError::Registry { source, .. } => registry_hint(source),
+            ImagesError::Registry { source, .. } => return source.hint(),
             ImagesError::NoBuildah { .. } | ImagesError::BuildahRun { .. } => {
                 "install buildah (`scripts/setup` does; Debian: `apt-get install buildah`), or point SANDBOX_BUILDAH at it".into()
             }
@@ -96,6 +96,12 @@ impl Hint for ImagesError {
                 "the build's output is above; fix the Containerfile or the build context, or run the same `buildah bud` by hand to iterate".into()
             }
         })
+    }
+}
+
+impl Hint for RegistryError {
+    fn hint(&self) -> Option<String> {
+        Some(registry_hint(self))
     }
 }
 

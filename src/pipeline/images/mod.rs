@@ -27,7 +27,7 @@ use crate::progress::Reporter;
 
 pub(crate) use error::ImagesError;
 pub(crate) use reference::ImageName;
-pub(crate) use registry::{Platform, Registries};
+pub(crate) use registry::{Platform, Registries, RegistryError};
 
 use build::{BuildFailure, BuildJob};
 
