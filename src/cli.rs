@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Render(RenderArgs),
     /// Show the merged values a service gets (secrets redacted unless --reveal).
     Values(ValuesArgs),
+    /// Resolve every service's image for the branch's commits, build the missing ones that have
+    /// `build:`, and print the pinned references (what CI runs before previews need them).
+    Images(ImagesArgs),
     /// List the sandboxes in the cluster.
     List(OutputArg),
     /// Per service: ready replicas, restarts and the last event.
@@ -101,6 +104,17 @@ pub(crate) struct LogsArgs {
     /// Lines per container to start from.
     #[arg(long)]
     pub(crate) tail: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    #[command(flatten)]
+    pub(crate) branch: BranchArg,
+    /// Wait up to DURATION for images that have no `build:` and are not published yet.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) wait_for_images: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
 }
 
 #[derive(Debug, Args)]

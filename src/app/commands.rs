@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, LogsArgs, Output, OutputArg, ReapArgs,
-    ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, Output, OutputArg,
+    ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::config::Config;
@@ -104,6 +104,24 @@ pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
     Ok(())
 }
 
+pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
+    let settings = app.settings(&args.branch.branch, Vec::new(), None)?;
+    let gathered = prepare::gather(&settings, &app.reporter).await?;
+    let mode = Mode::Ensure {
+        wait: args.wait_for_images,
+    };
+    let target = prepare::local_target(&settings, &gathered, mode, &app.reporter).await?;
+    match args.output.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&target.images)?),
+        Output::Text => {
+            for (service, image) in &target.images {
+                println!("{service:<20} {}", image.reference);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn list(app: &App, args: OutputArg) -> Result<()> {
     let cluster = connect(&app.cluster)
         .await
@@ -184,7 +202,7 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
             prepare::cluster_target(cluster, &settings, &gathered, Mode::Resolve, &app.reporter)
                 .await?
         }
-        None => prepare::offline_target(&settings, &gathered, &app.reporter).await?,
+        None => prepare::local_target(&settings, &gathered, Mode::Offline, &app.reporter).await?,
     };
     let prepared =
         prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Down(args) => commands::down(&app, args).await,
         Command::Render(args) => commands::render(&app, args).await,
         Command::Values(args) => commands::values(&app, args).await,
+        Command::Images(args) => commands::images(&app, args).await,
         Command::List(args) => commands::list(&app, args).await,
         Command::Status(args) => commands::status(&app, args).await,
         Command::Logs(args) => commands::logs(&app, args).await,

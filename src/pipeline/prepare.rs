@@ -86,7 +86,7 @@ pub(crate) async fn prepare(
     reporter: &Reporter,
 ) -> Result<Prepared> {
     let gathered = gather(settings, reporter).await?;
-    let target = offline_target(settings, &gathered, reporter).await?;
+    let target = local_target(settings, &gathered, Mode::Offline, reporter).await?;
     render_and_plan(settings, gathered, secrets, &target, reporter).await
 }
 
@@ -98,10 +98,12 @@ pub(crate) struct Target {
     pub(crate) images_time: Duration,
 }
 
-/// The target when no cluster or registry is asked.
-pub(crate) async fn offline_target(
+/// The target without a cluster: charts for `helm:` in sandbox.yaml, images for this machine's
+/// platform, resolved as `mode` says (`Offline`: no registry is asked).
+pub(crate) async fn local_target(
     settings: &Settings,
     gathered: &Gathered,
+    mode: Mode,
     reporter: &Reporter,
 ) -> Result<Target> {
     let capabilities = Capabilities {
@@ -109,14 +111,7 @@ pub(crate) async fn offline_target(
         api_versions: settings.config.helm.api_versions.clone(),
     };
     let started = Instant::now();
-    let images = resolve_images(
-        settings,
-        gathered,
-        Mode::Offline,
-        Platform::local(),
-        reporter,
-    )
-    .await?;
+    let images = resolve_images(settings, gathered, mode, Platform::local(), reporter).await?;
     Ok(Target {
         capabilities,
         images,

@@ -129,7 +129,7 @@ async fn a_failed_update_is_rolled_back() {
         &product,
         &[
             "--set",
-            "worker.image=docker.io/local/no-such-image:1",
+            "cache.image=docker.io/local/no-such-image:1",
             "--on-failure",
             "rollback",
         ],
@@ -140,8 +140,8 @@ async fn a_failed_update_is_rolled_back() {
         "{text}"
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    let worker = deployments.get("worker").await.unwrap();
-    let image = worker
+    let cache = deployments.get("cache").await.unwrap();
+    let image = cache
         .spec
         .as_ref()
         .unwrap()
@@ -154,7 +154,7 @@ async fn a_failed_update_is_rolled_back() {
         .clone()
         .unwrap();
     assert_eq!(image, "docker.io/local/busybox:1");
-    let status = worker.status.unwrap();
+    let status = cache.status.unwrap();
     assert_eq!(status.ready_replicas, Some(1));
     assert_eq!(status.updated_replicas, Some(1));
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -11,6 +11,7 @@ mod support;
 mod bad_input;
 mod charts;
 mod cluster;
+mod images;
 mod lifecycle;
 mod serve;
 mod up;

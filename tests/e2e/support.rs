@@ -42,6 +42,11 @@ pub async fn cluster(test: &str) -> Option<Client> {
     None
 }
 
+/// The local cluster's registry (`scripts/local-cluster env` prints it).
+pub fn registry() -> String {
+    std::env::var("SANDBOX_REGISTRY").unwrap_or_else(|_| "10.200.0.2:5000".to_owned())
+}
+
 /// The example product copied into a scratch directory, with its git repositories made fresh,
 /// a namespace prefix of its own, and its own repo cache.
 pub struct Product {
@@ -90,6 +95,7 @@ impl Product {
         cmd.args(args)
             .current_dir(self.path())
             .env("SANDBOX_EXAMPLE_REPOS", self.path().join("repos"))
+            .env("SANDBOX_REGISTRY", registry())
             .env("SOPS_AGE_KEY_FILE", root().join("example/age-test-key.txt"))
             .env_remove("SOPS_AGE_KEY")
             .env("SANDBOX_CACHE_DIR", self.path().join("cache"))

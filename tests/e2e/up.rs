@@ -61,6 +61,24 @@ async fn up_feature_x_deploys_seven_services_from_three_repos() {
         );
     }
 
+    // The backend's services run the backend repo's image for feature-x's commit, pinned.
+    let backend_image = format!(
+        "{}/shop/backend:{}@sha256:",
+        crate::support::registry(),
+        product.sha("backend", "feature-x")
+    );
+    for d in &list.items {
+        let name = d.metadata.name.as_deref().unwrap();
+        let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let image = spec.containers[0].image.as_deref().unwrap();
+        match name {
+            "api" | "orders" | "worker" => {
+                assert!(image.starts_with(&backend_image), "{name}: {image}")
+            }
+            _ => assert!(!image.contains('@'), "{name}: {image}"),
+        }
+    }
+
     // Each migration completed before its API's pods started.
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
