@@ -65,7 +65,7 @@ spec:
       containers:
         - name: probe
           image: docker.io/local/busybox:1
-          imagePullPolicy: Never
+          imagePullPolicy: IfNotPresent
           command: ["sh", "-c", "echo job-ran; wget -qO- http://$HELLO_SERVICE_HOST:$HELLO_SERVICE_PORT/"]
 "#;
 
@@ -91,7 +91,7 @@ spec:
       containers:
         - name: hello
           image: docker.io/local/busybox:1
-          imagePullPolicy: Never
+          imagePullPolicy: IfNotPresent
           command: ["sh", "-c", "echo hello-from-the-cluster > /www/index.html; exec httpd -f -p 8080 -h /www"]
           ports: [{containerPort: 8080, protocol: TCP}]
           readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
@@ -183,7 +183,7 @@ spec:
       containers:
         - name: list
           image: docker.io/local/sandbox:e2e
-          imagePullPolicy: Never
+          imagePullPolicy: IfNotPresent
           args: ["list", "--output", "json"]
 "#,
     )
