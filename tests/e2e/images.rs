@@ -74,8 +74,14 @@ async fn missing_images_are_built_pinned_by_digest_and_never_rebuilt() {
     let sha = product.sha("backend", "feature-x");
     let tagged = format!("{repository}:{sha}");
     assert!(text.contains(&format!("building {tagged} for ")), "{text}");
-    assert!(text.contains(&format!("built and pushed {tagged}")), "{text}");
-    assert!(text.contains("[build/"), "the build's log is streamed:\n{text}");
+    assert!(
+        text.contains(&format!("built and pushed {tagged}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("[build/"),
+        "the build's log is streamed:\n{text}"
+    );
 
     // Every backend service runs the pinned digest, and the kubelet pulled exactly that.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -88,7 +94,10 @@ async fn missing_images_are_built_pinned_by_digest_and_never_rebuilt() {
         assert_eq!(image_of(&deployments, service).await, image);
         assert_eq!(running_digests(&pods, service).await, [digest]);
     }
-    assert_eq!(image_of(&deployments, "db").await, "docker.io/local/busybox:1");
+    assert_eq!(
+        image_of(&deployments, "db").await,
+        "docker.io/local/busybox:1"
+    );
 
     // A second up builds nothing and changes nothing.
     let text = up_ok(&product, &[]);
@@ -104,9 +113,12 @@ async fn missing_images_are_built_pinned_by_digest_and_never_rebuilt() {
         &format!("docker://{}/local/busybox:1", registry()),
         &format!("docker://{tagged}"),
     ]));
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=worker"))
-        .await
-        .unwrap();
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=worker"),
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     loop {
         let running = running_digests(&pods, "worker").await;
@@ -147,7 +159,11 @@ async fn a_missing_image_without_build_fails_clearly_or_is_waited_for() {
 
     // Waiting: CI publishes the image 5 s later, and the same up goes through.
     let mut waiting = product.sandbox(&["up", "--branch", "feature-x", "--wait-for-images", "2m"]);
-    let child = waiting.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = waiting
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut ci = product.sandbox(&["--config", "ci.yaml", "images", "--branch", "feature-x"]);
     let published = run_ok(&mut ci);
@@ -159,7 +175,10 @@ async fn a_missing_image_without_build_fails_clearly_or_is_waited_for() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", describe(&waiting, &out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("waiting for {repository}:{sha}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("waiting for {repository}:{sha}")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -176,13 +195,134 @@ async fn an_unreachable_registry_is_named_with_a_hint_and_nothing_is_created() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
     assert!(
-        stderr.contains(&format!("error: service `api`: could not resolve image {down}/shop/backend:")),
+        stderr.contains(&format!(
+            "error: service `api`: could not resolve image {down}/shop/backend:"
+        )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!("the registry {down} is unreachable")),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("hint: is the registry at {down} running")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("hint: is the registry at {down} running")),
+        "{stderr}"
+    );
     assert_no_namespace(&client, &product).await;
+}
+
+/// A registry of its own for one test, with htpasswd auth (`user:pass`), on 127.0.0.1.
+struct PrivateRegistry {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRegistry {
+    fn start(user: &str, password: &str) -> PrivateRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", user, password])).stdout;
+        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{address}\"}}\nauth:\n  htpasswd: {{realm: e2e, path: {}}}\n",
+            dir.path().join("data").display(),
+            dir.path().join("htpasswd").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry runs (scripts/setup installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateRegistry {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_registry_that_wants_credentials_gets_them_from_the_auth_file_or_says_how_to_log_in() {
+    let private = PrivateRegistry::start("ci", "e2e-registry-pass");
+    let product = Product::new("img-auth");
+    // Resolving only: without `build:` a found-but-missing image is a plain "no image" error.
+    product.edit_config(
+        "      build:\n        containerfile: Containerfile\n        args: {BASE: \"${SANDBOX_REGISTRY}/local/busybox:1\"}\n",
+        "",
+    );
+    let auth_file = product.path().join("auth.json");
+    let images = |creds: Option<&str>| {
+        let mut cmd = product.sandbox(&["images", "--branch", "feature-x"]);
+        cmd.env("SANDBOX_REGISTRY", &private.address)
+            .env("HOME", product.path())
+            .env_remove("DOCKER_CONFIG");
+        match creds {
+            Some(creds) => {
+                use base64::Engine as _;
+                let auth = base64::engine::general_purpose::STANDARD.encode(creds);
+                let json = format!(
+                    r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+                    private.address
+                );
+                std::fs::write(&auth_file, json).unwrap();
+                cmd.env("REGISTRY_AUTH_FILE", &auth_file);
+            }
+            None => {
+                cmd.env_remove("REGISTRY_AUTH_FILE");
+            }
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let registry = &private.address;
+    let stderr = images(None);
+    assert!(
+        stderr.contains(&format!("the registry {registry} requires credentials for shop/backend, and none are configured")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "hint: log in to {registry} (`skopeo login {registry}`"
+        )),
+        "{stderr}"
+    );
+    let stderr = images(Some("ci:wrong-password"));
+    assert!(
+        stderr.contains(&format!(
+            "the registry {registry} refused the credentials for shop/backend"
+        )),
+        "{stderr}"
+    );
+    // The right credentials get through: the registry answers that it has no such image.
+    let stderr = images(Some("ci:e2e-registry-pass"));
+    assert!(
+        stderr.contains("error: service `api`: no image "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("e2e-registry-pass"), "{stderr}");
 }

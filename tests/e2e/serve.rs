@@ -679,6 +679,9 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let github = FakeGitHub::start_on(&format!("{ip}:0")).await;
+    // CI's part: the backend's image for the branch's commit is in the registry (serve in a pod
+    // resolves images but does not build them).
+    run_ok(&mut product.sandbox(&["images", "--branch", "feature-x"]));
 
     // The sandbox binary in an image; deploy/serve.yaml with this test's names.
     run_ok(Command::new(root().join("scripts/images")).args([
