@@ -326,3 +326,31 @@ async fn a_registry_that_wants_credentials_gets_them_from_the_auth_file_or_says_
     );
     assert!(!stderr.contains("e2e-registry-pass"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_failed_build_shows_its_last_lines_and_deploys_nothing() {
+    let Some(client) = cluster("images build failure").await else {
+        return;
+    };
+    let (product, repository) = product_with_fresh_repository("img-broken");
+    let sha = product.commit("backend", "feature-x", "a broken Containerfile", |dir| {
+        let path = dir.join("Containerfile");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(path, format!("{text}COPY no-such-dir /opt/\n")).unwrap();
+    });
+    let (ok, text) = up(&product, &[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "error: service `api`: building image {repository}:{sha} failed (build: exit status:"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("its last lines:"), "{text}");
+    assert!(
+        text.contains("no-such-dir"),
+        "the last lines name the cause:\n{text}"
+    );
+    assert!(text.contains("hint: the build's output is above"), "{text}");
+    assert_no_namespace(&client, &product).await;
+}
