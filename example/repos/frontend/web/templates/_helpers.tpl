@@ -26,6 +26,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 
 {{/*
+Labels of hook and test pods: without the selector label, or the Service would count a running
+hook's pod among its endpoints and send it traffic it does not serve.
+*/}}
+{{- define "web.hookLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: hook
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
 A value `sandbox` injects under global.sandbox and the chart cannot work without, by its dotted
 path: (list $ "repo.sha"). Fails the render with a clear message when it is missing.
 */}}
