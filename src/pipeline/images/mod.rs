@@ -119,8 +119,12 @@ pub(crate) async fn resolve(
             .into_iter()
             .filter(|w| digests.get(&w.tagged()).is_some_and(Option::is_none))
             .collect();
-        let (to_build, to_wait): (Vec<&Wanted>, Vec<&Wanted>) =
-            missing.into_iter().partition(|w| w.build.is_some());
+        // Without buildah (e.g. serve in a pod) but with time to wait, an image that could be
+        // built is waited for like any other: CI may publish it.
+        let can_build = resolver.buildah.is_some() || wait.is_none();
+        let (to_build, to_wait): (Vec<&Wanted>, Vec<&Wanted>) = missing
+            .into_iter()
+            .partition(|w| w.build.is_some() && can_build);
         build_all(&to_build, resolver, reporter).await?;
         let waited = wait_for(&to_wait, wait, resolver, reporter).await?;
         let built = look_up_each(&to_build, resolver).await?;

@@ -390,6 +390,12 @@ async fn resolve_pins_digests_shares_lookups_and_names_a_missing_image() {
         .await
         .unwrap_err();
     assert!(matches!(e, ImagesError::NoBuildah { .. }), "{e}");
+    // Without buildah but allowed to wait (serve in a pod), it waits for CI instead.
+    let wait = Some(Duration::from_millis(300));
+    let e = resolve(&to_build, Mode::Ensure { wait }, &resolver, &reporter)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImagesError::NeverAppeared { .. }), "{e}");
 }
 
 #[test]
