@@ -10,6 +10,7 @@ use crate::cli::{
     ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
 };
 use crate::kube::connect;
+use crate::pipeline::apply;
 use crate::pipeline::config::Config;
 use crate::pipeline::images::Mode;
 use crate::pipeline::settings::unknown_service;
@@ -181,6 +182,7 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
         prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)
             .await?;
     let plan = &prepared.plan;
+    apply::check_served(&cluster, plan).context("the rendered objects cannot be deployed")?;
     let changes = diff::diff(&cluster, plan, &prepared.secret_strings()).await?;
     diff::print_diff(&plan.namespace, &changes, plan.objects().count());
     Ok(())
@@ -215,6 +217,8 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
     );
     match cluster {
         Some(cluster) => {
+            apply::check_served(&cluster, &prepared.plan)
+                .context("the rendered objects cannot be deployed")?;
             let n = diff::validate_on_server(&cluster, &prepared.plan).await?;
             println!(
                 "server-side dry run at {}: {n} objects accepted",

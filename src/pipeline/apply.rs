@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 
 use crate::error::Hint;
 use crate::kube::{status_code, Cluster, FIELD_MANAGER};
@@ -24,6 +25,10 @@ pub(crate) enum ApplyError {
     /// The cluster does not serve this kind.
     #[error("the cluster does not serve {api_version} {kind}")]
     UnknownKind { api_version: String, kind: String },
+    /// The cluster serves this kind cluster-wide: it would be shared with every other sandbox
+    /// and outlive `down`.
+    #[error("{kind} `{name}` is cluster-scoped on this cluster; a sandbox holds only namespaced objects")]
+    ClusterScoped { kind: String, name: String },
     /// The API server rejected an object.
     #[error("applying {kind} `{name}` failed")]
     Rejected {
@@ -55,11 +60,45 @@ impl Hint for ApplyError {
             ApplyError::UnknownKind { .. } => {
                 Some("check apiVersion and kind in the template (`kubectl api-resources` lists what the cluster serves)".into())
             }
+            ApplyError::ClusterScoped { .. } => Some(
+                "remove the object from the template or chart: cluster-wide objects belong to whoever runs the cluster (`kubectl api-resources --namespaced=false` lists them)".into(),
+            ),
             ApplyError::Rejected { .. } => Some("the API server's reason is above; fix the template".into()),
             ApplyError::NotReady { source, .. } => source.hint(),
             ApplyError::Api { .. } => None,
         }
     }
+}
+
+/// Before anything is created: every object's kind is served by the cluster, and namespaced.
+/// Scope comes from discovery, not from a list of names, so no cluster-wide kind slips through.
+pub(crate) fn check_served(cluster: &Cluster, plan: &Plan) -> Result<(), ApplyError> {
+    for object in plan.objects() {
+        served_namespaced(cluster, object)?;
+    }
+    Ok(())
+}
+
+/// The served, namespaced resource of `object`.
+fn served_namespaced(
+    cluster: &Cluster,
+    object: &serde_json::Value,
+) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
+    let (api_version, kind) = (object.api_version(), object.kind());
+    let (resource, caps) =
+        cluster
+            .resolve(api_version, kind)
+            .ok_or_else(|| ApplyError::UnknownKind {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            })?;
+    if caps.scope == Scope::Cluster {
+        return Err(ApplyError::ClusterScoped {
+            kind: kind.into(),
+            name: object.name().into(),
+        });
+    }
+    Ok((resource, caps))
 }
 
 /// Server-side apply one object into `namespace`. A Job whose pod template changed cannot be
@@ -70,14 +109,8 @@ pub(crate) async fn apply_object(
     namespace: &str,
     object: &serde_json::Value,
 ) -> Result<DynamicObject, ApplyError> {
-    let (api_version, kind, name) = (object.api_version(), object.kind(), object.name());
-    let (resource, caps) =
-        cluster
-            .resolve(api_version, kind)
-            .ok_or_else(|| ApplyError::UnknownKind {
-                api_version: api_version.into(),
-                kind: kind.into(),
-            })?;
+    let (kind, name) = (object.kind(), object.name());
+    let (resource, caps) = served_namespaced(cluster, object)?;
     let api = cluster.dynamic_api(&resource, &caps, namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let rejected = |source| ApplyError::Rejected {

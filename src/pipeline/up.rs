@@ -80,6 +80,8 @@ pub(crate) async fn up(
     let target = prepare::cluster_target(&cluster, settings, &gathered, mode, reporter).await?;
     let prepared =
         prepare::render_and_plan(settings, gathered, Secrets::Reveal, &target, reporter).await?;
+    apply::check_served(&cluster, &prepared.plan)
+        .context("the rendered objects cannot be deployed")?;
     let prepare_time = started.elapsed();
 
     let wanted = sandbox_record(settings, &prepared.checkouts, jiff::Timestamp::now());

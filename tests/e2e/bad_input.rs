@@ -379,3 +379,34 @@ async fn helm_not_installed_is_named_with_how_to_install_it() {
     );
     assert_cluster_untouched(&product, "feature-x", "no helm").await;
 }
+
+#[tokio::test]
+async fn a_cluster_scoped_kind_missing_from_any_list_is_refused_by_its_served_scope() {
+    let Some(client) = cluster("cluster-scoped kind").await else {
+        return;
+    };
+    let product = Product::new("bad-scope");
+    // An IngressClass is cluster-wide: once applied it would be shared by every sandbox and
+    // outlive `down`. Nothing names it in a list; discovery says it is cluster-scoped.
+    std::fs::write(
+        product.path().join("templates/ingress-class.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: e2e-bad-scope\nspec:\n  controller: example.com/none\n",
+    )
+    .unwrap();
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    values: {script: cache/run.sh}",
+        "    templates: [templates/service.yaml, templates/ingress-class.yaml]\n    values: {script: cache/run.sh}",
+    );
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(
+        stderr.contains("IngressClass `e2e-bad-scope` is cluster-scoped on this cluster; a sandbox holds only namespaced objects"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: remove the object from the template or chart"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "cluster-scoped kind").await;
+    let classes: kube::Api<k8s_openapi::api::networking::v1::IngressClass> = kube::Api::all(client);
+    assert!(classes.get_opt("e2e-bad-scope").await.unwrap().is_none());
+}
