@@ -43,7 +43,7 @@ pub(crate) enum ApplyError {
         service: String,
         step: String,
         #[source]
-        source: WaitError,
+        source: Box<WaitError>,
     },
     /// Any other API call.
     #[error("{what}")]
@@ -282,7 +282,7 @@ async fn run_step(
     let not_ready = |source| ApplyError::NotReady {
         service: step.service.clone(),
         step: step.id.clone(),
-        source,
+        source: Box::new(source),
     };
     let waits = objects.iter().map(|o| {
         wait::until_ready_diagnosed(&cluster.client, namespace, o.kind(), o.name(), timeout)
