@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::error::ChartError;
+use crate::program;
 
 /// The oldest helm whose `template` takes `--kube-version`, `--api-versions` and `--values -`
 /// the way sandbox passes them.
@@ -58,8 +59,10 @@ impl Helm {
                 }
                 path
             }
-            None => on_path("helm", path_var).ok_or_else(|| ChartError::HelmMissing {
-                looked: "no `helm` in any directory of PATH".into(),
+            None => program::on_path("helm", path_var.as_deref()).ok_or_else(|| {
+                ChartError::HelmMissing {
+                    looked: "no `helm` in any directory of PATH".into(),
+                }
             })?,
         };
         let version = version_of(&path).await?;
@@ -171,19 +174,6 @@ async fn version_of(path: &Path) -> Result<String, ChartError> {
         ))));
     }
     Ok(version)
-}
-
-/// The first executable `name` in an absolute directory of `PATH`.
-fn on_path(name: &str, path_var: Option<std::ffi::OsString>) -> Option<PathBuf> {
-    std::env::split_paths(&path_var?)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Whether version `found` (e.g. `v3.12.1`, `v4.0.0-rc.1`) is at least `minimum` (`3.8.0`).

@@ -49,11 +49,8 @@ pub(crate) fn locate(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(path) = env("SANDBOX_BUILDAH") {
         return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
-    let path = env("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("buildah"))
-        .find(|candidate| candidate.is_file())
+    let path = env("PATH").map(std::ffi::OsString::from);
+    crate::program::on_path("buildah", path.as_deref())
 }
 
 /// Build `job` and push it to its registry.
