@@ -250,7 +250,11 @@ impl Registries {
         match status {
             s if s.is_success() => Ok(Some((headers, body))),
             StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.denied(name, status)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let has_credentials =
+                    auth::credentials_for(&name.registry, &self.auth_files).is_some();
+                Err(refusal(name, has_credentials, status))
+            }
             _ => Err(RegistryError::Unexpected {
                 registry: name.registry.clone(),
                 url: url.to_owned(),
@@ -272,30 +276,25 @@ impl Registries {
         if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, value);
         }
-        request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: name.registry.clone(),
-                url: url.to_owned(),
-                source,
-            })
+        request.send().await.map_err(unreachable(name, url))
     }
 
     /// The `Authorization` header a 401's challenge asks for.
     async fn authorize(&self, challenge: &str, name: &ImageName) -> Result<String, RegistryError> {
         let credentials = auth::credentials_for(&name.registry, &self.auth_files);
+        let refused = |status| refusal(name, credentials.is_some(), status);
         let (scheme, params) = parse_challenge(challenge);
         if scheme.eq_ignore_ascii_case("basic") {
-            return match credentials {
-                Some(c) => Ok(basic(&c)),
-                None => Err(self.auth_required(name)),
+            return match &credentials {
+                Some(c) => Ok(basic(c)),
+                None => Err(refused(StatusCode::UNAUTHORIZED)),
             };
         }
         let Some(realm) = params.get("realm") else {
-            return Err(self.auth_required(name));
+            return Err(refused(StatusCode::UNAUTHORIZED));
         };
-        let mut token_url = reqwest::Url::parse(realm).map_err(|_| self.auth_required(name))?;
+        let mut token_url =
+            reqwest::Url::parse(realm).map_err(|_| refused(StatusCode::UNAUTHORIZED))?;
         if let Some(service) = params.get("service") {
             token_url.query_pairs_mut().append_pair("service", service);
         }
@@ -311,54 +310,44 @@ impl Registries {
         let response = request
             .send()
             .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: name.registry.clone(),
-                url: token_url.to_string(),
-                source,
-            })?;
+            .map_err(unreachable(name, token_url.as_str()))?;
         if !response.status().is_success() {
-            return Err(match credentials {
-                Some(_) => self.denied(name, response.status()),
-                None => self.auth_required(name),
-            });
+            return Err(refused(response.status()));
         }
-        let answer: TokenAnswer =
-            response
-                .json()
-                .await
-                .map_err(|source| RegistryError::Unreachable {
-                    registry: name.registry.clone(),
-                    url: token_url.to_string(),
-                    source,
-                })?;
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(unreachable(name, token_url.as_str()))?;
         match answer.token.or(answer.access_token) {
             Some(token) => Ok(format!("Bearer {token}")),
-            None => Err(self.auth_required(name)),
+            None => Err(refused(StatusCode::UNAUTHORIZED)),
         }
     }
+}
 
-    fn auth_required(&self, name: &ImageName) -> RegistryError {
-        match auth::credentials_for(&name.registry, &self.auth_files) {
-            Some(_) => self.denied(name, StatusCode::UNAUTHORIZED),
-            None => RegistryError::AuthRequired {
-                registry: name.registry.clone(),
-                path: name.path.clone(),
-            },
-        }
+/// A registry said no: with credentials configured they were refused (`status`); without,
+/// it wants some.
+fn refusal(name: &ImageName, has_credentials: bool, status: StatusCode) -> RegistryError {
+    let (registry, path) = (name.registry.clone(), name.path.clone());
+    match has_credentials {
+        true => RegistryError::Denied {
+            registry,
+            path,
+            status,
+        },
+        false => RegistryError::AuthRequired { registry, path },
     }
+}
 
-    fn denied(&self, name: &ImageName, status: StatusCode) -> RegistryError {
-        match auth::credentials_for(&name.registry, &self.auth_files) {
-            Some(_) => RegistryError::Denied {
-                registry: name.registry.clone(),
-                path: name.path.clone(),
-                status,
-            },
-            None => RegistryError::AuthRequired {
-                registry: name.registry.clone(),
-                path: name.path.clone(),
-            },
-        }
+/// `url` of `name`'s registry did not answer.
+fn unreachable<'a>(
+    name: &'a ImageName,
+    url: &'a str,
+) -> impl FnOnce(reqwest::Error) -> RegistryError + 'a {
+    move |source| RegistryError::Unreachable {
+        registry: name.registry.clone(),
+        url: url.to_owned(),
+        source,
     }
 }
 
