@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{cluster, describe, run_ok, up_ok, versions, Product, TestNamespace};
+use crate::support::{
+    changed_between, cluster, describe, run_ok, up_ok, versions, Product, TestNamespace,
+};
 
 /// What the tool adds to every object: its labels, its hash and the namespace. Taken away, an
 /// object is what the chart rendered.
@@ -153,10 +155,7 @@ async fn a_chart_reups_without_writes_rolls_on_a_value_and_prunes_a_removed_temp
     let greeting = ["--set", "web.env.GREETING=hello"];
     up_ok(&product, &greeting);
     let second = versions(&client, &ns.name).await;
-    let changed: Vec<&String> = first
-        .keys()
-        .filter(|k| second.get(*k) != first.get(*k))
-        .collect();
+    let changed = changed_between(&first, &second);
     assert_eq!(
         changed,
         ["Deployment/web", "Job/smoke-api"],

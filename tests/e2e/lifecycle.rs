@@ -12,7 +12,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 
 use crate::support::{
-    apply_yaml, cluster, describe, root, run_ok, up, up_ok, versions, Product, TestNamespace,
+    apply_yaml, changed_between, cluster, describe, root, run_ok, up, up_ok, versions, Product,
+    TestNamespace,
 };
 
 #[tokio::test]
@@ -86,10 +87,7 @@ async fn reup_touches_nothing_then_rolls_only_the_changed_service_and_prunes() {
     let text = up_ok(&product, &[]);
     assert!(text.contains("pruned v1/ConfigMap/api-extra"), "{text}");
     let second = versions(&client, &ns.name).await;
-    let changed: Vec<&String> = first
-        .keys()
-        .filter(|k| second.get(*k) != first.get(*k))
-        .collect();
+    let changed = changed_between(&first, &second);
     // Exactly the worker changed and api-extra went; the smoke Job ran again to prove the change
     // (and the gateway's test Pod, which this list leaves out with the other pods).
     assert_eq!(

@@ -342,3 +342,15 @@ pub fn up_ok(product: &Product, extra: &[&str]) -> String {
     assert!(ok, "{text}");
     text
 }
+
+/// The objects of `first` (from [`versions`]) whose resourceVersion differs in `second`, or
+/// that are gone.
+pub fn changed_between<'a>(
+    first: &'a BTreeMap<String, String>,
+    second: &BTreeMap<String, String>,
+) -> Vec<&'a String> {
+    first
+        .keys()
+        .filter(|k| second.get(*k) != first.get(*k))
+        .collect()
+}
