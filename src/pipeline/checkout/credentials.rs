@@ -18,6 +18,8 @@ pub(super) const TOKEN_ENV: &str = "SANDBOX_GIT_TOKEN";
 pub(super) const SERVE_TOKEN_ENV: &str = "SANDBOX_GITHUB_TOKEN";
 /// Third choice for the HTTPS token.
 pub(super) const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+/// Where the HTTPS token is read from, first set wins.
+const TOKEN_VARS: [&str; 3] = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV];
 /// Hard cap on credential requests per connection phase, whatever libgit2 asks for.
 const MAX_CREDENTIAL_REQUESTS: u32 = 4;
 
@@ -33,14 +35,16 @@ pub(super) struct Credentials {
 
 impl Credentials {
     pub(super) fn from_env() -> Self {
-        let token = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV]
-            .into_iter()
-            .find_map(|var| {
-                std::env::var(var)
-                    .ok()
-                    .filter(|t| !t.trim().is_empty())
-                    .map(|t| (var, t.trim().to_owned()))
-            });
+        Credentials::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// The first non-empty token of [`TOKEN_VARS`], as `var` reads them.
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let token = TOKEN_VARS.into_iter().find_map(|name| {
+            var(name)
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| (name, t.trim().to_owned()))
+        });
         Credentials { token }
     }
 }
@@ -279,6 +283,24 @@ mod tests {
             let refused = may_send(configured, url).unwrap_err();
             assert!(refused.contains(why), "{configured} → {url}: {refused}");
         }
+    }
+
+    #[test]
+    fn clones_read_the_token_that_deploy_serve_yaml_sets() {
+        let deploy = include_str!("../../../deploy/serve.yaml");
+        let set = TOKEN_VARS
+            .iter()
+            .find(|var| deploy.contains(&format!("- name: {var}\n")))
+            .expect("deploy/serve.yaml gives the service a token that clones read");
+        let only = |name: &'static str| {
+            move |var: &str| (var == name).then(|| format!(" token-of-{name} "))
+        };
+        let creds = Credentials::from_vars(only(set));
+        assert_eq!(creds.token, Some((*set, format!("token-of-{set}"))));
+        let both = |var: &str| Some(format!("from-{var}"));
+        let first = Credentials::from_vars(both).token.unwrap();
+        assert_eq!(first, (TOKEN_ENV, format!("from-{TOKEN_ENV}")));
+        assert_eq!(Credentials::from_vars(|_| Some("  ".into())).token, None);
     }
 
     #[test]
