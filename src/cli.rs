@@ -29,6 +29,12 @@ pub struct Cli {
     /// Print only results and errors.
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
+    /// Hand sops files the built-in decryptor cannot read (PGP, cloud KMS, Vault keys) to the
+    /// `sops` binary on PATH, for the key types `sops.binary.key_types` in sandbox.yaml allows
+    /// (default: age and pgp). Off by default: a branch's sops metadata chooses where sops sends
+    /// your credentials.
+    #[arg(long, global = true, env = "SANDBOX_SOPS_BINARY")]
+    pub(crate) sops_binary: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -259,6 +265,9 @@ pub(crate) struct ServeArgs {
     /// Largest webhook body accepted, in bytes (larger: 413).
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub(crate) max_body_bytes: usize,
+    /// Most HTTP connections open at once; more wait until one closes.
+    #[arg(long, default_value = "256")]
+    pub(crate) max_connections: std::num::NonZeroUsize,
     /// GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3).
     #[arg(
         long,

@@ -9,7 +9,7 @@ use crate::kube::{Cluster, FIELD_MANAGER};
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::plan::Plan;
 use crate::record::{self, Lookup};
-use crate::redact::REDACTED;
+use crate::redact::{Scrubber, REDACTED};
 
 /// One object's change.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +42,13 @@ fn normalize(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// The paths whose values differ, as `path: old → new` with secret values masked.
+/// The paths whose values differ, as `path: old → new` with secret values masked: a Secret's
+/// data, and any value that shows a decrypted secret in any form (e.g. base64 in a ConfigMap).
 pub(crate) fn field_changes(
     old: &serde_json::Value,
     new: &serde_json::Value,
     secret: bool,
-    secrets: &[String],
+    secrets: &Scrubber,
 ) -> Vec<String> {
     fn walk(
         path: &str,
@@ -90,7 +91,8 @@ pub(crate) fn field_changes(
             let hide = |v: String| {
                 let in_data =
                     secret && (path.starts_with("data.") || path.starts_with("stringData."));
-                if in_data || secrets.iter().any(|s| v.contains(s.as_str())) {
+                // Checked before shortening, so a secret cut in two is still found.
+                if in_data || secrets.reveals(&v) {
                     format!("\"{REDACTED}\"")
                 } else if v.len() > 80 {
                     format!("{}…", v.chars().take(77).collect::<String>())
@@ -110,6 +112,9 @@ pub(crate) async fn diff(
     secrets: &[String],
 ) -> Result<Vec<Change>> {
     let ns = plan.namespace.as_str();
+    let scrubber = Scrubber::new();
+    scrubber.add(secrets.iter().cloned());
+    let secrets = &scrubber;
     let before = match record::fetch(cluster, ns).await? {
         Lookup::Absent => {
             return Ok(plan
@@ -142,7 +147,7 @@ async fn object_change(
     cluster: &Cluster,
     ns: &str,
     object: &serde_json::Value,
-    secrets: &[String],
+    secrets: &Scrubber,
 ) -> Result<Option<Change>> {
     let (api_version, kind, name) = (object.api_version(), object.kind(), object.name());
     let (resource, caps) = cluster
@@ -233,17 +238,30 @@ mod tests {
     fn field_changes_name_paths_and_mask_secrets() {
         let old = json!({"spec": {"replicas": 1, "containers": [{"image": "a"}]}, "data": {"password": "czNjcmV0"}});
         let new = json!({"spec": {"replicas": 2, "containers": [{"image": "b"}]}, "data": {"password": "b3RoZXI="}});
-        let changes = field_changes(&old, &new, true, &[]);
+        let changes = field_changes(&old, &new, true, &Scrubber::new());
         assert_eq!(changes[0], "data.password: \"<redacted>\" → \"<redacted>\"");
         assert!(changes.contains(&"spec.containers.0.image: \"a\" → \"b\"".to_owned()));
         assert!(changes.contains(&"spec.replicas: 1 → 2".to_owned()));
+        let scrubber = Scrubber::new();
+        scrubber.add(["hunter2-long".into(), "pa\"ss: word".into()]);
         let env = field_changes(
             &json!({"v": "x"}),
             &json!({"v": "hunter2-long"}),
             false,
-            &["hunter2-long".into()],
+            &scrubber,
         );
         assert_eq!(env, ["v: \"x\" → \"<redacted>\""]);
+        // Forms a literal comparison misses: JSON-escaped (as the diff shows values), base64.
+        let encoded = field_changes(
+            &json!({"a": "x", "b": "x"}),
+            &json!({"a": "url: pa\"ss: word", "b": "aHVudGVyMi1sb25n"}),
+            false,
+            &scrubber,
+        );
+        assert_eq!(
+            encoded,
+            ["a: \"x\" → \"<redacted>\"", "b: \"x\" → \"<redacted>\""]
+        );
     }
 
     #[test]

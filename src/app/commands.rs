@@ -289,6 +289,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         webhook_secret_file: args.webhook_secret_file,
         concurrency: args.concurrency,
         max_body_bytes: args.max_body_bytes,
+        max_connections: args.max_connections,
         github_api_url: args.github_api_url,
         comment: args.comment,
         slack_webhook_url: args.slack_webhook_url,

@@ -18,10 +18,11 @@ use crate::pipeline::values::SetValue;
 use crate::pipeline::{Environment, Settings};
 use crate::progress::Reporter;
 
-/// Run one command.
-pub async fn run(cli: Cli) -> Result<()> {
+/// Run one command. A failure comes back as the text the binary shows for it.
+pub async fn run(cli: Cli) -> std::result::Result<(), Failed> {
     let app = App {
         config_path: cli.config,
+        sops_binary: cli.sops_binary,
         cluster: ClusterOptions {
             kubeconfig: cli.kubeconfig,
             context: cli.context,
@@ -29,28 +30,66 @@ pub async fn run(cli: Cli) -> Result<()> {
         reporter: Reporter::new(cli.quiet),
         env: environment(),
     };
-    match cli.command {
-        Command::Up(args) => commands::up(&app, args).await,
-        Command::Down(args) => commands::down(&app, args).await,
-        Command::Render(args) => commands::render(&app, args).await,
-        Command::Values(args) => commands::values(&app, args).await,
-        Command::Images(args) => commands::images(&app, args).await,
-        Command::List(args) => commands::list(&app, args).await,
-        Command::Status(args) => commands::status(&app, args).await,
-        Command::Logs(args) => commands::logs(&app, args).await,
-        Command::Diff(args) => commands::diff(&app, args).await,
-        Command::Validate(args) => commands::validate(&app, args).await,
-        Command::Extend(args) => commands::extend(&app, args).await,
-        Command::Reap(args) => commands::reap(&app, args).await,
-        Command::ReaperManifests(args) => commands::reaper_manifests(&app, args).await,
+    dispatch(&app, cli.command)
+        .await
+        .map_err(|error| Failed::of(&error, &app.reporter))
+}
+
+async fn dispatch(app: &App, command: Command) -> Result<()> {
+    match command {
+        Command::Up(args) => commands::up(app, args).await,
+        Command::Down(args) => commands::down(app, args).await,
+        Command::Render(args) => commands::render(app, args).await,
+        Command::Values(args) => commands::values(app, args).await,
+        Command::Images(args) => commands::images(app, args).await,
+        Command::List(args) => commands::list(app, args).await,
+        Command::Status(args) => commands::status(app, args).await,
+        Command::Logs(args) => commands::logs(app, args).await,
+        Command::Diff(args) => commands::diff(app, args).await,
+        Command::Validate(args) => commands::validate(app, args).await,
+        Command::Extend(args) => commands::extend(app, args).await,
+        Command::Reap(args) => commands::reap(app, args).await,
+        Command::ReaperManifests(args) => commands::reaper_manifests(app, args).await,
         Command::Completions(args) => commands::completions(args),
-        Command::Serve(args) => commands::serve(&app, args).await,
+        Command::Serve(args) => commands::serve(app, args).await,
+    }
+}
+
+/// A failed command, as the binary shows it.
+#[derive(Debug)]
+pub struct Failed {
+    /// For stderr: the error, its causes and hints, every secret the command decrypted
+    /// scrubbed in every form (an error may quote a rendered line or a container's log).
+    pub message: String,
+    /// The exit code (documented in `--help` and the README).
+    pub code: i32,
+}
+
+impl Failed {
+    fn of(error: &anyhow::Error, reporter: &Reporter) -> Failed {
+        // A closed stdout (e.g. `sandbox render | head`) is not a failure.
+        let broken_pipe = error.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return Failed {
+                message: String::new(),
+                code: 0,
+            };
+        }
+        Failed {
+            message: reporter.scrub(&render_error(error)),
+            code: exit_code(error),
+        }
     }
 }
 
 /// What every command shares.
 struct App {
     config_path: PathBuf,
+    /// `--sops-binary`: hand files the built-in decryptor cannot read to `sops`.
+    sops_binary: bool,
     cluster: ClusterOptions,
     reporter: Reporter,
     env: Environment,
@@ -58,9 +97,11 @@ struct App {
 
 impl App {
     fn load_config(&self) -> Result<Config> {
-        Ok(config::load(&self.config_path, &|var| {
-            std::env::var(var).ok()
-        })?)
+        let mut config = config::load(&self.config_path, &|var| std::env::var(var).ok())?;
+        if self.sops_binary {
+            config.sops_binary.enabled = true;
+        }
+        Ok(config)
     }
 
     /// The settings of a command that runs the pipeline (or its offline part) for one branch.
@@ -104,13 +145,13 @@ fn default_cache_dir() -> PathBuf {
     base.join("sandbox")
 }
 
-/// How the binary shows a failed command: the error, its causes, and the hints of every layer.
-pub fn render_error(error: &anyhow::Error) -> String {
+/// How a failed command is shown: the error, its causes, and the hints of every layer.
+fn render_error(error: &anyhow::Error) -> String {
     crate::error::render(error, crate::serve::hints_of)
 }
 
 /// The exit code of a failed command (documented in `--help` and the README).
-pub fn exit_code(error: &anyhow::Error) -> i32 {
+fn exit_code(error: &anyhow::Error) -> i32 {
     if error
         .chain()
         .any(|c| c.is::<crate::pipeline::Interrupted>())

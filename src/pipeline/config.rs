@@ -29,6 +29,8 @@ pub(crate) struct Config {
     pub(crate) helm: HelmSettings,
     /// Registries spoken to over plain HTTP (`host:port`), besides localhost.
     pub(crate) insecure_registries: Vec<String>,
+    /// `sops.binary`: whether and how files go to the `sops` binary (off by default).
+    pub(crate) sops_binary: SopsBinary,
     pub(crate) repos: BTreeMap<String, Repo>,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
@@ -56,6 +58,36 @@ pub(crate) struct HelmSettings {
 /// The Kubernetes version offline renders assume unless `helm.kube_version` says otherwise:
 /// the newest this tool is built against (k8s-openapi's `v1_33`).
 pub(crate) const DEFAULT_KUBE_VERSION: &str = "1.33.0";
+
+/// The hand-off of sops files the built-in (age) decryptor cannot read to the `sops` binary.
+/// The user's choice, never the file's: a branch's sops metadata names the key services sops
+/// contacts (e.g. hc_vault's `vault_address`), and sops sends them the user's credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SopsBinary {
+    /// `sops.binary.enabled` or `--sops-binary`.
+    pub(crate) enabled: bool,
+    /// Every key type a file lists must be one of these for it to be handed over.
+    pub(crate) key_types: Vec<String>,
+    /// How long `sops decrypt` may take.
+    pub(crate) timeout: Duration,
+}
+
+/// The key types sops knows (the names of their lists in a file's `sops` metadata).
+pub(crate) const SOPS_KEY_TYPES: [&str; 7] = [
+    "age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "hckms",
+];
+
+impl Default for SopsBinary {
+    /// Off; when turned on, only keys that live with the user (age, pgp): the cloud key types
+    /// send credentials to a service, and azure_kv and hc_vault to an address the file names.
+    fn default() -> SopsBinary {
+        SopsBinary {
+            enabled: false,
+            key_types: vec!["age".into(), "pgp".into()],
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// How the sandbox's URL is found once everything is ready.
 #[derive(Debug, Clone)]
@@ -210,6 +242,8 @@ struct RawConfig {
     helm: RawHelm,
     #[serde(default)]
     images: RawImages,
+    #[serde(default)]
+    sops: RawSops,
     repos: BTreeMap<String, RawRepo>,
     services: serde_yaml_ng::Mapping,
 }
@@ -226,6 +260,21 @@ fn default_ttl() -> String {
 struct RawTimeouts {
     service: Option<String>,
     smoke: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSops {
+    binary: Option<RawSopsBinary>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSopsBinary {
+    #[serde(default)]
+    enabled: bool,
+    key_types: Option<Vec<String>>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +354,7 @@ const TOP_FIELDS: &[&str] = &[
     "url",
     "helm",
     "images",
+    "sops",
     "repos",
     "services",
 ];
@@ -351,6 +401,7 @@ pub(crate) fn parse(
     }
     let url = url_rule(&file, raw.url, &names)?;
     let helm = helm_settings(&file, raw.helm)?;
+    let sops_binary = sops_binary(&file, raw.sops.binary)?;
     Ok(Config {
         path: path.to_owned(),
         dir,
@@ -361,6 +412,7 @@ pub(crate) fn parse(
         url,
         helm,
         insecure_registries,
+        sops_binary,
         repos,
         services,
     })
@@ -653,6 +705,34 @@ fn helm_settings(file: &ConfigFile<'_>, raw: RawHelm) -> Result<HelmSettings, Co
         kube_version,
         api_versions: raw.api_versions,
     })
+}
+
+fn sops_binary(
+    file: &ConfigFile<'_>,
+    raw: Option<RawSopsBinary>,
+) -> Result<SopsBinary, ConfigError> {
+    let mut settings = SopsBinary::default();
+    let Some(raw) = raw else {
+        return Ok(settings);
+    };
+    settings.enabled = raw.enabled;
+    if let Some(timeout) = &raw.timeout {
+        settings.timeout = file.duration(&["sops", "binary", "timeout"], timeout)?;
+    }
+    if let Some(key_types) = raw.key_types {
+        if let Some(unknown) = key_types
+            .iter()
+            .find(|k| !SOPS_KEY_TYPES.contains(&k.as_str()))
+        {
+            return Err(file.invalid(
+                &["sops", "binary", "key_types"],
+                format!("`{unknown}` is not a sops key type"),
+                Some(format!("use some of {}", SOPS_KEY_TYPES.join(", "))),
+            ));
+        }
+        settings.key_types = key_types;
+    }
+    Ok(settings)
 }
 
 /// A service's `values` as JSON: a mapping (empty when not given).
@@ -1273,6 +1353,24 @@ services:
         )
         .unwrap_err();
         assert!(err.to_string().contains("DNS-1123"), "{err}");
+    }
+
+    #[test]
+    fn the_sops_binary_is_off_unless_the_config_turns_it_on() {
+        assert_eq!(load_text(GOOD).unwrap().sops_binary, SopsBinary::default());
+        assert!(!SopsBinary::default().enabled);
+        let on = "name: shop\nsops: {binary: {enabled: true, key_types: [pgp], timeout: 5s}}";
+        let c = load_text(&GOOD.replace("name: shop", on)).unwrap();
+        assert!(c.sops_binary.enabled);
+        assert_eq!(c.sops_binary.key_types, ["pgp"]);
+        assert_eq!(c.sops_binary.timeout, Duration::from_secs(5));
+        let typo = "name: shop\nsops: {binary: {key_types: [vault]}}";
+        let err = load_text(&GOOD.replace("name: shop", typo)).unwrap_err();
+        assert!(
+            err.to_string().contains("`vault` is not a sops key type"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("hc_vault"), "{err:?}");
     }
 
     #[test]

@@ -226,7 +226,9 @@ pub(crate) async fn gather(settings: &Settings, reporter: &Reporter) -> Result<G
     let checkout_time = started.elapsed();
 
     let started = Instant::now();
-    let identities = Identities::from_env().context("could not load the age keys for sops")?;
+    let identities = Identities::from_env()
+        .context("could not load the age keys for sops")?
+        .with_sops_binary(&settings.config.sops_binary);
     let mut values = BTreeMap::new();
     for service in &settings.config.services {
         let checkout = checkout_of(&checkouts, service);

@@ -40,7 +40,8 @@ impl Values {
         tree
     }
 
-    /// Every decrypted secret value as text (for scrubbing output of anything that might echo it).
+    /// Every decrypted secret value as text (for scrubbing output of anything that might echo
+    /// it), however short: the scrubber decides how a short one is matched.
     pub(crate) fn secret_strings(&self) -> Vec<String> {
         self.secret_paths
             .iter()
@@ -49,7 +50,6 @@ impl Values {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             })
-            .filter(|s| s.len() >= 4)
             .collect()
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! A delivery is checked in this order, and nothing runs unless every check passes: the size
 //! (413), the signature (401), the content type (415), the event header (400), the delivery id
-//! (a repeat is acknowledged and ignored), the JSON (400). Then it is queued (202) or
-//! acknowledged (200); the work itself never runs inside the request.
+//! (400 when missing or malformed; a repeat is acknowledged and ignored), the JSON (400). Then
+//! it is queued (202) or acknowledged (200); the work itself never runs inside the request.
+//!
+//! The server itself ([`serve_http`]) bounds what a client can hold: the time to send request
+//! headers, the time for a whole request, and the number of open connections.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -16,7 +21,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_service::Service as _;
 
 use super::event::{self, Incoming};
 use super::github::valid_repo;
@@ -26,6 +36,88 @@ use super::signature;
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
 const REMEMBERED_DELIVERIES: usize = 4096;
+
+/// The longest delivery id taken (GitHub's are 36-character GUIDs): the remembered ids are
+/// bounded in number, and this bounds their size.
+const MAX_DELIVERY_ID_LEN: usize = 128;
+
+/// What a client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Open connections at most; at the cap the server stops accepting, so further clients wait
+    /// in the kernel's backlog instead of costing memory and tasks here.
+    pub(crate) max_connections: usize,
+    /// From the connection (or the previous request) to the end of the request headers: a client
+    /// that trickles headers byte by byte (slowloris) is cut off.
+    pub(crate) header_read_timeout: Duration,
+    /// From the headers to the answer, body included: a body trickled just under the size limit
+    /// is cut off too (408).
+    pub(crate) request_timeout: Duration,
+}
+
+impl Limits {
+    pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// Serve `router` on `listener` within `limits` until `shutdown` resolves; then stop accepting
+/// and wait for the requests in flight.
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore stays open"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // E.g. out of file descriptors: wait a little rather than spin.
+                    log!(Warn, "http.accept_failed", error = e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request| {
+            // What `ConnectInfo` reads, as `into_make_service_with_connect_info` would insert.
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut router = router.clone();
+            async move {
+                let answered = tokio::time::timeout(limits.request_timeout, router.call(request));
+                Ok::<_, std::convert::Infallible>(match answered.await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => answer(
+                        StatusCode::REQUEST_TIMEOUT,
+                        json!({ "error": "the request took too long to arrive" }),
+                    ),
+                })
+            }
+        });
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
 
 /// The most recent delivery ids, bounded: the oldest are forgotten first.
 #[derive(Debug)]
@@ -172,12 +264,11 @@ async fn webhook(
         Err((status, reason)) => return delivery.refuse(status, reason),
     };
     // Check and remember in one step, so two copies arriving at once are not both taken.
-    if !delivery.id.is_empty()
-        && !state
-            .deliveries
-            .lock()
-            .expect("not poisoned")
-            .insert(&delivery.id)
+    if !state
+        .deliveries
+        .lock()
+        .expect("not poisoned")
+        .insert(&delivery.id)
     {
         log!(
             Info,
@@ -192,13 +283,11 @@ async fn webhook(
     }
     // A delivery that is refused from here on may be sent again and must then be taken.
     let forget = || {
-        if !delivery.id.is_empty() {
-            state
-                .deliveries
-                .lock()
-                .expect("not poisoned")
-                .forget(&delivery.id);
-        }
+        state
+            .deliveries
+            .lock()
+            .expect("not poisoned")
+            .forget(&delivery.id);
     };
     match work_of(&delivery, &body) {
         Next::Queue(work) => queue(&state, &delivery, work, forget),
@@ -246,7 +335,22 @@ fn checked_body(
     if delivery.event.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "no X-GitHub-Event header".into()));
     }
+    // Refused rather than taken without deduplication: GitHub sends an id with every delivery,
+    // and a signed request without one is a hand-made replay that would run the work again.
+    if !valid_delivery_id(&delivery.id) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no valid X-GitHub-Delivery header (letters, digits and `-`, at most {MAX_DELIVERY_ID_LEN}): it is what repeated deliveries are recognised by"
+            ),
+        ));
+    }
     Ok(body)
+}
+
+fn valid_delivery_id(id: &str) -> bool {
+    (1..=MAX_DELIVERY_ID_LEN).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// What an event asks for.

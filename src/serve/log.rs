@@ -8,11 +8,9 @@ use std::io::Write as _;
 
 use crate::redact::Scrubber;
 
-/// Texts shorter than this are not scrubbed: they would garble every line they happen to occur
-/// in, and they are not secrets worth the name anyway.
-pub(crate) const MIN_SCRUBBED_LEN: usize = 6;
-
-static SECRETS: Scrubber = Scrubber::with_min_len(MIN_SCRUBBED_LEN);
+/// The service's own secrets; a short one is matched only where it stands alone (see
+/// [`crate::redact`]), so it cannot garble every line.
+static SECRETS: Scrubber = Scrubber::new();
 
 /// Never show `secret` in a log line or in anything [`scrub`] cleans.
 pub(crate) fn add_secret(secret: &str) {

@@ -52,6 +52,7 @@ pub(crate) struct ServeSettings {
     pub(crate) webhook_secret_file: Option<std::path::PathBuf>,
     pub(crate) concurrency: std::num::NonZeroUsize,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_connections: std::num::NonZeroUsize,
     pub(crate) github_api_url: String,
     pub(crate) comment: bool,
     pub(crate) slack_webhook_url: Option<String>,
@@ -70,6 +71,7 @@ pub(crate) struct Options {
     pub(crate) secret: Vec<u8>,
     pub(crate) concurrency: usize,
     pub(crate) max_body_bytes: usize,
+    pub(crate) limits: http::Limits,
     pub(crate) reporting: Reporting,
     pub(crate) shutdown_grace: Duration,
 }
@@ -200,6 +202,11 @@ pub(crate) async fn run(
         secret: secret.into_bytes(),
         concurrency: args.concurrency.get(),
         max_body_bytes: args.max_body_bytes,
+        limits: http::Limits {
+            max_connections: args.max_connections.get(),
+            header_read_timeout: http::Limits::DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: http::Limits::DEFAULT_REQUEST_TIMEOUT,
+        },
         reporting,
         shutdown_grace: args.shutdown_grace,
     };
@@ -240,13 +247,7 @@ pub(crate) async fn serve<D: Deployer>(
         options.max_body_bytes,
     ));
     on_start(queue.clone());
-    axum::serve(
-        listener,
-        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("the HTTP server failed")?;
+    http::serve_http(listener, http::router(state), options.limits, shutdown).await;
     queue
         .shutdown(options.shutdown_grace, async {
             let signal = stop_signal().await;

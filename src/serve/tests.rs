@@ -86,6 +86,20 @@ impl Harness {
     }
 
     async fn start_with(delay: Duration, max_body_bytes: usize, grace: Duration) -> Harness {
+        let limits = http::Limits {
+            max_connections: 64,
+            header_read_timeout: http::Limits::DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: http::Limits::DEFAULT_REQUEST_TIMEOUT,
+        };
+        Harness::start_limited(delay, max_body_bytes, grace, limits).await
+    }
+
+    async fn start_limited(
+        delay: Duration,
+        max_body_bytes: usize,
+        grace: Duration,
+        limits: http::Limits,
+    ) -> Harness {
         log::add_secret(TOKEN);
         let github = FakeGitHub::start().await;
         let deployer = FakeDeployer {
@@ -98,6 +112,7 @@ impl Harness {
             secret: SECRET.as_bytes().to_vec(),
             concurrency: 2,
             max_body_bytes,
+            limits,
             reporting: Reporting {
                 github: Some(GitHub::new(&github.url, Some(TOKEN.into())).unwrap()),
                 comment: true,
@@ -547,4 +562,148 @@ async fn work_still_running_after_the_grace_period_is_cancelled_and_reported() {
     assert_eq!(h.github.states_of(id), ["queued", "in_progress", "error"]);
     let last = h.github.statuses().last().unwrap().description.clone();
     assert_eq!(last, "cancelled: the preview service stopped");
+}
+
+#[tokio::test]
+async fn a_delivery_without_an_id_is_refused_not_run_twice() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let body = pull_request("opened", "feature-x", SHA1);
+    let send = |delivery: Option<&str>| {
+        let mut request = h
+            .http
+            .post(format!("{}/webhook", h.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", "pull_request")
+            .header(
+                "x-hub-signature-256",
+                signature::sign(SECRET.as_bytes(), &body),
+            )
+            .body(body.clone());
+        if let Some(id) = delivery {
+            request = request.header("x-github-delivery", id);
+        }
+        request.send()
+    };
+    for delivery in [None, Some(""), Some("a b"), Some(&*"x".repeat(200))] {
+        let response = send(delivery).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{delivery:?}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("X-GitHub-Delivery"),
+            "{answer}"
+        );
+    }
+    h.queue.idle().await;
+    assert_eq!(h.calls(), Vec::<String>::new(), "nothing ran");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = http::Limits {
+        max_connections: 64,
+        header_read_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut h =
+        Harness::start_limited(Duration::ZERO, 1 << 20, Duration::from_secs(5), limits).await;
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    // One client sends half its headers, one sends nothing at all.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    for client in [&mut slow, &mut silent] {
+        let mut rest = Vec::new();
+        // The server closes the connection (after a 408 at most); without the timeout this
+        // read would wait for as long as the client likes.
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the connection is still open after 5s");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let limits = http::Limits {
+        max_connections: 2,
+        header_read_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(60),
+    };
+    let mut h =
+        Harness::start_limited(Duration::ZERO, 1 << 20, Duration::from_secs(5), limits).await;
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let idle_1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let idle_2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Let the server accept both before the third client comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = || {
+        reqwest::Client::new()
+            .get(format!("{}/healthz", h.base))
+            .timeout(Duration::from_millis(700))
+            .send()
+    };
+    assert!(health().await.is_err(), "a third connection is served");
+    drop(idle_1);
+    let served = health().await.expect("served once a connection closed");
+    assert_eq!(served.status(), StatusCode::OK);
+    drop(idle_2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn branch_names_are_text_in_comments_and_slack() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    // Valid as a git branch name, and it would close the comment's code span and Slack's.
+    let branch = "x`<img src=https://evil.example/t.png>`<https://evil.example|docs>";
+    let (status, _) = h
+        .deliver("pull_request", "e-1", &pull_request("opened", branch, SHA1))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.queue.idle().await;
+    let comment = h.github.comments()[0].body.clone();
+    assert!(
+        comment.contains(&format!("``{branch}``")),
+        "the branch is one code span: {comment}"
+    );
+    let table_row = format!("``{}``", branch.replace('|', "\\|"));
+    assert!(comment.contains(&table_row), "{comment}");
+    let slack = h.github.slack_messages().join("\n");
+    assert!(!slack.contains("<https://evil.example|docs>"), "{slack}");
+    assert!(!slack.contains("<img"), "{slack}");
+    assert!(
+        slack.contains("&lt;https://evil.example|docs&gt;"),
+        "{slack}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn encoded_forms_of_the_services_secrets_are_scrubbed_from_reports() {
+    use base64::Engine as _;
+    log::add_secret(TOKEN);
+    let encoded = [
+        base64::engine::general_purpose::STANDARD.encode(TOKEN),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("user:{TOKEN}")),
+        serde_json::to_string(&format!("{TOKEN}\"")).unwrap(),
+    ];
+    let error = anyhow::anyhow!("the log said {}", encoded.join(" and "));
+    let failure = Failure::new(&error, |t| t.to_owned());
+    for shown in [&failure.summary, &failure.details] {
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains(&encoded[0]), "{shown}");
+        assert!(!shown.contains(&encoded[2]), "{shown}");
+    }
 }

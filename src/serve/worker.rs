@@ -10,7 +10,10 @@ use futures::FutureExt;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::github::{self, GitHub, Slack, State, COMMENT_MARKER};
+use super::github::{
+    self, markdown_cell_code, markdown_code, markdown_url, slack_code, slack_text, GitHub, Slack,
+    State, COMMENT_MARKER,
+};
 use super::log::{log, scrub};
 use super::queue::{Action, Executor, Job, PrRef, Work};
 use crate::pipeline::handover::RepoReport;
@@ -236,18 +239,21 @@ impl<D: Deployer> Worker<D> {
             )
             .await;
         }
+        // The branch, and what is derived from it, is the pusher's text: escaped for each target.
         let body = format!(
             "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-             ✅ The sandbox of `{branch}` is up: **{url}**\n\n\
+             ✅ The sandbox of {branch} is up: **{url}**\n\n\
              {table}\n<sub>namespace `{namespace}` · updated for {prs} · `sandbox serve`</sub>\n",
-            url = deployed.url,
+            branch = markdown_code(branch),
+            url = markdown_url(&deployed.url),
             table = repos_table(&deployed.repos),
             prs = prs_markdown(prs),
         );
         self.comment(prs, &body).await;
         self.slack(&format!(
-            ":white_check_mark: Sandbox `{branch}` is up at {} ({})",
-            deployed.url,
+            ":white_check_mark: Sandbox {} is up at {} ({})",
+            slack_code(branch),
+            slack_text(&deployed.url),
             prs_plain(prs)
         ))
         .await;
@@ -270,16 +276,18 @@ impl<D: Deployer> Worker<D> {
         }
         let body = format!(
             "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-             ❌ The sandbox of `{branch}` failed to deploy.\n\n```\n{details}\n```\n\
+             ❌ The sandbox of {branch} failed to deploy.\n\n```\n{details}\n```\n\
              <sub>namespace `{namespace}` · for {prs} · `sandbox serve`</sub>\n",
+            branch = markdown_code(branch),
             details = github::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
             prs = prs_markdown(prs),
         );
         self.comment(prs, &body).await;
         self.slack(&format!(
-            ":x: Sandbox `{branch}` failed to deploy ({}): {}",
+            ":x: Sandbox {} failed to deploy ({}): {}",
+            slack_code(branch),
             prs_plain(prs),
-            github::truncate(&failure.summary, 300)
+            slack_text(&github::truncate(&failure.summary, 300))
         ))
         .await;
     }
@@ -314,11 +322,13 @@ impl<D: Deployer> Worker<D> {
                 self.deactivate(&work.prs, branch).await;
                 let body = format!(
                     "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-                     The sandbox of `{branch}` was deleted: the pull request was closed.\n"
+                     The sandbox of {} was deleted: the pull request was closed.\n",
+                    markdown_code(branch)
                 );
                 self.comment(&work.prs, &body).await;
                 self.slack(&format!(
-                    ":wastebasket: Sandbox `{branch}` deleted ({} closed)",
+                    ":wastebasket: Sandbox {} deleted ({} closed)",
+                    slack_code(branch),
                     prs_plain(&work.prs)
                 ))
                 .await;
@@ -334,8 +344,9 @@ impl<D: Deployer> Worker<D> {
                     took = took
                 );
                 self.slack(&format!(
-                    ":x: Sandbox `{branch}` could not be deleted: {}",
-                    github::truncate(&failure.summary, 300)
+                    ":x: Sandbox {} could not be deleted: {}",
+                    slack_code(branch),
+                    slack_text(&github::truncate(&failure.summary, 300))
                 ))
                 .await;
             }
@@ -486,8 +497,11 @@ impl Drop for Unfinished {
     }
 }
 
+/// The first 7 characters (a webhook's SHA is its sender's text: cut on a character boundary).
 fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
+    sha.char_indices()
+        .nth(7)
+        .map_or(sha, |(end, _)| &sha[..end])
 }
 
 /// `backend@abc1234 data@0123456(main)`: where each repository came from.
@@ -511,10 +525,10 @@ fn repos_table(repos: &[RepoReport]) -> String {
     for r in repos {
         let note = if r.fell_back { " (fallback)" } else { "" };
         out.push_str(&format!(
-            "| {} | `{}`{note} | `{}` |\n",
-            r.repo,
-            r.branch,
-            short(&r.sha)
+            "| {} | {}{note} | {} |\n",
+            markdown_cell_code(&r.repo),
+            markdown_cell_code(&r.branch),
+            markdown_cell_code(short(&r.sha))
         ));
     }
     out
@@ -523,7 +537,7 @@ fn repos_table(repos: &[RepoReport]) -> String {
 fn prs_markdown(prs: &[PrRef]) -> String {
     let list: Vec<String> = prs
         .iter()
-        .map(|p| format!("{}#{} @ `{}`", p.repo, p.number, short(&p.sha)))
+        .map(|p| format!("{}#{} @ {}", p.repo, p.number, markdown_code(short(&p.sha))))
         .collect();
     list.join(", ")
 }

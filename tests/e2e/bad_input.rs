@@ -410,3 +410,107 @@ async fn a_cluster_scoped_kind_missing_from_any_list_is_refused_by_its_served_sc
     let classes: kube::Api<k8s_openapi::api::networking::v1::IngressClass> = kube::Api::all(client);
     assert!(classes.get_opt("e2e-bad-scope").await.unwrap().is_none());
 }
+
+// --- secrets in errors (issue 14, item 9) ---------------------------------------------------
+
+/// Every form in which `secret` would show: itself, base64 (standard and URL-safe, padded or
+/// not), and the middle of its base64 when it sits at an offset inside a longer encoded text.
+fn encoded_forms(secret: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    let mut forms = vec![secret.to_owned(), serde_json::to_string(secret).unwrap()];
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(secret));
+    }
+    for start in 0..3 {
+        let middle = &secret.as_bytes()[start..];
+        let groups = &middle[..middle.len() / 3 * 3];
+        let encoded = STANDARD_NO_PAD.encode(groups);
+        // Without the groups at its edges, which an encoding at an offset does not share.
+        forms.push(encoded[4..encoded.len() - 4].to_owned());
+    }
+    forms
+}
+
+#[tokio::test]
+async fn a_secret_a_crashing_pod_prints_is_scrubbed_from_stderr_in_every_form() {
+    let Some(client) = cluster("secret in a crashing pod's log").await else {
+        return;
+    };
+    let product = Product::new("leaky-log");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    // The database prints its password as itself, in base64, and inside base64 of a longer
+    // text, then exits: the diagnosis shows the last lines of its log.
+    product.commit("data", "main", "a database that leaks", |dir| {
+        std::fs::write(
+            dir.join("db/run.sh"),
+            "#!/bin/sh\n\
+             echo \"connecting with password $DB_PASSWORD\"\n\
+             printf '%s' \"$DB_PASSWORD\" | base64\n\
+             printf 'DB_PASSWORD=%s\\n' \"$DB_PASSWORD\" | base64\n\
+             printf 'p=%s;' \"$DB_PASSWORD\" | base64\n\
+             exit 1\n",
+        )
+        .unwrap();
+    });
+    let stderr = up_fails(&product, "feature-x", &["--on-failure", "destroy"], &[]);
+    assert!(
+        stderr.contains("connecting with password <redacted>"),
+        "the pod's log is shown, scrubbed:\n{stderr}"
+    );
+    for form in encoded_forms(SECRET) {
+        assert!(!stderr.contains(&form), "`{form}` leaked:\n{stderr}");
+    }
+    assert!(!ns.exists().await, "the failed sandbox was not destroyed");
+}
+
+#[tokio::test]
+async fn a_secret_that_breaks_the_rendered_yaml_is_not_quoted_in_the_error() {
+    let Some(client) = cluster("secret breaking YAML").await else {
+        return;
+    };
+    let product = Product::new("yaml-secret");
+    let _ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let secret = "hunter2: oops-4c1d";
+    let key_file = root().join("example/age-test-key.txt");
+    let recipient = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .expect("the test key names its public key");
+    // A new secrets file, encrypted by the real sops for the test key.
+    product.commit("data", "main", "a password with `: `", |dir| {
+        let file = dir.join("db/secrets.sops.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "password: {}\nadmin_user: admin\n",
+                serde_json::to_string(secret).unwrap()
+            ),
+        )
+        .unwrap();
+        crate::support::run_ok(
+            std::process::Command::new("sops")
+                .args(["encrypt", "--in-place", "--age", &recipient])
+                .arg(&file),
+        );
+    });
+    // A template that forgets to quote it.
+    let template = product.path().join("templates/db-credentials.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        format!("{text}stringData:\n  plain: {{{{values.password}}}}\n"),
+    )
+    .unwrap();
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains("invalid YAML"), "{stderr}");
+    assert!(
+        stderr.contains("plain: <redacted>"),
+        "the line is quoted, scrubbed:\n{stderr}"
+    );
+    for form in encoded_forms(secret) {
+        assert!(!stderr.contains(&form), "`{form}` leaked:\n{stderr}");
+    }
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -269,6 +269,9 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     assert_eq!(status, 401);
     let (status, _) = deliver(&webhook, "pull_request", "e2e-bad-2", &opened, None).await;
     assert_eq!(status, 401);
+    // Signed, but without a delivery id: a replay could not be told from a new event.
+    let (status, answer) = deliver(&webhook, "pull_request", "", &opened, Some(SECRET)).await;
+    assert_eq!(status, 400, "{answer}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!ns.exists().await, "a refused delivery created the sandbox");
     assert!(github.deployments().is_empty(), "{}", github.dump());

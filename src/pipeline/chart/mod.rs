@@ -80,7 +80,7 @@ pub(crate) async fn render(
             },
         })?;
     let rendered = answer.map_err(|refused| {
-        let scrubber = Scrubber::every_secret();
+        let scrubber = Scrubber::new();
         scrubber.add(secrets.iter().cloned());
         let message = scrubber.scrub(&refused.message);
         ChartError::Helm {

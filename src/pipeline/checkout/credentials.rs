@@ -1,14 +1,25 @@
 //! Credentials for the remote: the SSH agent for SSH URLs, a token from the environment for
-//! HTTPS URLs, each offered once per connection phase.
+//! HTTPS URLs, each offered once per connection phase, and only to the configured host.
+//!
+//! libgit2 asks for credentials with the URL it is talking to, which after an HTTP redirect is
+//! no longer the configured one: a redirect (or a config pointing at `http://`) must not carry
+//! the token to another host or in clear text. [`may_send`] decides, before anything is offered.
 
 use std::cell::RefCell;
 
 use git2::{Cred, CredentialType, ErrorClass, ErrorCode, RemoteCallbacks};
 
-/// Environment variable holding a token for HTTPS remotes (preferred over `GITHUB_TOKEN`).
+use super::url::{is_local_url, redact_url};
+
+/// Environment variable holding a token for HTTPS remotes (preferred over the others).
 pub(super) const TOKEN_ENV: &str = "SANDBOX_GIT_TOKEN";
-/// Second choice for the HTTPS token.
+/// Second choice for the HTTPS token: the token `sandbox serve` reports to GitHub with, so that
+/// one GitHub token in the service's Secret also clones private repositories.
+pub(super) const SERVE_TOKEN_ENV: &str = "SANDBOX_GITHUB_TOKEN";
+/// Third choice for the HTTPS token.
 pub(super) const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+/// Where the HTTPS token is read from, first set wins.
+const TOKEN_VARS: [&str; 3] = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV];
 /// Hard cap on credential requests per connection phase, whatever libgit2 asks for.
 const MAX_CREDENTIAL_REQUESTS: u32 = 4;
 
@@ -24,50 +35,113 @@ pub(super) struct Credentials {
 
 impl Credentials {
     pub(super) fn from_env() -> Self {
-        let token = [TOKEN_ENV, GITHUB_TOKEN_ENV].into_iter().find_map(|var| {
-            std::env::var(var)
-                .ok()
+        Credentials::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// The first non-empty token of [`TOKEN_VARS`], as `var` reads them.
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let token = TOKEN_VARS.into_iter().find_map(|name| {
+            var(name)
                 .filter(|t| !t.trim().is_empty())
-                .map(|t| (var, t.trim().to_owned()))
+                .map(|t| (name, t.trim().to_owned()))
         });
         Credentials { token }
     }
+}
+
+/// Whether a credential may go to `url` (what libgit2 is connecting to) for a repository
+/// configured at `configured`: only over HTTPS or SSH, and only to the configured host and port.
+/// The error says why not, for the message.
+pub(super) fn may_send(configured: &str, url: &str) -> Result<(), String> {
+    let Some((scheme, host)) = endpoint(url) else {
+        return Err(format!("`{}` names no remote host", redact_url(url)));
+    };
+    if !matches!(scheme.as_str(), "https" | "ssh") {
+        return Err(format!(
+            "{} is not encrypted ({scheme}://); credentials go only over https:// or ssh",
+            redact_url(url)
+        ));
+    }
+    match endpoint(configured) {
+        Some((_, expected)) if expected == host => Ok(()),
+        _ => Err(format!(
+            "{} is not the configured host of {} (a redirect?); credentials go only there",
+            redact_url(url),
+            redact_url(configured)
+        )),
+    }
+}
+
+/// The scheme (lower case; `ssh` for the scp-like `[user@]host:path`) and `host[:port]` (lower
+/// case, without user info) of a remote URL; `None` for local paths.
+fn endpoint(url: &str) -> Option<(String, String)> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "git+ssh" | "ssh+git" => "ssh".to_owned(),
+            other => other.to_owned(),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        return (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase()));
+    }
+    if is_local_url(url) {
+        return None;
+    }
+    let authority = url.split_once(':')?.0;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host.is_empty()).then(|| ("ssh".to_owned(), host.to_ascii_lowercase()))
 }
 
 /// Offers each kind of credential once; libgit2 calls the callback again after every rejected
 /// credential, so without this it would ask forever.
 pub(super) struct AuthState<'c> {
     credentials: &'c Credentials,
+    /// The repository's URL as configured: credentials go only to its host.
+    configured_url: &'c str,
     requests: u32,
     tried_username: bool,
     tried_agent: bool,
     tried_token: bool,
     /// Human-readable descriptions of the credentials offered, for error messages.
     pub(super) offered: Vec<String>,
+    /// Why a credential that was there was not offered, for error messages.
+    pub(super) withheld: Option<String>,
     /// The callback refused to answer (nothing left to offer).
     pub(super) exhausted: bool,
 }
 
 impl<'c> AuthState<'c> {
-    pub(super) fn new(credentials: &'c Credentials) -> Self {
+    pub(super) fn new(credentials: &'c Credentials, configured_url: &'c str) -> Self {
         AuthState {
             credentials,
+            configured_url,
             requests: 0,
             tried_username: false,
             tried_agent: false,
             tried_token: false,
             offered: Vec::new(),
+            withheld: None,
             exhausted: false,
         }
     }
 
-    /// The next credential to offer, or an authentication error when none is left.
+    /// The next credential to offer to `url`, or an authentication error when none is left.
     pub(super) fn next(
         &mut self,
+        url: &str,
         username_from_url: Option<&str>,
         allowed: CredentialType,
     ) -> Result<Cred, git2::Error> {
         self.requests += 1;
+        if let Err(why) = may_send(self.configured_url, url) {
+            // Say why only when something was held back (a token, or the SSH agent).
+            let token = allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && self.credentials.token.is_some();
+            if token || allowed.contains(CredentialType::SSH_KEY) {
+                self.withheld = Some(why);
+            }
+            return Err(self.give_up());
+        }
         let user = username_from_url.unwrap_or("git");
         if self.requests <= MAX_CREDENTIAL_REQUESTS {
             // SSH without a user in the URL: libgit2 first asks for the user name.
@@ -92,12 +166,16 @@ impl<'c> AuthState<'c> {
                 }
             }
         }
+        Err(self.give_up())
+    }
+
+    fn give_up(&mut self) -> git2::Error {
         self.exhausted = true;
-        Err(git2::Error::new(
+        git2::Error::new(
             ErrorCode::Auth,
             ErrorClass::Callback,
             "no further credentials to offer",
-        ))
+        )
     }
 }
 
@@ -105,7 +183,7 @@ impl<'c> AuthState<'c> {
 pub(super) fn callbacks<'a>(state: &'a RefCell<AuthState<'_>>) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     callbacks
-        .credentials(move |_url, username, allowed| state.borrow_mut().next(username, allowed));
+        .credentials(move |url, username, allowed| state.borrow_mut().next(url, username, allowed));
     callbacks
 }
 
@@ -113,42 +191,139 @@ pub(super) fn callbacks<'a>(state: &'a RefCell<AuthState<'_>>) -> RemoteCallback
 mod tests {
     use super::*;
 
+    const HTTPS: &str = "https://github.com/acme/api.git";
+    const SSH: &str = "git@github.com:acme/api.git";
+
     #[test]
     fn credentials_are_offered_once_each() {
         let creds = Credentials {
             token: Some((GITHUB_TOKEN_ENV, "t".into())),
         };
         // SSH: user name, then the agent once, then give up.
-        let mut ssh = AuthState::new(&creds);
-        assert!(ssh.next(None, CredentialType::USERNAME).is_ok());
-        assert!(ssh.next(Some("git"), CredentialType::SSH_KEY).is_ok());
+        let mut ssh = AuthState::new(&creds, SSH);
+        assert!(ssh.next(SSH, None, CredentialType::USERNAME).is_ok());
+        assert!(ssh.next(SSH, Some("git"), CredentialType::SSH_KEY).is_ok());
         assert_eq!(ssh.offered, [SSH_AGENT]);
-        let Err(err) = ssh.next(Some("git"), CredentialType::SSH_KEY) else {
+        let Err(err) = ssh.next(SSH, Some("git"), CredentialType::SSH_KEY) else {
             panic!("the agent must be offered only once")
         };
         assert_eq!(err.code(), ErrorCode::Auth);
         assert!(ssh.exhausted);
         // HTTPS: the token once, then give up.
-        let mut https = AuthState::new(&creds);
-        assert!(https
-            .next(None, CredentialType::USER_PASS_PLAINTEXT)
-            .is_ok());
+        let plain = CredentialType::USER_PASS_PLAINTEXT;
+        let mut https = AuthState::new(&creds, HTTPS);
+        assert!(https.next(HTTPS, None, plain).is_ok());
         assert_eq!(https.offered, [format!("token from {GITHUB_TOKEN_ENV}")]);
-        assert!(https
-            .next(None, CredentialType::USER_PASS_PLAINTEXT)
-            .is_err());
+        assert!(https.next(HTTPS, None, plain).is_err());
         // No token: nothing to offer at all.
         let none = Credentials::default();
-        let mut https = AuthState::new(&none);
-        assert!(https
-            .next(None, CredentialType::USER_PASS_PLAINTEXT)
-            .is_err());
+        let mut https = AuthState::new(&none, HTTPS);
+        assert!(https.next(HTTPS, None, plain).is_err());
         assert!(https.offered.is_empty());
+        assert_eq!(https.withheld, None);
         // Whatever libgit2 asks, a bounded number of answers.
-        let mut any = AuthState::new(&creds);
+        let mut any = AuthState::new(&creds, HTTPS);
         let answered = (0..100)
-            .filter(|_| any.next(None, CredentialType::all()).is_ok())
+            .filter(|_| any.next(HTTPS, None, CredentialType::all()).is_ok())
             .count();
         assert_eq!(answered, 3);
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_configured_host_over_https_or_ssh() {
+        for (configured, url) in [
+            (HTTPS, HTTPS),
+            (HTTPS, "HTTPS://GitHub.com/acme/other.git"),
+            (SSH, SSH),
+            (SSH, "ssh://git@github.com/acme/api.git"),
+            ("ssh://git@host:2222/a.git", "ssh://git@host:2222/a.git"),
+            ("https://x-access-token:t@github.com/a.git", HTTPS),
+        ] {
+            assert_eq!(may_send(configured, url), Ok(()), "{configured} → {url}");
+        }
+        for (configured, url, why) in [
+            (
+                "http://github.com/a.git",
+                "http://github.com/a.git",
+                "not encrypted",
+            ),
+            (HTTPS, "http://github.com/acme/api.git", "not encrypted"),
+            (HTTPS, "git://github.com/acme/api.git", "not encrypted"),
+            (
+                HTTPS,
+                "https://evil.example/acme/api.git",
+                "not the configured host",
+            ),
+            (
+                HTTPS,
+                "https://github.com.evil.example/a.git",
+                "not the configured host",
+            ),
+            (
+                HTTPS,
+                "https://github.com:8443/acme/api.git",
+                "not the configured host",
+            ),
+            (
+                HTTPS,
+                "https://github.com@evil.example/a.git",
+                "not the configured host",
+            ),
+            (
+                SSH,
+                "git@evil.example:acme/api.git",
+                "not the configured host",
+            ),
+            (
+                "/srv/git/api.git",
+                "/srv/git/api.git",
+                "names no remote host",
+            ),
+        ] {
+            let refused = may_send(configured, url).unwrap_err();
+            assert!(refused.contains(why), "{configured} → {url}: {refused}");
+        }
+    }
+
+    #[test]
+    fn clones_read_the_token_that_deploy_serve_yaml_sets() {
+        let deploy = include_str!("../../../deploy/serve.yaml");
+        let set = TOKEN_VARS
+            .iter()
+            .find(|var| deploy.contains(&format!("- name: {var}\n")))
+            .expect("deploy/serve.yaml gives the service a token that clones read");
+        let only = |name: &'static str| {
+            move |var: &str| (var == name).then(|| format!(" token-of-{name} "))
+        };
+        let creds = Credentials::from_vars(only(set));
+        assert_eq!(creds.token, Some((*set, format!("token-of-{set}"))));
+        let both = |var: &str| Some(format!("from-{var}"));
+        let first = Credentials::from_vars(both).token.unwrap();
+        assert_eq!(first, (TOKEN_ENV, format!("from-{TOKEN_ENV}")));
+        assert_eq!(Credentials::from_vars(|_| Some("  ".into())).token, None);
+    }
+
+    #[test]
+    fn a_redirect_to_another_host_gets_no_token() {
+        let creds = Credentials {
+            token: Some((TOKEN_ENV, "ghp_secret".into())),
+        };
+        let mut auth = AuthState::new(&creds, HTTPS);
+        let redirected = "https://evil.example/acme/api.git";
+        let refused = auth.next(redirected, None, CredentialType::USER_PASS_PLAINTEXT);
+        assert!(refused.is_err());
+        assert!(auth.offered.is_empty());
+        let why = auth.withheld.as_deref().unwrap();
+        assert!(
+            why.contains("evil.example") && why.contains("redirect"),
+            "{why}"
+        );
+        // Nor the SSH agent to another host.
+        let mut ssh = AuthState::new(&creds, SSH);
+        let other = "ssh://git@evil.example/acme/api.git";
+        assert!(ssh
+            .next(other, Some("git"), CredentialType::SSH_KEY)
+            .is_err());
+        assert!(ssh.offered.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ErrorClass, ErrorCode};
 
-use super::credentials::{AuthState, GITHUB_TOKEN_ENV, SSH_AGENT, TOKEN_ENV};
+use super::credentials::{AuthState, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT, TOKEN_ENV};
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
@@ -35,7 +35,10 @@ pub(crate) enum CheckoutError {
         source: git2::Error,
     },
     /// The remote asked for credentials and refused every one that could be offered.
-    #[error("authentication failed for repository `{repo}` at {url} ({})", tried_text(.tried))]
+    #[error(
+        "authentication failed for repository `{repo}` at {url} ({})",
+        tried_text(.tried, .withheld.as_deref())
+    )]
     Auth {
         /// [`RepoSpec::name`].
         repo: String,
@@ -43,6 +46,8 @@ pub(crate) enum CheckoutError {
         url: String,
         /// The credentials that were offered, e.g. `SSH agent`; empty when none was available.
         tried: Vec<String>,
+        /// Why the credentials there are were not offered (wrong host or scheme), if so.
+        withheld: Option<String>,
         /// What libgit2 reported.
         #[source]
         source: git2::Error,
@@ -144,6 +149,14 @@ impl Hint for CheckoutError {
                 "check the URL of repo `{repo}` in sandbox.yaml and that {url} is reachable from \
                  here; for a private repository {}",
                 credentials_advice(url)
+            )),
+            Self::Auth {
+                repo,
+                withheld: Some(_),
+                ..
+            } => Some(format!(
+                "give repo `{repo}` an https:// or ssh URL in sandbox.yaml, on the host that \
+                 serves it (a redirect elsewhere gets no credentials)"
             )),
             Self::Auth { url, .. } => Some(credentials_advice(url)),
             Self::BranchMissing {
@@ -267,6 +280,7 @@ impl<'a> ErrorContext<'a> {
                 repo: self.repo.to_owned(),
                 url: self.url.clone(),
                 tried: auth.offered.clone(),
+                withheld: auth.withheld.clone(),
                 source,
             }
         } else {
@@ -275,11 +289,11 @@ impl<'a> ErrorContext<'a> {
     }
 }
 
-fn tried_text(tried: &[String]) -> String {
-    if tried.is_empty() {
-        "no credentials were available".to_owned()
-    } else {
-        format!("tried: {}", tried.join(", "))
+fn tried_text(tried: &[String], withheld: Option<&str>) -> String {
+    match (tried.is_empty(), withheld) {
+        (_, Some(why)) => format!("credentials withheld: {why}"),
+        (true, None) => "no credentials were available".to_owned(),
+        (false, None) => format!("tried: {}", tried.join(", ")),
     }
 }
 
@@ -304,7 +318,10 @@ fn branch_list(branches: &[String]) -> String {
 
 fn credentials_advice(url: &str) -> String {
     if is_http_url(url) {
-        format!("set {TOKEN_ENV} (or {GITHUB_TOKEN_ENV}) to a token that can read the repository")
+        format!(
+            "set {TOKEN_ENV} (or {SERVE_TOKEN_ENV}, or {GITHUB_TOKEN_ENV}) to a token that can \
+             read the repository"
+        )
     } else if is_local_url(url) {
         "check that the path exists and is readable".to_owned()
     } else {

@@ -152,7 +152,7 @@ pub(super) fn fetch_branch(
     let refspec = format!("+{refname}:{refname}");
     let mut shallow = !is_local_url(url);
     loop {
-        let fetch_auth = RefCell::new(AuthState::new(credentials));
+        let fetch_auth = RefCell::new(AuthState::new(credentials, url));
         let mut options = fetch_options(&fetch_auth, shallow);
         match connection
             .remote()

@@ -198,7 +198,7 @@ fn checkout_one(
 
     // Phase 1: connect and read the advertisement.
     let mut remote = repo.remote_anonymous(&spec.url).map_err(|e| ctx.fetch(e))?;
-    let connect_auth = RefCell::new(AuthState::new(credentials));
+    let connect_auth = RefCell::new(AuthState::new(credentials, &spec.url));
     let mut connection =
         connect(&mut remote, &connect_auth).map_err(|e| ctx.remote(e, &connect_auth))?;
     let advert = read_advertisement(&connection).map_err(|e| ctx.remote(e, &connect_auth))?;

@@ -174,6 +174,37 @@ pub(crate) enum SopsError {
         key_types: Vec<String>,
     },
 
+    /// Only the `sops` binary can decrypt the file, and the user has not turned the hand-off on.
+    #[error(
+        "{}: encrypted for {} keys, which only the `sops` binary decrypts, and handing files to it is off",
+        origin.display(),
+        key_types.join(", ")
+    )]
+    SopsBinaryOff {
+        origin: PathBuf,
+        key_types: Vec<String>,
+    },
+
+    /// The file lists a key type the user has not allowed to be handed to `sops`.
+    #[error(
+        "{}: lists a `{key_type}` key, which is not among the key types handed to the `sops` binary ({})",
+        origin.display(),
+        allowed.join(", ")
+    )]
+    KeyTypeNotAllowed {
+        origin: PathBuf,
+        key_type: String,
+        allowed: Vec<String>,
+    },
+
+    /// `sops decrypt` did not finish in time (and was killed).
+    #[error("{}: `sops decrypt` did not finish within {seconds}s and was stopped", origin.display())]
+    SopsBinaryTimeout {
+        origin: PathBuf,
+        seconds: u64,
+        key_types: Vec<String>,
+    },
+
     /// The `sops` binary printed something that is not JSON.
     #[error("{}: `sops decrypt` printed invalid JSON", origin.display())]
     SopsBinaryOutput {
@@ -256,6 +287,17 @@ impl Hint for SopsError {
                 "age key files hold lines like `AGE-SECRET-KEY-1…` as written by `age-keygen`; comments start with `#`"
                     .to_owned(),
             ),
+            SopsError::SopsBinaryOff { .. } => Some(
+                "if you trust the keys this file lists, pass --sops-binary or set `sops.binary.enabled: true` in sandbox.yaml (age and pgp keys are handed over by default; others need `sops.binary.key_types`), or re-encrypt the file for an age recipient"
+                    .to_owned(),
+            ),
+            SopsError::KeyTypeNotAllowed { key_type, .. } => Some(format!(
+                "the branch's sops metadata chooses where sops sends your `{key_type}` credentials (e.g. hc_vault's vault_address); if you trust every branch's files, add `{key_type}` to `sops.binary.key_types` in sandbox.yaml, else re-encrypt the file for an allowed key type"
+            )),
+            SopsError::SopsBinaryTimeout { key_types, .. } => Some(format!(
+                "check that the key services of {} answer from here (and that sops does not wait for a passphrase), or raise `sops.binary.timeout` in sandbox.yaml",
+                key_types.join(", ")
+            )),
             SopsError::SopsBinarySpawn { .. } => {
                 Some("check that the `sops` on PATH is executable".to_owned())
             }

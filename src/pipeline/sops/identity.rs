@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use age::secrecy::zeroize::Zeroizing;
 
+use super::binary::SopsCli;
 use super::SopsError;
+use crate::pipeline::config::SopsBinary;
 
 /// Age identities (private keys) to decrypt sops data keys with.
 #[derive(Clone, Default)]
@@ -15,6 +17,9 @@ pub(crate) struct Identities {
     pub(super) sources: Vec<String>,
     /// Identity sources sops could use but this module cannot (SSH keys, plugins, key commands).
     pub(super) unsupported: Vec<String>,
+    /// What may be handed to the `sops` binary instead: the other half of "what this run can
+    /// decrypt with", so it travels with the identities (off unless the user turned it on).
+    pub(super) sops_binary: SopsCli,
 }
 
 impl fmt::Debug for Identities {
@@ -23,6 +28,7 @@ impl fmt::Debug for Identities {
             .field("recipients", &self.recipients())
             .field("sources", &self.sources)
             .field("unsupported", &self.unsupported)
+            .field("sops_binary", &self.sops_binary)
             .finish()
     }
 }
@@ -36,6 +42,13 @@ impl Identities {
     /// starting with `#` are ignored. Nothing configured => `Ok` with no identities.
     pub(crate) fn from_env() -> Result<Identities, SopsError> {
         identities_from(&IdentityEnv::from_process())
+    }
+
+    /// These identities, and files they cannot decrypt handed to the `sops` binary as the
+    /// user's `settings` allow.
+    pub(crate) fn with_sops_binary(mut self, settings: &SopsBinary) -> Identities {
+        self.sops_binary = SopsCli::from_settings(settings);
+        self
     }
 
     /// Whether no identity was loaded.

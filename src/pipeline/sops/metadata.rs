@@ -21,6 +21,8 @@ pub(super) struct Metadata {
     pub(super) other_key_types: Vec<String>,
     /// `key_groups` is present (Shamir secret sharing over several groups).
     pub(super) key_groups: bool,
+    /// The key types listed inside `key_groups`, `age` included.
+    pub(super) key_group_types: Vec<String>,
     pub(super) last_modified: String,
     pub(super) mac: String,
     pub(super) rule: Rule,
@@ -62,6 +64,19 @@ impl Rule {
 }
 
 impl Metadata {
+    /// Every key type the file lists, top-level or in a key group (`age` included): what sops
+    /// would try, and so contact, to decrypt it.
+    pub(super) fn key_types(&self) -> Vec<String> {
+        let mut types = self.key_group_types.clone();
+        if !self.age.is_empty() {
+            types.push("age".to_owned());
+        }
+        types.extend(self.other_key_types.iter().cloned());
+        types.sort();
+        types.dedup();
+        types
+    }
+
     pub(super) fn parse(sops: &Value, origin: &Path) -> Result<Metadata, SopsError> {
         let fields = Fields { sops, origin };
         let age = fields.age_keys()?;
@@ -82,6 +97,7 @@ impl Metadata {
             age,
             other_key_types,
             key_groups: fields.non_empty_list("key_groups"),
+            key_group_types: fields.key_group_types(),
             last_modified,
             mac,
             rule,
@@ -117,6 +133,21 @@ impl Fields<'_> {
             .get(name)
             .and_then(Value::as_array)
             .is_some_and(|list| !list.is_empty())
+    }
+
+    fn key_group_types(&self) -> Vec<String> {
+        let groups = self.sops.get("key_groups").and_then(Value::as_array);
+        let mut types: Vec<String> = groups
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+            .flat_map(|group| group.iter())
+            .filter(|(_, keys)| keys.as_array().is_some_and(|k| !k.is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
     }
 
     fn age_keys(&self) -> Result<Vec<AgeKey>, SopsError> {

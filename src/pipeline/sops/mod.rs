@@ -30,8 +30,9 @@
 //!
 //! Files this module cannot decrypt natively — no age recipient (only `kms`, `pgp`, `gcp_kms`,
 //! `azure_kv`, `hc_vault`, `hckms`), Shamir key groups, or age identities only sops can load (SSH
-//! keys, plugins, `SOPS_AGE_KEY_CMD`) — are handed to the `sops` binary when it is on `PATH`: the
-//! content goes to its stdin and the plaintext comes back on its stdout, never touching the disk.
+//! keys, plugins, `SOPS_AGE_KEY_CMD`) — are handed to the `sops` binary when the user turned that
+//! on and allows every key type the file lists (see `binary`): the content goes to its stdin and
+//! the plaintext comes back on its stdout, never touching the disk.
 //!
 //! Plaintext never appears in an error message or in `Debug` output.
 
@@ -95,7 +96,7 @@ pub(crate) fn decrypt(
     origin: &Path,
     identities: &Identities,
 ) -> Result<Decrypted, SopsError> {
-    decrypt_with(content, format, origin, identities, &SopsCli::from_path())
+    decrypt_with(content, format, origin, identities, &identities.sops_binary)
 }
 
 /// Decrypts natively where it can, else through `cli`'s `sops` binary.

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::binary::{find_on_path, SopsCli};
+use super::binary::{HandOff, SopsCli};
 use super::document::yaml_to_json;
 use super::leaf::normalize_number;
 use super::{decrypt_with, Decrypted, Format, Identities, SopsError};
@@ -60,11 +60,30 @@ pub(super) fn recipient_of(path: &Path) -> String {
     ids(path).recipients().remove(0)
 }
 
-/// No `sops` binary: everything must be decrypted natively.
+/// The hand-off turned on for every key type, but no `sops` binary: everything must be
+/// decrypted natively.
 fn native_only() -> SopsCli {
     SopsCli {
-        binary: Some(None),
-        env: Vec::new(),
+        hand_off: Some(HandOff {
+            binary: None,
+            ..hand_off_to(PathBuf::new(), &[])
+        }),
+    }
+}
+
+/// The hand-off to `sops` for every key type, with `env` for the child.
+pub(super) fn hand_off_to(sops: PathBuf, env: &[(&str, &Path)]) -> HandOff {
+    HandOff {
+        binary: Some(sops),
+        key_types: crate::pipeline::config::SOPS_KEY_TYPES
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+        timeout: std::time::Duration::from_secs(60),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.into(), v.as_os_str().to_owned()))
+            .collect(),
     }
 }
 
@@ -117,7 +136,7 @@ pub(super) fn plaintext(name: &str) -> Value {
 /// The real `sops` binary. Missing: a test failure under `CI=true`, else `None` after a
 /// visible note (only the comparisons with sops are skipped then).
 pub(super) fn real_sops(purpose: &str) -> Option<PathBuf> {
-    if let Some(sops) = find_on_path("sops") {
+    if let Some(sops) = crate::program::on_path("sops", std::env::var_os("PATH").as_deref()) {
         return Some(sops);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
