@@ -71,12 +71,14 @@ impl Deployer for ClusterDeployer {
 
     async fn destroy(&self, branch: &str) -> Result<(), Failure> {
         let reporter = Reporter::new(true);
-        let namespace = self.namespace(branch);
         let result = async {
             let cluster = connect(&self.cluster)
                 .await
                 .context("cannot delete the sandbox")?;
-            pipeline::down(&cluster, &namespace, true, &reporter).await
+            let config = &self.config;
+            let namespace =
+                record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
+            pipeline::down(&cluster, &namespace, &config.name, true, &reporter).await
         }
         .await;
         result.map_err(|e| Failure::new(&e, |t| reporter.scrub(t)))
