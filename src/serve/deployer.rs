@@ -12,7 +12,7 @@ use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
 use crate::pipeline::{self, Environment, OnFailure, Settings, UpOptions};
 use crate::progress::Reporter;
-use crate::record::{self, PrNumber};
+use crate::record::{self, Lookup, PrNumber};
 
 pub(crate) struct ClusterDeployer {
     pub(crate) config: Config,
@@ -78,6 +78,13 @@ impl Deployer for ClusterDeployer {
             let config = &self.config;
             let namespace =
                 record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
+            // A sandbox someone brought up by hand has no RoleBinding for serve yet: without
+            // it serve could not take the sandbox's lock to delete it.
+            if let Some(access) = &self.env.access {
+                if let Lookup::Ours(_) = record::fetch(&cluster, &namespace, &config.name).await? {
+                    crate::access::grant(&cluster, &namespace, access).await?;
+                }
+            }
             pipeline::down(&cluster, &namespace, &config.name, true, &reporter).await
         }
         .await;

@@ -290,6 +290,7 @@ async fn list_status_logs_diff_validate_extend_and_down() {
         .expect("listed");
     assert_eq!(row["status"], "ready");
     assert_eq!(row["branch"], "feature-x");
+    assert_eq!(row["product"], "shop");
     assert!(row["url"].as_str().unwrap().starts_with("http://"));
     assert_eq!(
         row["repos"]["data"].as_str().unwrap().len(),
@@ -485,11 +486,17 @@ async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
         &system.name,
         "--schedule",
         "* * * * *",
+        "--confine",
+        "sandbox-system/sandbox-serve",
     ]);
     let yaml = String::from_utf8(run_ok(&mut manifests).stdout).unwrap();
     assert!(
         yaml.contains("apiVersion: batch/v1beta1\nkind: CronJob"),
         "1.20 serves CronJob as batch/v1beta1:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains("ValidatingAdmissionPolicy"),
+        "1.20 serves no admission policies: none is printed (it would not apply):\n{yaml}"
     );
     apply_yaml(&client, &system.name, &yaml).await;
 
