@@ -279,11 +279,12 @@ pub(super) async fn reap(app: &App, args: ReapArgs) -> Result<()> {
         .context("cannot reap sandboxes")?;
     // The product's own sandboxes, unless asked for every product's (the reaper CronJob, which
     // has no sandbox.yaml).
-    let config = match args.all_products {
-        true => None,
-        false => Some(app.load_config().context(
+    let config = if args.all_products {
+        None
+    } else {
+        Some(app.load_config().context(
             "`reap` deletes the expired sandboxes of the product in sandbox.yaml; pass --all-products for every product's",
-        )?),
+        )?)
     };
     let product = config.as_ref().map(|c| c.name.as_str());
     let rows = reap::reap(&cluster, product, args.dry_run).await?;
