@@ -145,6 +145,9 @@ pub(crate) struct ReapArgs {
     /// Only say what would be deleted.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Every product's expired sandboxes, not only those of the product in sandbox.yaml.
+    #[arg(long)]
+    pub(crate) all_products: bool,
     #[command(flatten)]
     pub(crate) output: OutputArg,
 }
@@ -163,6 +166,11 @@ pub(crate) struct ReaperArgs {
     /// CronJob API version (default: what the cluster serves, else batch/v1).
     #[arg(long)]
     pub(crate) cronjob_api_version: Option<String>,
+    /// Another account (NAMESPACE/NAME, e.g. serve's) that the admission policy holds to the
+    /// tool's labelled namespaces, with the reaper. The policy is printed only for a cluster that
+    /// serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30+).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account)]
+    pub(crate) confine: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -301,4 +309,11 @@ pub(crate) struct ServeArgs {
     /// Do not delete, at start, the previews of pull requests closed while the service was down.
     #[arg(long)]
     pub(crate) no_reconcile: bool,
+    /// A service account (NAMESPACE/NAME, usually serve's own) to bind to --sandbox-role in each
+    /// sandbox namespace it creates, so that it needs no rights in any other namespace.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account, requires = "sandbox_role")]
+    pub(crate) service_account: Vec<(String, String)>,
+    /// The ClusterRole of what --service-account may do inside a sandbox.
+    #[arg(long, value_name = "CLUSTERROLE", requires = "service_account")]
+    pub(crate) sandbox_role: Option<String>,
 }

@@ -109,20 +109,22 @@ pub(crate) fn field_changes(
 pub(crate) async fn diff(
     cluster: &Cluster,
     plan: &Plan,
+    product: &str,
     secrets: &[String],
 ) -> Result<Vec<Change>> {
     let ns = plan.namespace.as_str();
     let scrubber = Scrubber::new();
     scrubber.add(secrets.iter().cloned());
     let secrets = &scrubber;
-    let before = match record::fetch(cluster, ns).await? {
+    let before = match record::fetch(cluster, ns, product).await? {
         Lookup::Absent => {
             return Ok(plan
                 .objects()
                 .map(|o| Change::Create(o.object_ref()))
                 .collect());
         }
-        Lookup::NotOurs => Default::default(),
+        // `up` refuses these; nothing of theirs would be pruned.
+        Lookup::NotOurs | Lookup::OtherProduct(_) => Default::default(),
         Lookup::Ours(r) => r.inventory,
     };
     let mut changes = Vec::new();
@@ -205,10 +207,14 @@ pub(crate) fn print_diff(namespace: &str, changes: &[Change], total: usize) {
 
 /// Server-side dry run of every object (into the sandbox's namespace if it exists, else into
 /// `default`, which checks the objects' schema and admission without creating anything).
-pub(crate) async fn validate_on_server(cluster: &Cluster, plan: &Plan) -> Result<usize> {
-    let target = match record::fetch(cluster, &plan.namespace).await? {
+pub(crate) async fn validate_on_server(
+    cluster: &Cluster,
+    plan: &Plan,
+    product: &str,
+) -> Result<usize> {
+    let target = match record::fetch(cluster, &plan.namespace, product).await? {
         Lookup::Absent => "default".to_owned(),
-        Lookup::Ours(_) | Lookup::NotOurs => plan.namespace.clone(),
+        _ => plan.namespace.clone(),
     };
     let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
     let mut count = 0;

@@ -19,6 +19,8 @@ use crate::record::{
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SandboxRow {
     pub(crate) namespace: String,
+    /// Whose: `list` shows every product's sandboxes (it changes nothing).
+    pub(crate) product: String,
     pub(crate) branch: String,
     pub(crate) owner: String,
     pub(crate) created_at: String,
@@ -67,6 +69,7 @@ impl SandboxRow {
                 })
                 .collect(),
             namespace: r.namespace,
+            product: r.product,
             branch: r.branch,
             owner: r.owner,
         }
@@ -99,14 +102,15 @@ pub(crate) fn print_list(rows: &[SandboxRow]) {
             .unwrap_or_default()
     };
     println!(
-        "{:<30} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} REPOS",
-        "NAMESPACE", "BRANCH", "AGE", "EXPIRES", "STATUS", "URL", "OWNER"
+        "{:<30} {:<12} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} REPOS",
+        "NAMESPACE", "PRODUCT", "BRANCH", "AGE", "EXPIRES", "STATUS", "URL", "OWNER"
     );
     for r in rows {
         let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
         println!(
-            "{:<30} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} {}",
+            "{:<30} {:<12} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} {}",
             r.namespace,
+            r.product,
             r.branch,
             ago(&r.created_at),
             left(&r.expires_at),

@@ -6,7 +6,7 @@
 //! config → checkout → values (+ sops) → render → plan → apply + wait → smoke → handover
 //!
 //! Below it, the foundations every layer shares: the cluster connection ([`kube`]), the identity
-//! of objects (`object`), the sandbox's record on its namespace ([`record`]), the lock (`lock`),
+//! of objects (`object`), the sandbox's record on its namespace ([`record`]), the lock (`lock`), who may work in a sandbox (`access`),
 //! progress and secret scrubbing (`progress`, `redact`) and errors ([`error`]). Above it, the
 //! lifecycle operations (`diff`, `inspect`, `reap`), the webhook service ([`serve`]), and the
 //! command layer ([`app`]) that [`cli`]'s parsed arguments go to. Arrows only point down; the
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod error;
 
 // Foundations.
+mod access;
 mod kube;
 mod lock;
 mod object;

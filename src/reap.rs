@@ -7,6 +7,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::access;
 use crate::kube::Cluster;
 use crate::lock::{self, LockError};
 use crate::progress::Reporter;
@@ -23,11 +24,16 @@ pub(crate) struct Reaped {
     pub(crate) action: String,
 }
 
-/// Delete (or with `dry_run` only list) every expired sandbox. A sandbox whose lock is held by
-/// a running `up` is skipped; the next run takes it.
-pub(crate) async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>> {
+/// Delete (or with `dry_run` only list) every expired sandbox of `product` (None: of every
+/// product). A sandbox whose lock is held by a running `up` is skipped; the next run takes it.
+/// So is one that names no product: it was not made by the tool as it is now.
+pub(crate) async fn reap(
+    cluster: &Cluster,
+    product: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Reaped>> {
     let now = jiff::Timestamp::now();
-    let expired: Vec<SandboxRecord> = record::list(cluster, None)
+    let expired: Vec<SandboxRecord> = record::list(cluster, product)
         .await?
         .into_iter()
         .filter(|r| !r.terminating && r.expired(now))
@@ -39,7 +45,7 @@ pub(crate) async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>
             let action = if dry_run {
                 "would delete".into()
             } else {
-                match delete_expired(cluster, &sandbox.namespace, &holder).await {
+                match delete_expired(cluster, &sandbox, &holder).await {
                     Ok(()) => "deleted".into(),
                     Err(e) => format!("skipped: {e:#}"),
                 }
@@ -65,7 +71,11 @@ pub(crate) async fn reap(cluster: &Cluster, dry_run: bool) -> Result<Vec<Reaped>
     Ok(rows)
 }
 
-async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<()> {
+async fn delete_expired(cluster: &Cluster, listed: &SandboxRecord, holder: &str) -> Result<()> {
+    let name = listed.namespace.as_str();
+    if listed.product.is_empty() {
+        anyhow::bail!("it names no product (no {} label)", record::PRODUCT_LABEL);
+    }
     let quiet = Reporter::new(true);
     let held = lock::acquire(cluster, name, holder, false, &quiet).await;
     let _lock = match held {
@@ -74,7 +84,7 @@ async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<(
         Err(e) => return Err(e.into()),
     };
     // Look again under the lock: an `up` may have extended it meanwhile.
-    let sandbox = match record::fetch(cluster, name).await? {
+    let sandbox = match record::fetch(cluster, name, &listed.product).await? {
         Lookup::Ours(r) if r.expired(jiff::Timestamp::now()) => r,
         _ => anyhow::bail!("no longer expired"),
     };
@@ -83,15 +93,45 @@ async fn delete_expired(cluster: &Cluster, name: &str, holder: &str) -> Result<(
     Ok(())
 }
 
+/// What the reaper may do: no more than reaping needs, and less where RBAC can say so.
+const REAPER_RULES: &str = r#"rules:
+  # Find the sandboxes (by label) and delete the expired ones. RBAC cannot limit this to the
+  # tool's labelled namespaces: the reaper checks the label (and the admission policy below, on
+  # clusters that have one, enforces it).
+  - apiGroups: [""]
+    resources: [namespaces]
+    verbs: [list, get, delete]
+  # The lock of each sandbox is the Lease `sandbox-lock` in its namespace: only that name may be
+  # read, renewed and released (so not the nodes' heartbeats in kube-node-lease)…
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    resourceNames: [sandbox-lock]
+    verbs: [get, update, delete]
+  # …but RBAC cannot limit `create` by name: the reaper may create Leases anywhere (it creates
+  # only `sandbox-lock`, in expired sandboxes).
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [create]"#;
+
 /// The manifests that run `sandbox reap` on a schedule: a ServiceAccount with only the rights
-/// reaping needs, and a CronJob.
+/// reaping needs, and a CronJob. With `confine` (on clusters that enforce them), the
+/// ValidatingAdmissionPolicy that keeps the reaper and these other accounts to the tool's
+/// labelled namespaces.
 pub(crate) fn reaper_manifests(
     image: &str,
     schedule: &str,
     namespace: &str,
     cronjob_api_version: &str,
+    confine: Option<&[(String, String)]>,
 ) -> String {
-    format!(
+    let policy = confine.map_or(String::new(), |others| {
+        let reaper = (namespace.to_owned(), "sandbox-reaper".to_owned());
+        let accounts: Vec<(String, String)> = std::iter::once(reaper)
+            .chain(others.iter().cloned())
+            .collect();
+        format!("---\n{}", access::admission_policy(&accounts))
+    });
+    let manifests = format!(
         r#"# `sandbox reap` on a schedule. The reaper lists namespaces by the tool's label, takes each
 # expired sandbox's lock (so an `up` in progress is never reaped from under it) and deletes it.
 apiVersion: v1
@@ -109,15 +149,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
   name: sandbox-reaper
-rules:
-  # Find the sandboxes (by label) and delete the expired ones.
-  - apiGroups: [""]
-    resources: [namespaces]
-    verbs: [list, get, delete]
-  # The lock of each sandbox is a Lease in its namespace.
-  - apiGroups: [coordination.k8s.io]
-    resources: [leases]
-    verbs: [get, create, update, delete]
+{REAPER_RULES}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -153,9 +185,11 @@ spec:
             - name: reap
               image: {image}
               imagePullPolicy: IfNotPresent
-              args: ["reap"]
+              # Every product's: the reaper has no sandbox.yaml.
+              args: ["reap", "--all-products"]
 "#
-    )
+    );
+    manifests + &policy
 }
 
 #[cfg(test)]
@@ -206,7 +240,7 @@ mod tests {
 
     #[test]
     fn reaper_manifests_parse_and_grant_little() {
-        let text = reaper_manifests("img:1", "*/5 * * * *", "ops", "batch/v1beta1");
+        let text = reaper_manifests("img:1", "*/5 * * * *", "ops", "batch/v1beta1", None);
         let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
@@ -222,7 +256,16 @@ mod tests {
             ]
         );
         let rules = docs[2]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
+        // Leases only by name, except create (which RBAC cannot limit by name).
+        for rule in rules.iter().filter(|r| r["resources"][0] == "leases") {
+            let verbs = rule["verbs"].as_array().unwrap();
+            assert!(
+                rule["resourceNames"] == serde_json::json!(["sandbox-lock"])
+                    || verbs == &["create"],
+                "{rule}"
+            );
+        }
         for rule in rules {
             for field in ["apiGroups", "resources", "verbs"] {
                 let values = rule[field].as_array().unwrap();
@@ -233,5 +276,27 @@ mod tests {
             }
         }
         assert_eq!(docs[4]["apiVersion"], "batch/v1beta1");
+    }
+
+    #[test]
+    fn the_admission_policy_is_added_only_when_asked_and_confines_the_reaper_too() {
+        let serve = [("sandbox-system".to_owned(), "sandbox-serve".to_owned())];
+        let text = reaper_manifests("img:1", "* * * * *", "ops", "batch/v1", Some(&serve));
+        let kinds: Vec<String> = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| {
+                let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
+                v["kind"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            kinds[5..],
+            [
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"
+            ]
+        );
+        assert!(text.contains("'system:serviceaccount:ops:sandbox-reaper', 'system:serviceaccount:sandbox-system:sandbox-serve'"), "{text}");
+        let without = reaper_manifests("img:1", "* * * * *", "ops", "batch/v1", None);
+        assert!(!without.contains("ValidatingAdmissionPolicy"));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,8 +27,11 @@ pub(crate) const MANAGED_BY_VALUE: &str = "sandbox";
 pub(crate) const SERVICE_LABEL: &str = "sandbox.dev/service";
 /// On every object: what part of the sandbox it is (`service`, `preflight`, `smoke`, `state`).
 pub(crate) const ROLE_LABEL: &str = "sandbox.dev/role";
-/// On the namespace: the sandbox (product) name.
-pub(crate) const SANDBOX_LABEL: &str = "sandbox.dev/sandbox";
+/// On the namespace: the product (`name` in sandbox.yaml) whose sandbox it is. Every change or
+/// deletion of a namespace checks it, so two products that share a namespace prefix never adopt
+/// or prune each other's sandboxes. (The key predates the word "product"; every namespace the
+/// tool ever made carries it.)
+pub(crate) const PRODUCT_LABEL: &str = "sandbox.dev/sandbox";
 /// On every object: a digest of what the tool rendered, so a re-up can leave unchanged objects
 /// alone (and their resourceVersion with them) without asking the server to compare.
 pub(crate) const HASH_ANNOTATION: &str = "sandbox.dev/rendered-hash";
@@ -54,10 +57,37 @@ mod key {
 /// The longest namespace name Kubernetes accepts.
 const MAX_NAMESPACE: usize = 63;
 
+/// How many hex digits of the branch's SHA-256 a changed branch name gets: 64 bits, so nobody
+/// can compute a branch name that lands on someone else's sandbox (6 digits took seconds).
+const HASH_DIGITS: usize = 16;
+
 /// The namespace of a branch: `prefix` + the branch as a DNS-1123 label. When the branch had to
-/// be changed or cut to fit, a short hash of the original is appended so that `feature/x` and
-/// `feature-x` never share a namespace.
+/// be changed or cut to fit, `--` and a hash of the original are appended so that `feature/x`
+/// and `feature-x` never share a namespace. A branch kept as it is never contains `--` (the
+/// label collapses runs of `-`, and a branch that needed that is changed), so no plain branch
+/// can be named to look like another's hashed name.
 pub fn namespace_for(prefix: &str, branch: &str) -> String {
+    let label = branch_label(branch);
+    let plain = format!("{prefix}{label}");
+    if label == branch && !label.is_empty() && plain.len() <= MAX_NAMESPACE {
+        return plain;
+    }
+    hashed(plain, branch, HASH_DIGITS, "--")
+}
+
+/// The name versions before 0.2 gave a branch whose name had to change (6 hex digits after one
+/// `-`), when it differs from today's: `down` still finds such a sandbox.
+pub(crate) fn legacy_namespace_for(prefix: &str, branch: &str) -> Option<String> {
+    let label = branch_label(branch);
+    let plain = format!("{prefix}{label}");
+    if label == branch && !label.is_empty() && plain.len() <= MAX_NAMESPACE {
+        return None;
+    }
+    Some(hashed(plain, branch, 6, "-"))
+}
+
+/// The branch in lower case, with runs of anything but letters and digits made one `-`.
+fn branch_label(branch: &str) -> String {
     let mut label = String::new();
     for c in branch.chars() {
         let c = c.to_ascii_lowercase();
@@ -70,18 +100,16 @@ pub fn namespace_for(prefix: &str, branch: &str) -> String {
             label.push(c);
         }
     }
-    let label = label.trim_end_matches('-').to_owned();
-    let plain = format!("{prefix}{label}");
-    if label == branch && plain.len() <= MAX_NAMESPACE {
-        return plain;
-    }
+    label.trim_end_matches('-').to_owned()
+}
+
+fn hashed(plain: String, branch: &str, digits: usize, separator: &str) -> String {
     let hash = hex::encode(Sha256::digest(branch.as_bytes()));
-    let suffix = &hash[..6];
-    let room = MAX_NAMESPACE - suffix.len() - 1;
+    let suffix = &hash[..digits];
     let mut base = plain;
-    base.truncate(room);
+    base.truncate(MAX_NAMESPACE - digits - separator.len());
     let base = base.trim_end_matches('-');
-    format!("{base}-{suffix}")
+    format!("{base}{separator}{suffix}")
 }
 
 /// Whether an object carries the tool's label: the one test before changing or deleting anything.
@@ -155,6 +183,8 @@ pub(crate) struct SandboxRecord {
     pub(crate) inventory: BTreeSet<ObjectRef>,
     /// Being deleted.
     pub(crate) terminating: bool,
+    /// The namespace's uid when read (deletes are conditional on it).
+    pub(crate) uid: Option<String>,
 }
 
 impl SandboxRecord {
@@ -173,7 +203,7 @@ impl SandboxRecord {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(SANDBOX_LABEL))
+                .and_then(|l| l.get(PRODUCT_LABEL))
                 .cloned()
                 .unwrap_or_default(),
             branch: get(key::BRANCH).unwrap_or_default().to_owned(),
@@ -191,6 +221,7 @@ impl SandboxRecord {
                 .and_then(|i| serde_json::from_str(i).ok())
                 .unwrap_or_default(),
             terminating: ns.metadata.deletion_timestamp.is_some(),
+            uid: ns.metadata.uid.clone(),
         })
     }
 
@@ -309,6 +340,13 @@ pub(crate) enum RecordError {
     /// The namespace exists but was not created by this tool: never touch it.
     #[error("namespace `{0}` exists and is not managed by sandbox")]
     NotOurs(String),
+    /// The namespace is a sandbox of another product (or says of none): never touch it.
+    #[error("namespace `{namespace}` is a sandbox of {}, not of `{ours}`", theirs.as_deref().map_or("no product (it has no `sandbox.dev/sandbox` label)".to_owned(), |p| format!("product `{p}`")))]
+    OtherProduct {
+        namespace: String,
+        ours: String,
+        theirs: Option<String>,
+    },
     /// There is no such sandbox.
     #[error("there is no sandbox `{0}`")]
     Missing(String),
@@ -330,6 +368,12 @@ impl Hint for RecordError {
             RecordError::NotOurs(ns) => Some(format!(
                 "sandbox only changes namespaces labelled {MANAGED_BY}={MANAGED_BY_VALUE}; choose another namespace_prefix, or delete `{ns}` yourself if it is yours"
             )),
+            RecordError::OtherProduct { namespace, ours, theirs: Some(_) } => Some(format!(
+                "two products share the namespace prefix of `{namespace}`; give product `{ours}` a `namespace_prefix` of its own in sandbox.yaml"
+            )),
+            RecordError::OtherProduct { namespace, ours, theirs: None } => Some(format!(
+                "if `{namespace}` is a sandbox of `{ours}`, say so: `kubectl label namespace {namespace} {PRODUCT_LABEL}={ours}`; else leave it alone (`down` will not delete it)"
+            )),
             RecordError::Missing(_) => Some("`sandbox list` shows the sandboxes".into()),
             RecordError::StillTerminating { .. } => Some(
                 "something holds it (a finalizer?): `kubectl get all -n NAMESPACE` shows what is left".into(),
@@ -348,36 +392,91 @@ fn namespaces(cluster: &Cluster) -> Api<Namespace> {
     Api::all(cluster.client.clone())
 }
 
-/// A namespace, as far as the tool is concerned.
+/// A namespace, as far as one product is concerned.
 pub(crate) enum Lookup {
     Absent,
+    /// Not made by the tool.
     NotOurs,
+    /// Made by the tool for another product, or for none it names (the product it names).
+    OtherProduct(Option<String>),
     Ours(Box<SandboxRecord>),
 }
 
-/// Read a sandbox's record.
-pub(crate) async fn fetch(cluster: &Cluster, namespace: &str) -> Result<Lookup, RecordError> {
+impl Lookup {
+    /// What `ns` is to `product`. A namespace without the product label is nobody's: the tool
+    /// has always written the label, so its absence means someone else made or changed it.
+    fn of(ns: &Namespace, product: &str) -> Lookup {
+        match SandboxRecord::from_namespace(ns) {
+            None => Lookup::NotOurs,
+            Some(r) if r.product.is_empty() => Lookup::OtherProduct(None),
+            Some(r) if r.product != product => Lookup::OtherProduct(Some(r.product)),
+            Some(r) => Lookup::Ours(Box::new(r)),
+        }
+    }
+
+    /// The error for a namespace that is there but not this product's sandbox.
+    fn refusal(self, namespace: &str, product: &str) -> Option<RecordError> {
+        match self {
+            Lookup::NotOurs => Some(RecordError::NotOurs(namespace.into())),
+            Lookup::OtherProduct(theirs) => Some(RecordError::OtherProduct {
+                namespace: namespace.into(),
+                ours: product.into(),
+                theirs,
+            }),
+            Lookup::Absent | Lookup::Ours(_) => None,
+        }
+    }
+}
+
+/// Read the record of a sandbox of `product`.
+pub(crate) async fn fetch(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+) -> Result<Lookup, RecordError> {
     let ns = namespaces(cluster)
         .get_opt(namespace)
         .await
         .map_err(api_error("could not read the namespace"))?;
     Ok(match ns {
         None => Lookup::Absent,
-        Some(ns) => SandboxRecord::from_namespace(&ns)
-            .map_or(Lookup::NotOurs, |r| Lookup::Ours(Box::new(r))),
+        Some(ns) => Lookup::of(&ns, product),
     })
 }
 
-/// The record of a sandbox that must exist and be the tool's (for status, logs, extend).
+/// The record of a sandbox of `product` that must exist (for status, logs, extend).
 pub(crate) async fn ensure_ours(
     cluster: &Cluster,
     namespace: &str,
+    product: &str,
 ) -> Result<SandboxRecord, RecordError> {
-    match fetch(cluster, namespace).await? {
+    match fetch(cluster, namespace, product).await? {
         Lookup::Absent => Err(RecordError::Missing(namespace.into())),
-        Lookup::NotOurs => Err(RecordError::NotOurs(namespace.into())),
         Lookup::Ours(record) => Ok(*record),
+        other => Err(other.refusal(namespace, product).expect("not ours")),
     }
+}
+
+/// The namespace of `product`'s sandbox of `branch`: today's name, or, when there is no sandbox
+/// by that name, the name versions before 0.2 gave it (a shorter hash), if that namespace is
+/// this product's sandbox of exactly this branch. So `down` after an upgrade still finds it.
+pub(crate) async fn locate(
+    cluster: &Cluster,
+    prefix: &str,
+    branch: &str,
+    product: &str,
+) -> Result<String, RecordError> {
+    let current = namespace_for(prefix, branch);
+    let Some(legacy) = legacy_namespace_for(prefix, branch) else {
+        return Ok(current);
+    };
+    if !matches!(fetch(cluster, &current, product).await?, Lookup::Absent) {
+        return Ok(current);
+    }
+    Ok(match fetch(cluster, &legacy, product).await? {
+        Lookup::Ours(r) if r.branch == branch => legacy,
+        _ => current,
+    })
 }
 
 /// Every sandbox in the cluster (one LIST, filtered by the tool's label on the server), or only
@@ -388,7 +487,7 @@ pub(crate) async fn list(
 ) -> Result<Vec<SandboxRecord>, RecordError> {
     let mut selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE}");
     if let Some(p) = product {
-        selector.push_str(&format!(",{SANDBOX_LABEL}={p}"));
+        selector.push_str(&format!(",{PRODUCT_LABEL}={p}"));
     }
     let list = namespaces(cluster)
         .list(&ListParams::default().labels(&selector))
@@ -398,21 +497,25 @@ pub(crate) async fn list(
         .items
         .iter()
         .filter_map(SandboxRecord::from_namespace)
+        .filter(|r| product.is_none_or(|p| r.product == p))
         .collect();
     records.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     Ok(records)
 }
 
 /// Create or update the sandbox's namespace with the tool's labels and `record`'s annotations.
-/// Refuses a namespace that someone else created; waits for one still being deleted. Returns
-/// the record as it was before (None: this call created it).
+/// Refuses a namespace that someone else or another product created; waits for one of its own
+/// still being deleted. Returns the record as it was before (None: this call created it).
 pub(crate) async fn ensure(
     cluster: &Cluster,
     record: &SandboxRecord,
 ) -> Result<Option<SandboxRecord>, RecordError> {
     let name = record.namespace.as_str();
-    let previous = match fetch(cluster, name).await? {
-        Lookup::NotOurs => return Err(RecordError::NotOurs(name.into())),
+    let product = record.product.as_str();
+    let previous = match fetch(cluster, name, product).await? {
+        lookup @ (Lookup::NotOurs | Lookup::OtherProduct(_)) => {
+            return Err(lookup.refusal(name, product).expect("not ours"))
+        }
         Lookup::Absent => None,
         Lookup::Ours(old) if old.terminating => {
             wait_gone(cluster, name, Duration::from_secs(120)).await?;
@@ -431,7 +534,7 @@ pub(crate) async fn ensure(
     };
     let labels = BTreeMap::from([
         (MANAGED_BY, MANAGED_BY_VALUE),
-        (SANDBOX_LABEL, record.product.as_str()),
+        (PRODUCT_LABEL, record.product.as_str()),
     ]);
     let object = serde_json::json!({
         "apiVersion": "v1",
@@ -471,27 +574,39 @@ pub(crate) enum Deleted {
     WasAbsent,
 }
 
-/// Delete a sandbox's namespace — only if the tool made it.
-pub(crate) async fn delete(cluster: &Cluster, namespace: &str) -> Result<Deleted, RecordError> {
-    match fetch(cluster, namespace).await? {
+/// Delete a sandbox's namespace — only if the tool made it for `product`.
+pub(crate) async fn delete(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+) -> Result<Deleted, RecordError> {
+    match fetch(cluster, namespace, product).await? {
         Lookup::Absent => Ok(Deleted::WasAbsent),
-        Lookup::NotOurs => Err(RecordError::NotOurs(namespace.into())),
         Lookup::Ours(record) => {
             delete_ours(cluster, &record).await?;
             Ok(Deleted::Deleting)
         }
+        other => Err(other.refusal(namespace, product).expect("not ours")),
     }
 }
 
-/// Delete the namespace of a record just read (it is the tool's: records are only made of
-/// namespaces that carry its label).
+/// Delete the namespace of a record just read with [`fetch`] (it is the tool's and the
+/// product's). The delete is conditional on the namespace's uid being the one read, so a
+/// namespace deleted and made again meanwhile (by anyone) is left alone.
 pub(crate) async fn delete_ours(
     cluster: &Cluster,
     record: &SandboxRecord,
 ) -> Result<(), RecordError> {
     if !record.terminating {
+        let mut params = DeleteParams::background();
+        if let Some(uid) = &record.uid {
+            params = params.preconditions(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            });
+        }
         namespaces(cluster)
-            .delete(&record.namespace, &DeleteParams::background())
+            .delete(&record.namespace, &params)
             .await
             .map_err(api_error("could not delete the namespace"))?;
     }
@@ -551,10 +666,18 @@ mod tests {
         status: u16,
         body: serde_json::Value,
     ) -> (Cluster, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        cluster_answering_by_path(move |_| (status, body.clone()))
+    }
+
+    /// A cluster whose API server answers each request by its path.
+    fn cluster_answering_by_path(
+        answer: impl Fn(&str) -> (u16, serde_json::Value) + Clone + Send + 'static,
+    ) -> (Cluster, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
             log.lock().unwrap().push(req.method().to_string());
+            let (status, body) = answer(req.uri().path());
             let body = body.to_string().into_bytes();
             async move {
                 Ok::<_, std::convert::Infallible>(
@@ -602,18 +725,113 @@ mod tests {
         let (cluster, seen) = cluster_answering(200, theirs);
         let e = ensure(&cluster, &record_of("team-db")).await.unwrap_err();
         assert!(matches!(e, RecordError::NotOurs(_)), "{e:?}");
-        let e = delete(&cluster, "team-db").await.unwrap_err();
+        let e = delete(&cluster, "team-db", "shop").await.unwrap_err();
         assert!(matches!(e, RecordError::NotOurs(_)), "{e:?}");
         assert!(matches!(
-            ensure_ours(&cluster, "team-db").await,
+            ensure_ours(&cluster, "team-db", "shop").await,
             Err(RecordError::NotOurs(_))
         ));
         assert_eq!(*seen.lock().unwrap(), ["GET", "GET", "GET"], "only reads");
     }
 
+    fn namespace_json(name: &str, labels: serde_json::Value, branch: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": name, "uid": "u-1", "labels": labels, "annotations": {"sandbox.dev/branch": branch}}})
+    }
+
+    #[tokio::test]
+    async fn another_products_sandbox_is_never_adopted_or_deleted() {
+        let theirs = namespace_json(
+            "sb-x",
+            serde_json::json!({MANAGED_BY: MANAGED_BY_VALUE, PRODUCT_LABEL: "billing"}),
+            "x",
+        );
+        let (cluster, seen) = cluster_answering(200, theirs);
+        let e = ensure(&cluster, &record_of("sb-x")).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "namespace `sb-x` is a sandbox of product `billing`, not of `shop`"
+        );
+        assert!(
+            e.hint().unwrap().contains("`namespace_prefix` of its own"),
+            "{e:?}"
+        );
+        let e = delete(&cluster, "sb-x", "shop").await.unwrap_err();
+        assert!(matches!(e, RecordError::OtherProduct { .. }), "{e:?}");
+        let e = ensure_ours(&cluster, "sb-x", "shop").await.unwrap_err();
+        assert!(matches!(e, RecordError::OtherProduct { .. }), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), ["GET", "GET", "GET"], "only reads");
+    }
+
+    /// The migration rule: the tool has always written the product label, so a namespace with
+    /// the tool's label but none for the product was made or changed by someone else. It is not
+    /// guessed to be anyone's: the operator labels it (the hint says how) or deletes it.
+    #[tokio::test]
+    async fn a_sandbox_naming_no_product_is_nobodys_until_labelled() {
+        let unlabelled = namespace_json(
+            "sb-x",
+            serde_json::json!({MANAGED_BY: MANAGED_BY_VALUE}),
+            "x",
+        );
+        let (cluster, seen) = cluster_answering(200, unlabelled);
+        let e = ensure(&cluster, &record_of("sb-x")).await.unwrap_err();
+        assert!(e.to_string().contains("is a sandbox of no product"), "{e}");
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("kubectl label namespace sb-x sandbox.dev/sandbox=shop"),
+            "{e:?}"
+        );
+        assert!(delete(&cluster, "sb-x", "shop").await.is_err());
+        assert_eq!(*seen.lock().unwrap(), ["GET", "GET"], "only reads");
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_under_its_old_name_is_found_only_if_it_is_this_products_and_branchs() {
+        let old = legacy_namespace_for("sb-", "feature/x").unwrap();
+        let new = namespace_for("sb-", "feature/x");
+        assert_ne!(old, new);
+        let answering = |labels: serde_json::Value, branch: &'static str| {
+            let old = old.clone();
+            cluster_answering_by_path(move |path| {
+                if path.ends_with(&format!("/{old}")) {
+                    (200, namespace_json(&old, labels.clone(), branch))
+                } else {
+                    let missing = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+                    (404, missing)
+                }
+            })
+        };
+        let ours = serde_json::json!({MANAGED_BY: MANAGED_BY_VALUE, PRODUCT_LABEL: "shop"});
+        let (cluster, _) = answering(ours.clone(), "feature/x");
+        assert_eq!(
+            locate(&cluster, "sb-", "feature/x", "shop").await.unwrap(),
+            old
+        );
+        // Another branch that once hashed to the same short name, or another product: not ours.
+        let (cluster, _) = answering(ours, "feature_x");
+        assert_eq!(
+            locate(&cluster, "sb-", "feature/x", "shop").await.unwrap(),
+            new
+        );
+        let billing = serde_json::json!({MANAGED_BY: MANAGED_BY_VALUE, PRODUCT_LABEL: "billing"});
+        let (cluster, _) = answering(billing, "feature/x");
+        assert_eq!(
+            locate(&cluster, "sb-", "feature/x", "shop").await.unwrap(),
+            new
+        );
+        // A plain branch had no hash: one name only.
+        let (cluster, seen) = cluster_answering(500, serde_json::json!({}));
+        assert_eq!(
+            locate(&cluster, "sb-", "main", "shop").await.unwrap(),
+            "sb-main"
+        );
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn a_namespace_without_the_label_has_no_record() {
-        let ns = namespace(&[(SANDBOX_LABEL, "shop")], &[("sandbox.dev/branch", "x")]);
+        let ns = namespace(&[(PRODUCT_LABEL, "shop")], &[("sandbox.dev/branch", "x")]);
         assert!(SandboxRecord::from_namespace(&ns).is_none());
         let ns = namespace(&[(MANAGED_BY, "helm")], &[]);
         assert!(SandboxRecord::from_namespace(&ns).is_none());
@@ -662,7 +880,7 @@ mod tests {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let ns = namespace(
-            &[(MANAGED_BY, MANAGED_BY_VALUE), (SANDBOX_LABEL, "shop")],
+            &[(MANAGED_BY, MANAGED_BY_VALUE), (PRODUCT_LABEL, "shop")],
             &pairs,
         );
         assert_eq!(SandboxRecord::from_namespace(&ns), Some(record));
@@ -733,8 +951,8 @@ mod tests {
         let slash = namespace_for("sb-", "feature/x");
         let dash = namespace_for("sb-", "feature-x");
         assert_ne!(slash, dash);
-        assert!(slash.starts_with("sb-feature-x-"), "{slash}");
-        assert_eq!(slash.len(), "sb-feature-x-".len() + 6);
+        assert!(slash.starts_with("sb-feature-x--"), "{slash}");
+        assert_eq!(slash.len(), "sb-feature-x--".len() + 16);
         let upper = namespace_for("sb-", "Feature_X");
         assert!(upper.starts_with("sb-feature-x-"), "{upper}");
         assert_ne!(upper, slash);
@@ -749,9 +967,28 @@ mod tests {
         assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
     }
 
+    /// With a 6-digit hash and `-`, the branch `feature-x-<6 digits of sha256("feature/x")>` was
+    /// kept as it is and named exactly the namespace of `feature/x`: anyone could take over
+    /// another branch's sandbox by pushing a branch so named.
+    #[test]
+    fn no_plain_branch_can_be_named_like_a_hashed_one() {
+        let hashed = namespace_for("sb-", "feature/x");
+        let lookalike = hashed.trim_start_matches("sb-");
+        assert_ne!(namespace_for("sb-", lookalike), hashed);
+        let old = legacy_namespace_for("sb-", "feature/x").unwrap();
+        assert_eq!(
+            namespace_for("sb-", old.trim_start_matches("sb-")),
+            old,
+            "the old scheme let them meet"
+        );
+        assert_eq!(legacy_namespace_for("sb-", "main"), None);
+    }
+
     #[test]
     fn odd_characters_collapse_and_stay_valid() {
-        for branch in ["--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123"] {
+        for branch in [
+            "--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123", "///", "",
+        ] {
             let ns = namespace_for("sb-", branch);
             assert!(is_dns_label(&ns), "{branch} → {ns}");
         }

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("program", 0),
     ("record", 2),
     ("lock", 3),
+    ("access", 3),
     // The pipeline's stages, in the order data flows through them.
     ("pipeline::config", 10),
     ("pipeline::checkout", 11),

@@ -55,16 +55,34 @@ pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
     let cluster = connect(&app.cluster)
         .await
         .context("cannot delete sandboxes")?;
+    let config = app.load_config()?;
     if args.all_expired {
-        let rows = reap::reap(&cluster, false).await?;
+        let rows = reap::reap(&cluster, Some(&config.name), false).await?;
         return print::reaped(&rows, Output::Text);
     }
     let branch = args
         .branch
         .as_deref()
         .expect("clap requires --branch without --all-expired");
-    let namespace = app.namespace_of(branch)?;
-    pipeline::down(&cluster, &namespace, !args.no_wait, &app.reporter).await
+    let namespace = sandbox_namespace(&cluster, &config, branch).await?;
+    pipeline::down(
+        &cluster,
+        &namespace,
+        &config.name,
+        !args.no_wait,
+        &app.reporter,
+    )
+    .await
+}
+
+/// The namespace of the product's sandbox of `branch` (by an older name, if that is where it is).
+async fn sandbox_namespace(
+    cluster: &crate::kube::Cluster,
+    config: &Config,
+    branch: &str,
+) -> Result<String> {
+    let prefix = &config.namespace_prefix;
+    Ok(record::locate(cluster, prefix, branch, &config.name).await?)
 }
 
 pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
@@ -136,11 +154,12 @@ pub(super) async fn list(app: &App, args: OutputArg) -> Result<()> {
 }
 
 pub(super) async fn status(app: &App, args: StatusArgs) -> Result<()> {
-    let namespace = app.namespace_of(&args.branch.branch)?;
+    let config = app.load_config()?;
     let cluster = connect(&app.cluster)
         .await
         .context("cannot read the sandbox")?;
-    record::ensure_ours(&cluster, &namespace).await?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
+    record::ensure_ours(&cluster, &namespace, &config.name).await?;
     let rows = inspect::status(&cluster, &namespace).await?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
@@ -154,11 +173,11 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
     if let Some(s) = &args.service {
         ensure_service(&config, s)?;
     }
-    let namespace = record::namespace_for(&config.namespace_prefix, &args.branch.branch);
     let cluster = connect(&app.cluster)
         .await
         .context("cannot read the logs")?;
-    record::ensure_ours(&cluster, &namespace).await?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
+    record::ensure_ours(&cluster, &namespace, &config.name).await?;
     let service = args.service.as_deref();
     tokio::select! {
         r = inspect::logs(&cluster, &namespace, service, args.follow, args.since, args.tail) => r?,
@@ -183,7 +202,8 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
             .await?;
     let plan = &prepared.plan;
     apply::check_served(&cluster, plan).context("the rendered objects cannot be deployed")?;
-    let changes = diff::diff(&cluster, plan, &prepared.secret_strings()).await?;
+    let product = &settings.config.name;
+    let changes = diff::diff(&cluster, plan, product, &prepared.secret_strings()).await?;
     diff::print_diff(&plan.namespace, &changes, plan.objects().count());
     Ok(())
 }
@@ -219,7 +239,7 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
         Some(cluster) => {
             apply::check_served(&cluster, &prepared.plan)
                 .context("the rendered objects cannot be deployed")?;
-            let n = diff::validate_on_server(&cluster, &prepared.plan).await?;
+            let n = diff::validate_on_server(&cluster, &prepared.plan, &settings.config.name).await?;
             println!(
                 "server-side dry run at {}: {n} objects accepted",
                 cluster.server
@@ -234,11 +254,12 @@ pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
 }
 
 pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
-    let namespace = app.namespace_of(&args.branch.branch)?;
+    let config = app.load_config()?;
     let cluster = connect(&app.cluster)
         .await
         .context("cannot extend the sandbox")?;
-    record::ensure_ours(&cluster, &namespace).await?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
+    record::ensure_ours(&cluster, &namespace, &config.name).await?;
     let ttl = jiff::SignedDuration::try_from(args.ttl).context("the TTL is too long")?;
     let expires = jiff::Timestamp::now()
         .checked_add(ttl)
@@ -256,23 +277,44 @@ pub(super) async fn reap(app: &App, args: ReapArgs) -> Result<()> {
     let cluster = connect(&app.cluster)
         .await
         .context("cannot reap sandboxes")?;
-    let rows = reap::reap(&cluster, args.dry_run).await?;
+    // The product's own sandboxes, unless asked for every product's (the reaper CronJob, which
+    // has no sandbox.yaml).
+    let config = if args.all_products {
+        None
+    } else {
+        Some(app.load_config().context(
+            "`reap` deletes the expired sandboxes of the product in sandbox.yaml; pass --all-products for every product's",
+        )?)
+    };
+    let product = config.as_ref().map(|c| c.name.as_str());
+    let rows = reap::reap(&cluster, product, args.dry_run).await?;
     print::reaped(&rows, args.output.output)
 }
 
 pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> {
-    let api_version = match args.cronjob_api_version {
-        Some(v) => v,
-        // What the cluster serves, when one answers quickly; else the current API.
-        None => match tokio::time::timeout(Duration::from_secs(5), connect(&app.cluster)).await {
-            Ok(Ok(cluster)) if cluster.resolve("batch/v1", "CronJob").is_none() => {
-                "batch/v1beta1".to_owned()
-            }
-            _ => "batch/v1".to_owned(),
-        },
+    // What the cluster serves, when one answers quickly.
+    let cluster = tokio::time::timeout(Duration::from_secs(5), connect(&app.cluster))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let api_version = match (args.cronjob_api_version, &cluster) {
+        (Some(v), _) => v,
+        (None, Some(c)) if c.resolve("batch/v1", "CronJob").is_none() => "batch/v1beta1".into(),
+        // Else the current API.
+        (None, _) => "batch/v1".to_owned(),
     };
-    let manifests =
-        reap::reaper_manifests(&args.image, &args.schedule, &args.namespace, &api_version);
+    // The policy only where it is enforced: an older API server refuses the manifest.
+    let confine = cluster
+        .as_ref()
+        .is_some_and(crate::access::serves_admission_policies)
+        .then_some(args.confine.as_slice());
+    let manifests = reap::reaper_manifests(
+        &args.image,
+        &args.schedule,
+        &args.namespace,
+        &api_version,
+        confine,
+    );
     print!("{manifests}");
     Ok(())
 }
@@ -298,7 +340,13 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,
         reconcile: !args.no_reconcile,
-        env: app.env.clone(),
+        env: crate::pipeline::Environment {
+            access: args.sandbox_role.map(|role| crate::access::Access {
+                accounts: args.service_account,
+                cluster_role: role,
+            }),
+            ..app.env.clone()
+        },
     };
     serve::run(settings, app.load_config()?, app.cluster.clone()).await
 }

@@ -113,14 +113,6 @@ impl App {
     ) -> Result<Settings> {
         Settings::new(self.load_config()?, branch, sets, ttl, &self.env)
     }
-
-    fn namespace_of(&self, branch: &str) -> Result<String> {
-        let config = self.load_config()?;
-        Ok(crate::record::namespace_for(
-            &config.namespace_prefix,
-            branch,
-        ))
-    }
 }
 
 /// The machine's defaults: where the cache is, and who is asking.
@@ -130,6 +122,7 @@ fn environment() -> Environment {
         owner: std::env::var("SANDBOX_OWNER")
             .or_else(|_| std::env::var("USER"))
             .unwrap_or_else(|_| "unknown".into()),
+        access: None,
     }
 }
 

@@ -127,6 +127,48 @@ pub(crate) struct Service {
     /// sops-encrypted values files inside the repo, in order.
     pub(crate) secrets_files: Vec<String>,
     pub(crate) depends_on: Vec<String>,
+    /// What its pods may do beyond the defaults (its own `allow` and the top-level one).
+    pub(crate) allow: BTreeSet<Privilege>,
+}
+
+/// A right that a rendered object may only claim when sandbox.yaml grants it (`allow:`), because
+/// it reaches past the sandbox's namespace to the node or the network. The branch renders the
+/// objects and is untrusted; sandbox.yaml is the product owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Privilege {
+    /// `hostNetwork: true`
+    HostNetwork,
+    /// `hostPID: true`
+    HostPid,
+    /// `hostIPC: true`
+    HostIpc,
+    /// A `hostPath` volume.
+    HostPath,
+    /// A container port with a `hostPort`.
+    HostPort,
+    /// `securityContext.privileged: true`
+    Privileged,
+    /// `securityContext.capabilities.add` beyond Pod Security's baseline set.
+    Capabilities,
+    /// A Service's `spec.externalIPs`.
+    ExternalIps,
+}
+
+impl Privilege {
+    /// How sandbox.yaml spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Privilege::HostNetwork => "host_network",
+            Privilege::HostPid => "host_pid",
+            Privilege::HostIpc => "host_ipc",
+            Privilege::HostPath => "host_path",
+            Privilege::HostPort => "host_port",
+            Privilege::Privileged => "privileged",
+            Privilege::Capabilities => "capabilities",
+            Privilege::ExternalIps => "external_ips",
+        }
+    }
 }
 
 /// A service's image: `repository:tag`, the tag a template over the checkout (`{{repo.sha}}`).
@@ -246,6 +288,8 @@ struct RawConfig {
     sops: RawSops,
     repos: BTreeMap<String, RawRepo>,
     services: serde_yaml_ng::Mapping,
+    #[serde(default)]
+    allow: BTreeSet<Privilege>,
 }
 
 fn default_prefix() -> String {
@@ -344,6 +388,8 @@ struct RawService {
     secrets_files: Vec<String>,
     #[serde(default)]
     depends_on: Vec<String>,
+    #[serde(default)]
+    allow: BTreeSet<Privilege>,
 }
 
 const TOP_FIELDS: &[&str] = &[
@@ -357,6 +403,7 @@ const TOP_FIELDS: &[&str] = &[
     "sops",
     "repos",
     "services",
+    "allow",
 ];
 
 // --- loading ------------------------------------------------------------------------------------
@@ -386,7 +433,10 @@ pub(crate) fn parse(
     let timeouts = timeouts(&file, &raw.timeouts)?;
     check_namespace_prefix(&file, &raw.namespace_prefix)?;
     let repos = repos(&file, raw.repos, env)?;
-    let services = services(&file, raw.services, env)?;
+    check_name(&file, &raw.name)?;
+    let mut services = services(&file, raw.services, env)?;
+    // The top-level `allow` is every service's.
+    services.iter_mut().for_each(|s| s.allow.extend(&raw.allow));
     let insecure_registries = raw
         .images
         .insecure_registries
@@ -488,6 +538,26 @@ fn timeouts(file: &ConfigFile<'_>, raw: &RawTimeouts) -> Result<Timeouts, Config
     })
 }
 
+/// The product's name is the value of the label that says whose a sandbox is, and part of the
+/// label selectors that find them: it must be a valid label value (and so cannot add a selector
+/// term such as `shop,x=y`).
+fn check_name(file: &ConfigFile<'_>, name: &str) -> Result<(), ConfigError> {
+    let valid = name.len() <= 63
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        return Ok(());
+    }
+    Err(file.invalid(
+        &["name"],
+        format!("`{name}` cannot be a Kubernetes label value, which sandbox uses it as"),
+        Some("use letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, at most 63 characters".into()),
+    ))
+}
+
 fn check_namespace_prefix(file: &ConfigFile<'_>, prefix: &str) -> Result<(), ConfigError> {
     if is_dns_label_prefix(prefix) {
         return Ok(());
@@ -585,6 +655,7 @@ fn service(
         values_files: raw.values_files,
         secrets_files: raw.secrets_files,
         depends_on: raw.depends_on,
+        allow: raw.allow,
     })
 }
 
@@ -1174,6 +1245,53 @@ services:
         );
         assert_eq!(c.service("web").unwrap().values["port"], 80);
         assert!(matches!(c.url, UrlRule::Service(ref s) if s == "web"));
+    }
+
+    #[test]
+    fn allow_is_per_service_plus_the_top_level_one() {
+        let text = GOOD.replace("name: shop\n", "name: shop\nallow: [external_ips]\n");
+        let text = text.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    allow: [host_network, privileged]\n",
+        );
+        let c = load_text(&text).unwrap();
+        let web: Vec<Privilege> = c.service("web").unwrap().allow.iter().copied().collect();
+        assert_eq!(
+            web,
+            [
+                Privilege::HostNetwork,
+                Privilege::Privileged,
+                Privilege::ExternalIps
+            ]
+        );
+        let db: Vec<Privilege> = c.service("db").unwrap().allow.iter().copied().collect();
+        assert_eq!(db, [Privilege::ExternalIps]);
+        assert!(load_text(GOOD)
+            .unwrap()
+            .services
+            .iter()
+            .all(|s| s.allow.is_empty()));
+        let typo = GOOD.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    allow: [host_networking]\n",
+        );
+        let err = load_text(&typo).unwrap_err().to_string();
+        assert!(
+            err.contains("services.web")
+                && err.contains("host_networking")
+                && err.contains("host_network"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_product_name_must_be_a_label_value() {
+        let err = load_text(&GOOD.replace("name: shop", "name: \"shop,team=x\"")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`name`: `shop,team=x` cannot be a Kubernetes label value"),
+            "{err}"
+        );
     }
 
     #[test]

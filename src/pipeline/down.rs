@@ -13,15 +13,17 @@ use crate::record::{self, Deleted, Lookup};
 /// How long a namespace may take to go.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// `sandbox down` of one sandbox. With `wait_for_lock` false, fail at once if an `up` holds it.
+/// `sandbox down` of one sandbox of `product`. With `wait_for_lock` false, fail at once if an
+/// `up` holds it.
 pub(crate) async fn down(
     cluster: &Cluster,
     namespace: &str,
+    product: &str,
     wait_for_lock: bool,
     reporter: &Reporter,
 ) -> Result<()> {
     let live_and_ours = matches!(
-        record::fetch(cluster, namespace).await?,
+        record::fetch(cluster, namespace, product).await?,
         Lookup::Ours(r) if !r.terminating
     );
     let _lock = if live_and_ours {
@@ -30,12 +32,17 @@ pub(crate) async fn down(
     } else {
         None
     };
-    delete(cluster, namespace, reporter).await
+    delete(cluster, namespace, product, reporter).await
 }
 
-/// Delete a sandbox (no lock: the caller holds it or owns the run) and say so.
-pub(crate) async fn delete(cluster: &Cluster, namespace: &str, reporter: &Reporter) -> Result<()> {
-    match record::delete(cluster, namespace).await? {
+/// Delete a sandbox of `product` (no lock: the caller holds it or owns the run) and say so.
+pub(crate) async fn delete(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    match record::delete(cluster, namespace, product).await? {
         Deleted::WasAbsent => reporter.info(&format!(
             "sandbox `{namespace}` does not exist; nothing to do"
         )),

@@ -486,6 +486,7 @@ impl ServiceTemplates<'_> {
             objects: render_all(&self.service.templates)?,
             post_install: Vec::new(),
             smoke: render_all(&self.service.smoke)?,
+            allow: self.service.allow.clone(),
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::record::{self, Status, Update};
 pub(crate) async fn rollback(
     cluster: &Cluster,
     ns: &str,
+    product: &str,
     created_now: bool,
     changed: &[ObjectRef],
     timeout: Duration,
@@ -23,7 +24,7 @@ pub(crate) async fn rollback(
         reporter.info(&format!(
             "--on-failure rollback: `{ns}` did not exist before; deleting it"
         ));
-        return down::delete(cluster, ns, reporter).await;
+        return down::delete(cluster, ns, product, reporter).await;
     }
     // Read first: an unreadable revision stops the rollback before anything is deleted.
     let last_good = inventory::load_last_good(cluster, ns).await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::access::Access;
 use crate::pipeline::config::{self, Config};
 use crate::pipeline::values::SetValue;
 use crate::record::{self, PrNumber};
@@ -23,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) ttl: Duration,
     /// The pull requests this sandbox previews (recorded on its namespace), oldest first.
     pub(crate) prs: Vec<PrNumber>,
+    /// Service accounts bound in the sandbox's namespace when `up` makes it (serve's own).
+    pub(crate) access: Option<Access>,
 }
 
 /// What comes from the machine rather than from the command: where the cache is, who is asking.
@@ -30,6 +33,7 @@ pub(crate) struct Settings {
 pub(crate) struct Environment {
     pub(crate) cache_dir: PathBuf,
     pub(crate) owner: String,
+    pub(crate) access: Option<Access>,
 }
 
 impl Settings {
@@ -54,6 +58,7 @@ impl Settings {
             owner: env.owner.clone(),
             ttl: ttl.unwrap_or(config.ttl),
             prs: Vec::new(),
+            access: env.access.clone(),
             config,
         })
     }
@@ -84,6 +89,7 @@ pub(crate) fn example(branch: &str) -> Settings {
     let env = Environment {
         cache_dir: "/tmp/cache".into(),
         owner: "ada".into(),
+        access: None,
     };
     Settings::new(config, branch, Vec::new(), None, &env).expect("valid settings")
 }
@@ -99,6 +105,7 @@ mod tests {
         let env = Environment {
             cache_dir: "/tmp".into(),
             owner: "ada".into(),
+            access: None,
         };
         let Err(e) = Settings::new(config, "x", vec![set], None, &env) else {
             panic!("an unknown service is refused");

@@ -88,6 +88,10 @@ pub(crate) async fn up(
     let previous = record::ensure(&cluster, &wanted)
         .await
         .with_context(|| format!("could not prepare namespace `{}`", settings.namespace))?;
+    // The accounts that work in sandboxes get their rights here before the lock is taken in it.
+    if let Some(access) = &settings.access {
+        crate::access::grant(&cluster, &settings.namespace, access).await?;
+    }
     let holder = lock::holder_identity(&settings.owner);
     let lock = lock::acquire(
         &cluster,
@@ -266,6 +270,7 @@ impl Failure<'_> {
                 let restored = rollback::rollback(
                     self.cluster,
                     ns,
+                    &self.settings.config.name,
                     self.created_now,
                     self.changed,
                     timeout,
@@ -281,7 +286,14 @@ impl Failure<'_> {
             }
             OnFailure::Destroy if self.created_now => {
                 reporter.info(&format!("--on-failure destroy: deleting `{ns}`"));
-                match crate::pipeline::down::delete(self.cluster, ns, reporter).await {
+                match crate::pipeline::down::delete(
+                    self.cluster,
+                    ns,
+                    &self.settings.config.name,
+                    reporter,
+                )
+                .await
+                {
                     Ok(()) => error,
                     Err(e) => error.context(format!(
                         "and destroying the failed sandbox failed too: {e:#}"

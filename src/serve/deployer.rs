@@ -12,7 +12,7 @@ use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
 use crate::pipeline::{self, Environment, OnFailure, Settings, UpOptions};
 use crate::progress::Reporter;
-use crate::record::{self, PrNumber};
+use crate::record::{self, Lookup, PrNumber};
 
 pub(crate) struct ClusterDeployer {
     pub(crate) config: Config,
@@ -71,12 +71,21 @@ impl Deployer for ClusterDeployer {
 
     async fn destroy(&self, branch: &str) -> Result<(), Failure> {
         let reporter = Reporter::new(true);
-        let namespace = self.namespace(branch);
         let result = async {
             let cluster = connect(&self.cluster)
                 .await
                 .context("cannot delete the sandbox")?;
-            pipeline::down(&cluster, &namespace, true, &reporter).await
+            let config = &self.config;
+            let namespace =
+                record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
+            // A sandbox someone brought up by hand has no RoleBinding for serve yet: without
+            // it serve could not take the sandbox's lock to delete it.
+            if let Some(access) = &self.env.access {
+                if let Lookup::Ours(_) = record::fetch(&cluster, &namespace, &config.name).await? {
+                    crate::access::grant(&cluster, &namespace, access).await?;
+                }
+            }
+            pipeline::down(&cluster, &namespace, &config.name, true, &reporter).await
         }
         .await;
         result.map_err(|e| Failure::new(&e, |t| reporter.scrub(t)))

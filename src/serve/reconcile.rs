@@ -30,8 +30,14 @@ pub(crate) async fn reconcile(
         if sandbox.terminating || sandbox.prs.is_empty() {
             continue; // going already, or not a pull request's sandbox
         }
-        // Only this product's sandboxes: the name must be what this sandbox.yaml makes of the branch.
-        if record::namespace_for(&config.namespace_prefix, &sandbox.branch) != sandbox.namespace {
+        // Only this product's sandboxes: the name must be what this sandbox.yaml makes of the
+        // branch (or made of it before the hash was lengthened: `destroy` finds that one too).
+        let prefix = &config.namespace_prefix;
+        let names = [
+            Some(record::namespace_for(prefix, &sandbox.branch)),
+            record::legacy_namespace_for(prefix, &sandbox.branch),
+        ];
+        if !names.contains(&Some(sandbox.namespace.clone())) {
             continue;
         }
         let SandboxRecord {

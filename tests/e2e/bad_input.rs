@@ -514,3 +514,51 @@ async fn a_secret_that_breaks_the_rendered_yaml_is_not_quoted_in_the_error() {
     }
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_host_network_preflight_job_is_refused_offline_and_by_up_unless_allowed() {
+    let product = Product::new("bad-host");
+    // What a branch could inject through an unquoted value: the migration Job (a preflight step,
+    // created before any service) on the node's network.
+    let path = product.path().join("templates/migrate.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "      restartPolicy: Never\n",
+        "      restartPolicy: Never\n      hostNetwork: true\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let expected = "templates/migrate.yaml: Job `api-migrate` of service `api` sets `spec.template.spec.hostNetwork` (true), which sandbox.yaml does not allow";
+    let hint = "add `allow: [host_network]` under `services.api` in sandbox.yaml";
+
+    // Offline: `render` says so without a cluster.
+    let mut render = product.sandbox(&["render", "--branch", "feature-x"]);
+    let out = render
+        .env("KUBECONFIG", product.path().join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&render, &out));
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(stderr.contains(hint), "{stderr}");
+
+    // `up` refuses before it creates anything.
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(stderr.contains(hint), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "host network refused").await;
+
+    // sandbox.yaml (the product owner's, not the branch's) may allow it.
+    product.edit_config(
+        "    preflight: [templates/migrate.yaml]\n",
+        "    preflight: [templates/migrate.yaml]\n    allow: [host_network]\n",
+    );
+    let mut render = product.sandbox(&["render", "--branch", "feature-x"]);
+    let out = render.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("api-migrate` of service `api`"),
+        "{}",
+        describe(&render, &out)
+    );
+}

@@ -290,6 +290,7 @@ async fn list_status_logs_diff_validate_extend_and_down() {
         .expect("listed");
     assert_eq!(row["status"], "ready");
     assert_eq!(row["branch"], "feature-x");
+    assert_eq!(row["product"], "shop");
     assert!(row["url"].as_str().unwrap().starts_with("http://"));
     assert_eq!(
         row["repos"]["data"].as_str().unwrap().len(),
@@ -360,6 +361,76 @@ async fn list_status_logs_diff_validate_extend_and_down() {
     assert!(!ns.exists().await, "down waits until the namespace is gone");
 }
 
+/// Two products with the same namespace prefix map a branch to the same namespace. Each must
+/// leave the other's sandbox alone: `up` does not adopt it, `down` and `reap` do not delete it.
+#[tokio::test]
+async fn two_products_with_one_prefix_never_touch_each_others_sandbox() {
+    let Some(client) = cluster("two products, one prefix").await else {
+        return;
+    };
+    let shop = Product::new("twins");
+    let billing = Product::new("twins");
+    billing.edit_config("name: shop", "name: billing");
+    assert_eq!(shop.namespace("feature-x"), billing.namespace("feature-x"));
+    let ns = TestNamespace::claim(&client, &shop.namespace("feature-x")).await;
+    // shop's sandbox of feature-x, expired (so a reaper would take it).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let theirs: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
+        "name": ns.name,
+        "labels": {"app.kubernetes.io/managed-by": "sandbox", "sandbox.dev/sandbox": "shop"},
+        "annotations": {"sandbox.dev/branch": "feature-x", "sandbox.dev/owner": "e2e", "sandbox.dev/expires-at": "2001-01-01T00:00:00Z"},
+    }}))
+    .unwrap();
+    let version = namespaces
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    let fails = |product: &Product, args: &[&str]| {
+        let mut cmd = product.sandbox(args);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = format!(
+        "namespace `{}` is a sandbox of product `shop`, not of `billing`",
+        ns.name
+    );
+    let stderr = fails(&billing, &["up", "--branch", "feature-x"]);
+    assert!(stderr.contains(&refused), "{stderr}");
+    assert!(stderr.contains("namespace_prefix` of its own"), "{stderr}");
+    let stderr = fails(&billing, &["down", "--branch", "feature-x"]);
+    assert!(stderr.contains(&refused), "{stderr}");
+    let stderr = fails(
+        &billing,
+        &["extend", "--branch", "feature-x", "--ttl", "1d"],
+    );
+    assert!(stderr.contains(&refused), "{stderr}");
+    let reaped = run_ok(&mut billing.sandbox(&["reap"]));
+    assert!(
+        !String::from_utf8_lossy(&reaped.stdout).contains(&ns.name),
+        "{reaped:?}"
+    );
+    let after = namespaces.get(&ns.name).await.unwrap();
+    assert!(
+        after.metadata.deletion_timestamp.is_none(),
+        "billing deleted shop's sandbox"
+    );
+    assert_eq!(
+        after.metadata.resource_version, version,
+        "billing changed shop's sandbox"
+    );
+
+    // shop's own commands do see it as theirs.
+    let dry = run_ok(&mut shop.sandbox(&["reap", "--dry-run"]));
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.contains(&format!("would delete: {}", ns.name)), "{dry}");
+    run_ok(&mut shop.sandbox(&["down", "--branch", "feature-x"]));
+    assert!(!ns.exists().await, "shop's down deletes shop's sandbox");
+}
+
 #[tokio::test]
 async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
     let Some(client) = cluster("reaper").await else {
@@ -379,8 +450,9 @@ async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
     let mut guards = Vec::new();
     for (name, managed_by, expires, _) in cases {
         guards.push(TestNamespace::claim(&client, name).await);
+        // The tool labels every sandbox with its product.
         let labels = managed_by
-            .map(|m| serde_json::json!({"app.kubernetes.io/managed-by": m}))
+            .map(|m| serde_json::json!({"app.kubernetes.io/managed-by": m, "sandbox.dev/sandbox": "shop"}))
             .unwrap_or(serde_json::json!({}));
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
             "name": name, "labels": labels,
@@ -414,11 +486,17 @@ async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
         &system.name,
         "--schedule",
         "* * * * *",
+        "--confine",
+        "sandbox-system/sandbox-serve",
     ]);
     let yaml = String::from_utf8(run_ok(&mut manifests).stdout).unwrap();
     assert!(
         yaml.contains("apiVersion: batch/v1beta1\nkind: CronJob"),
         "1.20 serves CronJob as batch/v1beta1:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains("ValidatingAdmissionPolicy"),
+        "1.20 serves no admission policies: none is printed (it would not apply):\n{yaml}"
     );
     apply_yaml(&client, &system.name, &yaml).await;
 

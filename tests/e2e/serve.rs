@@ -764,6 +764,9 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
             let _ = roles
                 .delete("e2e-serve-pod", &DeleteParams::default())
                 .await;
+            let _ = roles
+                .delete("e2e-serve-pod-in-sandbox", &DeleteParams::default())
+                .await;
             let _ = bindings
                 .delete("e2e-serve-pod", &DeleteParams::default())
                 .await;
@@ -788,6 +791,31 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
             out
         }
     };
+
+    // Its rights stop at the sandboxes: no Secrets, Jobs or Leases in any other namespace.
+    let account = format!("system:serviceaccount:{}:e2e-serve-pod", system.name);
+    let mut outside = Vec::new();
+    for (verb, group, resource) in [
+        ("get", "", "secrets"),
+        ("create", "batch", "jobs"),
+        ("update", "coordination.k8s.io", "leases"),
+    ] {
+        let review: k8s_openapi::api::authorization::v1::SubjectAccessReview =
+            serde_json::from_value(json!({"spec": {"user": account, "resourceAttributes": {
+                "namespace": "kube-node-lease", "verb": verb, "group": group, "resource": resource}}}))
+            .unwrap();
+        let answer = Api::all(client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap();
+        if answer.status.is_some_and(|s| s.allowed) {
+            outside.push(format!("{verb} {resource}"));
+        }
+    }
+    if !outside.is_empty() {
+        cleanup().await;
+        panic!("serve may {outside:?} outside its sandboxes");
+    }
 
     // Ready (its readiness probe is /healthz).
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);

@@ -1,11 +1,14 @@
 //! Stage 5: turn rendered manifests into a plan — the namespace, the labels every object carries,
 //! and the dependency graph of services (with their preflight Jobs) that apply walks.
 
-use std::collections::BTreeMap;
+mod privileges;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::Hint;
+use crate::pipeline::config::Privilege;
 use crate::pipeline::render::Manifest;
 use crate::record::{HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
 
@@ -41,6 +44,8 @@ pub(crate) struct RenderedService {
     /// Run once the service's objects are ready; its dependents wait for them.
     pub(crate) post_install: Vec<Manifest>,
     pub(crate) smoke: Vec<Manifest>,
+    /// What sandbox.yaml allows its objects beyond the defaults.
+    pub(crate) allow: BTreeSet<Privilege>,
 }
 
 /// One step of the deploy graph: a phase of a service's preflight Jobs, a service's own objects,
@@ -94,6 +99,16 @@ pub(crate) enum PlanError {
         kind: String,
         name: String,
     },
+    /// An object claims a right over the node or the network that sandbox.yaml does not grant.
+    /// (`object`: `TEMPLATE: KIND `NAME``.)
+    #[error("{object} of service `{service}` sets `{field}` ({value}), which sandbox.yaml does not allow")]
+    NotAllowed {
+        object: String,
+        service: String,
+        field: String,
+        value: String,
+        privilege: Privilege,
+    },
 }
 
 impl Hint for PlanError {
@@ -108,6 +123,13 @@ impl Hint for PlanError {
             PlanError::NotAJob { .. } => {
                 Some("move the object to the service's `templates`".into())
             }
+            PlanError::NotAllowed {
+                service, privilege, ..
+            } => Some(format!(
+                "{}. Remove it from the template or the values; or, if service `{service}` really needs it, add `allow: [{}]` under `services.{service}` in sandbox.yaml (a branch cannot allow it itself)",
+                privileges::reach(*privilege),
+                privilege.as_str()
+            )),
         }
     }
 }
@@ -146,8 +168,9 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
     })
 }
 
-/// Refuse cluster-scoped objects, objects rendered twice, and preflight or smoke templates
-/// that render more than Jobs (and what Jobs need).
+/// Refuse cluster-scoped objects, objects rendered twice, rights over the node or the network
+/// that sandbox.yaml does not allow, and preflight or smoke templates that render more than Jobs
+/// (and what Jobs need).
 fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
@@ -174,6 +197,7 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
         let all = preflight.iter().copied();
         for m in all.chain(&s.objects).chain(&s.post_install).chain(&s.smoke) {
             check(m)?;
+            check_privileges(s, m)?;
         }
         let runs: [(&str, Vec<&Manifest>); 3] = [
             ("preflight", preflight),
@@ -192,6 +216,19 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+fn check_privileges(service: &RenderedService, m: &Manifest) -> Result<(), PlanError> {
+    match privileges::first_unallowed(&m.object, &service.allow) {
+        None => Ok(()),
+        Some(claim) => Err(PlanError::NotAllowed {
+            object: format!("{}: {} `{}`", m.template, m.kind(), m.name()),
+            service: service.name.clone(),
+            field: claim.field,
+            value: claim.value,
+            privilege: claim.privilege,
+        }),
+    }
 }
 
 /// What preflight, post-install and smoke steps may hold: what runs to completion, and what it
@@ -399,6 +436,7 @@ mod tests {
             objects: vec![manifest("Deployment", name)],
             post_install: vec![],
             smoke: vec![],
+            allow: BTreeSet::new(),
         }
     }
 
@@ -485,5 +523,34 @@ mod tests {
             plan("sb-x", vec![s]),
             Err(PlanError::NotAJob { .. })
         ));
+    }
+
+    #[test]
+    fn host_rights_are_refused_in_every_step_unless_allowed() {
+        let mut privileged = manifest("Job", "db-migrate");
+        privileged.object["spec"] = serde_json::json!({"template": {"spec": {
+            "containers": [{"name": "m", "securityContext": {"privileged": true}}]}}});
+        let places: [fn(&mut RenderedService, Manifest); 4] = [
+            |s, m| s.preflight = vec![vec![m]],
+            |s, m| s.objects = vec![m],
+            |s, m| s.post_install = vec![m],
+            |s, m| s.smoke = vec![m],
+        ];
+        for place in places {
+            let mut s = service("db", &[], false);
+            place(&mut s, privileged.clone());
+            let e = plan("sb-x", vec![s.clone()]).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "templates/db-migrate.yaml: Job `db-migrate` of service `db` sets `spec.template.spec.containers[0].securityContext.privileged` (true), which sandbox.yaml does not allow"
+            );
+            let hint = e.hint().unwrap();
+            assert!(
+                hint.contains("add `allow: [privileged]` under `services.db`"),
+                "{hint}"
+            );
+            s.allow.insert(Privilege::Privileged);
+            assert!(plan("sb-x", vec![s]).is_ok());
+        }
     }
 }
