@@ -74,7 +74,12 @@ proptest! {
     /// Webhook bodies: any bytes for any event are an event or an error.
     #[test]
     fn webhook_bodies_never_panic(
-        name in prop_oneof![Just("ping"), Just("pull_request"), Just("push"), "[a-z_]{0,12}"],
+        name in prop_oneof![
+            Just("ping".to_owned()),
+            Just("pull_request".to_owned()),
+            Just("push".to_owned()),
+            "[a-z_]{0,12}",
+        ],
         body in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
         let _ = event::parse(&name, &body);
