@@ -35,3 +35,7 @@ mod diff;
 mod inspect;
 mod reap;
 pub mod serve;
+
+// Property tests of every parser of untrusted input.
+#[cfg(test)]
+mod properties;

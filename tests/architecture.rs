@@ -38,6 +38,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("serve", 40),
     ("cli", 50),
     ("app", 51),
+    // Tests of every parser at once (cfg(test) only).
+    ("properties", 60),
 ];
 
 const STAGES: &[&str] = &[
