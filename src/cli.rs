@@ -62,6 +62,9 @@ pub(crate) enum Command {
     Reap(ReapArgs),
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     ReaperManifests(ReaperArgs),
+    /// Manage the local cache of repository mirrors and checked-out trees.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
@@ -157,6 +160,25 @@ pub(crate) struct ReaperArgs {
     /// CronJob API version (default: what the cluster serves, else batch/v1).
     #[arg(long)]
     pub(crate) cronjob_api_version: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Delete checked-out trees no live sandbox runs (unused for an hour) and mirrors unused
+    /// for --older-than. Without a cluster to ask, trees also go by --older-than alone.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Mirrors (and, when the cluster cannot be asked, trees) unused this long are deleted.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
+    pub(crate) older_than: Duration,
+    /// Only say what would be deleted.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -292,4 +314,10 @@ pub(crate) struct ServeArgs {
     /// Do not delete, at start, the previews of pull requests closed while the service was down.
     #[arg(long)]
     pub(crate) no_reconcile: bool,
+    /// How often to prune the checkout cache, as `sandbox cache prune` does (`0s`: never).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub(crate) prune_cache_every: Duration,
+    /// What the periodic prune deletes: mirrors unused this long (see `cache prune --older-than`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
+    pub(crate) prune_cache_older_than: Duration,
 }
