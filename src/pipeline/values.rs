@@ -115,7 +115,7 @@ pub(crate) enum ValuesError {
         branch: String,
         file: String,
         #[source]
-        source: RepoFileError,
+        source: Box<RepoFileError>,
     },
     /// A values or secrets file is in the repo but may not be read: a symlink leading out of
     /// it, not a regular file, too large, not UTF-8.
@@ -128,7 +128,7 @@ pub(crate) enum ValuesError {
         branch: String,
         file: String,
         #[source]
-        source: RepoFileError,
+        source: Box<RepoFileError>,
     },
     /// A values or secrets file expands (through YAML aliases) or nests beyond the bounds.
     #[error("{file}: values of service `{service}` are too large")]
@@ -166,8 +166,9 @@ impl Hint for ValuesError {
             ValuesError::Missing { file, repo, .. } => Some(format!(
                 "commit `{file}` to repo `{repo}`, or remove it from the service in sandbox.yaml"
             )),
-            // The file's own problem says what to do (and the registry shows that hint).
-            ValuesError::Unreadable { .. } | ValuesError::TooLarge { .. } => None,
+            ValuesError::Unreadable { source, .. } => source.hint(),
+            // The bound's own hint (its error is the cause) says what to do.
+            ValuesError::TooLarge { .. } => None,
             ValuesError::Parse { .. } => Some("a values file holds one YAML mapping".into()),
             ValuesError::Decrypt { source, .. } => source.hint(),
             ValuesError::NotEncrypted { file, .. } => Some(format!(
@@ -235,6 +236,7 @@ fn read_repo_file(
     file: &str,
 ) -> Result<String, ValuesError> {
     let text = repo.tree.read_to_string(file).map_err(|source| {
+        let source = Box::new(source);
         let (service, repo, branch, file) = (
             service.name.clone(),
             repo.repo.to_owned(),
