@@ -68,6 +68,9 @@ pub(crate) enum Command {
     Reap(ReapArgs),
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     ReaperManifests(ReaperArgs),
+    /// Manage the local cache of repository mirrors and checked-out trees.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
@@ -171,6 +174,25 @@ pub(crate) struct ReaperArgs {
     /// serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30+).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account)]
     pub(crate) confine: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Delete checked-out trees no live sandbox runs (unused for an hour) and mirrors unused
+    /// for --older-than. Without a cluster to ask, trees also go by --older-than alone.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Mirrors (and, when the cluster cannot be asked, trees) unused this long are deleted.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
+    pub(crate) older_than: Duration,
+    /// Only say what would be deleted.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -316,4 +338,10 @@ pub(crate) struct ServeArgs {
     /// The ClusterRole of what --service-account may do inside a sandbox.
     #[arg(long, value_name = "CLUSTERROLE", requires = "service_account")]
     pub(crate) sandbox_role: Option<String>,
+    /// How often to prune the checkout cache, as `sandbox cache prune` does (`0s`: never).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub(crate) prune_cache_every: Duration,
+    /// What the periodic prune deletes: mirrors unused this long (see `cache prune --older-than`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
+    pub(crate) prune_cache_older_than: Duration,
 }

@@ -26,6 +26,7 @@ mod program;
 mod progress;
 pub mod record;
 mod redact;
+mod yaml;
 
 // The pipeline.
 mod pipeline;

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("object", 1),
     ("progress", 1),
     ("program", 0),
+    ("yaml", 0),
     ("record", 2),
     ("lock", 3),
     ("access", 3),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use super::{print, App};
 use crate::cli::{
     CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, Output, OutputArg,
-    ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
+    PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
@@ -340,6 +340,8 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,
         reconcile: !args.no_reconcile,
+        prune_cache_every: args.prune_cache_every,
+        prune_cache_older_than: args.prune_cache_older_than,
         env: crate::pipeline::Environment {
             access: args.sandbox_role.map(|role| crate::access::Access {
                 accounts: args.service_account,
@@ -349,6 +351,29 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         },
     };
     serve::run(settings, app.load_config()?, app.cluster.clone()).await
+}
+
+pub(super) async fn cache_prune(app: &App, args: PruneArgs) -> Result<()> {
+    let live = match connect(&app.cluster).await {
+        Ok(cluster) => pipeline::cache::live_commits(&cluster)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    let live = match live {
+        Ok(live) => Some(live),
+        Err(e) => {
+            app.reporter.info(&format!(
+                "warning: cannot ask the cluster which sandboxes are live ({e:#}); \
+                 deleting trees unused for {} as well as mirrors",
+                humantime::format_duration(args.older_than)
+            ));
+            None
+        }
+    };
+    let report =
+        pipeline::cache::prune(&app.env.cache_dir, live, args.older_than, args.dry_run).await?;
+    print::pruned(&report, args.dry_run, args.output.output)
 }
 
 fn ensure_service(config: &Config, name: &str) -> Result<()> {

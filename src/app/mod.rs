@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::{self, Config};
 use crate::pipeline::values::SetValue;
@@ -50,6 +50,7 @@ async fn dispatch(app: &App, command: Command) -> Result<()> {
         Command::Extend(args) => commands::extend(app, args).await,
         Command::Reap(args) => commands::reap(app, args).await,
         Command::ReaperManifests(args) => commands::reaper_manifests(app, args).await,
+        Command::Cache(CacheCommand::Prune(args)) => commands::cache_prune(app, args).await,
         Command::Completions(args) => commands::completions(args),
         Command::Serve(args) => commands::serve(app, args).await,
     }

@@ -3,6 +3,8 @@
 use anyhow::Result;
 
 use crate::cli::Output;
+use crate::pipeline::checkout::{EntryKind, PruneReport};
+use crate::pipeline::config::format_size;
 use crate::pipeline::handover::Timings;
 use crate::pipeline::plan::Plan;
 use crate::reap::Reaped;
@@ -87,5 +89,35 @@ pub(super) fn reaped(rows: &[Reaped], output: Output) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `cache prune`: one line per entry removed (or that would be), then the total.
+pub(super) fn pruned(report: &PruneReport, dry_run: bool, output: Output) -> Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for entry in &report.pruned {
+        let kind = match entry.kind {
+            EntryKind::Mirror => "mirror",
+            EntryKind::Tree => "tree",
+        };
+        println!(
+            "{verb} {kind} {} ({}, unused for {})",
+            entry.path.display(),
+            format_size(entry.bytes),
+            humantime::format_duration(entry.unused_for)
+        );
+    }
+    for busy in &report.busy {
+        println!("skipped {} (a checkout is using it)", busy.display());
+    }
+    println!(
+        "{verb} {} entries, {}",
+        report.pruned.len(),
+        format_size(report.bytes())
+    );
     Ok(())
 }

@@ -32,6 +32,8 @@ pub(crate) struct Config {
     /// `sops.binary`: whether and how files go to the `sops` binary (off by default).
     pub(crate) sops_binary: SopsBinary,
     pub(crate) repos: BTreeMap<String, Repo>,
+    /// How large the repositories' files may be.
+    pub(crate) repo_files: RepoFileLimits,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
 }
@@ -53,6 +55,27 @@ pub(crate) struct HelmSettings {
     pub(crate) kube_version: String,
     /// Extra `--api-versions` entries (e.g. CRDs' `monitoring.coreos.com/v1`).
     pub(crate) api_versions: Vec<String>,
+}
+
+/// How large a branch's files may be (`repo_files:`); a branch is untrusted input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RepoFileLimits {
+    /// The largest file sandbox itself reads from a checkout: values and secrets files, and
+    /// what `file`/`files` include.
+    pub(crate) max_file_size: u64,
+    /// The largest file (git blob) a checkout writes into its tree.
+    pub(crate) max_blob_size: u64,
+}
+
+impl Default for RepoFileLimits {
+    fn default() -> Self {
+        RepoFileLimits {
+            // Values files and included files are small text; a few are in memory per service.
+            max_file_size: 1024 * 1024,
+            // GitHub refuses files over 100 MiB, so this never stops a branch it accepted.
+            max_blob_size: 100 * 1024 * 1024,
+        }
+    }
 }
 
 /// The Kubernetes version offline renders assume unless `helm.kube_version` says otherwise:
@@ -287,6 +310,8 @@ struct RawConfig {
     #[serde(default)]
     sops: RawSops,
     repos: BTreeMap<String, RawRepo>,
+    #[serde(default)]
+    repo_files: RawRepoFiles,
     services: serde_yaml_ng::Mapping,
     #[serde(default)]
     allow: BTreeSet<Privilege>,
@@ -319,6 +344,21 @@ struct RawSopsBinary {
     enabled: bool,
     key_types: Option<Vec<String>>,
     timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRepoFiles {
+    max_file_size: Option<RawSize>,
+    max_blob_size: Option<RawSize>,
+}
+
+/// A size as written: bytes, or text like `1MiB`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -402,6 +442,7 @@ const TOP_FIELDS: &[&str] = &[
     "images",
     "sops",
     "repos",
+    "repo_files",
     "services",
     "allow",
 ];
@@ -427,6 +468,13 @@ pub(crate) fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    crate::yaml::check_expansion(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        line: e.line().unwrap_or(1),
+        column: 1,
+        message: e.to_string(),
+        hint: e.hint(),
+    })?;
     let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| parse_error(path, &e))?;
     let file = ConfigFile { path, text };
     let ttl = file.duration(&["ttl"], &raw.ttl)?;
@@ -452,6 +500,7 @@ pub(crate) fn parse(
     let url = url_rule(&file, raw.url, &names)?;
     let helm = helm_settings(&file, raw.helm)?;
     let sops_binary = sops_binary(&file, raw.sops.binary)?;
+    let repo_files = repo_file_limits(&file, &raw.repo_files)?;
     Ok(Config {
         path: path.to_owned(),
         dir,
@@ -464,6 +513,7 @@ pub(crate) fn parse(
         insecure_registries,
         sops_binary,
         repos,
+        repo_files,
         services,
     })
 }
@@ -513,6 +563,25 @@ impl ConfigFile<'_> {
         })
     }
 
+    /// The size written at `keys`, at least 1 byte.
+    fn size(&self, keys: &[&str], value: &RawSize) -> Result<u64, ConfigError> {
+        let parsed = match value {
+            RawSize::Bytes(n) => Some(*n),
+            RawSize::Text(text) => parse_size(text),
+        };
+        parsed.filter(|n| *n > 0).ok_or_else(|| {
+            let written = match value {
+                RawSize::Bytes(n) => n.to_string(),
+                RawSize::Text(text) => text.clone(),
+            };
+            self.invalid(
+                keys,
+                format!("`{written}` is not a size"),
+                Some("write sizes like `512KiB`, `1MiB`, `100MiB` or a number of bytes".into()),
+            )
+        })
+    }
+
     /// The duration written at `keys`.
     fn duration(&self, keys: &[&str], value: &str) -> Result<Duration, ConfigError> {
         humantime::parse_duration(value).map_err(|e| {
@@ -556,6 +625,59 @@ fn check_name(file: &ConfigFile<'_>, name: &str) -> Result<(), ConfigError> {
         format!("`{name}` cannot be a Kubernetes label value, which sandbox uses it as"),
         Some("use letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, at most 63 characters".into()),
     ))
+}
+
+fn repo_file_limits(
+    file: &ConfigFile<'_>,
+    raw: &RawRepoFiles,
+) -> Result<RepoFileLimits, ConfigError> {
+    let default = RepoFileLimits::default();
+    Ok(RepoFileLimits {
+        max_file_size: match &raw.max_file_size {
+            Some(v) => file.size(&["repo_files", "max_file_size"], v)?,
+            None => default.max_file_size,
+        },
+        max_blob_size: match &raw.max_blob_size {
+            Some(v) => file.size(&["repo_files", "max_blob_size"], v)?,
+            None => default.max_blob_size,
+        },
+    })
+}
+
+/// Bytes from `4096`, `512KiB`, `1MiB`, `2GiB` (binary units; `KB`, `MB`, `GB` are decimal).
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit_bytes)
+}
+
+/// `1 MiB`, `1.5 KiB`, `100 B`: a size for messages.
+pub(crate) fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let whole = bytes / size;
+            let tenths = (bytes % size) * 10 / size;
+            return match tenths {
+                0 => format!("{whole} {unit}"),
+                t => format!("{whole}.{t} {unit}"),
+            };
+        }
+    }
+    format!("{bytes} B")
 }
 
 fn check_namespace_prefix(file: &ConfigFile<'_>, prefix: &str) -> Result<(), ConfigError> {
@@ -1084,7 +1206,8 @@ fn parse_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
 
 /// From serde's "unknown field `x`, expected one of `a`, `b`" take the field and a hint.
 fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
+    // Nested fields come prefixed with their path: "repo_files: unknown field `x`, …".
+    let Some((_, rest)) = message.split_once("unknown field `") else {
         return (None, None);
     };
     let Some((field, expected)) = rest.split_once('`') else {
@@ -1377,6 +1500,76 @@ services:
         );
         let version = format!("{GOOD}helm: {{kube_version: v1.20.15, api_versions: [x.io/v1]}}\n");
         assert_eq!(load_text(&version).unwrap().helm.api_versions, ["x.io/v1"]);
+    }
+
+    #[test]
+    fn repo_file_limits_default_parse_and_refuse_typos() {
+        assert_eq!(
+            load_text(GOOD).unwrap().repo_files,
+            RepoFileLimits::default()
+        );
+        let set = format!("{GOOD}repo_files: {{max_file_size: 256KiB, max_blob_size: 1000000}}\n");
+        let limits = load_text(&set).unwrap().repo_files;
+        assert_eq!(
+            (limits.max_file_size, limits.max_blob_size),
+            (256 * 1024, 1_000_000)
+        );
+
+        let typo = format!("{GOOD}repo_files: {{max_file_sise: 1MiB}}\n");
+        let err = load_text(&typo).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `max_file_sise`"),
+            "{err}"
+        );
+        assert_eq!(
+            err.hint().as_deref(),
+            Some("did you mean `max_file_size`?"),
+            "{err:?}"
+        );
+        let err = load_text(&format!("{GOOD}repo_file: {{}}\n")).unwrap_err();
+        assert_eq!(err.hint().unwrap(), "did you mean `repo_files`?");
+
+        let bad = format!("{GOOD}repo_files:\n  max_blob_size: 1 lot\n");
+        let err = load_text(&bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`repo_files.max_blob_size`: `1 lot` is not a size"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("`1MiB`"));
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("42"), Some(42));
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "1 PiB",
+            "-1",
+            "99999999999999999999GiB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(format_size(1 << 20), "1 MiB");
+        assert_eq!(format_size(3 << 19), "1.5 MiB");
+        assert_eq!(format_size(1023), "1023 B");
+    }
+
+    #[test]
+    fn an_alias_bomb_in_the_config_is_refused_with_the_file() {
+        let err = load_text(&crate::yaml::quadratic_alias_bomb(2_000)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sandbox.yaml:"), "{text}");
+        assert!(
+            text.contains("expands to more than 1000000 YAML nodes"),
+            "{text}"
+        );
+        assert!(err.hint().unwrap().contains("alias"));
     }
 
     #[test]

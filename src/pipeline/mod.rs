@@ -28,6 +28,7 @@ pub(crate) mod sops;
 pub(crate) mod values;
 pub(crate) mod wait;
 
+pub(crate) mod cache;
 pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod prepare;
@@ -50,8 +51,11 @@ crate::error::hint_registry!(
         crate::lock::LockError,
         crate::access::AccessError,
         crate::record::RecordError,
+        crate::yaml::YamlTooLarge,
         config::ConfigError,
         checkout::CheckoutError,
+        checkout::RepoFileError,
+        checkout::PruneError,
         sops::SopsError,
         values::ValuesError,
         images::ImagesError,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::kube::Cluster;
 use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
-use crate::pipeline::checkout::{self, Checkout, RepoSpec};
+use crate::pipeline::checkout::{self, Checkout, RepoSpec, RepoTree};
 use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
 use crate::pipeline::context::RenderContext;
 use crate::pipeline::images::{
@@ -235,7 +235,7 @@ pub(crate) async fn gather(settings: &Settings, reporter: &Reporter) -> Result<G
         let repo_files = values::RepoFiles {
             repo: &checkout.repo,
             branch: &checkout.branch,
-            dir: &checkout.dir,
+            tree: RepoTree::new(&checkout.dir, settings.config.repo_files.max_file_size),
         };
         let v = values::layer(service, &repo_files, &identities, &settings.sets).with_context(
             || {
@@ -425,10 +425,14 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
             }
         })
         .collect();
-    let checkouts =
-        checkout::checkout_all(&specs, &settings.branch, &settings.cache_dir.join("git"))
-            .await
-            .with_context(|| format!("could not check out branch `{}`", settings.branch))?;
+    let checkouts = checkout::checkout_all(
+        &specs,
+        &settings.branch,
+        &crate::pipeline::cache::checkout_dir(&settings.cache_dir),
+        config.repo_files.max_blob_size,
+    )
+    .await
+    .with_context(|| format!("could not check out branch `{}`", settings.branch))?;
     for c in &checkouts {
         let note = if c.fell_back {
             format!(
@@ -458,7 +462,8 @@ struct ServiceTemplates<'a> {
 
 impl ServiceTemplates<'_> {
     fn render(&self, context: &serde_json::Value) -> Result<RenderedService> {
-        let renderer = Renderer::new(Some(self.checkout.dir.clone()));
+        let tree = RepoTree::new(&self.checkout.dir, self.config.repo_files.max_file_size);
+        let renderer = Renderer::new(Some(tree));
         let render_all = |paths: &[PathBuf]| -> Result<Vec<Manifest>> {
             let mut out = Vec::new();
             for path in paths {

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::Hint;
+use crate::pipeline::checkout::{FileProblem, RepoFileError, RepoTree};
 use crate::pipeline::config::Service;
 use crate::pipeline::sops::{self, Format, Identities};
+use crate::yaml::YamlTooLarge;
 
 pub(crate) use crate::redact::REDACTED;
 
@@ -113,7 +115,28 @@ pub(crate) enum ValuesError {
         branch: String,
         file: String,
         #[source]
-        source: std::io::Error,
+        source: Box<RepoFileError>,
+    },
+    /// A values or secrets file is in the repo but may not be read: a symlink leading out of
+    /// it, not a regular file, too large, not UTF-8.
+    #[error(
+        "cannot read values file `{file}` of service `{service}` from repo `{repo}` at {branch}"
+    )]
+    Unreadable {
+        service: String,
+        repo: String,
+        branch: String,
+        file: String,
+        #[source]
+        source: Box<RepoFileError>,
+    },
+    /// A values or secrets file expands (through YAML aliases) or nests beyond the bounds.
+    #[error("{file}: values of service `{service}` are too large")]
+    TooLarge {
+        service: String,
+        file: String,
+        #[source]
+        source: YamlTooLarge,
     },
     /// A values file is not valid YAML or not a mapping.
     #[error("{file}:{line}: values of service `{service}` are not a YAML mapping")]
@@ -143,6 +166,9 @@ impl Hint for ValuesError {
             ValuesError::Missing { file, repo, .. } => Some(format!(
                 "commit `{file}` to repo `{repo}`, or remove it from the service in sandbox.yaml"
             )),
+            ValuesError::Unreadable { source, .. } => source.hint(),
+            // The bound's own hint (its error is the cause) says what to do.
+            ValuesError::TooLarge { .. } => None,
             ValuesError::Parse { .. } => Some("a values file holds one YAML mapping".into()),
             ValuesError::Decrypt { source, .. } => source.hint(),
             ValuesError::NotEncrypted { file, .. } => Some(format!(
@@ -156,7 +182,8 @@ impl Hint for ValuesError {
 pub(crate) struct RepoFiles<'a> {
     pub(crate) repo: &'a str,
     pub(crate) branch: &'a str,
-    pub(crate) dir: &'a Path,
+    /// The checkout's tree, read with its size limit.
+    pub(crate) tree: RepoTree,
 }
 
 /// Merge every layer of `service`'s values.
@@ -201,18 +228,45 @@ pub(crate) fn layer(
     Ok(Values { tree, secret_paths })
 }
 
+/// The text of a values or secrets file, read through the tree's checks and limits (the branch
+/// is untrusted), and checked not to expand beyond `crate::yaml`'s bounds.
 fn read_repo_file(
     service: &Service,
     repo: &RepoFiles<'_>,
     file: &str,
 ) -> Result<String, ValuesError> {
-    std::fs::read_to_string(repo.dir.join(file)).map_err(|source| ValuesError::Missing {
+    let text = repo.tree.read_to_string(file).map_err(|source| {
+        let source = Box::new(source);
+        let (service, repo, branch, file) = (
+            service.name.clone(),
+            repo.repo.to_owned(),
+            repo.branch.to_owned(),
+            file.to_owned(),
+        );
+        match source.problem {
+            FileProblem::NotFound => ValuesError::Missing {
+                service,
+                repo,
+                branch,
+                file,
+                source,
+            },
+            _ => ValuesError::Unreadable {
+                service,
+                repo,
+                branch,
+                file,
+                source,
+            },
+        }
+    })?;
+    // Values files are YAML whatever their name (JSON is YAML, aliases included).
+    crate::yaml::check_expansion(&text).map_err(|source| ValuesError::TooLarge {
         service: service.name.clone(),
-        repo: repo.repo.into(),
-        branch: repo.branch.into(),
-        file: file.into(),
+        file: file.to_owned(),
         source,
-    })
+    })?;
+    Ok(text)
 }
 
 fn parse_mapping(service: &Service, file: &str, text: &str) -> Result<Value, ValuesError> {
@@ -321,6 +375,127 @@ mod tests {
         assert!("replicas=2".parse::<SetValue>().is_err());
         assert!("api.replicas".parse::<SetValue>().is_err());
         assert!("api..x=1".parse::<SetValue>().is_err());
+    }
+
+    /// A service reading `values_files` and `secrets_files` from a tree in a temporary
+    /// directory, beside a file outside the tree.
+    fn layer_files(
+        values: &[&str],
+        secrets: &[&str],
+        tree: &Path,
+        max: u64,
+    ) -> Result<Values, ValuesError> {
+        let service = Service {
+            name: "api".into(),
+            repo: "backend".into(),
+            templates: Vec::new(),
+            chart: None,
+            image: None,
+            preflight: Vec::new(),
+            smoke: Vec::new(),
+            values: json!({"replicas": 1}),
+            values_files: values.iter().map(|s| s.to_string()).collect(),
+            secrets_files: secrets.iter().map(|s| s.to_string()).collect(),
+            depends_on: Vec::new(),
+            allow: Default::default(),
+        };
+        let repo = RepoFiles {
+            repo: "backend",
+            branch: "feature-x",
+            tree: RepoTree::new(tree, max),
+        };
+        layer(&service, &repo, &Identities::default(), &[])
+    }
+
+    fn tree_beside_credentials() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("values.yaml"), "replicas: 2\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            "{\"auths\": {\"x\": \"secret\"}}",
+        )
+        .unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn values_files_are_read_from_the_tree() {
+        let (_dir, tree) = tree_beside_credentials();
+        let v = layer_files(&["values.yaml"], &[], &tree, 1 << 20).unwrap();
+        assert_eq!(v.reveal()["replicas"], 2);
+        let e = layer_files(&["nope.yaml"], &[], &tree, 1 << 20).unwrap_err();
+        assert!(matches!(e, ValuesError::Missing { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_values_or_secrets_file_leading_out_of_the_tree_is_refused() {
+        let (dir, tree) = tree_beside_credentials();
+        std::os::unix::fs::symlink(dir.path().join("config.json"), tree.join("creds.yaml"))
+            .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", tree.join("zero.yaml")).unwrap();
+        let cases: [(&[&str], &[&str]); 3] = [
+            (&["creds.yaml"], &[]),
+            (&[], &["creds.yaml"]),
+            (&["zero.yaml"], &[]),
+        ];
+        for (values, secrets) in cases {
+            let e = layer_files(values, secrets, &tree, 1 << 20).unwrap_err();
+            let ValuesError::Unreadable { source, .. } = &e else {
+                panic!("{e:?}");
+            };
+            assert_eq!(source.problem, FileProblem::OutsideRepo);
+            let chain = format!("{e}: {source}");
+            assert!(!chain.contains("secret"), "{chain}");
+            assert_eq!(
+                chain,
+                format!(
+                    "cannot read values file `{0}` of service `api` from repo `backend` at feature-x: path is outside the repository: `{0}`",
+                    values.first().or(secrets.first()).unwrap()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_values_file_over_the_size_limit_is_refused() {
+        let (_dir, tree) = tree_beside_credentials();
+        std::fs::write(
+            tree.join("big.yaml"),
+            format!("a: \"{}\"\n", "x".repeat(2048)),
+        )
+        .unwrap();
+        let e = layer_files(&["big.yaml"], &[], &tree, 1024).unwrap_err();
+        let ValuesError::Unreadable { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(source.to_string(), "file is too large: `big.yaml`");
+        let cause = std::error::Error::source(source).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "it is over the 1 KiB limit of `repo_files.max_file_size`"
+        );
+        assert!(layer_files(&["big.yaml"], &[], &tree, 4096).is_ok());
+    }
+
+    #[test]
+    fn an_alias_bomb_in_a_values_or_secrets_file_is_refused() {
+        let (_dir, tree) = tree_beside_credentials();
+        std::fs::write(
+            tree.join("bomb.yaml"),
+            crate::yaml::quadratic_alias_bomb(2_000),
+        )
+        .unwrap();
+        let cases: [(&[&str], &[&str]); 2] = [(&["bomb.yaml"], &[]), (&[], &["bomb.yaml"])];
+        for (values, secrets) in cases {
+            let e = layer_files(values, secrets, &tree, 1 << 20).unwrap_err();
+            assert!(matches!(e, ValuesError::TooLarge { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "bomb.yaml: values of service `api` are too large"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
+//! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
 
 pub(crate) mod deployer;
@@ -18,6 +19,7 @@ pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
+pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod reconcile;
 pub mod signature;
@@ -62,6 +64,9 @@ pub(crate) struct ServeSettings {
     pub(crate) on_failure: OnFailure,
     pub(crate) shutdown_grace: Duration,
     pub(crate) reconcile: bool,
+    /// How often to prune the checkout cache (zero: never), and the age of what goes.
+    pub(crate) prune_cache_every: Duration,
+    pub(crate) prune_cache_older_than: Duration,
     /// Cache directory and owner of the machine it runs on.
     pub(crate) env: Environment,
 }
@@ -210,6 +215,12 @@ pub(crate) async fn run(
         reporting,
         shutdown_grace: args.shutdown_grace,
     };
+    prune::spawn(prune::PruneSchedule {
+        cache_dir: args.env.cache_dir.clone(),
+        cluster: cluster.clone(),
+        every: args.prune_cache_every,
+        older_than: args.prune_cache_older_than,
+    });
     let reconcile = args.reconcile;
     let on_start = move |queue: Queue| {
         if !reconcile {

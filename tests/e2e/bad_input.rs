@@ -562,3 +562,70 @@ async fn a_host_network_preflight_job_is_refused_offline_and_by_up_unless_allowe
         describe(&render, &out)
     );
 }
+
+#[tokio::test]
+async fn a_values_file_symlinked_out_of_the_repo_is_refused() {
+    let product = Product::new("bad-symlink");
+    // What a hostile branch commits: its values file is the user's credentials.
+    let credentials = product.path().join("docker-config.json");
+    std::fs::write(
+        &credentials,
+        "{\"auths\": {\"registry\": \"hunter2-token\"}}",
+    )
+    .unwrap();
+    product.commit("data", "main", "values from elsewhere", |work| {
+        let values = work.join("db/values.yaml");
+        std::fs::remove_file(&values).unwrap();
+        std::os::unix::fs::symlink(&credentials, &values).unwrap();
+    });
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr
+            .contains("cannot read values file `db/values.yaml` of service `db` from repo `data`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("path is outside the repository: `db/values.yaml`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: sandbox reads only files inside the repository"),
+        "{stderr}"
+    );
+    assert_cluster_untouched(&product, "feature-x", "symlinked values").await;
+}
+
+#[tokio::test]
+async fn a_quadratic_alias_bomb_in_a_values_file_is_refused_quickly() {
+    let product = Product::new("bad-aliases");
+    // ~200 KB that would expand to 625 million nodes.
+    let mut bomb = String::from("base: &a [");
+    bomb.push_str(
+        &(0..25_000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    bomb.push_str("]\nbomb: [");
+    bomb.push_str(&vec!["*a"; 25_000].join(","));
+    bomb.push_str("]\n");
+    assert!(bomb.len() > 190_000, "{}", bomb.len());
+    product.commit("data", "main", "an alias bomb", |work| {
+        std::fs::write(work.join("db/values.yaml"), &bomb).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    let took = started.elapsed();
+    eprintln!("`up` refused a {} byte alias bomb in {took:?}", bomb.len());
+    assert!(
+        stderr.contains("db/values.yaml: values of service `db` are too large"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("expands to more than 1000000 YAML nodes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: each alias"), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "alias bomb").await;
+}

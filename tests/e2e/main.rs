@@ -9,6 +9,7 @@
 mod support;
 
 mod bad_input;
+mod cache;
 mod charts;
 mod cluster;
 mod images;

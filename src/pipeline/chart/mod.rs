@@ -15,6 +15,7 @@ pub(crate) mod hooks;
 
 use std::path::{Path, PathBuf};
 
+use crate::pipeline::checkout::resolves_inside;
 use crate::pipeline::render::{self, Manifest};
 use crate::redact::Scrubber;
 
@@ -159,8 +160,7 @@ impl ChartWalk {
                 .to_string();
             let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("`{shown}`: {e}"))?;
             if meta.file_type().is_symlink() {
-                let target = path.canonicalize().ok();
-                if !target.as_deref().is_some_and(|t| t.starts_with(root)) {
+                if !resolves_inside(root, &path) {
                     return Err(format!(
                         "holds `{shown}`, a symlink that leads out of the repository"
                     ));

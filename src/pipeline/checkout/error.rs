@@ -12,6 +12,7 @@ use super::credentials::{AuthState, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
+use crate::pipeline::config::format_size;
 
 /// How many branch names an error message lists at most.
 const MAX_LISTED_BRANCHES: usize = 10;
@@ -113,6 +114,24 @@ pub(crate) enum CheckoutError {
         #[source]
         source: io::Error,
     },
+    /// A file of the commit is larger than `repo_files.max_blob_size`.
+    #[error(
+        "`{path}` in repository `{repo}` ({url}) at {sha} is {}, over the {} limit for a file",
+        format_size(*.size),
+        format_size(*.limit)
+    )]
+    BlobTooLarge {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The commit.
+        sha: String,
+        /// The file's path in the commit.
+        path: String,
+        size: u64,
+        limit: u64,
+    },
     /// The blocking task checking out the repository panicked or was cancelled.
     #[error("checking out `{repo}` ({url}) stopped unexpectedly")]
     Task {
@@ -136,6 +155,7 @@ impl CheckoutError {
             | Self::NoDefaultBranch { repo, .. }
             | Self::Cache { repo, .. }
             | Self::Io { repo, .. }
+            | Self::BlobTooLarge { repo, .. }
             | Self::Task { repo, .. } => repo,
         }
     }
@@ -181,6 +201,10 @@ impl Hint for CheckoutError {
             Self::Io { path, .. } => Some(format!(
                 "check the permissions of {} and the free space on its disk",
                 path.display()
+            )),
+            Self::BlobTooLarge { path, .. } => Some(format!(
+                "remove `{path}` from the branch (store large files outside git), or raise \
+                 `repo_files.max_blob_size` in sandbox.yaml"
             )),
             Self::Task { .. } => None,
         }

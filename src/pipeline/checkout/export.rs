@@ -13,6 +13,8 @@ pub(super) enum ExportError {
     Io(PathBuf, io::Error),
     /// Reading an object from the mirror failed.
     Git(git2::Error),
+    /// A file is larger than the limit: its path in the commit and its size.
+    TooLarge(String, u64),
 }
 
 impl From<git2::Error> for ExportError {
@@ -32,16 +34,19 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
-/// `trees_dir/<sha>`, exported unless it already exists. The caller holds the mirror's lock,
-/// which also guards `trees_dir`.
+/// `trees_dir/<sha>`, exported unless it already exists; no file may be over `max_blob_size`
+/// bytes. The caller holds the mirror's lock, which also guards `trees_dir`. The tree's
+/// modification time is set to now either way: `cache prune` reads it as the time of last use.
 pub(super) fn materialize(
     repo: &Repository,
     tree: &Tree<'_>,
     trees_dir: &Path,
     sha: &str,
+    max_blob_size: u64,
 ) -> Result<PathBuf, ExportError> {
     let target = trees_dir.join(sha);
     if target.is_dir() {
+        mark_used(&target).at(&target)?;
         return Ok(target);
     }
     fs::create_dir_all(trees_dir).at(trees_dir)?;
@@ -54,48 +59,79 @@ pub(super) fn materialize(
     }
     let tmp = trees_dir.join(format!(".tmp-{sha}"));
     fs::create_dir(&tmp).at(&tmp)?;
-    export_tree(repo, tree, &tmp)?;
+    let export = Export {
+        repo,
+        odb: repo.odb()?,
+        max_blob_size,
+    };
+    export.tree(tree, &tmp, "")?;
     fs::rename(&tmp, &target).at(&target)?;
+    mark_used(&target).at(&target)?;
     Ok(target)
 }
 
-/// Write `tree`'s entries into `dir`, recursively: files with their executable bit, symlinks,
-/// and an empty directory for each submodule.
-fn export_tree(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), ExportError> {
-    for entry in tree.iter() {
-        let name = entry_name(entry.name_bytes());
-        let Some(name) = name.filter(|n| is_safe_entry_name(n)) else {
-            return Err(ExportError::Io(
-                dir.to_owned(),
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "refusing tree entry {:?}",
-                        String::from_utf8_lossy(entry.name_bytes())
+/// Set a directory's modification time to now (the record of its last use).
+pub(super) fn mark_used(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.set_modified(std::time::SystemTime::now())
+}
+
+/// One tree's export.
+struct Export<'r> {
+    repo: &'r Repository,
+    /// To learn a blob's size before reading it (a blob is read into memory whole).
+    odb: git2::Odb<'r>,
+    max_blob_size: u64,
+}
+
+impl Export<'_> {
+    /// Write `tree`'s entries into `dir` (`prefix` is its path in the commit), recursively:
+    /// files with their executable bit, symlinks, and an empty directory for each submodule.
+    fn tree(&self, tree: &Tree<'_>, dir: &Path, prefix: &str) -> Result<(), ExportError> {
+        for entry in tree.iter() {
+            let name = entry_name(entry.name_bytes());
+            let Some(name) = name.filter(|n| is_safe_entry_name(n)) else {
+                return Err(ExportError::Io(
+                    dir.to_owned(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "refusing tree entry {:?}",
+                            String::from_utf8_lossy(entry.name_bytes())
+                        ),
                     ),
-                ),
-            ));
-        };
-        let path = dir.join(&name);
-        match (entry.kind(), entry.filemode()) {
-            (Some(ObjectType::Tree), _) => {
-                fs::create_dir(&path).at(&path)?;
-                let subtree = repo.find_tree(entry.id())?;
-                export_tree(repo, &subtree, &path)?;
+                ));
+            };
+            let path = dir.join(&name);
+            let in_commit = format!("{prefix}{}", name.to_string_lossy());
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => {
+                    fs::create_dir(&path).at(&path)?;
+                    let subtree = self.repo.find_tree(entry.id())?;
+                    self.tree(&subtree, &path, &format!("{in_commit}/"))?;
+                }
+                (Some(ObjectType::Blob), 0o120000) => {
+                    let blob = self.blob(entry.id(), &in_commit)?;
+                    write_symlink(blob.content(), &path).at(&path)?;
+                }
+                (Some(ObjectType::Blob), mode) => {
+                    let blob = self.blob(entry.id(), &in_commit)?;
+                    write_file(blob.content(), mode & 0o111 != 0, &path).at(&path)?;
+                }
+                // A submodule (a commit entry): an empty directory, as `git checkout` leaves it.
+                _ => fs::create_dir(&path).at(&path)?,
             }
-            (Some(ObjectType::Blob), 0o120000) => {
-                let blob = repo.find_blob(entry.id())?;
-                write_symlink(blob.content(), &path).at(&path)?;
-            }
-            (Some(ObjectType::Blob), mode) => {
-                let blob = repo.find_blob(entry.id())?;
-                write_file(blob.content(), mode & 0o111 != 0, &path).at(&path)?;
-            }
-            // A submodule (a commit entry): an empty directory, as `git checkout` leaves it.
-            _ => fs::create_dir(&path).at(&path)?,
         }
+        Ok(())
     }
-    Ok(())
+
+    /// The blob `id` (at `path` in the commit), unless it is over the limit.
+    fn blob(&self, id: git2::Oid, path: &str) -> Result<git2::Blob<'_>, ExportError> {
+        let (size, _) = self.odb.read_header(id)?;
+        if size as u64 > self.max_blob_size {
+            return Err(ExportError::TooLarge(path.to_owned(), size as u64));
+        }
+        Ok(self.repo.find_blob(id)?)
+    }
 }
 
 #[cfg(unix)]

@@ -27,6 +27,9 @@
 //! <dir>/trees/<key>/.tmp-<sha>   a tree being written (removed when found stale)
 //! ```
 //!
+//! Each checkout sets the modification time of `<key>.lock` and of the tree it uses to now:
+//! `prune` (`sandbox cache prune`) reads them as the time of last use.
+//!
 //! `<key>` is the URL without scheme, user info and `.git` suffix, reduced to
 //! `[A-Za-z0-9._-]` (at most 64 characters), then `-` and the first 12 hex digits of the
 //! SHA-256 of the URL as given: `github.com-acme-api-3f2a9c1b0d4e` (so no key is `trees`).
@@ -47,6 +50,8 @@ mod credentials;
 mod error;
 mod export;
 mod fetch;
+mod files;
+mod prune;
 #[cfg(test)]
 mod tests;
 mod url;
@@ -61,11 +66,13 @@ use git2::Repository;
 use self::credentials::{AuthState, Credentials};
 use self::error::ErrorContext;
 pub(crate) use self::error::{CheckoutError, CheckoutErrors};
-use self::export::{materialize, ExportError};
+use self::export::{mark_used, materialize, ExportError};
 use self::fetch::{
     connect, fetch_branch, lock_exclusive, mirror_has_tip, open_or_init_mirror, read_advertisement,
     remove_stale_git_locks, Advertisement,
 };
+pub(crate) use self::files::{resolves_inside, FileProblem, RepoFileError, RepoTree};
+pub(crate) use self::prune::{prune, EntryKind, PruneError, PrunePolicy, PruneReport};
 use self::url::{cache_key, redact_url};
 
 /// One repository of the product, as configured in `sandbox.yaml`.
@@ -108,6 +115,7 @@ impl Checkout {
 
 /// Check out `branch` of every repo in parallel. `cache_dir` directly holds the mirrors and
 /// the trees (see "Cache layout" in the module documentation); it is created if missing.
+/// A file over `max_blob_size` bytes fails its repository's checkout (blobs are read whole).
 /// On failure returns every failing repo's error, not just the first.
 ///
 /// The result is in the order of `specs`. Credentials come from the environment: see the
@@ -116,8 +124,16 @@ pub(crate) async fn checkout_all(
     specs: &[RepoSpec],
     branch: &str,
     cache_dir: &Path,
+    max_blob_size: u64,
 ) -> Result<Vec<Checkout>, CheckoutErrors> {
-    checkout_all_with(specs, branch, cache_dir, Credentials::from_env()).await
+    checkout_all_with(
+        specs,
+        branch,
+        cache_dir,
+        max_blob_size,
+        Credentials::from_env(),
+    )
+    .await
 }
 
 /// [`checkout_all`] with the given credentials instead of the environment's.
@@ -125,13 +141,16 @@ async fn checkout_all_with(
     specs: &[RepoSpec],
     branch: &str,
     cache_dir: &Path,
+    max_blob_size: u64,
     credentials: Credentials,
 ) -> Result<Vec<Checkout>, CheckoutErrors> {
     let credentials = Arc::new(credentials);
     let tasks = specs.iter().map(|spec| {
         let (spec, branch, cache_dir) = (spec.clone(), branch.to_owned(), cache_dir.to_owned());
         let credentials = Arc::clone(&credentials);
-        tokio::task::spawn_blocking(move || checkout_one(&spec, &branch, &cache_dir, &credentials))
+        tokio::task::spawn_blocking(move || {
+            checkout_one(&spec, &branch, &cache_dir, max_blob_size, &credentials)
+        })
     });
     let results = futures::future::join_all(tasks).await;
 
@@ -188,11 +207,13 @@ fn checkout_one(
     spec: &RepoSpec,
     requested: &str,
     cache_dir: &Path,
+    max_blob_size: u64,
     credentials: &Credentials,
 ) -> Result<Checkout, CheckoutError> {
     let ctx = ErrorContext::new(spec);
     let paths = CachePaths::create(cache_dir, &spec.url, &ctx)?;
     let _lock = lock_exclusive(&paths.lock).map_err(|e| ctx.io(&paths.lock, e))?;
+    mark_used(&paths.lock).map_err(|e| ctx.io(&paths.lock, e))?;
     let repo = open_or_init_mirror(&paths.mirror, &ctx)?;
     remove_stale_git_locks(&paths.mirror).map_err(|e| ctx.io(&paths.mirror, e))?;
 
@@ -211,7 +232,7 @@ fn checkout_one(
     }
     drop(connection);
 
-    let (sha, dir) = export_tip(&repo, &refname, &paths, &ctx)?;
+    let (sha, dir) = export_tip(&repo, &refname, &paths, max_blob_size, &ctx)?;
     Ok(Checkout {
         repo: spec.name.clone(),
         url: spec.url.clone(),
@@ -264,6 +285,7 @@ fn export_tip(
     repo: &Repository,
     refname: &str,
     paths: &CachePaths,
+    max_blob_size: u64,
     ctx: &ErrorContext<'_>,
 ) -> Result<(String, PathBuf), CheckoutError> {
     let oid = repo
@@ -274,9 +296,17 @@ fn export_tip(
         .and_then(|c| c.tree())
         .map_err(|e| ctx.cache(&paths.mirror, e))?;
     let sha = oid.to_string();
-    let dir = materialize(repo, &tree, &paths.trees, &sha).map_err(|e| match e {
+    let dir = materialize(repo, &tree, &paths.trees, &sha, max_blob_size).map_err(|e| match e {
         ExportError::Io(path, e) => ctx.io(&path, e),
         ExportError::Git(e) => ctx.cache(&paths.mirror, e),
+        ExportError::TooLarge(path, size) => CheckoutError::BlobTooLarge {
+            repo: ctx.repo.to_owned(),
+            url: ctx.url.clone(),
+            sha: sha.clone(),
+            path,
+            size,
+            limit: max_blob_size,
+        },
     })?;
     Ok((sha, dir))
 }

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+/// No limit on the size of files (the tests of the limit set their own).
+const NO_LIMIT: u64 = u64::MAX;
+
 // -- fixtures: real bare repositories built with git2 -------------------------------------
 
 /// A bare repository whose HEAD points at `refs/heads/<head>`.
@@ -116,7 +119,9 @@ fn url_of(path: &Path) -> String {
 }
 
 async fn checkout_one_async(spec: RepoSpec, branch: &str, cache: &Path) -> Checkout {
-    let mut all = checkout_all(&[spec], branch, cache).await.unwrap();
+    let mut all = checkout_all(&[spec], branch, cache, NO_LIMIT)
+        .await
+        .unwrap();
     all.pop().unwrap()
 }
 
@@ -239,7 +244,9 @@ async fn missing_branch_and_missing_fallback_lists_the_branches() {
     let mut s = spec("db", url_of(&tmp.path().join("db.git")));
     s.fallback_branch = Some("develop".into());
 
-    let errors = checkout_all(&[s], "feature-x", &cache).await.unwrap_err();
+    let errors = checkout_all(&[s], "feature-x", &cache, NO_LIMIT)
+        .await
+        .unwrap_err();
 
     assert_eq!(errors.errors().len(), 1);
     let e = &errors.errors()[0];
@@ -286,6 +293,7 @@ async fn empty_remote_has_no_default_branch() {
         &[spec("empty", url_of(&tmp.path().join("empty.git")))],
         "feature-x",
         &cache,
+        NO_LIMIT,
     )
     .await
     .unwrap_err();
@@ -419,7 +427,9 @@ async fn parallel_checkout_of_three_repos_keeps_input_order() {
         spec("c", url_of(&tmp.path().join("c.git"))),
     ];
 
-    let out = checkout_all(&specs, "feature-x", &cache).await.unwrap();
+    let out = checkout_all(&specs, "feature-x", &cache, NO_LIMIT)
+        .await
+        .unwrap();
 
     let summary: Vec<(&str, &str, bool)> = out
         .iter()
@@ -454,7 +464,7 @@ async fn concurrent_runs_on_one_cache_agree() {
     tips.push(tips[0].clone());
     let cache = tmp.path().join("cache");
 
-    let runs = (0..4).map(|_| checkout_all(&specs, "feature-x", &cache));
+    let runs = (0..4).map(|_| checkout_all(&specs, "feature-x", &cache, NO_LIMIT));
     let results = futures::future::join_all(runs).await;
 
     for result in results {
@@ -481,7 +491,9 @@ async fn unreachable_urls_fail_naming_the_repo_and_all_errors_are_reported() {
         spec("nowhere", url_of(&tmp.path().join("does-not-exist.git"))),
     ];
 
-    let errors = checkout_all(&specs, "feature-x", &cache).await.unwrap_err();
+    let errors = checkout_all(&specs, "feature-x", &cache, NO_LIMIT)
+        .await
+        .unwrap_err();
 
     assert_eq!(
         errors.to_string(),
@@ -589,9 +601,15 @@ async fn a_token_is_never_sent_over_plain_http() {
         token: Some((TOKEN_ENV, "ghp_never_in_clear_text".into())),
     };
 
-    let errors = checkout_all_with(&[spec("private", &url)], "main", tmp.path(), credentials)
-        .await
-        .unwrap_err();
+    let errors = checkout_all_with(
+        &[spec("private", &url)],
+        "main",
+        tmp.path(),
+        NO_LIMIT,
+        credentials,
+    )
+    .await
+    .unwrap_err();
 
     assert_eq!(*server.authorizations.lock().unwrap(), Vec::<String>::new());
     assert_eq!(
@@ -627,6 +645,7 @@ async fn no_token_fails_as_auth_error_at_once() {
         &[spec("private", &url)],
         "main",
         tmp.path(),
+        NO_LIMIT,
         Credentials::default(),
     )
     .await
@@ -738,4 +757,150 @@ async fn shallow_fetch_over_git_daemon() {
     let depth = walk.count();
     assert!((1..=2).contains(&depth), "{depth} commits reachable");
     drop(daemon);
+}
+
+// -- untrusted content --------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_file_over_the_blob_limit_fails_the_checkout_naming_it() {
+    let tmp = TempDir::new().unwrap();
+    let remote = product_repo(&tmp.path().join("api.git"), false);
+    let big = "x".repeat(4096);
+    commit(&remote, "main", None, &[("assets/big.bin", Some(&big))]);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+
+    let errors = checkout_all(&[spec("api", &url)], "main", &cache, 2048)
+        .await
+        .unwrap_err();
+
+    let e = &errors.errors()[0];
+    assert!(
+        matches!(e, CheckoutError::BlobTooLarge { path, size: 4096, limit: 2048, .. } if path == "assets/big.bin"),
+        "{e:?}"
+    );
+    let sha = tip(&remote, "main");
+    assert_eq!(
+        e.to_string(),
+        format!("`assets/big.bin` in repository `api` ({url}) at {sha} is 4 KiB, over the 2 KiB limit for a file")
+    );
+    assert!(e.hint().unwrap().contains("repo_files.max_blob_size"));
+    // Nothing half-written is left to be taken for the tree.
+    let trees = cache.join("trees").join(cache_key(&url));
+    assert!(!trees.join(&sha).exists());
+
+    let c = checkout_all(&[spec("api", &url)], "main", &cache, 4096)
+        .await
+        .unwrap();
+    assert_eq!(read(&c[0].dir, "assets/big.bin").len(), 4096);
+}
+
+// -- pruning ------------------------------------------------------------------------------
+
+/// Make `path` look last used `ago`.
+fn used_ago(path: &Path, ago: Duration) {
+    fs::File::open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+fn policy(live: Option<&[&str]>, dry_run: bool) -> PrunePolicy {
+    PrunePolicy {
+        live_commits: live.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        older_than: 14 * DAY,
+        dry_run,
+        now: std::time::SystemTime::now(),
+    }
+}
+
+/// A repository checked out at two commits: (url, cache, old checkout, new checkout).
+async fn two_trees(tmp: &Path) -> (String, PathBuf, Checkout, Checkout) {
+    let remote = product_repo(&tmp.join("api.git"), false);
+    let url = url_of(&tmp.join("api.git"));
+    let cache = tmp.join("cache");
+    let old = checkout_one_async(spec("api", &url), "main", &cache).await;
+    commit(&remote, "main", None, &[("README.md", Some("v2\n"))]);
+    let new = checkout_one_async(spec("api", &url), "main", &cache).await;
+    assert_ne!(old.dir, new.dir);
+    (url, cache, old, new)
+}
+
+#[tokio::test]
+async fn prune_removes_trees_no_live_sandbox_runs_after_the_grace() {
+    let tmp = TempDir::new().unwrap();
+    let (url, cache, old, new) = two_trees(tmp.path()).await;
+    used_ago(&old.dir, 2 * HOUR);
+    used_ago(&new.dir, 2 * HOUR);
+    let recent = old
+        .dir
+        .with_file_name("0123456789abcdef0123456789abcdef01234567");
+    fs::create_dir(&recent).unwrap(); // used a minute ago by a `render`: kept
+
+    let live = [new.sha.as_str()];
+    let dry = prune(&cache, &policy(Some(&live), true)).unwrap();
+    assert_eq!(dry.pruned.len(), 1);
+    assert!(old.dir.exists(), "a dry run removes nothing");
+
+    let report = prune(&cache, &policy(Some(&live), false)).unwrap();
+    assert_eq!(report.pruned.len(), 1, "{report:?}");
+    assert_eq!(report.pruned[0].kind, EntryKind::Tree);
+    assert_eq!(report.pruned[0].path, old.dir);
+    assert!(report.bytes() > 0);
+    assert!(!old.dir.exists());
+    assert!(new.dir.exists() && recent.exists());
+    assert!(mirror(&cache, &url)
+        .find_commit(Oid::from_str(&new.sha).unwrap())
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_reused_tree_counts_as_used() {
+    let tmp = TempDir::new().unwrap();
+    let (url, cache, _old, new) = two_trees(tmp.path()).await;
+    used_ago(&new.dir, 2 * HOUR);
+    let again = checkout_one_async(spec("api", &url), "main", &cache).await;
+    assert_eq!(again.dir, new.dir);
+    let report = prune(&cache, &policy(Some(&[]), false)).unwrap();
+    assert!(
+        report.pruned.iter().all(|p| p.path != new.dir),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_cluster_trees_and_mirrors_go_by_age_alone() {
+    let tmp = TempDir::new().unwrap();
+    let (url, cache, old, new) = two_trees(tmp.path()).await;
+    used_ago(&old.dir, 15 * DAY);
+    used_ago(&new.dir, 2 * HOUR);
+    let report = prune(&cache, &policy(None, false)).unwrap();
+    assert_eq!(report.pruned.len(), 1, "{report:?}");
+    assert!(!old.dir.exists() && new.dir.exists());
+
+    // The mirror's last fetch was 15 days ago: it goes, and the next checkout fetches anew.
+    let lock = cache.join(format!("{}.lock", cache_key(&url)));
+    used_ago(&lock, 15 * DAY);
+    let report = prune(&cache, &policy(None, false)).unwrap();
+    let kinds: Vec<EntryKind> = report.pruned.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [EntryKind::Mirror]);
+    assert!(!cache.join(format!("{}.git", cache_key(&url))).exists());
+    assert!(lock.exists(), "lock files stay");
+    let c = checkout_one_async(spec("api", &url), "main", &cache).await;
+    assert_eq!(read(&c.dir, "README.md"), "v2\n");
+}
+
+#[tokio::test]
+async fn a_repository_being_checked_out_is_skipped() {
+    let tmp = TempDir::new().unwrap();
+    let (url, cache, old, _new) = two_trees(tmp.path()).await;
+    used_ago(&old.dir, 15 * DAY);
+    let _held = lock_exclusive(&cache.join(format!("{}.lock", cache_key(&url)))).unwrap();
+    let report = prune(&cache, &policy(None, false)).unwrap();
+    assert!(report.pruned.is_empty());
+    assert_eq!(report.busy.len(), 1);
+    assert!(old.dir.exists());
 }

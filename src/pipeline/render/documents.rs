@@ -84,6 +84,12 @@ pub(crate) fn parse_manifests(template: &str, text: &str) -> Result<Vec<Manifest
         document += 1;
         // Pad with newlines so the parser's positions are positions in the whole output.
         let padded = format!("{}{}", "\n".repeat(chunk.start_line - 1), chunk.text);
+        crate::yaml::check_expansion(&padded).map_err(|source| RenderError {
+            template: template.to_owned(),
+            line: source.line(),
+            column: None,
+            kind: RenderErrorKind::TooLarge { document, source },
+        })?;
         for doc in serde_yaml_ng::Deserializer::from_str(&padded) {
             let object = Value::deserialize(doc)
                 .map_err(|source| yaml_error(template, text, document, source))?;

@@ -91,6 +91,12 @@ pub(crate) enum RenderErrorKind {
         source: serde_yaml_ng::Error,
     },
 
+    /// The rendered text expands (through YAML aliases) or nests beyond what sandbox reads.
+    TooLarge {
+        document: usize,
+        source: crate::yaml::YamlTooLarge,
+    },
+
     /// A rendered document is not a Kubernetes object (not a mapping, or no string
     /// `apiVersion` / `kind` / `metadata.name`).
     InvalidObject { document: usize, problem: String },
@@ -113,6 +119,7 @@ impl RenderError {
         match (&self.kind, self.line, self.column) {
             (
                 RenderErrorKind::Yaml { document, .. }
+                | RenderErrorKind::TooLarge { document, .. }
                 | RenderErrorKind::InvalidObject { document, .. },
                 line,
                 _,
@@ -159,6 +166,7 @@ impl fmt::Display for RenderErrorKind {
             } => write!(f, "helper `{helper}`: {message}"),
             RenderErrorKind::Template { .. } => f.write_str("rendering failed"),
             RenderErrorKind::Yaml { .. } => f.write_str("invalid YAML"),
+            RenderErrorKind::TooLarge { source, .. } => write!(f, "{source}"),
             RenderErrorKind::InvalidObject { problem, .. } => f.write_str(problem),
         }
     }
@@ -177,6 +185,7 @@ impl StdError for RenderError {
             }
             RenderErrorKind::Template { source } => Some(source.as_ref()),
             RenderErrorKind::Yaml { source, .. } => Some(source),
+            RenderErrorKind::TooLarge { .. } => None, // its text is the message
             RenderErrorKind::MissingValue { .. }
             | RenderErrorKind::UnusableValue { .. }
             | RenderErrorKind::Required { .. }
@@ -207,6 +216,7 @@ impl Hint for RenderError {
             RenderErrorKind::Yaml { rendered_line, .. } => {
                 Some(yaml_hint(self.line, rendered_line.as_deref()))
             }
+            RenderErrorKind::TooLarge { source, .. } => source.hint(),
             RenderErrorKind::InvalidObject { .. } => Some(INVALID_OBJECT_HINT.to_owned()),
         }
     }
@@ -291,7 +301,7 @@ fn file_hint(problem: FileProblem, repo_root: Option<&Path>) -> String {
         FileProblem::NotUtf8 => "only text files can be included; store binary data \
                                  base64-encoded in the repository"
             .to_owned(),
-        FileProblem::Unreadable => "check the file's permissions".to_owned(),
+        FileProblem::TooLarge | FileProblem::Unreadable => problem.advice(),
         FileProblem::InvalidGlob => {
             "glob syntax: `*` `?` `[abc]` within a directory, `**` for any depth".to_owned()
         }

@@ -10,12 +10,10 @@
 //! parameter's path.
 
 use std::error::Error as StdError;
-use std::fmt;
-use std::io;
 use std::ops::RangeInclusive;
-use std::path::{Component, Path, PathBuf};
 
 use crate::error::Hint;
+use crate::pipeline::checkout::{RepoFileError, RepoTree};
 use base64::Engine as _;
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, PathAndJson, RenderContext, RenderErrorReason,
@@ -44,38 +42,7 @@ pub(crate) const HELPER_NAMES: &[&str] = &[
     "files",
 ];
 
-/// Why `file` / `files` could not deliver a file from the repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FileProblem {
-    /// The renderer was built without a repository root.
-    NoRepoRoot,
-    /// The path is absolute, contains `..`, or resolves (through a symlink) outside the root.
-    OutsideRepo,
-    /// Nothing exists at the path.
-    NotFound,
-    /// The path exists but is not a regular file (e.g. a directory).
-    NotAFile,
-    /// The file is not valid UTF-8 text.
-    NotUtf8,
-    /// The file or a directory could not be read (permissions, I/O error).
-    Unreadable,
-    /// The glob pattern given to `files` is malformed.
-    InvalidGlob,
-}
-
-impl fmt::Display for FileProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FileProblem::NoRepoRoot => "no repository checkout to read",
-            FileProblem::OutsideRepo => "path is outside the repository",
-            FileProblem::NotFound => "no such file in the repository",
-            FileProblem::NotAFile => "not a regular file",
-            FileProblem::NotUtf8 => "file is not UTF-8 text",
-            FileProblem::Unreadable => "cannot read",
-            FileProblem::InvalidGlob => "invalid glob pattern",
-        })
-    }
-}
+pub(crate) use crate::pipeline::checkout::FileProblem;
 
 /// A helper failure. Carried through Handlebars inside `RenderErrorReason::NestedError` and
 /// turned into the public `RenderError` by the caller (which adds template name and line).
@@ -129,17 +96,16 @@ impl HelperError {
             source: None,
         }
     }
+}
 
-    fn file_io(path: &str, err: io::Error) -> HelperError {
-        let problem = match err.kind() {
-            io::ErrorKind::NotFound => FileProblem::NotFound,
-            io::ErrorKind::InvalidData => FileProblem::NotUtf8,
-            _ => FileProblem::Unreadable,
-        };
+impl From<RepoFileError> for HelperError {
+    fn from(e: RepoFileError) -> HelperError {
         HelperError::File {
-            path: path.to_owned(),
-            problem,
-            source: Some(Box::new(err)),
+            path: e.path,
+            problem: e.problem,
+            source: e
+                .source
+                .map(|s| Box::new(s) as Box<dyn StdError + Send + Sync>),
         }
     }
 }
@@ -366,19 +332,19 @@ pub(crate) fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
     Ok(s.trim_end_matches('\n').to_owned())
 }
 
-/// Register every helper on `hb`. `repo_root` is where `file` / `files` read from.
-pub(crate) fn register(hb: &mut Handlebars<'static>, repo_root: Option<PathBuf>) {
-    for helper in all_helpers(repo_root) {
+/// Register every helper on `hb`. `repo` is where `file` / `files` read from.
+pub(crate) fn register(hb: &mut Handlebars<'static>, repo: Option<RepoTree>) {
+    for helper in all_helpers(repo) {
         hb.register_helper(helper.name, Box::new(helper));
     }
 }
 
 /// Every helper, named as in [`HELPER_NAMES`].
-fn all_helpers(repo_root: Option<PathBuf>) -> Vec<ValueHelper> {
+fn all_helpers(repo: Option<RepoTree>) -> Vec<ValueHelper> {
     let mut all = value_helpers();
     all.extend(format_helpers());
     all.extend(string_helpers());
-    all.extend(file_helpers(repo_root));
+    all.extend(file_helpers(repo));
     all
 }
 
@@ -511,199 +477,49 @@ fn string_helpers() -> Vec<ValueHelper> {
     ]
 }
 
-/// `file` and `files`: read from the repository at `repo_root`.
-fn file_helpers(repo_root: Option<PathBuf>) -> Vec<ValueHelper> {
-    let root = repo_root.clone();
+/// `file` and `files`: read from the repository's tree (see `checkout::RepoTree` for what
+/// is refused: paths leading out, symlinks leading out, non-files, files over the size limit).
+fn file_helpers(repo: Option<RepoTree>) -> Vec<ValueHelper> {
+    let tree = repo.clone();
     let file = helper("file", "{{file \"path/in/repo\"}}", 1..=1, move |a| {
         let path = a.text(0)?;
-        read_repo_file(root.as_deref(), &path).map(Value::String)
+        read_repo_file(tree.as_ref(), &path).map(Value::String)
     });
-    let root = repo_root;
+    let tree = repo;
     let files = helper(
         "files",
         "{{#each (files \"dir/*.sh\")}}{{this.name}}: {{this.content}}{{/each}}",
         1..=1,
         move |a| {
             let pattern = a.text(0)?;
-            glob_repo_files(root.as_deref(), &pattern)
+            glob_repo_files(tree.as_ref(), &pattern)
         },
     );
     vec![file, files]
 }
 
-/// Reject absolute paths and `..` (lexically; symlinks are checked after canonicalization).
-fn check_relative(path: &str) -> Result<(), HelperError> {
-    if path.is_empty() {
-        return Err(HelperError::file(path, FileProblem::NotFound));
-    }
-    let p = Path::new(path);
-    let ok = p
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok && !path.starts_with('/') && !path.starts_with('\\') {
-        Ok(())
-    } else {
-        Err(HelperError::file(path, FileProblem::OutsideRepo))
-    }
-}
-
-fn canonical_root(root: Option<&Path>, shown: &str) -> Result<PathBuf, HelperError> {
-    let root = root.ok_or_else(|| HelperError::file(shown, FileProblem::NoRepoRoot))?;
-    root.canonicalize().map_err(|e| HelperError::File {
-        path: shown.to_owned(),
-        problem: FileProblem::NoRepoRoot,
-        source: Some(Box::new(e)),
-    })
-}
-
-/// Canonicalize `full` and make sure it is a regular file inside `canon_root`; read it.
-fn read_checked(canon_root: &Path, full: &Path, shown: &str) -> Result<String, HelperError> {
-    let canon = full
-        .canonicalize()
-        .map_err(|e| HelperError::file_io(shown, e))?;
-    if !canon.starts_with(canon_root) {
-        return Err(HelperError::file(shown, FileProblem::OutsideRepo));
-    }
-    if !canon.is_file() {
-        return Err(HelperError::file(shown, FileProblem::NotAFile));
-    }
-    std::fs::read_to_string(&canon).map_err(|e| HelperError::file_io(shown, e))
-}
-
-/// `{{file "path"}}`: the content of one file under the repository root.
-pub(crate) fn read_repo_file(root: Option<&Path>, path: &str) -> Result<String, HelperError> {
-    let canon_root = canonical_root(root, path)?;
-    check_relative(path)?;
-    read_checked(&canon_root, &canon_root.join(path), path)
+/// `{{file "path"}}`: the content of one file of the repository.
+pub(crate) fn read_repo_file(repo: Option<&RepoTree>, path: &str) -> Result<String, HelperError> {
+    let tree = repo.ok_or_else(|| HelperError::file(path, FileProblem::NoRepoRoot))?;
+    Ok(tree.read_to_string(path)?)
 }
 
 /// `{{files "glob"}}`: `[{path, name, content}]` for the regular files matching the pattern
-/// (relative to the repository root), sorted by path. `*` and `?` do not match `/` (use `**`
-/// for any depth) and dot-named files or directories are only matched where the pattern spells
-/// the leading `.` (e.g. `conf/.env*`), which keeps `.git` out of `**`.
-pub(crate) fn glob_repo_files(root: Option<&Path>, pattern: &str) -> Result<Value, HelperError> {
-    let canon_root = canonical_root(root, pattern)?;
-    check_relative(pattern)?;
-    let mut found = Vec::new();
-    for entry in glob_under(&canon_root, pattern)? {
-        let entry = entry.map_err(|e| unreadable_match(&canon_root, pattern, e))?;
-        if let Some(file) = matched_file(&canon_root, pattern, &entry)? {
-            found.push(file);
-        }
-    }
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Value::Array(
-        found.into_iter().map(RepoFile::into_json).collect(),
-    ))
-}
-
-/// One file `files` returns.
-struct RepoFile {
-    /// Relative to the repository root, `/`-separated.
-    path: String,
-    name: String,
-    content: String,
-}
-
-impl RepoFile {
-    fn into_json(self) -> Value {
-        let mut m = Map::new();
-        m.insert("path".into(), Value::String(self.path));
-        m.insert("name".into(), Value::String(self.name));
-        m.insert("content".into(), Value::String(self.content));
-        Value::Object(m)
-    }
-}
-
-/// The paths matching `pattern` under `canon_root` (dot entries included; see [`dots_allowed`]).
-fn glob_under(canon_root: &Path, pattern: &str) -> Result<glob::Paths, HelperError> {
-    let invalid_glob = |e: glob::PatternError| HelperError::File {
-        path: pattern.to_owned(),
-        problem: FileProblem::InvalidGlob,
-        source: Some(Box::new(e)),
-    };
-    glob::Pattern::new(pattern).map_err(invalid_glob)?;
-    let root_str = canon_root
-        .to_str()
-        .ok_or_else(|| HelperError::file(pattern, FileProblem::Unreadable))?;
-    let full = format!(
-        "{}/{}",
-        glob::Pattern::escape(root_str.trim_end_matches('/')),
-        pattern.trim_start_matches("./")
-    );
-    let options = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        // Dot files are filtered below (glob's own option drops every dot entry, even when the
-        // pattern names it, and panics on non-UTF-8 names).
-        require_literal_leading_dot: false,
-    };
-    glob::glob_with(&full, options).map_err(invalid_glob)
-}
-
-/// A directory on the way could not be read.
-fn unreadable_match(canon_root: &Path, pattern: &str, e: glob::GlobError) -> HelperError {
-    let shown = e
-        .path()
-        .strip_prefix(canon_root)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| pattern.to_owned());
-    HelperError::File {
-        path: shown,
-        problem: FileProblem::Unreadable,
-        source: Some(Box::new(io::Error::from(e))),
-    }
-}
-
-/// The file at a matched `entry`, read; None when it is not a file, or a dot file the pattern
-/// does not name.
-fn matched_file(
-    canon_root: &Path,
+/// (relative to the repository root), sorted by path; see `RepoTree::glob`.
+pub(crate) fn glob_repo_files(
+    repo: Option<&RepoTree>,
     pattern: &str,
-    entry: &Path,
-) -> Result<Option<RepoFile>, HelperError> {
-    if !entry.is_file() {
-        return Ok(None); // directories (and dangling symlinks) are not files
-    }
-    let rel = entry.strip_prefix(canon_root).unwrap_or(entry);
-    if !dots_allowed(pattern, rel) {
-        return Ok(None);
-    }
-    let path = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
-    let content = read_checked(canon_root, entry, &path)?;
-    let name = rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(Some(RepoFile {
-        path,
-        name,
-        content,
-    }))
-}
-
-/// Whether a match may contain dot-named components: only where the pattern names them with a
-/// literal leading `.` (component by component; with `**`, anywhere in the pattern).
-fn dots_allowed(pattern: &str, rel: &Path) -> bool {
-    let pat: Vec<&str> = pattern
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    let names: Vec<std::borrow::Cow<'_, str>> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect();
-    if pat.contains(&"**") || pat.len() != names.len() {
-        let pattern_has_dot = pat.iter().any(|c| c.starts_with('.'));
-        return pattern_has_dot || !names.iter().any(|n| n.starts_with('.'));
-    }
-    pat.iter()
-        .zip(&names)
-        .all(|(p, n)| !n.starts_with('.') || p.starts_with('.'))
+) -> Result<Value, HelperError> {
+    let tree = repo.ok_or_else(|| HelperError::file(pattern, FileProblem::NoRepoRoot))?;
+    let files = tree.glob(pattern)?.into_iter().map(|file| {
+        let name = file.path.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut m = Map::new();
+        m.insert("path".into(), Value::String(file.path));
+        m.insert("name".into(), Value::String(name));
+        m.insert("content".into(), Value::String(file.content));
+        Value::Object(m)
+    });
+    Ok(Value::Array(files.collect()))
 }
 
 #[cfg(test)]
@@ -755,15 +571,5 @@ mod tests {
         assert!(!is_empty(&json!(0)));
         assert!(!is_empty(&json!(false)));
         assert!(!is_empty(&json!("x")));
-    }
-
-    #[test]
-    fn relative_path_checks() {
-        assert!(check_relative("a/b.txt").is_ok());
-        assert!(check_relative("./a").is_ok());
-        assert!(check_relative("../a").is_err());
-        assert!(check_relative("a/../../b").is_err());
-        assert!(check_relative("/etc/passwd").is_err());
-        assert!(check_relative("").is_err());
     }
 }

@@ -20,10 +20,10 @@ mod documents;
 mod error;
 pub(crate) mod helpers;
 
-use std::path::PathBuf;
-
 use handlebars::{Handlebars, RenderContext, Renderable, StringOutput, Template};
 use serde_json::Value;
+
+use crate::pipeline::checkout::RepoTree;
 
 pub(crate) use documents::parse_manifests;
 pub(crate) use error::RenderError;
@@ -62,20 +62,17 @@ impl Manifest {
 pub(crate) struct Renderer {
     registry: Handlebars<'static>,
     /// Where `file`/`files` read from (None = the helpers fail with a clear error).
-    repo_root: Option<PathBuf>,
+    repo: Option<RepoTree>,
 }
 
 impl Renderer {
-    /// `repo_root`: where `file`/`files` read from (None = the helpers fail with a clear error).
-    pub(crate) fn new(repo_root: Option<PathBuf>) -> Renderer {
+    /// `repo`: where `file`/`files` read from (None = the helpers fail with a clear error).
+    pub(crate) fn new(repo: Option<RepoTree>) -> Renderer {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(handlebars::no_escape);
-        helpers::register(&mut registry, repo_root.clone());
-        Renderer {
-            registry,
-            repo_root,
-        }
+        helpers::register(&mut registry, repo.clone());
+        Renderer { registry, repo }
     }
 
     /// Render `template` and parse the output into Kubernetes objects.
@@ -96,8 +93,14 @@ impl Renderer {
     ) -> Result<String, RenderError> {
         let compiled = Template::compile_with_name(&template.text, template.name.clone())
             .map_err(|source| diagnose::syntax_error(template, source))?;
-        let diagnose =
-            |e| diagnose::from_handlebars(e, &template.name, context, self.repo_root.as_deref());
+        let diagnose = |e| {
+            diagnose::from_handlebars(
+                e,
+                &template.name,
+                context,
+                self.repo.as_ref().map(RepoTree::dir),
+            )
+        };
         let ctx = handlebars::Context::from(context.clone());
         let mut rc = RenderContext::new(compiled.name.as_ref());
         let mut out = StringOutput::new();
@@ -609,7 +612,8 @@ mod tests {
     }
 
     fn in_repo(root: &Path, template: &str) -> Result<String, RenderError> {
-        Renderer::new(Some(root.to_path_buf())).render_text(&tpl(template), &ctx())
+        let tree = RepoTree::new(root, 1 << 20);
+        Renderer::new(Some(tree)).render_text(&tpl(template), &ctx())
     }
 
     #[test]
@@ -811,6 +815,26 @@ mod tests {
     }
 
     #[test]
+    fn rendered_output_that_expands_too_far_is_refused() {
+        let text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{}",
+            crate::yaml::quadratic_alias_bomb(2_000)
+        );
+        let e = parse_manifests("templates/bomb.yaml", &text).unwrap_err();
+        assert!(
+            matches!(e.kind, RenderErrorKind::TooLarge { document: 2, .. }),
+            "{e:?}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.starts_with("templates/bomb.yaml: rendered document 2 (rendered line ")
+                && message.contains("): expands to more than 1000000 YAML nodes"),
+            "{message}"
+        );
+        assert!(e.hint().unwrap().contains("alias"));
+    }
+
+    #[test]
     fn multi_document_parsing() {
         let r = Renderer::new(None);
         let text = "---\n# only a comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\n\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: b\n...\n---\n";
@@ -899,7 +923,7 @@ mod tests {
     #[test]
     fn realistic_template_from_fixture() {
         let dir = repo();
-        let r = Renderer::new(Some(dir.path().to_path_buf()));
+        let r = Renderer::new(Some(RepoTree::new(dir.path(), 1 << 20)));
         let source = TemplateSource {
             name: "templates/api.yaml".to_owned(),
             text: include_str!("../../../tests/fixtures/render/api.yaml").to_owned(),

@@ -52,6 +52,11 @@ pub(crate) fn is_sops_document(content: &str, format: Format) -> bool {
                 .is_some_and(|sops| sops.contains_key("mac"))
         }),
         Format::Yaml => {
+            // Too large to look at is not a sops file; the caller checks the bounds first to
+            // say why (`crate::yaml`).
+            if crate::yaml::check_expansion(content).is_err() {
+                return false;
+            }
             let Some(first) = serde_yaml_ng::Deserializer::from_str(content).next() else {
                 return false;
             };
@@ -80,6 +85,7 @@ pub(super) fn parse_document(
             serde_json::from_str::<Value>(content).map_err(|e| parse_error(e.into()))?
         }
         Format::Yaml => {
+            crate::yaml::check_expansion(content).map_err(|e| parse_error(e.into()))?;
             let mut documents = serde_yaml_ng::Deserializer::from_str(content);
             let Some(first) = documents.next() else {
                 return Err(SopsError::NotSops {
