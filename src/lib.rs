@@ -21,6 +21,7 @@ pub mod error;
 mod kube;
 mod lock;
 mod object;
+mod outage;
 mod program;
 mod progress;
 pub mod record;
