@@ -92,7 +92,9 @@ fn hold_lease(
     })
 }
 
-#[tokio::test]
+// Several threads: the test's own tasks (a lease holder, the proxy) keep running while it
+// blocks on the `sandbox` child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_up_prunes_from_the_inventory_the_run_before_it_left() {
     let Some(client) = cluster("lock: prune after waiting").await else {
         return;
@@ -152,7 +154,9 @@ spec:
             periodSeconds: 1
 "#;
 
-#[tokio::test]
+// Several threads: the test's own tasks (a lease holder, the proxy) keep running while it
+// blocks on the `sandbox` child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alone() {
     let Some(client) = cluster("lock: takeover").await else {
         return;
@@ -171,6 +175,10 @@ async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alon
         jiff::SignedDuration::ZERO,
         stop.clone(),
     );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    while holder(&leases).await.as_deref() != Some("intruder #e2e") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = run.wait_with_output().unwrap();
     let text = stderr(&out);
     assert_eq!(
@@ -185,7 +193,6 @@ async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alon
         "{text}"
     );
     // Its release did not delete the new holder's lease.
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(
         holder(&leases).await.as_deref(),
         Some("intruder #e2e"),
@@ -199,7 +206,9 @@ async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alon
     assert_eq!(orphans(&client, &ns.name).await, Vec::<String>::new());
 }
 
-#[tokio::test]
+// Several threads: the test's own tasks (a lease holder, the proxy) keep running while it
+// blocks on the `sandbox` child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_judged_by_observed_renewals_not_by_the_clock_written_in_it() {
     let Some(client) = cluster("lock: skewed clocks").await else {
         return;

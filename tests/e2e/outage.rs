@@ -116,7 +116,9 @@ fn proxied_kubeconfig(path: &std::path::Path, proxy: Option<SocketAddr>) -> Stri
     upstream
 }
 
-#[tokio::test]
+// Several threads: the test's own tasks (a lease holder, the proxy) keep running while it
+// blocks on the `sandbox` child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_rides_out_ten_seconds_of_an_unreachable_api_server() {
     let Some(client) = cluster("outage").await else {
         return;
@@ -172,8 +174,7 @@ async fn up_rides_out_ten_seconds_of_an_unreachable_api_server() {
     } else {
         // Failing is allowed only clearly: naming the API server and what to do.
         assert!(
-            stderr.contains(&format!("127.0.0.1:{}", proxy.addr.port()))
-                && stderr.contains("hint:"),
+            stderr.contains("API server") && stderr.contains("hint:"),
             "{text}"
         );
     }
