@@ -88,7 +88,13 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
     let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
+    let direct = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
+    let default_namespace = direct.default_namespace().to_owned();
+    // Every request goes through the retries that ride out a short outage of the API server.
+    let client = Client::new(
+        crate::outage::Retrying::new(direct, server.clone()),
+        default_namespace,
+    );
     let version = client
         .apiserver_version()
         .await

@@ -22,6 +22,7 @@ mod access;
 mod kube;
 mod lock;
 mod object;
+mod outage;
 mod program;
 mod progress;
 pub mod record;

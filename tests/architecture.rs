@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("redact", 0),
     ("kube", 1),
     ("object", 1),
+    ("outage", 0),
     ("progress", 1),
     ("program", 0),
     ("yaml", 0),

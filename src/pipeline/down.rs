@@ -26,6 +26,8 @@ pub(crate) async fn down(
         record::fetch(cluster, namespace, product).await?,
         Lookup::Ours(r) if !r.terminating
     );
+    // Held until the namespace is gone. Its `lost()` is not watched: deleting the namespace
+    // deletes the lease in it, and once the deletion is under way there is nothing to stop.
     let _lock = if live_and_ours {
         let holder = lock::holder_identity("down");
         Some(lock::acquire(cluster, namespace, &holder, wait_for_lock, reporter).await?)

@@ -48,6 +48,7 @@ crate::error::hint_registry!(
     [
         // The foundations' errors, listed here because the foundations sit below any registry.
         crate::kube::ClusterError,
+        crate::outage::ApiUnreachable,
         crate::lock::LockError,
         crate::access::AccessError,
         crate::record::RecordError,

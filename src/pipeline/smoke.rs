@@ -135,7 +135,7 @@ async fn stream_logs(cluster: &Cluster, ns: &str, kind: &str, name: &str, report
         "Job" => watcher::Config::default().labels(&format!("job-name={name}")),
         _ => watcher::Config::default().fields(&format!("metadata.name={name}")),
     };
-    let mut events = std::pin::pin!(watcher(pods.clone(), config).boxed());
+    let mut events = std::pin::pin!(crate::outage::ride_out(watcher(pods.clone(), config)).boxed());
     let pod = loop {
         match events.try_next().await {
             Ok(Some(watcher::Event::Apply(p))) | Ok(Some(watcher::Event::InitApply(p))) => {

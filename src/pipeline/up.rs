@@ -22,7 +22,7 @@ use crate::pipeline::rollback;
 use crate::pipeline::settings::Settings;
 use crate::pipeline::{inventory, smoke};
 use crate::progress::Reporter;
-use crate::record::{self, RepoAt, SandboxRecord, Status, Update};
+use crate::record::{self, Lookup, RepoAt, SandboxRecord, Status, Update};
 
 /// What to do with the sandbox when the deploy or the smoke tests fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,52 +84,178 @@ pub(crate) async fn up(
         .context("the rendered objects cannot be deployed")?;
     let prepare_time = started.elapsed();
 
+    let outcome = locked(&cluster, settings, &prepared, options, reporter).await?;
+    let total = started.elapsed();
+    Ok(report(settings, &prepared, &outcome, prepare_time, total))
+}
+
+/// Take the sandbox's lock, and under it [`deploy`]. The lock lives in the namespace, so a new
+/// sandbox's namespace is made first; its record is read (and written) only under the lock: a
+/// run that waited must prune from the inventory and judge by the status that the run before
+/// it left, not by what was there when it started.
+async fn locked(
+    cluster: &Cluster,
+    settings: &Settings,
+    prepared: &Prepared,
+    options: UpOptions,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    let ns = settings.namespace.as_str();
     let wanted = sandbox_record(settings, &prepared.checkouts, jiff::Timestamp::now());
-    let previous = record::ensure(&cluster, &wanted)
+    let lookup = record::fetch(cluster, ns, &settings.config.name)
         .await
-        .with_context(|| format!("could not prepare namespace `{}`", settings.namespace))?;
+        .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+    let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
+    if new {
+        record::ensure(cluster, &wanted)
+            .await
+            .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+    }
     // The accounts that work in sandboxes get their rights here before the lock is taken in it.
     if let Some(access) = &settings.access {
-        crate::access::grant(&cluster, &settings.namespace, access).await?;
+        crate::access::grant(cluster, ns, access).await?;
     }
     let holder = lock::holder_identity(&settings.owner);
-    let lock = lock::acquire(
-        &cluster,
-        &settings.namespace,
-        &holder,
-        options.wait_for_lock,
-        reporter,
-    )
-    .await?;
-    let changed = Mutex::new(Vec::new());
-    let result = rollout(
-        &cluster,
+    let lock = lock::acquire(cluster, ns, &holder, options.wait_for_lock, reporter).await?;
+    let work = Locked {
+        cluster,
         settings,
-        &prepared,
-        previous.as_ref(),
-        &changed,
-        reporter,
-    )
-    .await;
-    let outcome = match result {
-        Ok(done) => done,
-        Err(error) => {
-            reporter.abandon();
-            let changed = changed.into_inner().expect("not poisoned");
+        prepared,
+        wanted: &wanted,
+        made_namespace: new,
+    };
+    // The work stops where it is when the lock is lost: another run may be deploying now, so
+    // nothing more is written, not even the failure.
+    let result = tokio::select! {
+        result = work.rollout(reporter) => result,
+        lost = lock.lost() => Err(Failed::lost(lost)),
+        never = report_outages(reporter) => match never {},
+    };
+    let result = match result {
+        Ok(done) => Ok(done),
+        Err(Failed {
+            error,
+            failure: None,
+        }) => Err(error),
+        Err(Failed {
+            error,
+            failure: Some((created_now, changed)),
+        }) => {
             let failure = Failure {
-                cluster: &cluster,
+                cluster,
                 settings,
-                created_now: previous.is_none(),
+                created_now,
                 changed: &changed,
             };
-            let error = failure.handle(error, options.on_failure, reporter).await;
-            lock.release().await;
-            return Err(error);
+            let handled = failure.handle(error, options.on_failure, reporter);
+            if failure.deletes_sandbox(options.on_failure) {
+                // Deleting the namespace deletes the lease in it: that is no lost lock.
+                Err(handled.await)
+            } else {
+                tokio::select! {
+                    error = handled => Err(error),
+                    lost = lock.lost() => Err(lost.into()),
+                }
+            }
         }
     };
     lock.release().await;
-    let total = started.elapsed();
-    Ok(report(settings, &prepared, &outcome, prepare_time, total))
+    result
+}
+
+/// A failed rollout: the error, and unless the lock was lost, what `--on-failure` needs (whether
+/// this run created the sandbox, and what it changed).
+struct Failed {
+    error: anyhow::Error,
+    failure: Option<(bool, Vec<ObjectRef>)>,
+}
+
+impl Failed {
+    fn lost(lost: lock::LockError) -> Failed {
+        Failed {
+            error: lost.into(),
+            failure: None,
+        }
+    }
+}
+
+/// What `up` does under the lock.
+struct Locked<'a> {
+    cluster: &'a Cluster,
+    settings: &'a Settings,
+    prepared: &'a Prepared,
+    wanted: &'a SandboxRecord,
+    /// This run made the namespace (before taking the lock).
+    made_namespace: bool,
+}
+
+impl Locked<'_> {
+    /// Write the record and roll out.
+    async fn rollout(&self, reporter: &Reporter) -> Result<Outcome, Failed> {
+        let ns = self.settings.namespace.as_str();
+        let previous = record::ensure(self.cluster, self.wanted)
+            .await
+            .with_context(|| format!("could not prepare namespace `{ns}`"))
+            .map_err(|error| Failed {
+                error,
+                failure: None,
+            })?;
+        // This run made the sandbox if it made the namespace and no run deployed into it since
+        // (a run that was faster to the lock leaves a status or an inventory).
+        let created_now = self.made_namespace
+            && previous
+                .as_ref()
+                .is_none_or(|r| r.status.is_none() && r.inventory.is_empty());
+        let changed = Mutex::new(Vec::new());
+        let result = rollout(
+            self.cluster,
+            self.settings,
+            self.prepared,
+            previous.as_ref(),
+            &changed,
+            reporter,
+        )
+        .await;
+        result.map_err(|error| {
+            reporter.abandon();
+            Failed {
+                error,
+                failure: Some((created_now, changed.into_inner().expect("not poisoned"))),
+            }
+        })
+    }
+}
+
+/// Say when the API server stops answering and when it is back, while requests wait for it.
+async fn report_outages(reporter: &Reporter) -> std::convert::Infallible {
+    let mut outages = crate::outage::outages();
+    let mut started = None;
+    loop {
+        let outage = outages.borrow_and_update().clone();
+        match (outage, started) {
+            (Some(o), None) => {
+                reporter.info(&format!(
+                    "the API server at {} does not answer ({}); retrying for up to {}s",
+                    o.server,
+                    o.error,
+                    crate::outage::RETRY_FOR.as_secs()
+                ));
+                started = Some(o.since);
+            }
+            (None, Some(since)) => {
+                let after: std::time::Duration = since.elapsed();
+                reporter.info(&format!(
+                    "the API server answers again, after {:.1}s",
+                    after.as_secs_f64()
+                ));
+                started = None;
+            }
+            _ => {}
+        }
+        if outages.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The record `up` writes at its start. The expiry moves with each up ([`record::ensure`] keeps
@@ -253,6 +379,11 @@ struct Failure<'a> {
 }
 
 impl Failure<'_> {
+    /// Whether handling the failure deletes the sandbox (and the lease in it).
+    fn deletes_sandbox(&self, on_failure: OnFailure) -> bool {
+        self.created_now && matches!(on_failure, OnFailure::Rollback | OnFailure::Destroy)
+    }
+
     /// Mark the sandbox failed and keep, roll back or destroy it; the error says what happened.
     async fn handle(
         &self,

@@ -336,7 +336,7 @@ async fn watch_until<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut stream = std::pin::pin!(watch_object(api, name));
+    let mut stream = std::pin::pin!(crate::outage::ride_out(watch_object(api, name)));
     while let Some(event) = stream.next().await {
         let object = event.map_err(|source| WaitError::Watch {
             kind: short_type::<K>(),
@@ -486,7 +486,7 @@ pub(crate) async fn first_stuck_pod(
 ) -> WaitError {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let stream = watcher(pods.clone(), watcher::Config::default().labels(selector));
-    let mut stream = std::pin::pin!(stream.boxed());
+    let mut stream = std::pin::pin!(crate::outage::ride_out(stream).boxed());
     loop {
         let pod = match stream.try_next().await {
             Ok(Some(watcher::Event::Apply(p))) | Ok(Some(watcher::Event::InitApply(p))) => p,

@@ -14,5 +14,7 @@ mod charts;
 mod cluster;
 mod images;
 mod lifecycle;
+mod lock;
+mod outage;
 mod serve;
 mod up;

@@ -354,3 +354,26 @@ pub fn changed_between<'a>(
         .filter(|k| second.get(*k) != first.get(*k))
         .collect()
 }
+
+/// Objects the tool made in `ns` that its record's inventory does not list: what a prune can no
+/// longer find (the last good revision, the lock's lease and pods are not rendered objects).
+pub async fn orphans(client: &Client, ns: &str) -> Vec<String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let annotations = namespaces
+        .get(ns)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    let inventory: Vec<String> = annotations
+        .get("sandbox.dev/inventory")
+        .map(|i| serde_json::from_str(i).unwrap())
+        .unwrap_or_default();
+    // `versions` keys are `Kind/name`; inventory entries are `apiVersion/Kind/name`.
+    versions(client, ns)
+        .await
+        .into_keys()
+        .filter(|k| !inventory.iter().any(|i| i.ends_with(&format!("/{k}"))))
+        .collect()
+}
