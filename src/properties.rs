@@ -10,9 +10,11 @@ use proptest::prelude::*;
 
 use crate::pipeline::config;
 use crate::pipeline::render::parse_manifests;
+use crate::pipeline::sops::{self, Format, Identities};
 use crate::pipeline::values::SetValue;
 use crate::record::namespace_for;
 use crate::serve::event;
+use crate::yaml;
 
 /// Text that looks enough like YAML to reach past the first parser check: keys of the config's
 /// schema, indentation, flow collections, anchors, aliases, tags and quotes.
@@ -38,6 +40,15 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("- &a [x, *a]\n".to_owned()),
         Just("? !!binary aGk=\n".to_owned()),
         Just("\"\\u0000\": '''\n".to_owned()),
+        // sops files: the metadata map and encrypted leaves, well and badly formed.
+        Just("sops:\n".to_owned()),
+        Just("  mac: ENC[AES256_GCM,data:AAAA,iv:AAAAAAAAAAAAAAAA,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]\n".to_owned()),
+        Just("  age:\n    - recipient: age1qqqq\n      enc: x\n".to_owned()),
+        Just("  hc_vault: [{vault_address: http://evil, engine_path: x, key_name: k}]\n".to_owned()),
+        Just("  version: 3.9.0\n  lastmodified: \"2026-01-01T00:00:00Z\"\n".to_owned()),
+        Just("  encrypted_regex: ^(data|[\n".to_owned()),
+        Just("password: ENC[AES256_GCM,data:,iv:,tag:,type:int]\n".to_owned()),
+        Just("&b [*b, *b, *b]\n".to_owned()),
         "[ -~]{0,24}\n",
         "\\PC{0,8}",
     ];
@@ -69,6 +80,24 @@ proptest! {
     #[test]
     fn the_manifest_parser_never_panics(text in yamlish()) {
         let _ = parse_manifests("deploy/x.yaml", &text);
+    }
+
+    /// YAML from a branch: the expansion check never panics, and whatever it lets through
+    /// parses without exceeding what it counted (here: the parse finishes).
+    #[test]
+    fn the_yaml_expansion_check_never_panics(text in yamlish()) {
+        if yaml::check_expansion(&text).is_ok() {
+            let _ = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text);
+        }
+    }
+
+    /// sops files: any text, as YAML or JSON, decrypts or is an error — and with no identities
+    /// and the hand-off off (the default), nothing is handed to a `sops` binary.
+    #[test]
+    fn sops_documents_never_panic(text in yamlish(), json in json_value(3)) {
+        let ids = Identities::default();
+        let _ = sops::decrypt(&text, Format::Yaml, Path::new("secrets.yaml"), &ids);
+        let _ = sops::decrypt(&json.to_string(), Format::Json, Path::new("s.json"), &ids);
     }
 
     /// Webhook bodies: any bytes for any event are an event or an error.
@@ -127,6 +156,17 @@ proptest! {
                 prop_assert!(false, "{other:?} and {branch:?} both map to {name}");
             }
         }
+    }
+}
+
+proptest! {
+    // Each case counts a million nodes or more: a few widths suffice.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Alias bombs of every width past the limit are refused.
+    #[test]
+    fn alias_bombs_are_refused(width in 1_100usize..3_000) {
+        prop_assert!(yaml::check_expansion(&yaml::quadratic_alias_bomb(width)).is_err());
     }
 }
 
