@@ -224,6 +224,29 @@ fn connection_failure(error: &kube::Error) -> Option<Sent> {
     broken.then_some(Sent::Maybe)
 }
 
+/// `kube::runtime::wait::await_condition`, riding out an outage as [`ride_out`] does: waits
+/// until object `name` of `api` matches `condition` (`None`: it does not exist), and fails only
+/// on an error that is not about the connection, or on errors that last [`RETRY_FOR`].
+pub(crate) async fn await_condition<K>(
+    api: kube::Api<K>,
+    name: &str,
+    condition: impl kube::runtime::wait::Condition<K>,
+) -> Result<Option<K>, watcher::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let objects = ride_out(watcher::watch_object(api, name));
+    futures::pin_mut!(objects);
+    while let Some(object) = objects.next().await {
+        let object = object?;
+        if condition.matches_object(object.as_ref()) {
+            return Ok(object);
+        }
+    }
+    // A watcher's stream does not end; if it ever did, what it last saw is unknown.
+    std::future::pending().await
+}
+
 /// A watch stream that keeps going through an outage. After an error the watcher re-lists by
 /// itself on the next poll; an error is only passed on when it is not about the connection
 /// (the server refused the watch), or when errors have kept coming for [`RETRY_FOR`].

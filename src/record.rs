@@ -620,12 +620,12 @@ pub(crate) async fn wait_gone(
     timeout: Duration,
 ) -> Result<(), RecordError> {
     let gone =
-        kube::runtime::wait::await_condition(namespaces(cluster), name, |n: Option<&Namespace>| {
+        crate::outage::await_condition(namespaces(cluster), name, |n: Option<&Namespace>| {
             n.is_none()
         });
     match tokio::time::timeout(timeout, gone).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(kube::runtime::wait::Error::ProbeFailed(source))) => Err(RecordError::Api {
+        Ok(Err(source)) => Err(RecordError::Api {
             what: format!("could not watch namespace `{name}` go"),
             source: kube::Error::Service(Box::new(source)),
         }),

@@ -158,7 +158,7 @@ pub(crate) async fn delete_own(
     api.delete(name, &DeleteParams::background())
         .await
         .map_err(failed)?;
-    let gone = kube::runtime::wait::await_condition(
+    let gone = crate::outage::await_condition(
         api.clone(),
         name,
         kube::runtime::conditions::is_deleted(&uid),
