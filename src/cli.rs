@@ -9,12 +9,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::pipeline::values::SetValue;
 use crate::pipeline::OnFailure;
 
+/// What `--version` prints after the name: the version, the commit it was built from (`build.rs`)
+/// and the Kubernetes versions it supports (the oldest it is tested on, the newest k8s-openapi
+/// knows: its feature `v1_33`).
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SANDBOX_GIT_SHA"),
+    ", Kubernetes 1.20–1.33)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox",
-    version,
+    version = VERSION,
     about = "Every branch its own complete, isolated copy of the product on Kubernetes",
-    after_help = "Exit codes: 0 success; 1 a failure caused by input, configuration or the cluster; 70 a bug (a crash); 130 interrupted (Ctrl-C)."
+    after_help = crate::error::EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// The product's sandbox.yaml.
@@ -72,6 +82,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Print shell completions.
+    #[command(visible_alias = "completion")]
     Completions(CompletionsArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
     Serve(ServeArgs),
@@ -88,6 +99,9 @@ pub(crate) struct DownArgs {
     /// Fail at once if an `up` holds the sandbox's lock (default: wait).
     #[arg(long)]
     pub(crate) no_wait: bool,
+    /// Only say what would be deleted (after the same checks that it is this product's).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -280,7 +294,7 @@ pub(crate) enum Output {
 }
 
 /// `sandbox serve`. Secrets come from the environment (or a file), never from flags:
-/// `SANDBOX_WEBHOOK_SECRET`, `SANDBOX_GITHUB_TOKEN` or `GITHUB_TOKEN`.
+/// `SANDBOX_WEBHOOK_SECRET`, `SANDBOX_GITHUB_TOKEN`, `GITHUB_TOKEN` or `GH_TOKEN`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on (port 0: any free port; the bound address is logged).
@@ -344,4 +358,32 @@ pub(crate) struct ServeArgs {
     /// What the periodic prune deletes: mirrors unused this long (see `cache prune --older-than`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
     pub(crate) prune_cache_older_than: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn completion_is_an_alias_and_down_has_a_dry_run() {
+        let cli = Cli::try_parse_from(["sandbox", "completion", "zsh"]).unwrap();
+        assert!(matches!(cli.command, Command::Completions(_)));
+        let cli = Cli::try_parse_from(["sandbox", "down", "-b", "x", "--dry-run"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Down(DownArgs { dry_run: true, .. })
+        ));
+    }
+
+    #[test]
+    fn the_version_names_the_commit_and_the_kubernetes_range() {
+        let version = Cli::command().render_version();
+        assert!(version.starts_with(&format!("sandbox {} (git ", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            version.trim_end().ends_with(", Kubernetes 1.20–1.33)"),
+            "{version}"
+        );
+    }
 }

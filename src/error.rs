@@ -10,12 +10,26 @@
 
 use std::fmt::Write;
 
-/// Exit code for failures caused by input, configuration or the cluster.
-pub const EXIT_FAILURE: i32 = 1;
+// The exit codes, in one place (listed in `--help` by `EXIT_CODES_HELP` and in the README).
+/// Exit code of success (`diff`: nothing would change).
+pub const EXIT_OK: i32 = 0;
+/// Exit code of `diff` when the sandbox would change (as `kubectl diff`).
+pub const EXIT_CHANGES: i32 = 1;
+/// Exit code for failures caused by usage, input, configuration or the cluster (clap's own
+/// code for a usage error, and `kubectl diff`'s "2 or above" for an error).
+pub const EXIT_FAILURE: i32 = 2;
 /// Exit code for a bug: the program panicked (EX_SOFTWARE of sysexits.h).
 pub const EXIT_BUG: i32 = 70;
 /// Exit code when Ctrl-C stopped the command (the shell's own code for SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The exit codes as `--help` lists them (a unit test checks them against the constants).
+pub const EXIT_CODES_HELP: &str = "Exit codes:
+  0    success; `diff`: nothing would change
+  1    `diff`: the sandbox would change
+  2    a failure caused by usage, input, configuration or the cluster (the message says which)
+  70   a bug in sandbox (a crash): please report it
+  130  interrupted (Ctrl-C)";
 
 /// An error that can tell the user what to do about it. The last line of a hint is the advice;
 /// lines above it are details (events, log lines) shown indented.
@@ -77,6 +91,13 @@ pub fn install_panic_hook() {
 
 /// What a panic prints: one `error:` line with where it happened, and a hint that it is a bug.
 fn crash_report(message: &str, place: Option<&str>) -> String {
+    // Short: the first line, at most 200 characters.
+    let first = message.lines().next().unwrap_or_default();
+    let mut short: String = first.chars().take(200).collect();
+    if short.len() < message.trim_end().len() {
+        short.push('…');
+    }
+    let message = short;
     let place = place.map(|p| format!(" at {p}")).unwrap_or_default();
     format!(
         "error: sandbox crashed: {message}{place}\nhint: this is a bug in sandbox; please report it with the command you ran (exit code {EXIT_BUG})\n"
@@ -110,6 +131,29 @@ pub(crate) fn no_hints(_: &(dyn std::error::Error + 'static)) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_crash_message_is_cut_short() {
+        let report = crash_report(&format!("{}\nsecond line", "x".repeat(500)), None);
+        assert!(report.starts_with(&format!("error: sandbox crashed: {}…\n", "x".repeat(200))));
+        assert!(!report.contains("second line"), "{report}");
+    }
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        for code in [
+            EXIT_OK,
+            EXIT_CHANGES,
+            EXIT_FAILURE,
+            EXIT_BUG,
+            EXIT_INTERRUPTED,
+        ] {
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("\n  {code:<4} ")),
+                "{code} is not in {EXIT_CODES_HELP}"
+            );
+        }
+    }
 
     #[test]
     fn a_crash_says_it_is_a_bug_and_where() {

@@ -415,7 +415,7 @@ impl Lookup {
     }
 
     /// The error for a namespace that is there but not this product's sandbox.
-    fn refusal(self, namespace: &str, product: &str) -> Option<RecordError> {
+    pub(crate) fn refusal(self, namespace: &str, product: &str) -> Option<RecordError> {
         match self {
             Lookup::NotOurs => Some(RecordError::NotOurs(namespace.into())),
             Lookup::OtherProduct(theirs) => Some(RecordError::OtherProduct {

@@ -57,7 +57,7 @@ pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
         .context("cannot delete sandboxes")?;
     let config = app.load_config()?;
     if args.all_expired {
-        let rows = reap::reap(&cluster, Some(&config.name), false).await?;
+        let rows = reap::reap(&cluster, Some(&config.name), args.dry_run).await?;
         return print::reaped(&rows, Output::Text);
     }
     let branch = args
@@ -65,6 +65,9 @@ pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
         .as_deref()
         .expect("clap requires --branch without --all-expired");
     let namespace = sandbox_namespace(&cluster, &config, branch).await?;
+    if args.dry_run {
+        return pipeline::down_dry_run(&cluster, &namespace, &config.name).await;
+    }
     pipeline::down(
         &cluster,
         &namespace,
@@ -186,7 +189,8 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
+/// Print what `up` would change; whether anything would.
+pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
     let settings = app.settings(&args.branch.branch, args.sets, None)?;
     let (cluster, gathered) = tokio::join!(
         connect(&app.cluster),
@@ -205,7 +209,7 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<()> {
     let product = &settings.config.name;
     let changes = diff::diff(&cluster, plan, product, &prepared.secret_strings()).await?;
     diff::print_diff(&plan.namespace, &changes, plan.objects().count());
-    Ok(())
+    Ok(!changes.is_empty())
 }
 
 pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {

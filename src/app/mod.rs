@@ -18,8 +18,9 @@ use crate::pipeline::values::SetValue;
 use crate::pipeline::{Environment, Settings};
 use crate::progress::Reporter;
 
-/// Run one command. A failure comes back as the text the binary shows for it.
-pub async fn run(cli: Cli) -> std::result::Result<(), Failed> {
+/// Run one command: its exit code ([`crate::error::EXIT_OK`], or `diff`'s
+/// [`crate::error::EXIT_CHANGES`]). A failure comes back as the text the binary shows for it.
+pub async fn run(cli: Cli) -> std::result::Result<i32, Failed> {
     let app = App {
         config_path: cli.config,
         sops_binary: cli.sops_binary,
@@ -35,8 +36,18 @@ pub async fn run(cli: Cli) -> std::result::Result<(), Failed> {
         .map_err(|error| Failed::of(&error, &app.reporter))
 }
 
-async fn dispatch(app: &App, command: Command) -> Result<()> {
-    match command {
+/// Run a command; its exit code when it succeeds.
+async fn dispatch(app: &App, command: Command) -> Result<i32> {
+    let done = match command {
+        // The one command whose success has two outcomes, as `kubectl diff`.
+        Command::Diff(args) => {
+            let changed = commands::diff(app, args).await?;
+            return Ok(if changed {
+                crate::error::EXIT_CHANGES
+            } else {
+                crate::error::EXIT_OK
+            });
+        }
         Command::Up(args) => commands::up(app, args).await,
         Command::Down(args) => commands::down(app, args).await,
         Command::Render(args) => commands::render(app, args).await,
@@ -45,7 +56,6 @@ async fn dispatch(app: &App, command: Command) -> Result<()> {
         Command::List(args) => commands::list(app, args).await,
         Command::Status(args) => commands::status(app, args).await,
         Command::Logs(args) => commands::logs(app, args).await,
-        Command::Diff(args) => commands::diff(app, args).await,
         Command::Validate(args) => commands::validate(app, args).await,
         Command::Extend(args) => commands::extend(app, args).await,
         Command::Reap(args) => commands::reap(app, args).await,
@@ -53,7 +63,8 @@ async fn dispatch(app: &App, command: Command) -> Result<()> {
         Command::Cache(CacheCommand::Prune(args)) => commands::cache_prune(app, args).await,
         Command::Completions(args) => commands::completions(args),
         Command::Serve(args) => commands::serve(app, args).await,
-    }
+    };
+    done.map(|()| crate::error::EXIT_OK)
 }
 
 /// A failed command, as the binary shows it.
@@ -76,7 +87,7 @@ impl Failed {
         if broken_pipe {
             return Failed {
                 message: String::new(),
-                code: 0,
+                code: crate::error::EXIT_OK,
             };
         }
         Failed {

@@ -37,6 +37,33 @@ pub(crate) async fn down(
     delete(cluster, namespace, product, reporter).await
 }
 
+/// `sandbox down --dry-run`: print what `down` would delete, after the same checks (the
+/// namespace is the tool's and `product`'s), and change nothing.
+pub(crate) async fn down_dry_run(cluster: &Cluster, namespace: &str, product: &str) -> Result<()> {
+    let lookup = record::fetch(cluster, namespace, product).await?;
+    println!("{}", dry_run_line(namespace, product, lookup)?);
+    Ok(())
+}
+
+/// What `down --dry-run` says about `namespace`, or why `down` would refuse it.
+fn dry_run_line(
+    namespace: &str,
+    product: &str,
+    lookup: Lookup,
+) -> Result<String, record::RecordError> {
+    Ok(match lookup {
+        Lookup::Absent => format!("sandbox `{namespace}` does not exist; nothing would be deleted"),
+        Lookup::Ours(r) if r.terminating => {
+            format!("sandbox `{namespace}` is already being deleted; `down` would wait until it is gone")
+        }
+        Lookup::Ours(r) => format!(
+            "would delete sandbox `{namespace}` (product {product}, branch {}, owner {})",
+            r.branch, r.owner
+        ),
+        other => return Err(other.refusal(namespace, product).expect("not ours")),
+    })
+}
+
 /// Delete a sandbox of `product` (no lock: the caller holds it or owns the run) and say so.
 pub(crate) async fn delete(
     cluster: &Cluster,
@@ -55,4 +82,26 @@ pub(crate) async fn delete(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_names_what_it_would_delete_and_refuses_what_down_refuses() {
+        let absent = dry_run_line("sb-x", "shop", Lookup::Absent).unwrap();
+        assert_eq!(
+            absent,
+            "sandbox `sb-x` does not exist; nothing would be deleted"
+        );
+        assert!(matches!(
+            dry_run_line("team-db", "shop", Lookup::NotOurs),
+            Err(record::RecordError::NotOurs(ns)) if ns == "team-db"
+        ));
+        assert!(matches!(
+            dry_run_line("sb-x", "shop", Lookup::OtherProduct(Some("blog".into()))),
+            Err(record::RecordError::OtherProduct { .. })
+        ));
+    }
 }

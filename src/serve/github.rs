@@ -36,7 +36,7 @@ pub(crate) struct ApiError {
 impl Hint for ApiError {
     fn hint(&self) -> Option<String> {
         match self.status.as_u16() {
-            401 => Some("the GitHub token is missing or invalid: set SANDBOX_GITHUB_TOKEN or GITHUB_TOKEN".into()),
+            401 => Some("the GitHub token is missing or invalid: set SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN or GH_TOKEN".into()),
             403 | 404 => Some("the GitHub token lacks access: it needs `deployments: write` and `pull_requests: write` on the repository".into()),
             _ => None,
         }

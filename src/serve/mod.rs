@@ -99,11 +99,19 @@ fn webhook_secret(file: Option<&Path>) -> Result<String> {
     Ok(secret)
 }
 
-/// The GitHub token: `$SANDBOX_GITHUB_TOKEN`, else `$GITHUB_TOKEN`.
+/// Where the GitHub token is read from, first set wins (`GH_TOKEN`: the GitHub CLI's spelling).
+const GITHUB_TOKEN_VARS: [&str; 3] = ["SANDBOX_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN"];
+
+/// The GitHub token: `$SANDBOX_GITHUB_TOKEN`, else `$GITHUB_TOKEN`, else `$GH_TOKEN`.
 fn github_token() -> Option<String> {
-    ["SANDBOX_GITHUB_TOKEN", "GITHUB_TOKEN"]
+    token_of(|v| std::env::var(v).ok())
+}
+
+/// The first non-blank token of [`GITHUB_TOKEN_VARS`], as `var` reads them.
+fn token_of(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    GITHUB_TOKEN_VARS
         .iter()
-        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|v| var(v))
         .find(|t| !t.trim().is_empty())
         .map(|t| t.trim().to_owned())
 }
@@ -168,7 +176,7 @@ pub(crate) async fn run(
             Warn,
             "github.disabled",
             reason =
-                "no SANDBOX_GITHUB_TOKEN or GITHUB_TOKEN: nothing is reported to pull requests"
+                "no SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN or GH_TOKEN: nothing is reported to pull requests"
         );
     }
     let reporting = Reporting {

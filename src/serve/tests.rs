@@ -707,3 +707,27 @@ async fn encoded_forms_of_the_services_secrets_are_scrubbed_from_reports() {
         assert!(!shown.contains(&encoded[2]), "{shown}");
     }
 }
+
+#[test]
+fn the_github_token_is_read_from_gh_token_after_github_token() {
+    let vars = |set: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            set.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    assert_eq!(
+        token_of(vars(&[("GH_TOKEN", " gh ")])).as_deref(),
+        Some("gh")
+    );
+    assert_eq!(
+        token_of(vars(&[("GH_TOKEN", "gh"), ("GITHUB_TOKEN", "github")])).as_deref(),
+        Some("github")
+    );
+    assert_eq!(
+        token_of(vars(&[("GH_TOKEN", "gh"), ("GITHUB_TOKEN", " ")])).as_deref(),
+        Some("gh")
+    );
+    assert_eq!(token_of(vars(&[])), None);
+}

@@ -18,8 +18,9 @@ fn up_fails(product: &Product, branch: &str, extra: &[&str], env: &[(&str, &str)
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "expected exit 1\n{}",
+        Some(sandbox::error::EXIT_FAILURE),
+        "expected exit {}\n{}",
+        sandbox::error::EXIT_FAILURE,
         describe(&cmd, &out)
     );
     assert!(
@@ -538,7 +539,12 @@ async fn a_host_network_preflight_job_is_refused_offline_and_by_up_unless_allowe
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&render, &out));
+    assert_eq!(
+        out.status.code(),
+        Some(sandbox::error::EXIT_FAILURE),
+        "{}",
+        describe(&render, &out)
+    );
     assert!(stderr.contains(expected), "{stderr}");
     assert!(stderr.contains(hint), "{stderr}");
 

@@ -193,7 +193,12 @@ async fn an_unreachable_registry_is_named_with_a_hint_and_nothing_is_created() {
     cmd.env("SANDBOX_REGISTRY", down);
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+    assert_eq!(
+        out.status.code(),
+        Some(sandbox::error::EXIT_FAILURE),
+        "{}",
+        describe(&cmd, &out)
+    );
     assert!(
         stderr.contains(&format!(
             "error: service `api`: could not resolve image {down}/shop/backend:"
@@ -296,7 +301,12 @@ async fn a_registry_that_wants_credentials_gets_them_from_the_auth_file_or_says_
             }
         }
         let out = cmd.output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+        assert_eq!(
+            out.status.code(),
+            Some(sandbox::error::EXIT_FAILURE),
+            "{}",
+            describe(&cmd, &out)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let registry = &private.address;

@@ -196,7 +196,12 @@ async fn concurrent_runs_on_one_sandbox_are_serialised() {
     let mut no_wait = product.sandbox(&["up", "--branch", "feature-x", "--no-wait"]);
     let out = no_wait.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&no_wait, &out));
+    assert_eq!(
+        out.status.code(),
+        Some(sandbox::error::EXIT_FAILURE),
+        "{}",
+        describe(&no_wait, &out)
+    );
     assert!(
         stderr.contains("is locked by") && stderr.contains("(pid "),
         "{stderr}"
@@ -318,18 +323,35 @@ async fn list_status_logs_diff_validate_extend_and_down() {
         diff.ends_with("0 to create, 0 to update, 0 to prune, 31 unchanged\n"),
         "{diff}"
     );
-    let diff = run(&[
+    // As `kubectl diff`: 0 when nothing would change (above, `run` checks), 1 when something
+    // would, 2 or above for an error.
+    let mut changed = product.sandbox(&[
         "diff",
         "--branch",
         "feature-x",
         "--set",
         "worker.replicas=2",
     ]);
+    let out = changed.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(sandbox::error::EXIT_CHANGES),
+        "{}",
+        describe(&changed, &out)
+    );
+    let diff = String::from_utf8(out.stdout).unwrap();
     assert!(
         diff.contains("~ apps/v1/Deployment/worker") && diff.contains("spec.replicas: 1 → 2"),
         "{diff}"
     );
     assert!(!diff.contains("sandbox-demo-db-password"), "{diff}");
+    let mut broken = product.sandbox(&["diff", "--branch", "feature-x", "--context", "no-such"]);
+    let out = broken.output().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c >= 2),
+        "{}",
+        describe(&broken, &out)
+    );
 
     let validate = run(&["validate", "--branch", "feature-x"]);
     assert!(validate.contains("31 objects accepted"), "{validate}");
@@ -348,6 +370,14 @@ async fn list_status_logs_diff_validate_extend_and_down() {
         .unwrap();
     let left = expires.duration_since(jiff::Timestamp::now()).as_hours();
     assert!((119..=120).contains(&left), "{left}h");
+
+    // `down --dry-run` names the sandbox and leaves it.
+    let dry = run(&["down", "--branch", "feature-x", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would delete sandbox `{}`", ns.name)) && dry.contains("feature-x"),
+        "{dry}"
+    );
+    assert!(ns.exists().await, "a dry run deletes nothing");
 
     let down = product
         .sandbox(&["down", "--branch", "feature-x"])
@@ -391,7 +421,12 @@ async fn two_products_with_one_prefix_never_touch_each_others_sandbox() {
     let fails = |product: &Product, args: &[&str]| {
         let mut cmd = product.sandbox(args);
         let out = cmd.output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+        assert_eq!(
+            out.status.code(),
+            Some(sandbox::error::EXIT_FAILURE),
+            "{}",
+            describe(&cmd, &out)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let refused = format!(
@@ -402,6 +437,8 @@ async fn two_products_with_one_prefix_never_touch_each_others_sandbox() {
     assert!(stderr.contains(&refused), "{stderr}");
     assert!(stderr.contains("namespace_prefix` of its own"), "{stderr}");
     let stderr = fails(&billing, &["down", "--branch", "feature-x"]);
+    assert!(stderr.contains(&refused), "{stderr}");
+    let stderr = fails(&billing, &["down", "--branch", "feature-x", "--dry-run"]);
     assert!(stderr.contains(&refused), "{stderr}");
     let stderr = fails(
         &billing,
@@ -552,14 +589,51 @@ async fn the_reaper_cronjob_deletes_exactly_the_expired_sandboxes() {
 
 #[test]
 fn shell_completions_are_printed() {
-    let product_free = Command::new(env!("CARGO_BIN_EXE_sandbox"))
-        .args(["completions", "bash"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(product_free.stdout).unwrap();
+    // `completion` is kubectl's and helm's spelling.
+    for spelling in ["completions", "completion"] {
+        let product_free = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args([spelling, "bash"])
+            .output()
+            .unwrap();
+        assert!(product_free.status.success(), "{spelling}");
+        let text = String::from_utf8(product_free.stdout).unwrap();
+        assert!(
+            text.contains("_sandbox()") && text.contains("reaper-manifests"),
+            "{spelling}: {}",
+            &text[..text.len().min(300)]
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_kubernetes_range_and_help_the_exit_codes() {
+    let run = |arg: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{arg}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run("--version");
+    let (name, rest) = version.trim_end().split_once(' ').unwrap();
+    assert_eq!(name, "sandbox", "{version}");
+    let sha = rest
+        .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " (git "))
+        .and_then(|r| r.strip_suffix(", Kubernetes 1.20–1.33)"))
+        .unwrap_or_else(|| panic!("{version}"));
     assert!(
-        text.contains("_sandbox()") && text.contains("reaper-manifests"),
-        "{}",
-        &text[..text.len().min(300)]
+        sha == "unknown" || (sha.len() >= 7 && sha.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
     );
+    let help = run("--help");
+    for line in [
+        "  0    success",
+        "  1    `diff`",
+        "  2    a failure",
+        "  70   a bug",
+        "  130  interrupted",
+    ] {
+        assert!(help.contains(line), "{line} not in:\n{help}");
+    }
 }

@@ -183,7 +183,7 @@ async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alon
     let text = stderr(&out);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(sandbox::error::EXIT_FAILURE),
         "the old holder stopped:\n{text}"
     );
     assert!(

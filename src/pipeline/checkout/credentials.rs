@@ -18,8 +18,10 @@ pub(super) const TOKEN_ENV: &str = "SANDBOX_GIT_TOKEN";
 pub(super) const SERVE_TOKEN_ENV: &str = "SANDBOX_GITHUB_TOKEN";
 /// Third choice for the HTTPS token.
 pub(super) const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+/// Fourth choice: the GitHub CLI's spelling (`gh`), read like `GITHUB_TOKEN`.
+pub(super) const GH_TOKEN_ENV: &str = "GH_TOKEN";
 /// Where the HTTPS token is read from, first set wins.
-const TOKEN_VARS: [&str; 3] = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV];
+const TOKEN_VARS: [&str; 4] = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV, GH_TOKEN_ENV];
 /// Hard cap on credential requests per connection phase, whatever libgit2 asks for.
 const MAX_CREDENTIAL_REQUESTS: u32 = 4;
 
@@ -283,6 +285,21 @@ mod tests {
             let refused = may_send(configured, url).unwrap_err();
             assert!(refused.contains(why), "{configured} → {url}: {refused}");
         }
+    }
+
+    #[test]
+    fn gh_token_is_read_after_github_token() {
+        let vars = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let creds = Credentials::from_vars(vars(&[("GH_TOKEN", "gh")]));
+        assert_eq!(creds.token, Some((GH_TOKEN_ENV, "gh".into())));
+        let creds = Credentials::from_vars(vars(&[("GH_TOKEN", "gh"), ("GITHUB_TOKEN", "g")]));
+        assert_eq!(creds.token, Some((GITHUB_TOKEN_ENV, "g".into())));
     }
 
     #[test]

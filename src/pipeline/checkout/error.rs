@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use git2::{ErrorClass, ErrorCode};
 
-use super::credentials::{AuthState, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT, TOKEN_ENV};
+use super::credentials::{
+    AuthState, GH_TOKEN_ENV, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT, TOKEN_ENV,
+};
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
@@ -343,7 +345,8 @@ fn branch_list(branches: &[String]) -> String {
 fn credentials_advice(url: &str) -> String {
     if is_http_url(url) {
         format!(
-            "set {TOKEN_ENV} (or {SERVE_TOKEN_ENV}, or {GITHUB_TOKEN_ENV}) to a token that can \
+            "set {TOKEN_ENV} (or {SERVE_TOKEN_ENV}, {GITHUB_TOKEN_ENV} or {GH_TOKEN_ENV}) to a \
+             token that can \
              read the repository"
         )
     } else if is_local_url(url) {
