@@ -48,7 +48,11 @@ impl Settings {
         for set in &sets {
             for a in &set.assignments {
                 if config.service(&a.service).is_none() {
-                    anyhow::bail!("{} names {}", set.origin, unknown_service(&config, &a.service));
+                    anyhow::bail!(
+                        "{} names {}",
+                        set.origin,
+                        unknown_service(&config, &a.service)
+                    );
                 }
             }
         }

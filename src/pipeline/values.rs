@@ -20,7 +20,7 @@ pub(crate) use crate::redact::REDACTED;
 
 mod set;
 
-pub(crate) use set::{Assignment, Segment, SetKind, SetValue};
+pub(crate) use set::{Segment, SetKind, SetValue};
 
 /// The merged values of one service.
 #[derive(Clone)]
@@ -552,9 +552,19 @@ mod tests {
         let upper = json!({"db": {"password": "mine"}, "other": 1});
         secret_paths.retain(|p| !replaced_by(&upper, p));
         merge(&mut tree, upper);
-        assert_eq!(secret_paths, [vec!["token".to_owned()], vec!["key".to_owned()]]);
-        assert!(replaced_by(&json!({"db": "scalar"}), &["db".into(), "password".into()]));
-        set_path(&mut tree, &[Segment::Key("token".into()), Segment::Index(1)], json!(1));
+        assert_eq!(
+            secret_paths,
+            [vec!["token".to_owned()], vec!["key".to_owned()]]
+        );
+        assert!(replaced_by(
+            &json!({"db": "scalar"}),
+            &["db".to_owned(), "password".to_owned()]
+        ));
+        set_path(
+            &mut tree,
+            &[Segment::Key("token".into()), Segment::Index(1)],
+            json!(1),
+        );
         assert_eq!(tree["token"], json!([null, 1]));
     }
 

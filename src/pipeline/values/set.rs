@@ -270,7 +270,10 @@ impl Parser {
                             ));
                         }
                         let i: usize = index.trim().parse().map_err(|_| {
-                            format!("index `[{index}]` of `{}` is not a number ≥ 0", shown(&path, ""))
+                            format!(
+                                "index `[{index}]` of `{}` is not a number ≥ 0",
+                                shown(&path, "")
+                            )
                         })?;
                         if i > MAX_INDEX {
                             return Err(format!(
@@ -290,9 +293,7 @@ impl Parser {
                             Some('[') => continue,
                             Some('.') => continue 'key,
                             Some(_) => break 'key,
-                            None => {
-                                return Err(format!("key `{}` has no value", shown(&path, "")))
-                            }
+                            None => return Err(format!("key `{}` has no value", shown(&path, ""))),
                         }
                     }
                 }
@@ -482,7 +483,10 @@ mod tests {
         let table: &[(&str, Value)] = &[
             ("api.x=1.10", json!(1.1)),
             ("api.x=\"1.10\"", json!("1.10")),
-            ("api.x={\"a\":[1,{\"b\":true}]}", json!({"a": [1, {"b": true}]})),
+            (
+                "api.x={\"a\":[1,{\"b\":true}]}",
+                json!({"a": [1, {"b": true}]}),
+            ),
             ("api.x=[1, \"two\"]", json!([1, "two"])),
             ("api.x=null", json!(null)),
             ("api.x=", json!(null)),
@@ -584,8 +588,11 @@ mod tests {
             assert!(e.contains(want), "{arg}: {e}");
             assert!(e.contains("SERVICE.KEY=VALUE"), "{arg}: {e}");
         }
-        let deep = format!("api.{}=1", vec!["k"; 31].join("."));
-        assert!(deep.parse::<SetValue>().unwrap_err().contains("deeper than 30"));
+        let deep = format!("api.{}=1", ["k"; 31].join("."));
+        assert!(deep
+            .parse::<SetValue>()
+            .unwrap_err()
+            .contains("deeper than 30"));
     }
 
     #[test]
@@ -604,14 +611,12 @@ mod tests {
                 merge: true,
             }]
         );
+        let bomb = crate::yaml::quadratic_alias_bomb(2_000);
         for (text, want) in [
             ("- a\n", "is not a mapping of service names"),
             ("api: 3\n", "`api` must map to a mapping"),
             ("api: [\n", "is not valid YAML"),
-            (
-                crate::yaml::quadratic_alias_bomb(2_000).as_str(),
-                "is too large",
-            ),
+            (bomb.as_str(), "is too large"),
         ] {
             std::fs::write(&file, text).unwrap();
             let e = SetValue::values_file(&file).unwrap_err();
