@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::values::SetValue;
+use crate::pipeline::values::{SetKind, SetValue};
 use crate::pipeline::OnFailure;
 
 /// What `--version` prints after the name: the version, the commit it was built from (`build.rs`)
@@ -144,8 +144,8 @@ pub(crate) struct ImagesArgs {
 pub(crate) struct DiffArgs {
     #[command(flatten)]
     pub(crate) branch: BranchArg,
-    #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
-    pub(crate) sets: Vec<SetValue>,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,9 +231,8 @@ pub(crate) struct OutputArg {
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) branch: BranchArg,
-    /// Override a value: SERVICE.key.path=value (repeatable).
-    #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
-    pub(crate) sets: Vec<SetValue>,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
     /// How long the sandbox lives (default: `ttl` in sandbox.yaml).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) ttl: Option<Duration>,
@@ -261,8 +260,8 @@ pub(crate) struct RenderArgs {
     /// Only this service.
     #[arg(long)]
     pub(crate) service: Option<String>,
-    #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
-    pub(crate) sets: Vec<SetValue>,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
     /// Render with the decrypted secrets (for piping into another tool; never into a file).
     #[arg(long)]
     pub(crate) reveal: bool,
@@ -277,8 +276,8 @@ pub(crate) struct ValuesArgs {
     pub(crate) service: String,
     #[command(flatten)]
     pub(crate) branch: BranchArg,
-    #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
-    pub(crate) sets: Vec<SetValue>,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
     /// Show decrypted secrets too.
     #[arg(long)]
     pub(crate) reveal: bool,
@@ -330,9 +329,8 @@ pub(crate) struct ServeArgs {
         value_name = "URL"
     )]
     pub(crate) slack_webhook_url: Option<String>,
-    /// Override a value in every preview: SERVICE.key.path=value (repeatable).
-    #[arg(long = "set", value_name = "SERVICE.KEY=VALUE")]
-    pub(crate) sets: Vec<SetValue>,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
     /// How long a preview lives without a push (default: `ttl` in sandbox.yaml).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) ttl: Option<Duration>,
@@ -360,9 +358,94 @@ pub(crate) struct ServeArgs {
     pub(crate) prune_cache_older_than: Duration,
 }
 
+/// `-f/--values FILE`, `--set`, `--set-string`, `--set-file` and `--set-json`, in the order they
+/// layer: every values file first (in order), then the `--set` family in command-line order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SetArgs(pub(crate) Vec<SetValue>);
+
+const SET_FLAGS: [(&str, SetKind, &str); 4] = [
+    (
+        "set",
+        SetKind::Typed,
+        "Override values: SERVICE.key.path=VALUE[,...] typed as helm's --set types them (`1.10` stays a string, `k=` is \"\"), with lists `{a,b}`, indexes `k[0]=x` and `\\.`/`\\,` escapes (repeatable)",
+    ),
+    (
+        "set-string",
+        SetKind::String,
+        "Like --set, but every value is a string (repeatable)",
+    ),
+    (
+        "set-file",
+        SetKind::File,
+        "SERVICE.key.path=PATH: the value is the content of that file on this machine (repeatable)",
+    ),
+    (
+        "set-json",
+        SetKind::Json,
+        "SERVICE.key.path=JSON: the value is parsed as JSON (repeatable)",
+    ),
+];
+
+impl clap::FromArgMatches for SetArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut out: Vec<SetValue> = matches
+            .get_many::<SetValue>("values_files")
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut sets: Vec<(usize, SetValue)> = Vec::new();
+        for (id, _, _) in SET_FLAGS {
+            if let (Some(values), Some(indices)) =
+                (matches.get_many::<SetValue>(id), matches.indices_of(id))
+            {
+                sets.extend(indices.zip(values.cloned()));
+            }
+        }
+        sets.sort_by_key(|(i, _)| *i);
+        out.extend(sets.into_iter().map(|(_, s)| s));
+        Ok(SetArgs(out))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for SetArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let mut cmd = cmd.arg(
+            clap::Arg::new("values_files")
+                .long("values")
+                .short('f')
+                .value_name("FILE")
+                .action(clap::ArgAction::Append)
+                .value_parser(|s: &str| SetValue::values_file(std::path::Path::new(s)))
+                .help("A YAML file on this machine mapping SERVICE to values (`api: {replicas: 2}`), layered after the repos' values and secrets files, before --set (repeatable)"),
+        );
+        for (id, kind, help) in SET_FLAGS {
+            cmd = cmd.arg(
+                clap::Arg::new(id)
+                    .long(id)
+                    .value_name("SERVICE.KEY=VALUE")
+                    .action(clap::ArgAction::Append)
+                    .value_parser(move |s: &str| SetValue::parse(s, kind))
+                    .help(help),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -385,5 +468,57 @@ mod tests {
             version.trim_end().ends_with(", Kubernetes 1.20–1.33)"),
             "{version}"
         );
+    }
+
+    /// The `--set` family keeps command-line order across its flags; `-f` files come first.
+    #[test]
+    fn values_flags_layer_files_first_then_sets_in_command_line_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.yaml");
+        std::fs::write(&file, "api: {tag: from-file}\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "sandbox",
+            "values",
+            "api",
+            "--branch",
+            "feature-x",
+            "--set-json",
+            "api.tag=1.10",
+            "--set",
+            "api.tag=1.10,api.n=2",
+            "-f",
+            file.to_str().unwrap(),
+            "--set-string",
+            "api.n=2",
+        ])
+        .unwrap();
+        let Command::Values(args) = cli.command else {
+            panic!("values");
+        };
+        let got: Vec<(&str, Vec<Value>)> = args
+            .sets
+            .0
+            .iter()
+            .map(|s| {
+                (
+                    s.origin.as_str(),
+                    s.assignments.iter().map(|a| a.value.clone()).collect(),
+                )
+            })
+            .collect();
+        let file_origin = format!("values file `{}`", file.display());
+        assert_eq!(
+            got,
+            [
+                (file_origin.as_str(), vec![json!({"tag": "from-file"})]),
+                ("--set-json", vec![json!(1.1)]),
+                ("--set", vec![json!("1.10"), json!(2)]),
+                ("--set-string", vec![json!("2")]),
+            ]
+        );
+        let e = Cli::try_parse_from(["sandbox", "values", "api", "-b", "x", "--set", "api.x[a]=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index `[a]` of `api.x` is not a number"), "{e}");
     }
 }

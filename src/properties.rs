@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::pipeline::config;
 use crate::pipeline::render::parse_manifests;
 use crate::pipeline::sops::{self, Format, Identities};
-use crate::pipeline::values::SetValue;
+use crate::pipeline::values::{Segment, SetKind, SetValue};
 use crate::record::namespace_for;
 use crate::serve::event;
 use crate::yaml;
@@ -67,12 +67,19 @@ proptest! {
         }
     }
 
-    /// `--set SERVICE.KEY=VALUE`: any argument is a value with a service and a key, or an error.
+    /// `--set`, `--set-string`, `--set-json`: any argument is assignments, each with a service and
+    /// a key, or an error.
     #[test]
     fn set_arguments_never_panic(arg in "\\PC{0,40}") {
-        if let Ok(set) = arg.parse::<SetValue>() {
-            prop_assert!(!set.service.is_empty());
-            prop_assert!(!set.path.is_empty() && set.path.iter().all(|p| !p.is_empty()));
+        for kind in [SetKind::Typed, SetKind::String, SetKind::Json] {
+            if let Ok(set) = SetValue::parse(&arg, kind) {
+                prop_assert!(!set.assignments.is_empty());
+                for a in &set.assignments {
+                    prop_assert!(!a.service.is_empty() && !a.merge);
+                    prop_assert!(!a.path.is_empty());
+                    prop_assert!(a.path.iter().all(|p| p != &Segment::Key(String::new())));
+                }
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::record::{self, Update};
 use crate::{diff, inspect, reap, serve};
 
 pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets, args.ttl)?;
+    let settings = app.settings(&args.branch.branch, args.sets.0, args.ttl)?;
     let options = UpOptions {
         on_failure: args.on_failure,
         wait_for_lock: !args.no_wait,
@@ -89,7 +89,7 @@ async fn sandbox_namespace(
 }
 
 pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
     if let Some(s) = &args.service {
         ensure_service(&settings.config, s)?;
     }
@@ -104,7 +104,7 @@ pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
 }
 
 pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
     ensure_service(&settings.config, &args.service)?;
     let secrets = Secrets::revealed_if(args.reveal);
     let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
@@ -191,7 +191,7 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
 
 /// Print what `up` would change; whether anything would.
 pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
-    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
     let (cluster, gathered) = tokio::join!(
         connect(&app.cluster),
         prepare::gather(&settings, &app.reporter)
@@ -213,7 +213,7 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
 }
 
 pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets, None)?;
+    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
     let reachable = async {
         tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster))
             .await
@@ -339,7 +339,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         github_api_url: args.github_api_url,
         comment: args.comment,
         slack_webhook_url: args.slack_webhook_url,
-        sets: args.sets,
+        sets: args.sets.0,
         ttl: args.ttl,
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,

@@ -37,7 +37,7 @@ pub(crate) struct Environment {
 }
 
 impl Settings {
-    /// Settings for `branch`; every `--set` must name a service of the config.
+    /// Settings for `branch`; every `--set` and `-f` must name services of the config.
     pub(crate) fn new(
         config: Config,
         branch: &str,
@@ -46,8 +46,14 @@ impl Settings {
         env: &Environment,
     ) -> Result<Settings> {
         for set in &sets {
-            if config.service(&set.service).is_none() {
-                anyhow::bail!("--set names {}", unknown_service(&config, &set.service));
+            for a in &set.assignments {
+                if config.service(&a.service).is_none() {
+                    anyhow::bail!(
+                        "{} names {}",
+                        set.origin,
+                        unknown_service(&config, &a.service)
+                    );
+                }
             }
         }
         Ok(Settings {
@@ -119,6 +125,30 @@ mod tests {
             text.ends_with("sandbox.yaml (did you mean `order-api`?)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_values_file_naming_an_unknown_service_is_refused_naming_the_file() {
+        let config = example("x").config;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.yaml");
+        std::fs::write(&file, "order-api: {replicas: 2}\nfrontend: {replicas: 1}\n").unwrap();
+        let set = SetValue::values_file(&file).unwrap();
+        let env = Environment {
+            cache_dir: "/tmp".into(),
+            owner: "ada".into(),
+            access: None,
+        };
+        let Err(e) = Settings::new(config, "x", vec![set], None, &env) else {
+            panic!("an unknown service is refused");
+        };
+        let text = e.to_string();
+        let want = format!(
+            "values file `{}` names service `frontend`, which is not in /",
+            file.display()
+        );
+        assert!(text.starts_with(&want), "{text}");
+        assert!(text.ends_with("(services: db, order-api)"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Stage 3: the values each service's templates see, layered Helm-style:
-//! defaults in `sandbox.yaml` → values files from the repo → sops-encrypted files → `--set`.
+//! defaults in `sandbox.yaml` → values files from the repo → sops-encrypted files → the
+//! caller's `-f/--values` files → the `--set` family in command-line order (see [`set`]).
 //!
 //! Decrypted values stay in memory. [`Values`] remembers which leaves came from sops so that
 //! everything shown to a person ([`Values::redacted`], `Debug`) hides them.
@@ -16,6 +17,10 @@ use crate::pipeline::sops::{self, Format, Identities};
 use crate::yaml::YamlTooLarge;
 
 pub(crate) use crate::redact::REDACTED;
+
+mod set;
+
+pub(crate) use set::{Segment, SetKind, SetValue};
 
 /// The merged values of one service.
 #[derive(Clone)]
@@ -61,46 +66,6 @@ impl fmt::Debug for Values {
         f.debug_struct("Values")
             .field("tree", &self.redacted())
             .finish()
-    }
-}
-
-/// One `--set SERVICE.path.to.key=value`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SetValue {
-    pub(crate) service: String,
-    pub(crate) path: Vec<String>,
-    pub(crate) value: Value,
-}
-
-impl std::str::FromStr for SetValue {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (key, raw) = s
-            .split_once('=')
-            .ok_or_else(|| format!("`{s}` is not SERVICE.KEY=VALUE"))?;
-        let mut parts: Vec<String> = key.split('.').map(str::to_owned).collect();
-        if parts.len() < 2 || parts.iter().any(String::is_empty) {
-            return Err(format!(
-                "`{key}` must name a service and a key, like `api.replicas`"
-            ));
-        }
-        let service = parts.remove(0);
-        // Values are YAML scalars as with helm: `2` is a number, `true` a bool, `x` a string.
-        let value = serde_yaml_ng::from_str::<Value>(raw)
-            .ok()
-            .filter(|v| !v.is_object() && !v.is_array())
-            .unwrap_or_else(|| Value::String(raw.to_owned()));
-        let value = if value.is_null() && !raw.is_empty() && raw != "null" && raw != "~" {
-            Value::String(raw.to_owned())
-        } else {
-            value
-        };
-        Ok(SetValue {
-            service,
-            path: parts,
-            value,
-        })
     }
 }
 
@@ -221,9 +186,20 @@ pub(crate) fn layer(
         secret_paths.extend(decrypted.secret_paths.iter().cloned());
         merge(&mut tree, decrypted.tree);
     }
-    for set in sets.iter().filter(|s| s.service == service.name) {
-        set_path(&mut tree, &set.path, set.value.clone());
-        secret_paths.retain(|p| !p.starts_with(&set.path));
+    let assignments = sets
+        .iter()
+        .flat_map(|s| &s.assignments)
+        .filter(|a| a.service == service.name);
+    for a in assignments {
+        if a.merge {
+            secret_paths.retain(|p| !replaced_by(&a.value, p));
+            merge(&mut tree, a.value.clone());
+        } else {
+            set_path(&mut tree, &a.path, a.value.clone());
+            let path: Vec<String> = a.path.iter().map(Segment::as_string).collect();
+            // A secret at or below the path is replaced, and one above it is now a mapping.
+            secret_paths.retain(|p| !p.starts_with(&path) && !path.starts_with(p));
+        }
     }
     Ok(Values { tree, secret_paths })
 }
@@ -305,19 +281,50 @@ pub(crate) fn merge(base: &mut Value, upper: Value) {
     }
 }
 
-fn set_path(tree: &mut Value, path: &[String], value: Value) {
+/// Set the value at `path`, making mappings and lists (padded with nulls) on the way and
+/// replacing whatever is in the way, as `--set` does.
+fn set_path(tree: &mut Value, path: &[Segment], value: Value) {
     let mut cur = tree;
-    for key in path {
-        if !cur.is_object() {
-            *cur = Value::Object(Default::default());
-        }
-        cur = cur
-            .as_object_mut()
-            .expect("made an object")
-            .entry(key.clone())
-            .or_insert(Value::Null);
+    for segment in path {
+        cur = match segment {
+            Segment::Key(key) => {
+                if !cur.is_object() {
+                    *cur = Value::Object(Default::default());
+                }
+                cur.as_object_mut()
+                    .expect("made an object")
+                    .entry(key.clone())
+                    .or_insert(Value::Null)
+            }
+            Segment::Index(i) => {
+                if !cur.is_array() {
+                    *cur = Value::Array(Vec::new());
+                }
+                let list = cur.as_array_mut().expect("made a list");
+                if list.len() <= *i {
+                    list.resize(i + 1, Value::Null);
+                }
+                &mut list[*i]
+            }
+        };
     }
     *cur = value;
+}
+
+/// Whether merging `upper` replaces the leaf at `path` (it reaches it, or a non-mapping
+/// replaces one of its parents).
+fn replaced_by(upper: &Value, path: &[String]) -> bool {
+    let mut cur = upper;
+    for key in path {
+        match cur {
+            Value::Object(m) => match m.get(key) {
+                Some(v) => cur = v,
+                None => return false,
+            },
+            _ => return true,
+        }
+    }
+    true
 }
 
 fn pointer<'v>(tree: &'v Value, path: &[String]) -> Option<&'v Value> {
@@ -352,29 +359,6 @@ mod tests {
             base,
             json!({"a": {"b": 1, "c": [3], "e": true}, "d": {"f": 1}})
         );
-    }
-
-    #[test]
-    fn set_values_parse_like_helm() {
-        let s: SetValue = "api.replicas=2".parse().unwrap();
-        assert_eq!(s.service, "api");
-        assert_eq!(s.path, ["replicas"]);
-        assert_eq!(s.value, json!(2));
-        let s: SetValue = "api.image.tag=v1.2".parse().unwrap();
-        assert_eq!(s.path, ["image", "tag"]);
-        assert_eq!(s.value, json!("v1.2"));
-        assert_eq!(
-            "web.debug=true".parse::<SetValue>().unwrap().value,
-            json!(true)
-        );
-        assert_eq!("web.name=".parse::<SetValue>().unwrap().value, json!(null));
-        assert_eq!(
-            "web.list=[1]".parse::<SetValue>().unwrap().value,
-            json!("[1]")
-        );
-        assert!("replicas=2".parse::<SetValue>().is_err());
-        assert!("api.replicas".parse::<SetValue>().is_err());
-        assert!("api..x=1".parse::<SetValue>().is_err());
     }
 
     /// A service reading `values_files` and `secrets_files` from a tree in a temporary
@@ -496,6 +480,92 @@ mod tests {
                 "bomb.yaml: values of service `api` are too large"
             );
         }
+    }
+
+    /// `layer` of a service with `values` (no files) under `sets`.
+    fn layer_sets(values: Value, sets: &[SetValue]) -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service {
+            name: "api".into(),
+            repo: "backend".into(),
+            templates: Vec::new(),
+            chart: None,
+            image: None,
+            preflight: Vec::new(),
+            smoke: Vec::new(),
+            values,
+            values_files: Vec::new(),
+            secrets_files: Vec::new(),
+            depends_on: Vec::new(),
+            allow: Default::default(),
+        };
+        let repo = RepoFiles {
+            repo: "backend",
+            branch: "feature-x",
+            tree: RepoTree::new(dir.path(), 1 << 20),
+        };
+        layer(&service, &repo, &Identities::default(), sets)
+            .unwrap()
+            .reveal()
+            .clone()
+    }
+
+    #[test]
+    fn sets_apply_in_order_into_lists_and_over_values_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.yaml");
+        std::fs::write(
+            &file,
+            "api: {image: {tag: '1.10', repo: x}, hosts: [a, b]}\nweb: {replicas: 9}\n",
+        )
+        .unwrap();
+        let sets = [
+            SetValue::values_file(&file).unwrap(),
+            "api.hosts[2]=c,api.image.tag=1.10".parse().unwrap(),
+            SetValue::parse("api.replicas=3", SetKind::String).unwrap(),
+            SetValue::parse("api.env[1].name=B", SetKind::Typed).unwrap(),
+            SetValue::parse("api.replicas=4,api.extra=", SetKind::Typed).unwrap(),
+            SetValue::parse("api.obj={\"k\": [1]}", SetKind::Json).unwrap(),
+        ];
+        let got = layer_sets(json!({"image": {"pull": "Always"}, "replicas": 1}), &sets);
+        assert_eq!(
+            got,
+            json!({
+                "image": {"pull": "Always", "tag": "1.10", "repo": "x"},
+                "replicas": 4,
+                "hosts": ["a", "b", "c"],
+                "env": [null, {"name": "B"}],
+                "extra": "",
+                "obj": {"k": [1]},
+            })
+        );
+    }
+
+    #[test]
+    fn sets_and_values_files_replace_secret_leaves() {
+        let mut tree = json!({"db": {"password": "p", "user": "u"}, "token": "t", "key": "k"});
+        let mut secret_paths = vec![
+            vec!["db".to_owned(), "password".to_owned()],
+            vec!["token".to_owned()],
+            vec!["key".to_owned()],
+        ];
+        let upper = json!({"db": {"password": "mine"}, "other": 1});
+        secret_paths.retain(|p| !replaced_by(&upper, p));
+        merge(&mut tree, upper);
+        assert_eq!(
+            secret_paths,
+            [vec!["token".to_owned()], vec!["key".to_owned()]]
+        );
+        assert!(replaced_by(
+            &json!({"db": "scalar"}),
+            &["db".to_owned(), "password".to_owned()]
+        ));
+        set_path(
+            &mut tree,
+            &[Segment::Key("token".into()), Segment::Index(1)],
+            json!(1),
+        );
+        assert_eq!(tree["token"], json!([null, 1]));
     }
 
     #[test]
