@@ -358,13 +358,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
 }
 
 pub(super) async fn cache_prune(app: &App, args: PruneArgs) -> Result<()> {
-    let live = match connect(&app.cluster).await {
-        Ok(cluster) => pipeline::cache::live_commits(&cluster)
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e.into()),
-    };
-    let live = match live {
+    let live = match pipeline::cache::live_commits(&app.cluster).await {
         Ok(live) => Some(live),
         Err(e) => {
             app.reporter.info(&format!(

@@ -7,19 +7,21 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::kube::Cluster;
+use crate::kube::{self, ClusterOptions};
 use crate::pipeline::checkout::{self, PruneError, PrunePolicy, PruneReport};
-use crate::record::{self, RecordError};
+use crate::record;
 
 /// Where checkouts keep their mirrors and trees under the cache directory.
 pub(crate) fn checkout_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("git")
 }
 
-/// The commits of every sandbox the tool labelled in the cluster, of any product (one cache
-/// may serve several configs).
-pub(crate) async fn live_commits(cluster: &Cluster) -> Result<BTreeSet<String>, RecordError> {
-    let records = record::list(cluster, None).await?;
+/// The commits of every sandbox the tool labelled in the cluster `options` name, of any
+/// product (one cache may serve several configs). An error means the cluster could not be
+/// asked (unreachable, or listing refused): callers then prune by age alone.
+pub(crate) async fn live_commits(options: &ClusterOptions) -> anyhow::Result<BTreeSet<String>> {
+    let cluster = kube::connect(options).await?;
+    let records = record::list(&cluster, None).await?;
     Ok(records
         .into_iter()
         .flat_map(|r| r.repos.into_values().map(|at| at.sha))

@@ -35,13 +35,7 @@ pub(crate) fn spawn(schedule: PruneSchedule) {
 }
 
 async fn prune_once(schedule: &PruneSchedule) {
-    let live = match crate::kube::connect(&schedule.cluster).await {
-        Ok(cluster) => cache::live_commits(&cluster)
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e.into()),
-    };
-    let live = match live {
+    let live = match cache::live_commits(&schedule.cluster).await {
         Ok(live) => Some(live),
         Err(e) => {
             log!(
