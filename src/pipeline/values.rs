@@ -369,7 +369,15 @@ mod tests {
         tree: &Path,
         max: u64,
     ) -> Result<Values, ValuesError> {
-        let service = Service {
+        let mut service = api_service(json!({"replicas": 1}));
+        service.values_files = values.iter().map(|s| s.to_string()).collect();
+        service.secrets_files = secrets.iter().map(|s| s.to_string()).collect();
+        layer(&service, &backend(tree, max), &Identities::default(), &[])
+    }
+
+    /// Service `api` of repo `backend` with `values` and nothing else.
+    fn api_service(values: Value) -> Service {
+        Service {
             name: "api".into(),
             repo: "backend".into(),
             templates: Vec::new(),
@@ -377,18 +385,21 @@ mod tests {
             image: None,
             preflight: Vec::new(),
             smoke: Vec::new(),
-            values: json!({"replicas": 1}),
-            values_files: values.iter().map(|s| s.to_string()).collect(),
-            secrets_files: secrets.iter().map(|s| s.to_string()).collect(),
+            values,
+            values_files: Vec::new(),
+            secrets_files: Vec::new(),
             depends_on: Vec::new(),
             allow: Default::default(),
-        };
-        let repo = RepoFiles {
+        }
+    }
+
+    /// Repo `backend` at `feature-x`, exported to `tree`, files capped at `max` bytes.
+    fn backend(tree: &Path, max: u64) -> RepoFiles<'static> {
+        RepoFiles {
             repo: "backend",
             branch: "feature-x",
             tree: RepoTree::new(tree, max),
-        };
-        layer(&service, &repo, &Identities::default(), &[])
+        }
     }
 
     fn tree_beside_credentials() -> (tempfile::TempDir, PathBuf) {
@@ -485,29 +496,16 @@ mod tests {
     /// `layer` of a service with `values` (no files) under `sets`.
     fn layer_sets(values: Value, sets: &[SetValue]) -> Value {
         let dir = tempfile::tempdir().unwrap();
-        let service = Service {
-            name: "api".into(),
-            repo: "backend".into(),
-            templates: Vec::new(),
-            chart: None,
-            image: None,
-            preflight: Vec::new(),
-            smoke: Vec::new(),
-            values,
-            values_files: Vec::new(),
-            secrets_files: Vec::new(),
-            depends_on: Vec::new(),
-            allow: Default::default(),
-        };
-        let repo = RepoFiles {
-            repo: "backend",
-            branch: "feature-x",
-            tree: RepoTree::new(dir.path(), 1 << 20),
-        };
-        layer(&service, &repo, &Identities::default(), sets)
-            .unwrap()
-            .reveal()
-            .clone()
+        let service = api_service(values);
+        layer(
+            &service,
+            &backend(dir.path(), 1 << 20),
+            &Identities::default(),
+            sets,
+        )
+        .unwrap()
+        .reveal()
+        .clone()
     }
 
     #[test]
