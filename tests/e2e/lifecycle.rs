@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 
 use crate::support::{
-    apply_yaml, changed_between, cluster, describe, root, run_ok, up, up_ok, versions, Product,
-    TestNamespace,
+    apply_yaml, changed_between, cluster, describe, root, run_ok, spawn_up, up, up_ok, versions,
+    Product, TestNamespace,
 };
 
 #[tokio::test]
@@ -173,17 +173,7 @@ async fn concurrent_runs_on_one_sandbox_are_serialised() {
     };
     let product = Product::new("lock");
     let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let spawn = |extra: &[&str]| {
-        let mut args = vec!["up", "--branch", "feature-x"];
-        args.extend_from_slice(extra);
-        product
-            .sandbox(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let first = spawn(&[]);
+    let first = spawn_up(&product, &[]);
     // Once the first run holds the lock, a --no-wait run fails at once and a waiting run queues.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let held = kube::runtime::wait::await_condition(leases, "sandbox-lock", |l: Option<&Lease>| {
@@ -206,7 +196,7 @@ async fn concurrent_runs_on_one_sandbox_are_serialised() {
         stderr.contains("is locked by") && stderr.contains("(pid "),
         "{stderr}"
     );
-    let second = spawn(&[]);
+    let second = spawn_up(&product, &[]);
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     let (e1, e2) = (

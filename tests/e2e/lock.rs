@@ -2,7 +2,7 @@
 //! acting on the state the run before it replaced, a stale holder deleting its successor's
 //! lease, and a waiter judging a lease by a clock that is not its own.
 
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,21 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::support::{cluster, orphans, up, up_ok, Product, TestNamespace};
+use crate::support::{cluster, orphans, spawn_up, up, up_ok, Product, TestNamespace};
 
 const LEASE: &str = "sandbox-lock";
-
-/// `sandbox up --branch feature-x`, running, its output piped.
-fn spawn_up(product: &Product, extra: &[&str]) -> Child {
-    let mut args = vec!["up", "--branch", "feature-x"];
-    args.extend_from_slice(extra);
-    product
-        .sandbox(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -376,4 +376,16 @@ pub async fn orphans(client: &Client, ns: &str) -> Vec<String> {
         .into_keys()
         .filter(|k| !inventory.iter().any(|i| i.ends_with(&format!("/{k}"))))
         .collect()
+}
+
+/// `sandbox up --branch feature-x` of `product` (plus `extra`), running, its output piped.
+pub fn spawn_up(product: &Product, extra: &[&str]) -> Child {
+    let mut args = vec!["up", "--branch", "feature-x"];
+    args.extend_from_slice(extra);
+    product
+        .sandbox(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
