@@ -71,7 +71,7 @@ pub(crate) enum Command {
     /// What `up` would change, from a server-side dry run (secrets redacted).
     Diff(DiffArgs),
     /// Check sandbox.yaml and the templates (and a server-side dry run when a cluster answers).
-    Validate(DiffArgs),
+    Validate(ValidateArgs),
     /// Move a sandbox's expiry: now + TTL.
     Extend(ExtendArgs),
     /// Delete every sandbox whose expiry has passed (never anything without the tool's label).
@@ -142,6 +142,18 @@ pub(crate) struct ImagesArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
+    #[command(flatten)]
+    pub(crate) branch: BranchArg,
+    #[command(flatten)]
+    pub(crate) sets: SetArgs,
+    /// `text`: a unified diff of each object's YAML (live against what `up` would make), then a
+    /// summary; `json`: the changes and their changed fields.
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
     #[command(flatten)]
     pub(crate) branch: BranchArg,
     #[command(flatten)]

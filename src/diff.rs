@@ -1,6 +1,6 @@
 //! `sandbox diff` (what `up` would change, from a server-side dry run) and `sandbox validate`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 use kube::api::{Patch, PatchParams};
@@ -11,12 +11,96 @@ use crate::pipeline::plan::Plan;
 use crate::record::{self, Lookup};
 use crate::redact::{Scrubber, REDACTED};
 
-/// One object's change.
+/// One object's change. `before`/`after` are the documents the unified diff shows, already
+/// masked ([`masked`]): nothing in a `Change` reveals a secret.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
-    Create(ObjectRef),
-    Update { key: ObjectRef, fields: Vec<String> },
+    Create {
+        key: ObjectRef,
+        after: serde_json::Value,
+    },
+    Update {
+        key: ObjectRef,
+        fields: Vec<String>,
+        before: serde_json::Value,
+        after: serde_json::Value,
+    },
     Prune(ObjectRef),
+}
+
+impl Change {
+    pub(crate) fn key(&self) -> &ObjectRef {
+        match self {
+            Change::Create { key, .. } | Change::Update { key, .. } | Change::Prune(key) => key,
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Update { .. } => "update",
+            Change::Prune(_) => "prune",
+        }
+    }
+
+    /// A created object, as the diff shows it.
+    fn create(object: &serde_json::Value, secrets: &Scrubber) -> Change {
+        let mut after = object.clone();
+        masked(
+            &mut serde_json::Value::Null,
+            &mut after,
+            object.kind() == "Secret",
+            secrets,
+        );
+        Change::Create {
+            key: object.object_ref(),
+            after,
+        }
+    }
+}
+
+/// What the diff may show of a pair of documents: a Secret's `data`/`stringData` values become
+/// `***` (`*** (before)`/`*** (after)` where they differ, as `kubectl diff` shows them), and any
+/// string that reveals a decrypted secret in any encoding becomes `<redacted>`.
+fn masked(
+    before: &mut serde_json::Value,
+    after: &mut serde_json::Value,
+    secret: bool,
+    secrets: &Scrubber,
+) {
+    if secret {
+        for field in ["data", "stringData"] {
+            let old = before.get(field).cloned().unwrap_or_default();
+            let new = after.get(field).cloned().unwrap_or_default();
+            for (doc, own, other, mark) in [
+                (&mut *before, &old, &new, "*** (before)"),
+                (&mut *after, &new, &old, "*** (after)"),
+            ] {
+                let Some(map) = doc.get_mut(field).and_then(|m| m.as_object_mut()) else {
+                    continue;
+                };
+                for (k, v) in map.iter_mut() {
+                    // Where the other side has no such field (a created object), a mark would
+                    // say nothing.
+                    let same = other.is_null() || own.get(k) == other.get(k);
+                    *v = (if same { "***" } else { mark }).into();
+                }
+            }
+        }
+    }
+    redact_strings(before, secrets);
+    redact_strings(after, secrets);
+}
+
+fn redact_strings(value: &mut serde_json::Value, secrets: &Scrubber) {
+    match value {
+        serde_json::Value::String(s) if secrets.reveals(s) => *s = REDACTED.to_owned(),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| redact_strings(v, secrets))
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| redact_strings(v, secrets)),
+        _ => {}
+    }
 }
 
 /// Server-managed fields that differ between any two reads and say nothing about the spec.
@@ -75,8 +159,12 @@ pub(crate) fn field_changes(
                     );
                 }
             }
-            (Array(x), Array(y)) if x.len() == y.len() => {
-                for (i, (ea, eb)) in x.iter().zip(y).enumerate() {
+            // Element by element, so one container's changed image is one line, and an added
+            // element is `path.N: null → {...}` rather than the whole list twice.
+            (Array(x), Array(y)) => {
+                let null = serde_json::Value::Null;
+                for i in 0..x.len().max(y.len()) {
+                    let (ea, eb) = (x.get(i).unwrap_or(&null), y.get(i).unwrap_or(&null));
                     walk(&format!("{path}.{i}"), ea, eb, out);
                 }
             }
@@ -118,10 +206,7 @@ pub(crate) async fn diff(
     let secrets = &scrubber;
     let before = match record::fetch(cluster, ns, product).await? {
         Lookup::Absent => {
-            return Ok(plan
-                .objects()
-                .map(|o| Change::Create(o.object_ref()))
-                .collect());
+            return Ok(plan.objects().map(|o| Change::create(o, secrets)).collect());
         }
         // `up` refuses these; nothing of theirs would be pruned.
         Lookup::NotOurs | Lookup::OtherProduct(_) => Default::default(),
@@ -161,48 +246,87 @@ async fn object_change(
         .await
         .with_context(|| format!("could not read {kind} `{name}`"))?
     else {
-        return Ok(Some(Change::Create(object.object_ref())));
+        return Ok(Some(Change::create(object, secrets)));
     };
     let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
     let would = api
         .patch(name, &dry_run, &Patch::Apply(object))
         .await
         .with_context(|| format!("the server refused {kind} `{name}` in a dry run"))?;
-    let old = normalize(serde_json::to_value(&live)?);
-    let new = normalize(serde_json::to_value(&would)?);
-    let fields = field_changes(&old, &new, kind == "Secret", secrets);
-    Ok((!fields.is_empty()).then(|| Change::Update {
+    let mut before = normalize(serde_json::to_value(&live)?);
+    let mut after = normalize(serde_json::to_value(&would)?);
+    let secret = kind == "Secret";
+    let fields = field_changes(&before, &after, secret, secrets);
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    masked(&mut before, &mut after, secret, secrets);
+    Ok(Some(Change::Update {
         key: object.object_ref(),
         fields,
+        before,
+        after,
     }))
 }
 
-pub(crate) fn print_diff(namespace: &str, changes: &[Change], total: usize) {
-    let mut counts = BTreeMap::from([("create", 0), ("update", 0), ("prune", 0)]);
-    for c in changes {
-        match c {
-            Change::Create(k) => {
-                println!("+ {k}");
-                *counts.get_mut("create").expect("key") += 1;
+/// `sandbox diff`'s text: a unified diff of each object's YAML, live (`---`) against what `up`
+/// would make of it (`+++`), as `kubectl diff` prints it; then one summary line.
+pub(crate) fn unified(namespace: &str, changes: &[Change], total: usize) -> String {
+    let mut out = String::new();
+    for change in changes {
+        let key = change.key();
+        let (before, after) = match change {
+            Change::Create { after, .. } => (String::new(), yaml(after)),
+            Change::Update { before, after, .. } => (yaml(before), yaml(after)),
+            Change::Prune(_) => {
+                out.push_str(&format!(
+                    "--- live/{key}\n+++ /dev/null\n@@ no longer rendered: pruned @@\n"
+                ));
+                continue;
             }
-            Change::Update { key, fields } => {
-                println!("~ {key}");
-                for f in fields {
-                    println!("    {f}");
-                }
-                *counts.get_mut("update").expect("key") += 1;
-            }
-            Change::Prune(k) => {
-                println!("- {k}  (no longer rendered: pruned)");
-                *counts.get_mut("prune").expect("key") += 1;
-            }
-        }
+        };
+        let old_name = match change {
+            Change::Create { .. } => "/dev/null".to_owned(),
+            _ => format!("live/{key}"),
+        };
+        let text = similar::TextDiff::from_lines(&before, &after);
+        out.push_str(
+            &text
+                .unified_diff()
+                .context_radius(3)
+                .header(&old_name, &format!("sandbox/{key}"))
+                .to_string(),
+        );
     }
-    let unchanged = total.saturating_sub(counts["create"] + counts["update"]);
-    println!(
-        "{namespace}: {} to create, {} to update, {} to prune, {unchanged} unchanged",
-        counts["create"], counts["update"], counts["prune"]
-    );
+    out.push_str(&summary(namespace, changes, total));
+    out
+}
+
+/// `NAMESPACE: N to create, N to update, N to prune, N unchanged`.
+pub(crate) fn summary(namespace: &str, changes: &[Change], total: usize) -> String {
+    let count = |verb: &str| changes.iter().filter(|c| c.verb() == verb).count();
+    let (create, update, prune) = (count("create"), count("update"), count("prune"));
+    let unchanged = total.saturating_sub(create + update);
+    format!("{namespace}: {create} to create, {update} to update, {prune} to prune, {unchanged} unchanged\n")
+}
+
+/// `sandbox diff -o json`: the changes and, for updates, the changed fields (masked).
+pub(crate) fn to_json(namespace: &str, changes: &[Change]) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            let mut item = serde_json::json!({"change": c.verb(), "object": c.key().to_string()});
+            if let Change::Update { fields, .. } = c {
+                item["fields"] = fields.clone().into();
+            }
+            item
+        })
+        .collect();
+    serde_json::json!({"namespace": namespace, "changes": items})
+}
+
+fn yaml(value: &serde_json::Value) -> String {
+    serde_yaml_ng::to_string(value).unwrap_or_else(|e| format!("# cannot show as YAML: {e}\n"))
 }
 
 /// Server-side dry run of every object (into the sandbox's namespace if it exists, else into
@@ -267,6 +391,83 @@ mod tests {
         assert_eq!(
             encoded,
             ["a: \"x\" → \"<redacted>\"", "b: \"x\" → \"<redacted>\""]
+        );
+    }
+
+    #[test]
+    fn arrays_compare_element_by_element() {
+        let old = json!({"c": [{"image": "a"}]});
+        let new = json!({"c": [{"image": "a"}, {"image": "b"}]});
+        assert_eq!(
+            field_changes(&old, &new, false, &Scrubber::new()),
+            ["c.1: null → {\"image\":\"b\"}"]
+        );
+    }
+
+    /// The text is a unified diff a kubectl user reads as such, and it shows no secret: not a
+    /// Secret's data (changed or not), nor a decrypted value anywhere else.
+    #[test]
+    fn the_unified_diff_masks_secrets_and_marks_what_changed() {
+        let scrubber = Scrubber::new();
+        scrubber.add(["hunter2-long".to_owned()]);
+        let key = |kind: &str, name: &str| ObjectRef::new("v1", kind, name);
+        let mut before = json!({"kind": "Secret", "data": {"a": "czNjcmV0", "b": "c2FtZQ=="}});
+        let mut after = json!({"kind": "Secret", "data": {"a": "b3RoZXI=", "b": "c2FtZQ=="}});
+        masked(&mut before, &mut after, true, &scrubber);
+        let mut config = json!({"kind": "ConfigMap", "data": {"url": "x"}});
+        let mut config_after =
+            json!({"kind": "ConfigMap", "data": {"url": "db://hunter2-long@db"}});
+        masked(&mut config, &mut config_after, false, &scrubber);
+        let changes = [
+            Change::Update {
+                key: key("Secret", "s"),
+                fields: vec![],
+                before,
+                after,
+            },
+            Change::Update {
+                key: key("ConfigMap", "c"),
+                fields: vec![],
+                before: config,
+                after: config_after,
+            },
+            Change::create(
+                &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "n"}, "stringData": {"k": "hunter2-long"}}),
+                &scrubber,
+            ),
+            Change::Prune(key("Service", "old")),
+        ];
+        let text = unified("ns", &changes, 5);
+        assert!(
+            !text.contains("czNjcmV0") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--- live/v1/Secret/s\n+++ sandbox/v1/Secret/s\n@@"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-  a: '*** (before)'\n+  a: '*** (after)'\n   b: '***'"),
+            "{text}"
+        );
+        assert!(text.contains("+  url: <redacted>"), "{text}");
+        assert!(
+            text.contains("--- /dev/null\n+++ sandbox/v1/Secret/n"),
+            "{text}"
+        );
+        assert!(text.contains("+  k: '***'"), "{text}");
+        assert!(
+            text.contains("--- live/v1/Service/old\n+++ /dev/null"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("ns: 1 to create, 2 to update, 1 to prune, 2 unchanged\n"),
+            "{text}"
+        );
+        let json = to_json("ns", &changes);
+        assert_eq!(
+            json["changes"][3],
+            json!({"change": "prune", "object": "v1/Service/old"})
         );
     }
 

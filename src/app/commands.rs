@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use super::{print, App};
 use crate::cli::{
     CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, Output, OutputArg,
-    PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValuesArgs,
+    PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValidateArgs,
+    ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
@@ -208,11 +209,20 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
     apply::check_served(&cluster, plan).context("the rendered objects cannot be deployed")?;
     let product = &settings.config.name;
     let changes = diff::diff(&cluster, plan, product, &prepared.secret_strings()).await?;
-    diff::print_diff(&plan.namespace, &changes, plan.objects().count());
+    match args.output.output {
+        Output::Text => print!(
+            "{}",
+            diff::unified(&plan.namespace, &changes, plan.objects().count())
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&diff::to_json(&plan.namespace, &changes))?
+        ),
+    }
     Ok(!changes.is_empty())
 }
 
-pub(super) async fn validate(app: &App, args: DiffArgs) -> Result<()> {
+pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
     let reachable = async {
         tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster))

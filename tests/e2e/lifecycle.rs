@@ -331,10 +331,36 @@ async fn list_status_logs_diff_validate_extend_and_down() {
     );
     let diff = String::from_utf8(out.stdout).unwrap();
     assert!(
-        diff.contains("~ apps/v1/Deployment/worker") && diff.contains("spec.replicas: 1 → 2"),
+        diff.contains(
+            "--- live/apps/v1/Deployment/worker\n+++ sandbox/apps/v1/Deployment/worker\n@@"
+        ) && diff.contains("-  replicas: 1\n+  replicas: 2\n"),
         "{diff}"
     );
     assert!(!diff.contains("sandbox-demo-db-password"), "{diff}");
+    let out = product
+        .sandbox(&[
+            "diff",
+            "-b",
+            "feature-x",
+            "--set",
+            "worker.replicas=2",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(sandbox::error::EXIT_CHANGES));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = json["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{json}");
+    assert_eq!(changes[0]["object"], "apps/v1/Deployment/worker");
+    assert!(
+        changes[0]["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&"spec.replicas: 1 → 2".into()),
+        "{json}"
+    );
     let mut broken = product.sandbox(&["diff", "--branch", "feature-x", "--context", "no-such"]);
     let out = broken.output().unwrap();
     assert!(
