@@ -127,6 +127,19 @@ pub(crate) struct LogsArgs {
     /// Lines per container to start from.
     #[arg(long)]
     pub(crate) tail: Option<i64>,
+    /// Only this container of each pod.
+    #[arg(long, short = 'c')]
+    pub(crate) container: Option<String>,
+    /// The previous instance of each container (the one before its last restart).
+    #[arg(long, short = 'p')]
+    pub(crate) previous: bool,
+    /// Prefix each line with its RFC 3339 timestamp.
+    #[arg(long)]
+    pub(crate) timestamps: bool,
+    /// Label selector (`key=value,...`): those pods of the sandbox instead of its services'
+    /// (e.g. `-l job-name=smoke-api`).
+    #[arg(long, short = 'l')]
+    pub(crate) selector: Option<String>,
 }
 
 #[derive(Debug, Args)]

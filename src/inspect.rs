@@ -241,34 +241,112 @@ pub(crate) fn print_status(rows: &[ServiceStatus]) {
     }
 }
 
-/// Print the logs of one service's pods, or all services', each line prefixed
-/// `[service/pod]`. With `follow`, streams until every pod's log ends (or Ctrl-C).
-pub(crate) async fn logs(
-    cluster: &Cluster,
-    namespace: &str,
-    service: Option<&str>,
-    follow: bool,
-    since: Option<std::time::Duration>,
-    tail: Option<i64>,
-) -> Result<()> {
-    let mut selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service");
-    if let Some(s) = service {
-        selector.push_str(&format!(",{SERVICE_LABEL}={s}"));
+/// Which logs `sandbox logs` prints, as `kubectl logs` names the choices.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LogOptions {
+    /// Only this service's pods.
+    pub(crate) service: Option<String>,
+    /// Only this container of each pod.
+    pub(crate) container: Option<String>,
+    /// A label selector (`-l`): the pods it selects in the sandbox, instead of the services'.
+    pub(crate) selector: Option<String>,
+    pub(crate) follow: bool,
+    /// The previous, terminated instance of each container (after a restart).
+    pub(crate) previous: bool,
+    pub(crate) timestamps: bool,
+    pub(crate) since: Option<std::time::Duration>,
+    pub(crate) tail: Option<i64>,
+}
+
+impl LogOptions {
+    /// Pods of the sandbox's services by default; `-l` chooses others (a smoke Job's, say).
+    fn label_selector(&self) -> String {
+        let mut selector = match &self.selector {
+            Some(s) => s.clone(),
+            None => format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service"),
+        };
+        if let Some(s) = &self.service {
+            selector.push_str(&format!(",{SERVICE_LABEL}={s}"));
+        }
+        selector
     }
+
+    fn params(&self, container: String) -> LogParams {
+        LogParams {
+            container: Some(container),
+            follow: self.follow,
+            previous: self.previous,
+            timestamps: self.timestamps,
+            since_seconds: self.since.map(|d| d.as_secs() as i64),
+            tail_lines: self.tail,
+            ..Default::default()
+        }
+    }
+}
+
+/// Stream the logs of the chosen pods' containers, each line prefixed with where it comes
+/// from. A container that has no such log (no previous instance, not started) is reported on
+/// stderr and the others go on, as `kubectl logs -l` does.
+pub(crate) async fn logs(cluster: &Cluster, namespace: &str, options: &LogOptions) -> Result<()> {
+    let selector = options.label_selector();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .with_context(|| format!("could not list the pods of `{namespace}`"))?;
-    if list.items.is_empty() {
+        .with_context(|| {
+            format!("could not list the pods of `{namespace}` (selector `{selector}`)")
+        })?;
+    let targets = log_targets(&list.items, options.container.as_deref());
+    if targets.is_empty() {
+        let which = match (&options.service, &options.container) {
+            (Some(s), Some(c)) => format!("service `{s}` with a container `{c}`"),
+            (Some(s), None) => format!("service `{s}`"),
+            (None, Some(c)) => format!("any service with a container `{c}`"),
+            (None, None) => "any service".into(),
+        };
+        anyhow::bail!("no pods of {which} in `{namespace}` (selector `{selector}`)");
+    }
+    let wanted = targets.len();
+    let streams = targets.into_iter().map(|(pod_name, container, prefix)| {
+        let pods = pods.clone();
+        let params = options.params(container.clone());
+        async move {
+            let stream = match pods.log_stream(&pod_name, &params).await {
+                Ok(stream) => stream,
+                Err(e) => return Err(format!("[{prefix}] {}", crate::kube::api_message(&e))),
+            };
+            let mut lines = stream.lines();
+            while let Some(Ok(line)) = lines.next().await {
+                println!("[{prefix}] {line}");
+            }
+            Ok(())
+        }
+    });
+    let failed: Vec<String> = futures::future::join_all(streams)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    // Containers without the log asked for are named on stderr while the others print; if no
+    // container had it, the command failed (as `kubectl logs --previous` of one that never
+    // restarted does).
+    if failed.len() == wanted {
         anyhow::bail!(
-            "no pods of {} in `{namespace}`",
-            service
-                .map(|s| format!("service `{s}`"))
-                .unwrap_or("any service".into())
+            "no container had the logs asked for:\n  {}",
+            failed.join("\n  ")
         );
     }
-    let streams = list.items.iter().flat_map(|pod| {
+    for f in &failed {
+        eprintln!("{f}");
+    }
+    Ok(())
+}
+
+/// `(pod, container, prefix)` for each container to read: `service/pod`, or
+/// `service/pod/container` where a pod has several and none was chosen.
+fn log_targets(pods: &[Pod], only: Option<&str>) -> Vec<(String, String, String)> {
+    let mut targets = Vec::new();
+    for pod in pods {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let service = pod
             .metadata
@@ -276,42 +354,26 @@ pub(crate) async fn logs(
             .as_ref()
             .and_then(|l| l.get(SERVICE_LABEL))
             .cloned()
-            .unwrap_or_default();
-        let containers: Vec<String> = pod
+            .unwrap_or_else(|| "-".into());
+        let containers: Vec<&str> = pod
             .spec
-            .as_ref()
-            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-            .unwrap_or_default();
-        let several = containers.len() > 1;
-        let pods = pods.clone();
-        containers.into_iter().map(move |container| {
-            let pods = pods.clone();
-            let pod_name = pod_name.clone();
+            .iter()
+            .flat_map(|s| s.containers.iter().map(|c| c.name.as_str()))
+            .collect();
+        let several = containers.len() > 1 && only.is_none();
+        for container in containers {
+            if only.is_some_and(|c| c != container) {
+                continue;
+            }
             let prefix = if several {
                 format!("{service}/{pod_name}/{container}")
             } else {
                 format!("{service}/{pod_name}")
             };
-            let params = LogParams {
-                container: Some(container),
-                follow,
-                since_seconds: since.map(|d| d.as_secs() as i64),
-                tail_lines: tail,
-                ..Default::default()
-            };
-            async move {
-                let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
-                    return;
-                };
-                let mut lines = stream.lines();
-                while let Some(Ok(line)) = lines.next().await {
-                    println!("[{prefix}] {line}");
-                }
-            }
-        })
-    });
-    futures::future::join_all(streams).await;
-    Ok(())
+            targets.push((pod_name.clone(), container.to_owned(), prefix));
+        }
+    }
+    targets
 }
 
 #[cfg(test)]

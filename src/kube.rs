@@ -162,6 +162,14 @@ impl Cluster {
     }
 }
 
+/// What the API server said, for one line of output: its message, else the error itself.
+pub(crate) fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The HTTP status of an API error, if it is one.
 pub(crate) fn status_code(error: &kube::Error) -> Option<u16> {
     match error {

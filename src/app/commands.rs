@@ -182,9 +182,18 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
         .context("cannot read the logs")?;
     let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
     record::ensure_ours(&cluster, &namespace, &config.name).await?;
-    let service = args.service.as_deref();
+    let options = inspect::LogOptions {
+        service: args.service,
+        container: args.container,
+        selector: args.selector,
+        follow: args.follow,
+        previous: args.previous,
+        timestamps: args.timestamps,
+        since: args.since,
+        tail: args.tail,
+    };
     tokio::select! {
-        r = inspect::logs(&cluster, &namespace, service, args.follow, args.since, args.tail) => r?,
+        r = inspect::logs(&cluster, &namespace, &options) => r?,
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())

@@ -307,6 +307,53 @@ async fn list_status_logs_diff_validate_extend_and_down() {
             .any(|l| l.starts_with("[worker/worker-") && l.contains("worker: job")),
         "{logs}"
     );
+    // kubectl's flags: a container, timestamps, a selector; and what has no log is an error.
+    let stamped = run(&[
+        "logs",
+        "worker",
+        "-b",
+        "feature-x",
+        "-c",
+        "worker",
+        "--timestamps",
+    ]);
+    assert!(
+        stamped.lines().any(|l| l.starts_with("[worker/worker-")
+            && l.split(' ')
+                .nth(1)
+                .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())
+            && l.contains("worker: job")),
+        "{stamped}"
+    );
+    let selected = run(&[
+        "logs",
+        "-b",
+        "feature-x",
+        "-l",
+        "sandbox.dev/service=worker",
+    ]);
+    assert!(
+        selected.lines().all(|l| l.starts_with("[worker/worker-")),
+        "{selected}"
+    );
+    assert!(selected.contains("worker: job"), "{selected}");
+    for (args, error) in [
+        (
+            &["logs", "worker", "-b", "feature-x", "-c", "nope"][..],
+            "no pods of service `worker` with a container `nope`",
+        ),
+        (
+            &["logs", "worker", "-b", "feature-x", "--previous"][..],
+            "no container had the logs asked for",
+        ),
+    ] {
+        let out = product.sandbox(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(error),
+            "{args:?}: {stderr}"
+        );
+    }
 
     let diff = run(&["diff", "--branch", "feature-x"]);
     assert!(
