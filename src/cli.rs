@@ -84,6 +84,8 @@ pub(crate) enum Command {
     /// Print shell completions.
     #[command(visible_alias = "completion")]
     Completions(CompletionsArgs),
+    /// Print the manual page, or write one per command into --dir (sandbox.1, sandbox-up.1, …).
+    Man(ManArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
     Serve(ServeArgs),
 }
@@ -237,6 +239,13 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CompletionsArgs {
     pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write every command's page into this directory (e.g. /usr/local/share/man/man1).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -483,6 +492,21 @@ mod tests {
             cli.command,
             Command::Down(DownArgs { dry_run: true, .. })
         ));
+    }
+
+    /// One page per command, each naming it and carrying its options from the clap definitions.
+    #[test]
+    fn man_pages_cover_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(Cli::command(), dir.path()).unwrap();
+        let up = std::fs::read_to_string(dir.path().join("sandbox-up.1")).unwrap();
+        assert!(up.contains(".TH sandbox-up 1"), "{up}");
+        assert!(up.contains("\\-\\-on\\-failure"), "{up}");
+        for command in Cli::command().get_subcommands() {
+            let page = dir.path().join(format!("sandbox-{}.1", command.get_name()));
+            assert!(page.exists(), "{}", page.display());
+        }
+        assert!(dir.path().join("sandbox-cache-prune.1").exists());
     }
 
     #[test]

@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, Output, OutputArg,
-    PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs, ValidateArgs,
-    ValuesArgs,
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, Output,
+    OutputArg, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs,
+    ValidateArgs, ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
@@ -345,6 +345,25 @@ pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> 
 pub(super) fn completions(args: CompletionsArgs) -> Result<()> {
     let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
     clap_complete::generate(args.shell, &mut command, "sandbox", &mut std::io::stdout());
+    Ok(())
+}
+
+/// Manual pages from the same definitions as `--help`, so they never disagree.
+pub(super) fn man(args: ManArgs) -> Result<()> {
+    let command = <crate::cli::Cli as clap::CommandFactory>::command();
+    match args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(command, &dir))
+                .with_context(|| {
+                    format!("cannot write the manual pages into `{}`", dir.display())
+                })?;
+            println!("wrote the manual pages into {}", dir.display());
+        }
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout())
+            .context("cannot print the manual page")?,
+    }
     Ok(())
 }
 
