@@ -98,9 +98,11 @@ pub(crate) struct DownArgs {
     /// Delete every sandbox whose expiry has passed.
     #[arg(long, conflicts_with = "branch")]
     pub(crate) all_expired: bool,
-    /// Fail at once if an `up` holds the sandbox's lock (default: wait).
-    #[arg(long)]
-    pub(crate) no_wait: bool,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+    /// How long the namespace may take to be gone (default: 3m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
     /// Only say what would be deleted (after the same checks that it is this product's).
     #[arg(long)]
     pub(crate) dry_run: bool,
@@ -248,6 +250,28 @@ pub(crate) struct ManArgs {
     pub(crate) dir: Option<PathBuf>,
 }
 
+/// Waiting for another run's lock on the sandbox.
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
+    /// How long to wait while another `up` or `down` holds the sandbox's lock (`0`: fail at
+    /// once; default: as long as it takes).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) lock_timeout: Option<Duration>,
+    /// Old spelling of `--lock-timeout 0`.
+    #[arg(long, hide = true, conflicts_with = "lock_timeout")]
+    pub(crate) no_wait: bool,
+}
+
+impl LockArgs {
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        if self.no_wait {
+            Some(Duration::ZERO)
+        } else {
+            self.lock_timeout
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BranchArg {
     /// The branch whose sandbox this is.
@@ -275,9 +299,18 @@ pub(crate) struct UpArgs {
     /// Print how long each stage and each service took.
     #[arg(long)]
     pub(crate) timings: bool,
-    /// Fail at once if another `up` or `down` holds the sandbox's lock (default: wait).
-    #[arg(long)]
-    pub(crate) no_wait: bool,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+    /// How long each service (and preflight Job) may take to become ready, and the smoke tests
+    /// together: overrides `timeouts:` in sandbox.yaml.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+    /// `--wait=false`: apply everything in dependency order and return, without waiting for the
+    /// services to be ready or running the smoke tests (Jobs others depend on are still waited
+    /// for, as helm waits for hooks). The sandbox's status is then `applied`.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) wait: bool,
     /// Wait up to DURATION (e.g. `10m`) for images CI has yet to publish, polling with backoff
     /// (default: a missing image without `build:` fails at once).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -507,6 +540,43 @@ mod tests {
             assert!(page.exists(), "{}", page.display());
         }
         assert!(dir.path().join("sandbox-cache-prune.1").exists());
+    }
+
+    /// `--lock-timeout` (with `--no-wait` its old spelling of 0), `--timeout`, `--wait=false`.
+    #[test]
+    fn waiting_flags_read_as_helm_and_kubectl_users_expect() {
+        let up = |args: &[&str]| match Cli::try_parse_from(
+            [&["sandbox", "up", "-b", "x"], args].concat(),
+        )
+        .map(|c| c.command)
+        {
+            Ok(Command::Up(a)) => Ok(a),
+            Ok(_) => panic!("up"),
+            Err(e) => Err(e.to_string()),
+        };
+        let plain = up(&[]).unwrap();
+        assert_eq!(
+            (plain.lock.timeout(), plain.timeout, plain.wait),
+            (None, None, true)
+        );
+        let set = up(&["--lock-timeout", "0", "--timeout", "10m", "--wait=false"]).unwrap();
+        assert_eq!(set.lock.timeout(), Some(Duration::ZERO));
+        assert_eq!(set.timeout, Some(Duration::from_secs(600)));
+        assert!(!set.wait);
+        assert!(up(&["--wait"]).unwrap().wait);
+        assert_eq!(
+            up(&["--no-wait"]).unwrap().lock.timeout(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            up(&["--lock-timeout", "90s"]).unwrap().lock.timeout(),
+            Some(Duration::from_secs(90))
+        );
+        assert!(up(&["--no-wait", "--lock-timeout", "5s"]).is_err());
+        assert!(
+            up(&["--wait", "false"]).is_err(),
+            "`--wait false` is not `--wait=false`"
+        );
     }
 
     #[test]

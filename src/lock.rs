@@ -45,7 +45,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LockError {
-    /// Someone else holds the lock and `--no-wait` was given.
+    /// Someone else holds the lock and `--lock-timeout` ran out.
     #[error("sandbox `{namespace}` is locked by {holder} (since {since})")]
     Held {
         namespace: String,
@@ -67,7 +67,7 @@ impl Hint for LockError {
     fn hint(&self) -> Option<String> {
         match self {
             LockError::Held { .. } => Some(format!(
-                "another `sandbox up` or `down` is working on this sandbox; wait for it (drop --no-wait), or if it crashed the lock expires once it has been seen unchanged for {LEASE_SECONDS} s"
+                "another `sandbox up` or `down` is working on this sandbox; wait for it (a longer `--lock-timeout`, or none), or if it crashed the lock expires once it has been seen unchanged for {LEASE_SECONDS} s"
             )),
             LockError::Api { .. } => None,
             LockError::Lost { .. } => Some(
@@ -201,7 +201,7 @@ impl Observer {
 }
 
 /// Whether a lease looks abandoned by the wall clock: its renewTime plus its duration is past.
-/// Only a hint for `--no-wait` (whether to look longer before refusing): clocks differ, so the
+/// Only a hint for `--lock-timeout 0` (whether to look longer before refusing): clocks differ, so the
 /// decision to take over is the [`Observer`]'s.
 fn looks_abandoned(lease: &Lease, wall_now: jiff::Timestamp) -> bool {
     let Some(renewed) = lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()) else {
@@ -234,14 +234,16 @@ fn our_lease(namespace: &str, me: &str, existing: Option<&Lease>) -> Lease {
     lease
 }
 
-/// Take the sandbox's lock, waiting for another holder unless `wait` is false.
+/// Take the sandbox's lock, waiting for another holder at most `timeout` (`None`: as long as
+/// it takes; zero: not at all).
 pub(crate) async fn acquire(
     cluster: &Cluster,
     namespace: &str,
     holder: &str,
-    wait: bool,
+    timeout: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<SandboxLock, LockError> {
+    let started = Instant::now();
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
     let api_err = |source| LockError::Api {
         namespace: namespace.into(),
@@ -276,6 +278,8 @@ pub(crate) async fn acquire(
                 .await
             }
             (Verdict::Held { left, changed }, Some(lease)) => {
+                let remaining = timeout.map(|t| t.saturating_sub(started.elapsed()));
+                let wait = remaining.is_none_or(|r| !r.is_zero());
                 let spec = lease.spec.clone().unwrap_or_default();
                 let other = spec.holder_identity.unwrap_or_default();
                 let since = spec
@@ -299,7 +303,13 @@ pub(crate) async fn acquire(
                     ));
                     told = true;
                 }
-                wait_for_change(&api, lease, left).await;
+                // Out of time, a lease that has not been seen to change is still watched for
+                // its duration: it may be abandoned, and then it is ours.
+                let patience = match remaining {
+                    Some(r) if !r.is_zero() => left.min(r),
+                    _ => left,
+                };
+                wait_for_change(&api, lease, patience).await;
                 continue;
             }
             (Verdict::Held { .. } | Verdict::Silent, None) => unreachable!("no lease is free"),

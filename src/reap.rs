@@ -77,7 +77,14 @@ async fn delete_expired(cluster: &Cluster, listed: &SandboxRecord, holder: &str)
         anyhow::bail!("it names no product (no {} label)", record::PRODUCT_LABEL);
     }
     let quiet = Reporter::new(true);
-    let held = lock::acquire(cluster, name, holder, false, &quiet).await;
+    let held = lock::acquire(
+        cluster,
+        name,
+        holder,
+        Some(std::time::Duration::ZERO),
+        &quiet,
+    )
+    .await;
     let _lock = match held {
         Ok(lock) => lock,
         Err(LockError::Held { holder, .. }) => anyhow::bail!("in use by {holder}"),

@@ -128,6 +128,8 @@ pub(crate) fn is_managed(metadata: &ObjectMeta) -> bool {
 pub(crate) enum Status {
     Deploying,
     Ready,
+    /// Applied by `up --wait=false`: nobody waited to see it ready.
+    Applied,
     Failed,
 }
 
@@ -136,14 +138,20 @@ impl Status {
         match self {
             Status::Deploying => "deploying",
             Status::Ready => "ready",
+            Status::Applied => "applied",
             Status::Failed => "failed",
         }
     }
 
     fn parse(text: &str) -> Option<Status> {
-        [Status::Deploying, Status::Ready, Status::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Status::Deploying,
+            Status::Ready,
+            Status::Applied,
+            Status::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 

@@ -20,10 +20,20 @@ use crate::record::{self, Update};
 use crate::{diff, inspect, reap, serve};
 
 pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets.0, args.ttl)?;
+    let mut settings = app.settings(&args.branch.branch, args.sets.0, args.ttl)?;
+    if let Some(timeout) = args.timeout {
+        settings.config.timeouts.service = timeout;
+        settings.config.timeouts.smoke = timeout;
+    }
+    if args.lock.no_wait {
+        app.reporter.info(
+            "warning: --no-wait is now spelled --lock-timeout 0 (--wait=false skips readiness)",
+        );
+    }
     let options = UpOptions {
         on_failure: args.on_failure,
-        wait_for_lock: !args.no_wait,
+        lock_timeout: args.lock.timeout(),
+        wait: args.wait,
         wait_for_images: args.wait_for_images,
     };
     let reporter = &app.reporter;
@@ -69,14 +79,14 @@ pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
     if args.dry_run {
         return pipeline::down_dry_run(&cluster, &namespace, &config.name).await;
     }
-    pipeline::down(
-        &cluster,
-        &namespace,
-        &config.name,
-        !args.no_wait,
-        &app.reporter,
-    )
-    .await
+    let mut options = pipeline::DownOptions {
+        lock_timeout: args.lock.timeout(),
+        ..Default::default()
+    };
+    if let Some(timeout) = args.timeout {
+        options.timeout = timeout;
+    }
+    pipeline::down(&cluster, &namespace, &config.name, options, &app.reporter).await
 }
 
 /// The namespace of the product's sandbox of `branch` (by an older name, if that is where it is).

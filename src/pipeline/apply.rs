@@ -14,7 +14,7 @@ use crate::kube::{status_code, Cluster, FIELD_MANAGER};
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::chart::hooks;
 use crate::pipeline::inventory::Live;
-use crate::pipeline::plan::{Plan, Step};
+use crate::pipeline::plan::{Plan, Role, Step};
 use crate::pipeline::wait::{self, WaitError};
 use crate::progress::Reporter;
 use crate::record::{is_managed, ROLE_LABEL, SERVICE_LABEL};
@@ -195,12 +195,21 @@ pub(crate) struct StepTiming {
 /// the first failure stops the deploy (steps in flight are dropped, which cancels their waits).
 /// `live` says what is already there unchanged (skipped); `changed` collects the keys of the
 /// objects this deploy applied, so that a failure can be rolled back.
+/// How long a step may take to become ready, and whether services are waited for at all
+/// (`up --wait=false`: Jobs and hooks still are, as helm waits for its hooks, since what
+/// comes after them needs their work done).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) timeout: Duration,
+    pub(crate) services: bool,
+}
+
 pub(crate) async fn deploy(
     cluster: &Cluster,
     plan: &Plan,
     live: &Live,
     changed: &Mutex<Vec<ObjectRef>>,
-    timeout: Duration,
+    readiness: Readiness,
     reporter: &Reporter,
 ) -> Result<Vec<StepTiming>, ApplyError> {
     let start = Instant::now();
@@ -224,7 +233,7 @@ pub(crate) async fn deploy(
                             step,
                             live,
                             changed,
-                            timeout,
+                            readiness,
                             reporter,
                         )
                         .await,
@@ -264,9 +273,10 @@ async fn run_step(
     step: &Step,
     live: &Live,
     changed: &Mutex<Vec<ObjectRef>>,
-    timeout: Duration,
+    readiness: Readiness,
     reporter: &Reporter,
 ) -> Result<(), ApplyError> {
+    let timeout = readiness.timeout;
     let mut objects: Vec<&serde_json::Value> = step.objects.iter().collect();
     objects.sort_by_key(|o| apply_rank(o.kind()));
     for object in objects.iter().filter(|o| !live.unchanged(o)) {
@@ -279,6 +289,9 @@ async fn run_step(
         apply_object(cluster, namespace, object).await?;
     }
     reporter.step_applied(&step.id);
+    if !readiness.services && matches!(step.role, Role::Service) {
+        return Ok(());
+    }
     let not_ready = |source| ApplyError::NotReady {
         service: step.service.clone(),
         step: step.id.clone(),

@@ -10,16 +10,32 @@ use crate::lock;
 use crate::progress::Reporter;
 use crate::record::{self, Deleted, Lookup};
 
-/// How long a namespace may take to go.
+/// How long a namespace may take to go, unless `down --timeout` says otherwise.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// `sandbox down` of one sandbox of `product`. With `wait_for_lock` false, fail at once if an
-/// `up` holds it.
+/// How `down` waits: for another run's lock, and for the namespace to be gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DownOptions {
+    /// `None`: as long as it takes; zero: fail at once if an `up` holds the lock.
+    pub(crate) lock_timeout: Option<Duration>,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for DownOptions {
+    fn default() -> Self {
+        DownOptions {
+            lock_timeout: None,
+            timeout: DELETE_TIMEOUT,
+        }
+    }
+}
+
+/// `sandbox down` of one sandbox of `product`.
 pub(crate) async fn down(
     cluster: &Cluster,
     namespace: &str,
     product: &str,
-    wait_for_lock: bool,
+    options: DownOptions,
     reporter: &Reporter,
 ) -> Result<()> {
     let live_and_ours = matches!(
@@ -30,11 +46,11 @@ pub(crate) async fn down(
     // deletes the lease in it, and once the deletion is under way there is nothing to stop.
     let _lock = if live_and_ours {
         let holder = lock::holder_identity("down");
-        Some(lock::acquire(cluster, namespace, &holder, wait_for_lock, reporter).await?)
+        Some(lock::acquire(cluster, namespace, &holder, options.lock_timeout, reporter).await?)
     } else {
         None
     };
-    delete(cluster, namespace, product, reporter).await
+    delete_within(cluster, namespace, product, options.timeout, reporter).await
 }
 
 /// `sandbox down --dry-run`: print what `down` would delete, after the same checks (the
@@ -71,13 +87,24 @@ pub(crate) async fn delete(
     product: &str,
     reporter: &Reporter,
 ) -> Result<()> {
+    delete_within(cluster, namespace, product, DELETE_TIMEOUT, reporter).await
+}
+
+/// [`delete`], waiting at most `timeout` for the namespace to be gone.
+async fn delete_within(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+    timeout: Duration,
+    reporter: &Reporter,
+) -> Result<()> {
     match record::delete(cluster, namespace, product).await? {
         Deleted::WasAbsent => reporter.info(&format!(
             "sandbox `{namespace}` does not exist; nothing to do"
         )),
         Deleted::Deleting => {
             reporter.info(&format!("deleting `{namespace}`…"));
-            record::wait_gone(cluster, namespace, DELETE_TIMEOUT).await?;
+            record::wait_gone(cluster, namespace, timeout).await?;
             reporter.info(&format!("sandbox `{namespace}` is gone"));
         }
     }

@@ -36,7 +36,7 @@ pub(crate) mod rollback;
 pub(crate) mod settings;
 pub(crate) mod up;
 
-pub(crate) use self::down::{down, down_dry_run};
+pub(crate) use self::down::{down, down_dry_run, DownOptions};
 pub(crate) use self::prepare::{prepare, Secrets};
 pub(crate) use self::settings::{Environment, Settings};
 pub(crate) use self::up::{up, Interrupted, OnFailure, UpOptions};

@@ -39,8 +39,11 @@ pub(crate) enum OnFailure {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpOptions {
     pub(crate) on_failure: OnFailure,
-    /// Wait for another run's lock (else fail at once).
-    pub(crate) wait_for_lock: bool,
+    /// How long to wait for another run's lock (`None`: as long as it takes; zero: not at all).
+    pub(crate) lock_timeout: Option<Duration>,
+    /// Wait until the services are ready and run the smoke tests (`--wait=false`: apply, in
+    /// dependency order, and return).
+    pub(crate) wait: bool,
     /// How long to wait for images CI has yet to publish (else a missing image fails at once).
     pub(crate) wait_for_images: Option<Duration>,
 }
@@ -116,13 +119,14 @@ async fn locked(
         crate::access::grant(cluster, ns, access).await?;
     }
     let holder = lock::holder_identity(&settings.owner);
-    let lock = lock::acquire(cluster, ns, &holder, options.wait_for_lock, reporter).await?;
+    let lock = lock::acquire(cluster, ns, &holder, options.lock_timeout, reporter).await?;
     let work = Locked {
         cluster,
         settings,
         prepared,
         wanted: &wanted,
         made_namespace: new,
+        wait: options.wait,
     };
     // The work stops where it is when the lock is lost: another run may be deploying now, so
     // nothing more is written, not even the failure.
@@ -187,6 +191,8 @@ struct Locked<'a> {
     wanted: &'a SandboxRecord,
     /// This run made the namespace (before taking the lock).
     made_namespace: bool,
+    /// Wait for readiness and smoke-test (else apply and return).
+    wait: bool,
 }
 
 impl Locked<'_> {
@@ -213,6 +219,7 @@ impl Locked<'_> {
             self.prepared,
             previous.as_ref(),
             &changed,
+            self.wait,
             reporter,
         )
         .await;
@@ -307,6 +314,7 @@ async fn rollout(
     prepared: &Prepared,
     previous: Option<&SandboxRecord>,
     changed: &Mutex<Vec<ObjectRef>>,
+    wait: bool,
     reporter: &Reporter,
 ) -> Result<Outcome> {
     let ns = settings.namespace.as_str();
@@ -323,7 +331,11 @@ async fn rollout(
 
     let deploy_started = Instant::now();
     let timeouts = settings.config.timeouts;
-    let steps = apply::deploy(cluster, plan, &live, changed, timeouts.service, reporter)
+    let readiness = apply::Readiness {
+        timeout: timeouts.service,
+        services: wait,
+    };
+    let steps = apply::deploy(cluster, plan, &live, changed, readiness, reporter)
         .await
         .with_context(|| format!("could not deploy sandbox `{ns}`"))?;
     let deploy = deploy_started.elapsed();
@@ -332,7 +344,9 @@ async fn rollout(
     let nothing_changed = changed.lock().expect("not poisoned").is_empty() && stale.is_empty();
     let was_ready = previous.is_some_and(|r| r.status == Some(Status::Ready));
     let smoke_started = Instant::now();
-    if nothing_changed && was_ready {
+    if !wait {
+        reporter.info("--wait=false: applied without waiting for readiness; no smoke tests");
+    } else if nothing_changed && was_ready {
         reporter.info("nothing changed since the last successful up: its smoke tests stand");
     } else {
         smoke::run(cluster, plan, timeouts.smoke, reporter)
@@ -352,12 +366,13 @@ async fn rollout(
     if before != rendered {
         record::update(cluster, ns, Update::inventory(rendered)).await?;
     }
-    if !nothing_changed || !was_ready {
+    // A revision is good, and a rollback target, only once it has been seen ready.
+    if wait && (!nothing_changed || !was_ready) {
         inventory::save_last_good(cluster, ns, plan).await?;
     }
     let done = Update {
         url: Some(url.clone()),
-        ..Update::status(Status::Ready)
+        ..Update::status(if wait { Status::Ready } else { Status::Applied })
     };
     record::update(cluster, ns, done).await?;
     Ok(Outcome {

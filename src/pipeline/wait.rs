@@ -69,7 +69,7 @@ impl Hint for WaitError {
     fn hint(&self) -> Option<String> {
         let mut out = self.diagnosis().map(|d| d.to_string()).unwrap_or_default();
         let advice = match self {
-            WaitError::Timeout { .. } => "raise `timeouts.service` in sandbox.yaml if it is only slow",
+            WaitError::Timeout { .. } => "raise `timeouts.service` in sandbox.yaml (or pass `up --timeout`) if it is only slow",
             WaitError::Failed { reason, .. } if reason.contains("Image") => {
                 "check the image name and tag; on the local cluster import images with scripts/images"
             }

@@ -53,7 +53,8 @@ impl Deployer for ClusterDeployer {
             let options = UpOptions {
                 on_failure: self.on_failure,
                 // Someone's `sandbox up` by hand: wait for it rather than fail the pull request.
-                wait_for_lock: true,
+                lock_timeout: None,
+                wait: true,
                 // A push's image is CI's job; a preview that comes first waits a while for it.
                 wait_for_images: Some(std::time::Duration::from_secs(600)),
             };
@@ -85,7 +86,8 @@ impl Deployer for ClusterDeployer {
                     crate::access::grant(&cluster, &namespace, access).await?;
                 }
             }
-            pipeline::down(&cluster, &namespace, &config.name, true, &reporter).await
+            let options = pipeline::DownOptions::default();
+            pipeline::down(&cluster, &namespace, &config.name, options, &reporter).await
         }
         .await;
         result.map_err(|e| Failure::new(&e, |t| reporter.scrub(t)))

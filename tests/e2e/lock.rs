@@ -190,7 +190,7 @@ async fn a_holder_whose_lease_was_taken_over_stops_and_leaves_the_new_lease_alon
     intruder.await.unwrap();
     // Once the intruder is gone for good, the next up finishes the sandbox.
     leases.delete(LEASE, &Default::default()).await.unwrap();
-    up_ok(&product, &["--no-wait"]);
+    up_ok(&product, &["--lock-timeout", "0"]);
     assert_eq!(orphans(&client, &ns.name).await, Vec::<String>::new());
 }
 
@@ -216,9 +216,16 @@ async fn a_lease_is_judged_by_observed_renewals_not_by_the_clock_written_in_it()
         stop.clone(),
     );
     wait_for_holder(&client, &ns.name, Duration::from_secs(10)).await;
-    let (ok, text) = up(&product, &["--no-wait"]);
-    assert!(!ok, "--no-wait took a live lease:\n{text}");
+    let (ok, text) = up(&product, &["--lock-timeout", "0"]);
+    assert!(!ok, "--lock-timeout 0 took a live lease:\n{text}");
     assert!(text.contains("is locked by behind #e2e"), "{text}");
+    // A timeout that runs out while the holder renews fails the same way, having waited.
+    let (ok, text) = up(&product, &["--lock-timeout", "2s"]);
+    assert!(!ok, "--lock-timeout 2s took a live lease:\n{text}");
+    assert!(
+        text.contains("waiting for the lock") && text.contains("is locked by behind #e2e"),
+        "{text}"
+    );
     // A waiting run waits while it renews, longer than the lease's duration…
     let waiting = spawn_up(&product, &[]);
     let watched = Instant::now();

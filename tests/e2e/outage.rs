@@ -180,7 +180,7 @@ async fn up_rides_out_ten_seconds_of_an_unreachable_api_server() {
     }
 
     // The next up (through the proxy, now healthy) completes, and nothing is left untracked.
-    let mut again = product.sandbox(&["up", "--branch", "feature-x", "--no-wait"]);
+    let mut again = product.sandbox(&["up", "--branch", "feature-x", "--lock-timeout", "0"]);
     again.env("KUBECONFIG", &kubeconfig);
     let out = again.output().unwrap();
     assert!(out.status.success(), "{}", describe(&again, &out));

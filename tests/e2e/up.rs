@@ -206,3 +206,52 @@ async fn up_feature_x_deploys_seven_services_from_three_repos() {
     assert!(!page.contains("FAILED"), "{page}");
     assert!(!page.contains(secret));
 }
+
+/// `--timeout` overrides `timeouts:` (1ms: nothing is ready that fast), and `--wait=false`
+/// applies everything in dependency order and returns: the sandbox is `applied`, not `ready`.
+#[tokio::test]
+async fn timeout_overrides_the_config_and_wait_false_applies_and_returns() {
+    let Some(client) = cluster("up --timeout, --wait=false").await else {
+        return;
+    };
+    let product = Product::new("nowait");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let mut hurried = product.sandbox(&["up", "--branch", "feature-x", "--timeout", "1ms"]);
+    let out = hurried.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("was not ready after 0s")
+            && stderr.contains("up --timeout"),
+        "{}",
+        describe(&hurried, &out)
+    );
+
+    let mut applied = product.sandbox(&["up", "--branch", "feature-x", "--wait=false"]);
+    let out = applied.output().unwrap();
+    assert!(out.status.success(), "{}", describe(&applied, &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--wait=false"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .starts_with("http://"));
+    let list = product.sandbox(&["list", "-o", "json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["namespace"] == ns.name.as_str())
+        .expect("listed");
+    assert_eq!(row["status"], "applied");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        7
+    );
+}
