@@ -1,11 +1,14 @@
-//! Credentials for the remote: the SSH agent for SSH URLs, a token from the environment for
-//! HTTPS URLs, each offered once per connection phase, and only to the configured host.
+//! Credentials for the remote, each offered once per connection phase and only to the
+//! configured host: for SSH URLs the SSH agent, then the usual keys in `~/.ssh` (and
+//! `SANDBOX_GIT_SSH_KEY`); for HTTPS URLs a token from the environment, then the user's git
+//! credential helpers (`credential.helper`), as `git` itself would.
 //!
 //! libgit2 asks for credentials with the URL it is talking to, which after an HTTP redirect is
 //! no longer the configured one: a redirect (or a config pointing at `http://`) must not carry
 //! the token to another host or in clear text. [`may_send`] decides, before anything is offered.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 
 use git2::{Cred, CredentialType, ErrorClass, ErrorCode, RemoteCallbacks};
 
@@ -23,21 +26,47 @@ pub(super) const GH_TOKEN_ENV: &str = "GH_TOKEN";
 /// Where the HTTPS token is read from, first set wins.
 const TOKEN_VARS: [&str; 4] = [TOKEN_ENV, SERVE_TOKEN_ENV, GITHUB_TOKEN_ENV, GH_TOKEN_ENV];
 /// Hard cap on credential requests per connection phase, whatever libgit2 asks for.
-const MAX_CREDENTIAL_REQUESTS: u32 = 4;
+const MAX_CREDENTIAL_REQUESTS: u32 = 12;
 
 /// How the SSH agent is named among the credentials offered (and in error messages).
 pub(super) const SSH_AGENT: &str = "SSH agent";
+
+/// A private key file to offer (before the default ones) for SSH remotes.
+pub(super) const SSH_KEY_ENV: &str = "SANDBOX_GIT_SSH_KEY";
+/// The keys `ssh` itself tries, in its order, under `~/.ssh`.
+const DEFAULT_SSH_KEYS: [&str; 4] = ["id_ed25519", "id_ecdsa", "id_rsa", "id_dsa"];
+
+/// Which git configuration names the credential helpers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) enum HelperConfig {
+    /// None are asked.
+    #[default]
+    Off,
+    /// The user's (system, global and XDG files, as `git` reads them).
+    User,
+    /// One file (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    File(PathBuf),
+}
 
 /// Credentials available to the callbacks, read once from the environment.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Credentials {
     /// `(variable name, token)`.
     pub(super) token: Option<(&'static str, String)>,
+    /// Private key files that exist, in the order they are offered.
+    pub(super) ssh_keys: Vec<PathBuf>,
+    pub(super) helpers: HelperConfig,
 }
 
 impl Credentials {
     pub(super) fn from_env() -> Self {
-        Credentials::from_vars(|var| std::env::var(var).ok())
+        let mut credentials = Credentials::from_vars(|var| std::env::var(var).ok());
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let explicit = std::env::var_os(SSH_KEY_ENV).map(PathBuf::from);
+        credentials.ssh_keys = ssh_keys(explicit, home);
+        credentials.helpers = HelperConfig::User;
+        credentials
     }
 
     /// The first non-empty token of [`TOKEN_VARS`], as `var` reads them.
@@ -47,8 +76,24 @@ impl Credentials {
                 .filter(|t| !t.trim().is_empty())
                 .map(|t| (name, t.trim().to_owned()))
         });
-        Credentials { token }
+        Credentials {
+            token,
+            ..Credentials::default()
+        }
     }
+}
+
+/// `SANDBOX_GIT_SSH_KEY`, then the default keys under `~/.ssh`, those that are files.
+fn ssh_keys(explicit: Option<PathBuf>, home: Option<PathBuf>) -> Vec<PathBuf> {
+    let defaults = home
+        .map(|h| h.join(".ssh"))
+        .into_iter()
+        .flat_map(|dir| DEFAULT_SSH_KEYS.map(|k| dir.join(k)));
+    explicit
+        .into_iter()
+        .chain(defaults)
+        .filter(|k| k.is_file())
+        .collect()
 }
 
 /// Whether a credential may go to `url` (what libgit2 is connecting to) for a repository
@@ -103,7 +148,10 @@ pub(super) struct AuthState<'c> {
     requests: u32,
     tried_username: bool,
     tried_agent: bool,
+    /// How many of the credentials' SSH keys were offered.
+    keys_tried: usize,
     tried_token: bool,
+    tried_helper: bool,
     /// Human-readable descriptions of the credentials offered, for error messages.
     pub(super) offered: Vec<String>,
     /// Why a credential that was there was not offered, for error messages.
@@ -120,7 +168,9 @@ impl<'c> AuthState<'c> {
             requests: 0,
             tried_username: false,
             tried_agent: false,
+            keys_tried: 0,
             tried_token: false,
+            tried_helper: false,
             offered: Vec::new(),
             withheld: None,
             exhausted: false,
@@ -158,6 +208,11 @@ impl<'c> AuthState<'c> {
                     return Ok(cred);
                 }
             }
+            if allowed.contains(CredentialType::SSH_KEY) {
+                if let Some(cred) = self.next_key(user) {
+                    return Ok(cred);
+                }
+            }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !self.tried_token {
                 self.tried_token = true;
                 if let Some((var, token)) = &self.credentials.token {
@@ -167,8 +222,40 @@ impl<'c> AuthState<'c> {
                     }
                 }
             }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !self.tried_helper {
+                self.tried_helper = true;
+                if let Some(cred) = self.helper(url, username_from_url) {
+                    return Ok(cred);
+                }
+            }
         }
         Err(self.give_up())
+    }
+
+    /// The next private key file not yet offered (an encrypted one fails at the server's turn
+    /// and the next is tried: nothing here prompts).
+    fn next_key(&mut self, user: &str) -> Option<Cred> {
+        while let Some(key) = self.credentials.ssh_keys.get(self.keys_tried) {
+            self.keys_tried += 1;
+            if let Ok(cred) = Cred::ssh_key(user, None, key, None) {
+                self.offered.push(format!("SSH key {}", key.display()));
+                return Some(cred);
+            }
+        }
+        None
+    }
+
+    /// What the user's git credential helpers answer for `url` (`git credential fill`).
+    fn helper(&mut self, url: &str, username: Option<&str>) -> Option<Cred> {
+        let config = match &self.credentials.helpers {
+            HelperConfig::Off => return None,
+            HelperConfig::User => git2::Config::open_default(),
+            HelperConfig::File(path) => git2::Config::open(path),
+        }
+        .ok()?;
+        let cred = Cred::credential_helper(&config, url, username).ok()?;
+        self.offered.push("git credential helper".to_owned());
+        Some(cred)
     }
 
     fn give_up(&mut self) -> git2::Error {
@@ -200,6 +287,7 @@ mod tests {
     fn credentials_are_offered_once_each() {
         let creds = Credentials {
             token: Some((GITHUB_TOKEN_ENV, "t".into())),
+            ..Credentials::default()
         };
         // SSH: user name, then the agent once, then give up.
         let mut ssh = AuthState::new(&creds, SSH);
@@ -324,6 +412,7 @@ mod tests {
     fn a_redirect_to_another_host_gets_no_token() {
         let creds = Credentials {
             token: Some((TOKEN_ENV, "ghp_secret".into())),
+            ..Credentials::default()
         };
         let mut auth = AuthState::new(&creds, HTTPS);
         let redirected = "https://evil.example/acme/api.git";
@@ -342,5 +431,92 @@ mod tests {
             .next(other, Some("git"), CredentialType::SSH_KEY)
             .is_err());
         assert!(ssh.offered.is_empty());
+    }
+
+    /// After the agent, the keys `ssh` would use; after the token, the user's credential
+    /// helper: each once, and none of them for another host.
+    #[test]
+    fn ssh_keys_and_credential_helpers_are_offered_after_the_agent_and_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = dir.path().join(".ssh");
+        std::fs::create_dir(&ssh).unwrap();
+        for key in ["id_rsa", "id_ed25519", "custom"] {
+            std::fs::write(ssh.join(key), "not checked until the server asks").unwrap();
+        }
+        let keys = ssh_keys(Some(ssh.join("custom")), Some(dir.path().into()));
+        assert_eq!(
+            keys,
+            [
+                ssh.join("custom"),
+                ssh.join("id_ed25519"),
+                ssh.join("id_rsa")
+            ]
+        );
+        assert_eq!(
+            ssh_keys(Some(ssh.join("missing")), None),
+            Vec::<PathBuf>::new()
+        );
+
+        let asked = dir.path().join("asked");
+        let helper = dir.path().join("helper.sh");
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\ntouch {}\necho username=alice\necho password=from-helper\n",
+                asked.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = dir.path().join("gitconfig");
+        std::fs::write(
+            &config,
+            format!("[credential]\n\thelper = !{}\n", helper.display()),
+        )
+        .unwrap();
+        let creds = Credentials {
+            token: Some((TOKEN_ENV, "t".into())),
+            ssh_keys: keys,
+            helpers: HelperConfig::File(config),
+        };
+
+        let mut over_ssh = AuthState::new(&creds, SSH);
+        while over_ssh
+            .next(SSH, Some("git"), CredentialType::SSH_KEY)
+            .is_ok()
+        {}
+        let custom = format!("SSH key {}", ssh.join("custom").display());
+        assert_eq!(
+            over_ssh.offered[over_ssh.offered.len() - 3],
+            custom,
+            "{:?}",
+            over_ssh.offered
+        );
+        assert_eq!(
+            over_ssh.offered.len() - usize::from(over_ssh.offered[0] == SSH_AGENT),
+            3
+        );
+
+        let redirected = "https://evil.example/acme/api.git";
+        let mut elsewhere = AuthState::new(&creds, HTTPS);
+        assert!(elsewhere
+            .next(redirected, None, CredentialType::USER_PASS_PLAINTEXT)
+            .is_err());
+        assert!(!asked.exists(), "the helper was asked about another host");
+
+        let mut https = AuthState::new(&creds, HTTPS);
+        let plain = CredentialType::USER_PASS_PLAINTEXT;
+        assert!(https.next(HTTPS, None, plain).is_ok());
+        assert!(https.next(HTTPS, None, plain).is_ok());
+        assert!(https.next(HTTPS, None, plain).is_err());
+        assert_eq!(
+            https.offered,
+            [
+                format!("token from {TOKEN_ENV}"),
+                "git credential helper".to_owned()
+            ]
+        );
+        assert!(asked.exists(), "the helper was asked");
     }
 }

@@ -346,14 +346,15 @@ fn credentials_advice(url: &str) -> String {
     if is_http_url(url) {
         format!(
             "set {TOKEN_ENV} (or {SERVE_TOKEN_ENV}, {GITHUB_TOKEN_ENV} or {GH_TOKEN_ENV}) to a \
-             token that can \
-             read the repository"
+             token that can read the repository, or configure a git credential helper \
+             (`git config --global credential.helper ...`)"
         )
     } else if is_local_url(url) {
         "check that the path exists and is readable".to_owned()
     } else {
-        "add a key that can read the repository to the SSH agent (`ssh-add`) and check that \
-         SSH_AUTH_SOCK is set"
+        "add a key that can read the repository to the SSH agent (`ssh-add`, with SSH_AUTH_SOCK \
+         set), or put it in ~/.ssh (id_ed25519, id_ecdsa, id_rsa) or in SANDBOX_GIT_SSH_KEY \
+         (unencrypted: nothing prompts for a passphrase)"
             .to_owned()
     }
 }

@@ -36,9 +36,11 @@
 //!
 //! # Credentials
 //!
-//! For SSH URLs the SSH agent (`SSH_AUTH_SOCK`); for HTTPS URLs a token from
-//! `SANDBOX_GIT_TOKEN`, else `SANDBOX_GITHUB_TOKEN`, `GITHUB_TOKEN`, `GH_TOKEN`, sent as user `x-access-token`. Each is offered
-//! once per connection phase; when libgit2 asks again, the callback fails instead of looping.
+//! For SSH URLs the SSH agent (`SSH_AUTH_SOCK`), then `SANDBOX_GIT_SSH_KEY` and the default keys
+//! in `~/.ssh`; for HTTPS URLs a token from `SANDBOX_GIT_TOKEN`, else `SANDBOX_GITHUB_TOKEN`,
+//! `GITHUB_TOKEN`, `GH_TOKEN`, sent as user `x-access-token`, then the user's git credential
+//! helpers. Each is offered once per connection phase; when libgit2 asks again, the callback
+//! fails instead of looping.
 //!
 //! # Files
 //!

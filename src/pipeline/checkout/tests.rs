@@ -599,6 +599,7 @@ async fn a_token_is_never_sent_over_plain_http() {
     let url = format!("http://127.0.0.1:{}/acme/private.git", server.port);
     let credentials = Credentials {
         token: Some((TOKEN_ENV, "ghp_never_in_clear_text".into())),
+        ..Credentials::default()
     };
 
     let errors = checkout_all_with(
