@@ -22,6 +22,7 @@ pub(crate) mod log;
 pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod reconcile;
+pub(crate) mod retry;
 pub mod signature;
 pub(crate) mod worker;
 
