@@ -195,7 +195,8 @@ async fn pass(resync: &Resync, queue: &Queue, marked: &mut Marked) -> Result<Sum
             if queue.has_work(&pull.head_ref) {
                 continue;
             }
-            summary.inactive += deactivate_superseded(resync, pull, marked).await;
+            summary.inactive +=
+                deactivate_superseded(&resync.github, &resync.scope, pull, marked).await;
         }
     }
     Ok(summary)
@@ -357,9 +358,13 @@ async fn all_closed(github: &GitHub, candidate: &DownCandidate) -> bool {
 }
 
 /// Mark the deployments of older commits to `pull`'s preview environment inactive; how many.
-async fn deactivate_superseded(resync: &Resync, pull: &OpenPull, marked: &mut Marked) -> usize {
-    let environment = resync.scope.environment(&pull.head_ref);
-    let gh = &resync.github;
+async fn deactivate_superseded(
+    gh: &GitHub,
+    scope: &Scope,
+    pull: &OpenPull,
+    marked: &mut Marked,
+) -> usize {
+    let environment = scope.environment(&pull.head_ref);
     let deployments = match gh.environment_deployments(&pull.repo, &environment).await {
         Ok(list) => list,
         Err(e) => {
@@ -536,5 +541,64 @@ mod tests {
         let plan = plan(&scope(true), &open, &sandboxes);
         assert_eq!(plan.down.len(), 1);
         assert!(plan.down[0].confirm.is_empty());
+    }
+
+    #[tokio::test]
+    async fn older_deployments_go_inactive_once_and_closed_pull_requests_are_confirmed() {
+        use super::super::fake_github::{Canned, FakeGitHub};
+        let fake = FakeGitHub::start().await;
+        let gh = GitHub::new(&fake.url, Some("t".into())).unwrap();
+        let old = fake.add_deployment("o/backend", "s1", "sandbox/feat");
+        let done = fake.add_deployment("o/backend", "s0", "sandbox/feat");
+        gh.set_status("o/backend", done, State::Inactive, "gone", None)
+            .await
+            .unwrap();
+        let current = fake.add_deployment("o/backend", "s2", "sandbox/feat");
+        let elsewhere = fake.add_deployment("o/backend", "s1", "sandbox/other");
+        let open = pull("o/backend", 1, "feat", "s2");
+        let mut marked = Marked::default();
+        let n = deactivate_superseded(&gh, &scope(false), &open, &mut marked).await;
+        assert_eq!(n, 1);
+        assert_eq!(fake.states_of(old), ["inactive"]);
+        assert_eq!(fake.states_of(done), ["inactive"], "not posted twice");
+        assert!(fake.states_of(current).is_empty());
+        assert!(fake.states_of(elsewhere).is_empty());
+        // Known now: the next pass asks nothing about them.
+        let asked = fake.calls().len();
+        assert_eq!(
+            deactivate_superseded(&gh, &scope(false), &open, &mut marked).await,
+            0
+        );
+        let again: Vec<_> = fake.calls()[asked..]
+            .iter()
+            .map(|c| c.path.clone())
+            .collect();
+        assert_eq!(
+            again,
+            ["/repos/o/backend/deployments"],
+            "one conditional list"
+        );
+
+        fake.open_pull("o/backend", 7, "x", "a");
+        fake.close("o/backend", 8);
+        let candidate = |numbers: &[u64]| DownCandidate {
+            namespace: "shop-x".into(),
+            work: Work {
+                branch: "x".into(),
+                action: Action::Destroy,
+                prs: Vec::new(),
+            },
+            confirm: numbers
+                .iter()
+                .map(|n| PrNumber {
+                    repo: "o/backend".into(),
+                    number: *n,
+                })
+                .collect(),
+        };
+        assert!(all_closed(&gh, &candidate(&[8])).await);
+        assert!(!all_closed(&gh, &candidate(&[8, 7])).await, "7 is open");
+        fake.fail_next("GET", "/repos/o/backend/pulls/8", vec![Canned::status(404)]);
+        assert!(!all_closed(&gh, &candidate(&[8])).await, "unclear: kept");
     }
 }
