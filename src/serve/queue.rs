@@ -21,7 +21,7 @@ use super::log::log;
 
 /// A pull request that asked for the work, at the commit it asked for (or, with `number` 0 and
 /// a `deployment`, a GitHub deployment that did).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PrRef {
     /// `owner/name`.
     pub(crate) repo: String,
@@ -32,6 +32,7 @@ pub(crate) struct PrRef {
     pub(crate) author: String,
     /// A deployment GitHub already has (from a `deployment` event) to report through, instead of
     /// creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deployment: Option<u64>,
 }
 
