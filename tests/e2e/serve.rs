@@ -1086,6 +1086,22 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
     )
     .await;
 
+    // What a pass costs once everything is converged: count the calls of the next two passes.
+    let passes = || serve.log().matches("event=resync.done").count();
+    let (before, calls_before) = (passes(), github.calls().len());
+    wait_until(
+        "two more resyncs",
+        Duration::from_secs(30),
+        &serve,
+        &github,
+        || passes() >= before + 2,
+    )
+    .await;
+    let (after, calls) = (passes(), github.calls());
+    let window = &calls[calls_before..];
+    let unchanged = window.iter().filter(|c| c.status == 304).count();
+    let per_pass = window.len() as f64 / (after - before) as f64;
+
     // Closed on GitHub, still no webhook: the next resync deletes the preview.
     github.close(REPO, 42);
     let closed = Instant::now();
@@ -1126,9 +1142,11 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         github.dump()
     );
     eprintln!(
-        "serve resync: preview up {:.1}s after start, gone {:.1}s after the close",
+        "serve resync: preview up {:.1}s after start, gone {:.1}s after the close; \
+         converged, a pass made {per_pass:.1} GitHub calls ({unchanged} of {} answered 304)",
         up.as_secs_f64(),
-        down.as_secs_f64()
+        down.as_secs_f64(),
+        window.len()
     );
 }
 
