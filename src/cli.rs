@@ -407,9 +407,21 @@ pub(crate) struct ServeArgs {
     /// On SIGTERM/SIGINT, how long running deploys may finish before they are cancelled.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub(crate) shutdown_grace: Duration,
-    /// Do not delete, at start, the previews of pull requests closed while the service was down.
+    /// Do not converge the previews at start (the first resync then waits for --resync).
     #[arg(long)]
     pub(crate) no_reconcile: bool,
+    /// How often to converge the previews to GitHub's open pull requests of sandbox.yaml's
+    /// repositories: missing or outdated ones come up, closed ones go (`0s`: only at start).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub(crate) resync: Duration,
+    /// Preview no draft pull request: `ready_for_review` brings one up, `converted_to_draft`
+    /// takes down the preview serve made.
+    #[arg(long)]
+    pub(crate) skip_drafts: bool,
+    /// A `deployment` event for environment PREFIX+BRANCH brings BRANCH up and reports through
+    /// that deployment; previews' deployments use these environments too.
+    #[arg(long, value_name = "PREFIX", default_value = crate::serve::scope::ENVIRONMENT_PREFIX)]
+    pub(crate) deployment_environment_prefix: String,
     /// A service account (NAMESPACE/NAME, usually serve's own) to bind to --sandbox-role in each
     /// sandbox namespace it creates, so that it needs no rights in any other namespace.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account, requires = "sandbox_role")]

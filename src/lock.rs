@@ -243,7 +243,12 @@ pub(crate) async fn acquire(
     timeout: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<SandboxLock, LockError> {
-    let started = Instant::now();
+    let mut patience = Patience {
+        namespace,
+        started: Instant::now(),
+        timeout,
+        told: false,
+    };
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
     let api_err = |source| LockError::Api {
         namespace: namespace.into(),
@@ -251,7 +256,6 @@ pub(crate) async fn acquire(
     };
     let me = format!("{holder} #{}", token());
     let mut observer = Observer::default();
-    let mut told = false;
     let mut first_look = true;
     loop {
         let first = std::mem::replace(&mut first_look, false);
@@ -278,38 +282,13 @@ pub(crate) async fn acquire(
                 .await
             }
             (Verdict::Held { left, changed }, Some(lease)) => {
-                let remaining = timeout.map(|t| t.saturating_sub(started.elapsed()));
-                let wait = remaining.is_none_or(|r| !r.is_zero());
-                let spec = lease.spec.clone().unwrap_or_default();
-                let other = spec.holder_identity.unwrap_or_default();
-                let since = spec
-                    .acquire_time
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default();
-                // Without waiting, refuse a lease that looks alive, or that turned out to be
-                // (it changed while we looked). One that looks abandoned is watched for its
-                // duration first: its holder's clock may simply be behind ours.
-                if !wait && (changed || (first && !looks_abandoned(lease, jiff::Timestamp::now())))
-                {
-                    return Err(LockError::Held {
-                        namespace: namespace.into(),
-                        holder: other,
-                        since,
-                    });
-                }
-                if wait && !told {
-                    reporter.info(&format!(
-                        "waiting for the lock of `{namespace}`: held by {other} since {since}"
-                    ));
-                    told = true;
-                }
-                // Out of time, a lease that has not been seen to change is still watched for
-                // its duration: it may be abandoned, and then it is ours.
-                let patience = match remaining {
-                    Some(r) if !r.is_zero() => left.min(r),
-                    _ => left,
+                let held = Held {
+                    lease,
+                    left,
+                    changed,
+                    first,
                 };
-                wait_for_change(&api, lease, patience).await;
+                patience.wait_out(&api, held, reporter).await?;
                 continue;
             }
             (Verdict::Held { .. } | Verdict::Silent, None) => unreachable!("no lease is free"),
@@ -323,6 +302,73 @@ pub(crate) async fn acquire(
             Err(e) if status_code(&e).is_none() => continue,
             Err(e) => return Err(api_err(e)),
         }
+    }
+}
+
+/// A lease someone else holds, as one look saw it.
+struct Held<'a> {
+    lease: &'a Lease,
+    /// How long until it expires if nobody renews it.
+    left: Duration,
+    /// It changed since the look before.
+    changed: bool,
+    /// This was the first look.
+    first: bool,
+}
+
+/// How long an `acquire` may still wait for another holder, and whether it said it waits.
+struct Patience<'a> {
+    namespace: &'a str,
+    started: Instant,
+    timeout: Option<Duration>,
+    told: bool,
+}
+
+impl Patience<'_> {
+    /// Wait for a held lease to change or to be seen abandoned; or, out of time, refuse it.
+    async fn wait_out(
+        &mut self,
+        api: &Api<Lease>,
+        held: Held<'_>,
+        reporter: &Reporter,
+    ) -> Result<(), LockError> {
+        let namespace = self.namespace;
+        let remaining = self
+            .timeout
+            .map(|t| t.saturating_sub(self.started.elapsed()));
+        let wait = remaining.is_none_or(|r| !r.is_zero());
+        let spec = held.lease.spec.clone().unwrap_or_default();
+        let other = spec.holder_identity.unwrap_or_default();
+        let since = spec
+            .acquire_time
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        // Without waiting, refuse a lease that looks alive, or that turned out to be (it
+        // changed while we looked). One that looks abandoned is watched for its duration
+        // first: its holder's clock may simply be behind ours.
+        let alive =
+            held.changed || (held.first && !looks_abandoned(held.lease, jiff::Timestamp::now()));
+        if !wait && alive {
+            return Err(LockError::Held {
+                namespace: namespace.into(),
+                holder: other,
+                since,
+            });
+        }
+        if wait && !self.told {
+            reporter.info(&format!(
+                "waiting for the lock of `{namespace}`: held by {other} since {since}"
+            ));
+            self.told = true;
+        }
+        // Out of time, a lease that has not been seen to change is still watched for its
+        // duration: it may be abandoned, and then it is ours.
+        let patience = match remaining {
+            Some(r) if !r.is_zero() => held.left.min(r),
+            _ => held.left,
+        };
+        wait_for_change(api, held.lease, patience).await;
+        Ok(())
     }
 }
 

@@ -392,6 +392,9 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,
         reconcile: !args.no_reconcile,
+        resync: args.resync,
+        skip_drafts: args.skip_drafts,
+        environment_prefix: args.deployment_environment_prefix,
         prune_cache_every: args.prune_cache_every,
         prune_cache_older_than: args.prune_cache_older_than,
         env: crate::pipeline::Environment {

@@ -127,6 +127,9 @@ pub(crate) struct Repo {
     /// The URL with `${VAR}` references expanded.
     pub(crate) url: String,
     pub(crate) fallback_branch: Option<String>,
+    /// `owner/name` of the repository on GitHub whose pull requests `serve` previews, when the
+    /// URL does not say it (a mirror, a local path); `None`: read from the URL.
+    pub(crate) github: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -405,6 +408,7 @@ struct RawUrl {
 struct RawRepo {
     url: String,
     fallback_branch: Option<String>,
+    github: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -710,16 +714,36 @@ fn repos(
                 )),
             )
         })?;
+        if let Some(github) = repo.github.as_deref().filter(|g| !is_owner_name(g)) {
+            return Err(file.invalid(
+                &["repos", &name, "github"],
+                format!("`{github}` is not a GitHub repository's `owner/name`"),
+                Some("write it as GitHub shows it, e.g. `github: octo-org/backend`".into()),
+            ));
+        }
         repos.insert(
             name.clone(),
             Repo {
                 name,
                 url,
                 fallback_branch: repo.fallback_branch,
+                github: repo.github,
             },
         );
     }
     Ok(repos)
+}
+
+/// `owner/name` with GitHub's characters only.
+fn is_owner_name(text: &str) -> bool {
+    let part = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(text.split_once('/'), Some((o, n)) if part(o) && part(n))
 }
 
 /// The services in file order, each parsed on its own (so an error names the service).
@@ -1368,6 +1392,24 @@ services:
         );
         assert_eq!(c.service("web").unwrap().values["port"], 80);
         assert!(matches!(c.url, UrlRule::Service(ref s) if s == "web"));
+    }
+
+    #[test]
+    fn a_repos_github_name_is_checked() {
+        let text = GOOD.replace(
+            "app: {url: \"${BASE}/app.git\"}",
+            "app: {url: \"${BASE}/app.git\", github: octo-org/app}",
+        );
+        assert_eq!(
+            load_text(&text).unwrap().repos["app"].github.as_deref(),
+            Some("octo-org/app")
+        );
+        let bad = text.replace("octo-org/app", "octo-org");
+        let e = load_text(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("repos.app.github") && e.contains("owner/name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,8 +43,10 @@ impl Deployer for ClusterDeployer {
             if let Some(newest) = prs.last().filter(|p| !p.author.is_empty()) {
                 settings.owner = newest.author.clone();
             }
+            // A deployment event's work (number 0) is no pull request's.
             settings.prs = prs
                 .iter()
+                .filter(|p| p.number != 0)
                 .map(|p| PrNumber {
                     repo: p.repo.clone(),
                     number: p.number,

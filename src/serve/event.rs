@@ -13,6 +13,8 @@ pub(crate) enum Incoming {
     Ping { zen: Option<String> },
     /// Something happened to a pull request.
     PullRequest(PullRequestEvent),
+    /// Someone (a chat bot, a workflow, a person with the API) asked GitHub for a deployment.
+    Deployment(DeploymentEvent),
     /// Any other event: acknowledged, nothing done.
     Other { event: String },
 }
@@ -30,14 +32,30 @@ pub(crate) struct PullRequestEvent {
     /// when the fork was deleted).
     pub(crate) head_repo: Option<String>,
     pub(crate) author: String,
+    /// A draft pull request (with `--skip-drafts`, not previewed until it is ready).
+    pub(crate) draft: bool,
+}
+
+/// A `deployment` event: GitHub made deployment `id` of `sha` to `environment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeploymentEvent {
+    /// `owner/name` of the repository the deployment is in.
+    pub(crate) repo: String,
+    pub(crate) id: u64,
+    pub(crate) environment: String,
+    pub(crate) sha: String,
+    /// Who asked for it.
+    pub(crate) creator: String,
 }
 
 impl PullRequestEvent {
-    /// What the action means for the sandbox; `None` for actions that change nothing
-    /// (`edited`, `labeled`, `review_requested`, …).
-    pub(crate) fn intent(&self) -> Option<Action> {
+    /// What the action means for the sandbox, `skip_drafts` or not; `None` for actions that
+    /// change nothing (`edited`, `labeled`, `review_requested`, …).
+    pub(crate) fn intent(&self, skip_drafts: bool) -> Option<Action> {
         match self.action.as_str() {
-            "opened" | "reopened" | "synchronize" => Some(Action::Deploy),
+            "opened" | "reopened" | "synchronize" if skip_drafts && self.draft => None,
+            "opened" | "reopened" | "synchronize" | "ready_for_review" => Some(Action::Deploy),
+            "converted_to_draft" if skip_drafts => Some(Action::Destroy),
             "closed" => Some(Action::Destroy),
             _ => None,
         }
@@ -80,6 +98,22 @@ struct PullRequestPayload {
 struct PullRequest {
     head: Head,
     user: Option<User>,
+    #[serde(default)]
+    draft: bool,
+}
+
+#[derive(Deserialize)]
+struct DeploymentPayload {
+    deployment: Deployment,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    id: u64,
+    environment: String,
+    sha: String,
+    creator: Option<User>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +161,17 @@ pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Incoming, EventError> {
                 head_sha: p.pull_request.head.sha,
                 head_repo: p.pull_request.head.repo.map(|r| r.full_name),
                 author: p.pull_request.user.map(|u| u.login).unwrap_or_default(),
+                draft: p.pull_request.draft,
+            })
+        }
+        "deployment" => {
+            let p: DeploymentPayload = serde_json::from_value(value).map_err(shape)?;
+            Incoming::Deployment(DeploymentEvent {
+                repo: p.repository.full_name,
+                id: p.deployment.id,
+                environment: p.deployment.environment,
+                sha: p.deployment.sha,
+                creator: p.deployment.creator.map(|u| u.login).unwrap_or_default(),
             })
         }
         other => Incoming::Other {
@@ -161,7 +206,7 @@ mod tests {
                 panic!("{file}: not a pull request event");
             };
             assert_eq!(pr.action, action);
-            assert_eq!(pr.intent(), intent);
+            assert_eq!(pr.intent(false), intent);
             assert_eq!(pr.repo, "octo-org/backend");
             assert_eq!(pr.number, 42);
             assert_eq!(pr.head_ref, "feature-x");
@@ -191,7 +236,41 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(pr.intent(), None);
+        assert_eq!(pr.intent(false), None);
+    }
+
+    #[test]
+    fn drafts_wait_for_review_when_skipped() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("pull_request.opened.json")).unwrap();
+        v["pull_request"]["draft"] = true.into();
+        let pr = |v: &serde_json::Value| match parse("pull_request", v.to_string().as_bytes()) {
+            Ok(Incoming::PullRequest(pr)) => pr,
+            other => panic!("{other:?}"),
+        };
+        assert!(pr(&v).draft);
+        assert_eq!(pr(&v).intent(true), None);
+        assert_eq!(pr(&v).intent(false), Some(Action::Deploy));
+        v["action"] = "ready_for_review".into();
+        v["pull_request"]["draft"] = false.into();
+        assert_eq!(pr(&v).intent(true), Some(Action::Deploy));
+        v["action"] = "converted_to_draft".into();
+        v["pull_request"]["draft"] = true.into();
+        assert_eq!(pr(&v).intent(true), Some(Action::Destroy));
+        assert_eq!(pr(&v).intent(false), None);
+    }
+
+    #[test]
+    fn githubs_deployment_payload_is_understood() {
+        let Incoming::Deployment(d) = parse("deployment", &fixture("deployment.json")).unwrap()
+        else {
+            panic!("not a deployment event");
+        };
+        assert_eq!(d.repo, "octo-org/backend");
+        assert_eq!(d.environment, "sandbox/feature-x");
+        assert_eq!(d.sha.len(), 40);
+        assert!(d.id > 0);
+        assert_eq!(d.creator, "octocat");
     }
 
     #[test]

@@ -2,13 +2,19 @@
 //! request's state, issue comments) and Slack's incoming webhooks. Errors never carry the token
 //! or the Slack URL: the token travels only in a header, and URLs are left out of errors.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Hint;
 use anyhow::{Context, Result};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
+
+use super::log::log;
+use super::retry::{self, Attempt, Decision, Idempotence, RetryPolicy};
 
 /// The hidden marker that finds the service's own comment on a pull request again.
 pub(crate) const COMMENT_MARKER: &str = "<!-- sandbox-preview -->";
@@ -21,6 +27,55 @@ pub(crate) struct GitHub {
     http: reqwest::Client,
     api: Url,
     token: Option<String>,
+    retry: RetryPolicy,
+    /// Until when GitHub said the rate limit is spent: every call waits for it, not only the
+    /// one that was told.
+    blocked_until: Arc<Mutex<Option<Instant>>>,
+    /// The last answer to each listed page, by URL, with its `ETag`: asking again with
+    /// `If-None-Match` costs a 304, which GitHub does not count against the rate limit.
+    pages: Arc<Mutex<HashMap<String, CachedPage>>>,
+}
+
+/// A listed page as GitHub last sent it.
+#[derive(Clone)]
+struct CachedPage {
+    etag: String,
+    items: Vec<serde_json::Value>,
+    next: Option<Url>,
+}
+
+/// At most this many pages are remembered (a few per repository and preview).
+const CACHED_PAGES: usize = 4096;
+
+/// At most this many pages of one list are read (100 items each).
+const MAX_PAGES: usize = 50;
+
+/// What a list cost: pages fetched, and how many of them GitHub answered "not modified".
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListCost {
+    pub(crate) pages: usize,
+    pub(crate) not_modified: usize,
+}
+
+/// An open pull request, as a list of them shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenPull {
+    /// `owner/name` of its base repository.
+    pub(crate) repo: String,
+    pub(crate) number: u64,
+    pub(crate) head_ref: String,
+    pub(crate) head_sha: String,
+    /// `owner/name` of the head branch's repository (`None`: a deleted fork).
+    pub(crate) head_repo: Option<String>,
+    pub(crate) draft: bool,
+    pub(crate) author: String,
+}
+
+/// A deployment, as a list of them shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeploymentRef {
+    pub(crate) id: u64,
+    pub(crate) sha: String,
 }
 
 /// A call GitHub answered with an error.
@@ -162,20 +217,20 @@ impl GitHub {
             http: client()?,
             api,
             token,
+            retry: RetryPolicy::default(),
+            blocked_until: Arc::default(),
+            pages: Arc::default(),
         })
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let mut url = self.api.join(path).expect("API paths are relative URLs");
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
+    /// The same client with another retry policy (tests make the backoff short).
+    #[cfg(test)]
+    pub(crate) fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
+        self.retry = retry;
+        self
+    }
+
+    fn request(&self, method: &Method, url: Url) -> reqwest::RequestBuilder {
         let mut request = self
             .http
             .request(method.clone(), url)
@@ -184,39 +239,245 @@ impl GitHub {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(&body);
+        request
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.api.join(path).expect("API paths are relative URLs");
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
+        url
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+        idempotence: Idempotence,
+    ) -> Result<serde_json::Value> {
+        let url = self.url(path, query);
         let what = format!("{method} /{path}");
-        let response = request
-            .send()
-            .await
-            .map_err(|e| e.without_url())
-            .with_context(|| format!("could not reach GitHub for {what}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| e.without_url())
-            .with_context(|| format!("could not read GitHub's answer to {what}"))?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| truncate(&text, 200));
-            return Err(ApiError {
-                method,
-                path: format!("/{path}"),
-                status,
-                message,
-            }
-            .into());
+        let answer = send_retried(
+            &GITHUB,
+            &what,
+            &self.retry,
+            idempotence,
+            Some(&self.blocked_until),
+            || {
+                let request = self.request(&method, url.clone());
+                match &body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            },
+        )
+        .await?;
+        if !answer.status.is_success() {
+            return Err(self.api_error(method, path, &answer).into());
         }
-        if text.trim().is_empty() {
+        if answer.text.trim().is_empty() {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_str(&text)
+        serde_json::from_str(&answer.text)
             .with_context(|| format!("GitHub's answer to {what} is not JSON"))
+    }
+
+    fn api_error(&self, method: Method, path: &str, answer: &Answer) -> ApiError {
+        let message = serde_json::from_str::<serde_json::Value>(&answer.text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| truncate(&answer.text, 200));
+        ApiError {
+            method,
+            path: format!("/{}", path.trim_start_matches('/')),
+            status: answer.status,
+            message,
+        }
+    }
+
+    /// One page of a list, asked conditionally when it was read before.
+    async fn page(&self, url: &Url) -> Result<(CachedPage, bool)> {
+        let key = url.to_string();
+        let cached = self.pages.lock().expect("not poisoned").get(&key).cloned();
+        let path = url.path().to_owned();
+        let what = format!("GET {path}");
+        let answer = send_retried(
+            &GITHUB,
+            &what,
+            &self.retry,
+            Idempotence::Idempotent,
+            Some(&self.blocked_until),
+            || {
+                let request = self.request(&Method::GET, url.clone());
+                match &cached {
+                    Some(c) => request.header("If-None-Match", &c.etag),
+                    None => request,
+                }
+            },
+        )
+        .await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            if let Some(cached) = cached {
+                return Ok((cached, true));
+            }
+        }
+        if !answer.status.is_success() {
+            return Err(self.api_error(Method::GET, &path, &answer).into());
+        }
+        let items: Vec<serde_json::Value> = serde_json::from_str(&answer.text)
+            .with_context(|| format!("GitHub's answer to {what} is not a JSON list"))?;
+        let next = match next_link(&answer.headers) {
+            Some(next) => Some(self.same_api(&next).with_context(|| {
+                format!("GitHub's Link header for {what} points outside the API")
+            })?),
+            None => None,
+        };
+        let page = CachedPage {
+            etag: header(&answer.headers, "etag")
+                .unwrap_or_default()
+                .to_owned(),
+            items,
+            next,
+        };
+        if !page.etag.is_empty() {
+            let mut pages = self.pages.lock().expect("not poisoned");
+            if pages.len() >= CACHED_PAGES {
+                pages.clear();
+            }
+            pages.insert(key, page.clone());
+        }
+        Ok((page, false))
+    }
+
+    /// `link` when it is under the API's base URL: the token is never sent anywhere else.
+    fn same_api(&self, link: &str) -> Result<Url> {
+        let url = Url::parse(link).context("not a URL")?;
+        let same = url.scheme() == self.api.scheme()
+            && url.host_str() == self.api.host_str()
+            && url.port_or_known_default() == self.api.port_or_known_default()
+            && url.path().starts_with(self.api.path());
+        if !same {
+            anyhow::bail!("not under the API's URL");
+        }
+        Ok(url)
+    }
+
+    /// Every item of a paginated list (following `Link: rel="next"`, at most [`MAX_PAGES`]).
+    async fn list(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Vec<serde_json::Value>, ListCost)> {
+        let mut url = Some(self.url(path, query));
+        let mut items = Vec::new();
+        let mut cost = ListCost::default();
+        while let Some(page_url) = url.take() {
+            if cost.pages == MAX_PAGES {
+                log!(
+                    Warn,
+                    "github.list_cut",
+                    path = format!("/{path}"),
+                    pages = MAX_PAGES
+                );
+                break;
+            }
+            let (page, not_modified) = self.page(&page_url).await?;
+            cost.pages += 1;
+            cost.not_modified += usize::from(not_modified);
+            items.extend(page.items);
+            url = page.next;
+        }
+        Ok((items, cost))
+    }
+
+    /// The open pull requests of `repo` (every page).
+    pub(crate) async fn open_pulls(&self, repo: &str) -> Result<(Vec<OpenPull>, ListCost)> {
+        #[derive(Deserialize)]
+        struct Pull {
+            number: u64,
+            #[serde(default)]
+            draft: bool,
+            head: Head,
+            user: Option<User>,
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "ref")]
+            ref_: String,
+            sha: String,
+            repo: Option<Repo>,
+        }
+        #[derive(Deserialize)]
+        struct Repo {
+            full_name: String,
+        }
+        #[derive(Deserialize)]
+        struct User {
+            login: String,
+        }
+        let (items, cost) = self
+            .list(
+                &format!("repos/{repo}/pulls"),
+                &[("state", "open"), ("per_page", "100")],
+            )
+            .await?;
+        let mut pulls = Vec::with_capacity(items.len());
+        for item in items {
+            let pull: Pull = serde_json::from_value(item).with_context(|| {
+                format!("a pull request of {repo} as GitHub lists it lacks what serve needs")
+            })?;
+            pulls.push(OpenPull {
+                repo: repo.to_owned(),
+                number: pull.number,
+                head_ref: pull.head.ref_,
+                head_sha: pull.head.sha,
+                head_repo: pull.head.repo.map(|r| r.full_name),
+                draft: pull.draft,
+                author: pull.user.map(|u| u.login).unwrap_or_default(),
+            });
+        }
+        Ok((pulls, cost))
+    }
+
+    /// The deployments to `environment` in `repo`, newest first (the first page: GitHub keeps
+    /// them newest first, and older ones were dealt with by earlier resyncs).
+    pub(crate) async fn environment_deployments(
+        &self,
+        repo: &str,
+        environment: &str,
+    ) -> Result<Vec<DeploymentRef>> {
+        let url = self.url(
+            &format!("repos/{repo}/deployments"),
+            &[("environment", environment), ("per_page", "30")],
+        );
+        let (page, _) = self.page(&url).await?;
+        Ok(page
+            .items
+            .iter()
+            .filter_map(|d| {
+                Some(DeploymentRef {
+                    id: d["id"].as_u64()?,
+                    sha: d["sha"].as_str()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// The newest status of a deployment (`None`: it has none yet).
+    pub(crate) async fn latest_state(&self, repo: &str, deployment: u64) -> Result<Option<String>> {
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("repos/{repo}/deployments/{deployment}/statuses"),
+                &[("per_page", "1")],
+                None,
+                Idempotence::Idempotent,
+            )
+            .await?;
+        Ok(answer[0]["state"].as_str().map(str::to_owned))
     }
 
     /// POST /repos/{repo}/deployments for `sha`; returns the deployment's id.
@@ -244,6 +505,7 @@ impl GitHub {
                     "production_environment": false,
                     "payload": payload,
                 })),
+                Idempotence::Creates,
             )
             .await?;
         answer["id"]
@@ -272,6 +534,7 @@ impl GitHub {
             &format!("repos/{repo}/deployments/{deployment}/statuses"),
             &[],
             Some(body),
+            Idempotence::Idempotent,
         )
         .await?;
         Ok(())
@@ -285,6 +548,7 @@ impl GitHub {
                 &format!("repos/{repo}/deployments"),
                 &[("environment", environment), ("per_page", "10")],
                 None,
+                Idempotence::Idempotent,
             )
             .await?;
         Ok(answer
@@ -305,6 +569,7 @@ impl GitHub {
                 &format!("repos/{repo}/pulls/{number}"),
                 &[],
                 None,
+                Idempotence::Idempotent,
             )
             .await?;
         let pull: Pull =
@@ -324,6 +589,7 @@ impl GitHub {
                     &format!("repos/{repo}/issues/{number}/comments"),
                     &[("per_page", "100"), ("page", &page)],
                     None,
+                    Idempotence::Idempotent,
                 )
                 .await?;
             let list = answer.as_array().cloned().unwrap_or_default();
@@ -347,6 +613,7 @@ impl GitHub {
                     &format!("repos/{repo}/issues/comments/{id}"),
                     &[],
                     Some(json!({ "body": body })),
+                    Idempotence::Idempotent,
                 )
                 .await?;
             }
@@ -356,6 +623,7 @@ impl GitHub {
                     &format!("repos/{repo}/issues/{number}/comments"),
                     &[],
                     Some(json!({ "body": body })),
+                    Idempotence::Creates,
                 )
                 .await?;
             }
@@ -364,11 +632,158 @@ impl GitHub {
     }
 }
 
+/// Whom a call goes to, for its log lines and errors.
+struct Service {
+    name: &'static str,
+    retry_event: &'static str,
+    rate_limited_event: &'static str,
+}
+
+const GITHUB: Service = Service {
+    name: "GitHub",
+    retry_event: "github.retry",
+    rate_limited_event: "github.rate_limited",
+};
+
+const SLACK: Service = Service {
+    name: "Slack",
+    retry_event: "slack.retry",
+    rate_limited_event: "slack.rate_limited",
+};
+
+/// An answer, read whole.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
+    header(headers, "link")?.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
+}
+
+/// Wait while a rate limit someone was told about is still spent.
+async fn wait_for_gate(gate: &Mutex<Option<Instant>>) {
+    let until = *gate.lock().expect("not poisoned");
+    if let Some(until) = until.filter(|u| *u > Instant::now()) {
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
+
+/// Send what `request` builds, again as [`retry::decide`] says (see [`super::retry`]). Errors
+/// and logs name `what`, never the URL (Slack's is a secret). Every failed attempt passes
+/// through here: the place for a counter of failed calls.
+async fn send_retried(
+    service: &Service,
+    what: &str,
+    policy: &RetryPolicy,
+    idempotence: Idempotence,
+    gate: Option<&Mutex<Option<Instant>>>,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Answer> {
+    let (mut n, mut limited) = (0, 0);
+    loop {
+        n += 1;
+        if let Some(gate) = gate {
+            wait_for_gate(gate).await;
+        }
+        let result = match request().send().await {
+            Ok(response) => {
+                let (status, headers) = (response.status(), response.headers().clone());
+                response.text().await.map(|text| Answer {
+                    status,
+                    headers,
+                    text,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        let now = SystemTime::now();
+        let attempt = match &result {
+            Ok(a) => Attempt::Answered(a.status, &a.headers),
+            Err(e) if e.is_connect() => Attempt::NotSent,
+            Err(_) => Attempt::Lost,
+        };
+        let rate_limit = match &result {
+            Ok(a) => retry::rate_limit_wait(a.status, &a.headers, now),
+            Err(_) => None,
+        };
+        match retry::decide(policy, n, limited, idempotence, &attempt, now) {
+            Decision::Done => {
+                return result
+                    .map_err(|e| e.without_url())
+                    .with_context(|| format!("could not reach {} for {what}", service.name))
+            }
+            Decision::RateLimitedTooLong { wait } => {
+                log!(
+                    Warn,
+                    service.rate_limited_event,
+                    call = what,
+                    wait = format!("{}s", wait.as_secs()),
+                    gave_up = true
+                );
+                anyhow::bail!(
+                    "{} rate-limited {what} for {}s more, longer than serve waits ({}s): the next resync or push tries again",
+                    service.name,
+                    wait.as_secs(),
+                    policy.max_rate_limit_wait.as_secs()
+                );
+            }
+            Decision::Retry { wait, reason } => {
+                let error = result
+                    .err()
+                    .map(|e| format!("{:#}", anyhow::Error::from(e.without_url())));
+                if rate_limit.is_some() {
+                    limited += 1;
+                    if let Some(gate) = gate {
+                        *gate.lock().expect("not poisoned") = Some(Instant::now() + wait);
+                    }
+                    log!(
+                        Warn,
+                        service.rate_limited_event,
+                        call = what,
+                        wait = format!("{}s", wait.as_secs()),
+                        attempt = n
+                    );
+                } else {
+                    log!(
+                        Warn,
+                        service.retry_event,
+                        call = what,
+                        attempt = n,
+                        reason = reason,
+                        error = error.unwrap_or_default(),
+                        wait = format!("{}ms", wait.as_millis())
+                    );
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// A Slack incoming webhook.
 #[derive(Clone)]
 pub(crate) struct Slack {
     http: reqwest::Client,
     url: Url,
+    retry: RetryPolicy,
 }
 
 impl Slack {
@@ -379,21 +794,24 @@ impl Slack {
         Ok(Slack {
             http: client()?,
             url,
+            retry: RetryPolicy::default(),
         })
     }
 
     pub(crate) async fn post(&self, text: &str) -> Result<()> {
-        let response = self
-            .http
-            .post(self.url.clone())
-            .json(&json!({ "text": text }))
-            .send()
-            .await
-            .map_err(|e| e.without_url())
-            .context("could not reach Slack")?;
-        let status = response.status();
-        if !status.is_success() {
-            anyhow::bail!("Slack answered {status}");
+        let body = json!({ "text": text });
+        // A message twice is a nuisance, not a harm, but still only repeated when Slack failed.
+        let answer = send_retried(
+            &SLACK,
+            "a message",
+            &self.retry,
+            Idempotence::Creates,
+            None,
+            || self.http.post(self.url.clone()).json(&body),
+        )
+        .await?;
+        if !answer.status.is_success() {
+            anyhow::bail!("Slack answered {}", answer.status);
         }
         Ok(())
     }
@@ -437,5 +855,218 @@ mod tests {
         );
         assert!(GitHub::new("ftp://x", None).is_err());
         assert!(GitHub::new("not a url", None).is_err());
+    }
+
+    use super::super::fake_github::{Canned, FakeGitHub};
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
+    }
+
+    async fn stand_in() -> (FakeGitHub, GitHub) {
+        let fake = FakeGitHub::start().await;
+        let gh = GitHub::new(&fake.url, Some("t".into()))
+            .unwrap()
+            .with_retry(quick());
+        (fake, gh)
+    }
+
+    fn answered(fake: &FakeGitHub, method: &str, path: &str) -> Vec<u16> {
+        fake.calls()
+            .iter()
+            .filter(|c| c.method == method && c.path == path)
+            .map(|c| c.status)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_github_answers() {
+        let (fake, gh) = stand_in().await;
+        let path = "/repos/o/r/deployments";
+        fake.fail_next("POST", path, vec![Canned::status(500), Canned::status(502)]);
+        let id = gh
+            .create_deployment("o/r", "abc", "sandbox/x", "d", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(answered(&fake, "POST", path), [500, 502, 201]);
+        assert_eq!(fake.deployments().len(), 1);
+        assert_eq!(fake.deployments()[0].id, id);
+
+        // Beyond the attempts: the last answer's error.
+        fake.fail_next("POST", path, vec![Canned::status(503); 4]);
+        let e = gh
+            .create_deployment("o/r", "abc", "sandbox/x", "d", json!({}))
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("503"), "{e:#}");
+        assert_eq!(answered(&fake, "POST", path).len(), 3 + 4);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        let (fake, gh) = stand_in().await;
+        let path = "/repos/o/r/pulls/5";
+        fake.fail_next("GET", path, vec![Canned::status(404), Canned::status(500)]);
+        let e = gh.pull_is_closed("o/r", 5).await.unwrap_err();
+        assert_eq!(e.downcast_ref::<ApiError>().unwrap().status, 404);
+        // A 403 that is not a rate limit is about permissions: final too.
+        let path = "/repos/o/r/pulls/6";
+        fake.fail_next("GET", path, vec![Canned::status(403)]);
+        assert!(gh.pull_is_closed("o/r", 6).await.is_err());
+        assert_eq!(answered(&fake, "GET", "/repos/o/r/pulls/5"), [404]);
+        assert_eq!(answered(&fake, "GET", path), [403]);
+    }
+
+    #[tokio::test]
+    async fn a_spent_rate_limit_is_waited_out_until_its_reset() {
+        let (fake, gh) = stand_in().await;
+        let path = "/repos/o/r/deployments/1/statuses";
+        fake.add_deployment("o/r", "abc", "sandbox/x");
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let reset = now + 2;
+        fake.fail_next(
+            "POST",
+            path,
+            vec![Canned::status(403)
+                .header("x-ratelimit-remaining", "0")
+                .header("x-ratelimit-reset", &reset.to_string())],
+        );
+        gh.set_status("o/r", 1, State::Success, "up", None)
+            .await
+            .unwrap();
+        let calls: Vec<_> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect();
+        assert_eq!(
+            calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+            [403, 201]
+        );
+        let reset_at = std::time::UNIX_EPOCH + Duration::from_secs(reset);
+        assert!(
+            calls[1].at >= reset_at,
+            "retried at {:?}, before the reset at {reset_at:?}",
+            calls[1].at
+        );
+        assert_eq!(fake.states_of(1), ["success"]);
+
+        // A secondary rate limit names its wait in Retry-After; the next call of any kind
+        // waits for it too.
+        let path = "/repos/o/r/pulls/9";
+        fake.fail_next(
+            "GET",
+            path,
+            vec![Canned::status(429).header("retry-after", "1")],
+        );
+        assert!(!gh.pull_is_closed("o/r", 9).await.unwrap());
+        let calls: Vec<_> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect();
+        assert_eq!(
+            calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+            [429, 200]
+        );
+        assert!(calls[1].at.duration_since(calls[0].at).unwrap() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn lists_follow_links_and_an_unchanged_page_costs_a_304() {
+        let (fake, gh) = stand_in().await;
+        for n in 1..=205 {
+            fake.open_pull("o/r", n, &format!("b{n}"), &format!("{n:040}"));
+        }
+        fake.open_pull("o/other", 1, "x", "y");
+        let (pulls, cost) = gh.open_pulls("o/r").await.unwrap();
+        assert_eq!(pulls.len(), 205);
+        assert_eq!(
+            cost,
+            ListCost {
+                pages: 3,
+                not_modified: 0
+            }
+        );
+        let numbers: std::collections::BTreeSet<u64> = pulls.iter().map(|p| p.number).collect();
+        assert_eq!(numbers.len(), 205, "every pull request once");
+        let p7 = pulls.iter().find(|p| p.number == 7).unwrap();
+        assert_eq!((p7.head_ref.as_str(), p7.repo.as_str()), ("b7", "o/r"));
+        assert_eq!(p7.head_repo.as_deref(), Some("o/r"));
+
+        let (again, cost) = gh.open_pulls("o/r").await.unwrap();
+        assert_eq!(again, pulls);
+        assert_eq!(
+            cost,
+            ListCost {
+                pages: 3,
+                not_modified: 3
+            }
+        );
+        let listed: Vec<_> = fake
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == "/repos/o/r/pulls")
+            .collect();
+        assert_eq!(listed.len(), 6);
+        assert!(listed[..3]
+            .iter()
+            .all(|c| c.if_none_match.is_none() && c.status == 200));
+        assert!(listed[3..]
+            .iter()
+            .all(|c| c.if_none_match.is_some() && c.status == 304));
+
+        // A change shows: the changed pages are sent again.
+        fake.close("o/r", 205);
+        let (after, cost) = gh.open_pulls("o/r").await.unwrap();
+        assert_eq!(after.len(), 204);
+        assert!(cost.not_modified < 3, "{cost:?}");
+    }
+
+    #[test]
+    fn links_are_followed_only_inside_the_api() {
+        let gh = GitHub::new("https://ghe.example.com/api/v3", None).unwrap();
+        assert!(gh
+            .same_api("https://ghe.example.com/api/v3/repos/o/r/pulls?page=2")
+            .is_ok());
+        for elsewhere in [
+            "https://evil.example.com/api/v3/repos/o/r/pulls?page=2",
+            "http://ghe.example.com/api/v3/repos/o/r/pulls?page=2",
+            "https://ghe.example.com:8443/api/v3/x",
+            "https://ghe.example.com/other/x",
+        ] {
+            assert!(gh.same_api(elsewhere).is_err(), "{elsewhere}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            r#"<https://a/x?page=3>; rel="next", <https://a/x?page=9>; rel="last""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://a/x?page=3"));
+        h.insert(
+            "link",
+            r#"<https://a/x?page=1>; rel="prev""#.parse().unwrap(),
+        );
+        assert_eq!(next_link(&h), None);
+    }
+
+    #[tokio::test]
+    async fn slack_is_retried_on_its_server_errors() {
+        let fake = FakeGitHub::start().await;
+        let mut slack = Slack::new(&fake.slack_url()).unwrap();
+        slack.retry = quick();
+        let path = Url::parse(&fake.slack_url()).unwrap().path().to_owned();
+        fake.fail_next("POST", &path, vec![Canned::status(502)]);
+        slack.post("hello").await.unwrap();
+        assert_eq!(answered(&fake, "POST", &path), [502, 200]);
+        assert_eq!(fake.slack_messages(), ["hello"]);
     }
 }

@@ -32,6 +32,7 @@ use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
 use super::queue::{PrRef, Queue, Submitted, Work};
+use super::scope::Scope;
 use super::signature;
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
@@ -169,15 +170,23 @@ pub(crate) struct AppState {
     pub(crate) queue: Queue,
     pub(crate) deliveries: Mutex<Deliveries>,
     pub(crate) max_body_bytes: usize,
+    /// Which repositories, drafts and environments are acted on.
+    pub(crate) scope: Scope,
 }
 
 impl AppState {
-    pub(crate) fn new(secret: Vec<u8>, queue: Queue, max_body_bytes: usize) -> AppState {
+    pub(crate) fn new(
+        secret: Vec<u8>,
+        queue: Queue,
+        max_body_bytes: usize,
+        scope: Scope,
+    ) -> AppState {
         AppState {
             secret,
             queue,
             deliveries: Mutex::new(Deliveries::new(REMEMBERED_DELIVERIES)),
             max_body_bytes,
+            scope,
         }
     }
 }
@@ -289,7 +298,7 @@ async fn webhook(
             .expect("not poisoned")
             .forget(&delivery.id);
     };
-    match work_of(&delivery, &body) {
+    match work_of(&state.scope, &delivery, &body) {
         Next::Queue(work) => queue(&state, &delivery, work, forget),
         Next::Answered(response) => response,
         Next::Refused(status, reason) => {
@@ -363,7 +372,7 @@ enum Next {
     Refused(StatusCode, String),
 }
 
-fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
+fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
     let incoming = match event::parse(&delivery.event, body) {
         Ok(incoming) => incoming,
         Err(e) => {
@@ -380,16 +389,22 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
         Incoming::Other { event } => {
             return Next::Answered(delivery.ignore(format!("event `{event}` is not handled")))
         }
+        Incoming::Deployment(deployment) => {
+            return match scope.deployment(&deployment) {
+                Ok(work) => Next::Queue(work),
+                Err(reason) => Next::Answered(delivery.ignore(reason)),
+            }
+        }
         Incoming::PullRequest(pr) => pr,
-    };
-    let Some(action) = pr.intent() else {
-        let reason = format!("pull_request action `{}` changes nothing", pr.action);
-        return Next::Answered(delivery.ignore(reason));
     };
     if !valid_repo(&pr.repo) {
         let reason = format!("`{}` is not an owner/name repository", pr.repo);
         return Next::Refused(StatusCode::BAD_REQUEST, reason);
     }
+    let action = match scope.pull_request(&pr) {
+        Ok(action) => action,
+        Err(reason) => return Next::Answered(delivery.ignore(reason)),
+    };
     if pr.is_from_fork() {
         return Next::Answered(delivery.ignore(format!(
             "the head branch is in {}, not in {}: previews are built from the product's own repositories",
@@ -414,6 +429,7 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
             number: pr.number,
             sha: pr.head_sha,
             author: pr.author,
+            deployment: None,
         }],
     })
 }

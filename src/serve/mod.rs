@@ -10,7 +10,9 @@
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
 //! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
-//! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
+//! - [`scope`]: only pull requests and deployments of `sandbox.yaml`'s repositories; drafts.
+//! - [`resync`]: at start and periodically, previews converged to GitHub's open pull requests.
+//! - [`retry`]: when a GitHub or Slack call is tried again (5xx, rate limits).
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
 
@@ -21,7 +23,9 @@ pub(crate) mod http;
 pub(crate) mod log;
 pub(crate) mod prune;
 pub(crate) mod queue;
-pub(crate) mod reconcile;
+pub(crate) mod resync;
+pub(crate) mod retry;
+pub(crate) mod scope;
 pub mod signature;
 pub(crate) mod worker;
 
@@ -63,7 +67,12 @@ pub(crate) struct ServeSettings {
     pub(crate) ttl: Option<Duration>,
     pub(crate) on_failure: OnFailure,
     pub(crate) shutdown_grace: Duration,
+    /// Converge the previews at start (`--no-reconcile`: not).
     pub(crate) reconcile: bool,
+    /// How often to converge the previews to GitHub's open pull requests (zero: only at start).
+    pub(crate) resync: Duration,
+    pub(crate) skip_drafts: bool,
+    pub(crate) environment_prefix: String,
     /// How often to prune the checkout cache (zero: never), and the age of what goes.
     pub(crate) prune_cache_every: Duration,
     pub(crate) prune_cache_older_than: Duration,
@@ -79,6 +88,7 @@ pub(crate) struct Options {
     pub(crate) limits: http::Limits,
     pub(crate) reporting: Reporting,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) scope: scope::Scope,
 }
 
 /// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
@@ -139,6 +149,30 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// Say which repositories' pull requests the service acts on.
+fn log_scope(scope: &scope::Scope) {
+    let repos: Vec<String> = scope
+        .repos
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.full_name))
+        .collect();
+    log!(
+        Info,
+        "scope",
+        repos = repos.join(","),
+        skip_drafts = scope.skip_drafts,
+        environments = format!("{}BRANCH", scope.environment_prefix)
+    );
+    if !scope.elsewhere.is_empty() {
+        log!(
+            Warn,
+            "scope.not_on_github",
+            repos = scope.elsewhere.join(","),
+            reason = "their URLs are not GitHub's: pull requests of them are ignored; set `github: owner/name` on them in sandbox.yaml"
+        );
+    }
+}
+
 /// `sandbox serve`.
 pub(crate) async fn run(
     args: ServeSettings,
@@ -187,7 +221,15 @@ pub(crate) async fn run(
             .as_deref()
             .map(Slack::new)
             .transpose()?,
+        environment_prefix: args.environment_prefix.clone(),
     };
+    let scope = scope::Scope::new(
+        &config,
+        &args.github_api_url,
+        args.skip_drafts,
+        &args.environment_prefix,
+    );
+    log_scope(&scope);
     let deployer = ClusterDeployer {
         config: config.clone(),
         cluster: cluster.clone(),
@@ -222,6 +264,7 @@ pub(crate) async fn run(
         },
         reporting,
         shutdown_grace: args.shutdown_grace,
+        scope: scope.clone(),
     };
     prune::spawn(prune::PruneSchedule {
         cache_dir: args.env.cache_dir.clone(),
@@ -229,18 +272,16 @@ pub(crate) async fn run(
         every: args.prune_cache_every,
         older_than: args.prune_cache_older_than,
     });
-    let reconcile = args.reconcile;
-    let on_start = move |queue: Queue| {
-        if !reconcile {
-            return;
-        }
-        tokio::spawn(async move {
-            match reconcile::reconcile(&cluster, &config, &github, &queue).await {
-                Ok(n) => log!(Info, "reconcile.done", closed = n),
-                Err(e) => log!(Error, "reconcile.failed", error = format!("{e:#}")),
-            }
-        });
+    let resync = resync::Resync {
+        cluster,
+        config,
+        github,
+        scope,
+        report: token.is_some(),
+        every: args.resync,
+        at_start: args.reconcile,
     };
+    let on_start = move |queue: Queue| resync::spawn(resync, queue);
     serve(listener, options, deployer, on_start, async {
         let signal = stop_signal().await;
         log!(Info, "shutdown.started", signal = signal);
@@ -264,6 +305,7 @@ pub(crate) async fn serve<D: Deployer>(
         options.secret,
         queue.clone(),
         options.max_body_bytes,
+        options.scope,
     ));
     on_start(queue.clone());
     http::serve_http(listener, http::router(state), options.limits, shutdown).await;

@@ -19,8 +19,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::log::log;
 
-/// A pull request that asked for the work, at the commit it asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A pull request that asked for the work, at the commit it asked for (or, with `number` 0 and
+/// a `deployment`, a GitHub deployment that did).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PrRef {
     /// `owner/name`.
     pub(crate) repo: String,
@@ -29,17 +30,27 @@ pub(crate) struct PrRef {
     pub(crate) sha: String,
     /// Who opened the pull request.
     pub(crate) author: String,
+    /// A deployment GitHub already has (from a `deployment` event) to report through, instead of
+    /// creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deployment: Option<u64>,
 }
 
 impl PrRef {
+    /// The same pull request (or the same deployment): newer work replaces it, not adds to it.
     pub(crate) fn same_pr(&self, other: &PrRef) -> bool {
-        self.repo == other.repo && self.number == other.number
+        self.repo == other.repo
+            && self.number == other.number
+            && self.deployment == other.deployment
     }
 }
 
 impl fmt::Display for PrRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.repo, self.number)?;
+        match self.deployment.filter(|_| self.number == 0) {
+            Some(id) => write!(f, "{} deployment {id}", self.repo)?,
+            None => write!(f, "{}#{}", self.repo, self.number)?,
+        }
         if !self.sha.is_empty() {
             write!(f, "@{}", &self.sha[..self.sha.len().min(7)])?;
         }
@@ -231,6 +242,12 @@ impl Queue {
             tokio::spawn(worker(self.inner.clone(), branch));
         }
         outcome
+    }
+
+    /// Whether `branch` has work waiting or running.
+    pub(crate) fn has_work(&self, branch: &str) -> bool {
+        let state = self.inner.state.lock().expect("not poisoned");
+        state.slots.contains_key(branch)
     }
 
     /// How many branches have work waiting or running.
@@ -435,6 +452,7 @@ pub(crate) mod tests {
                 number,
                 sha: sha.into(),
                 author: "octocat".into(),
+                deployment: None,
             }],
         }
     }

@@ -117,8 +117,14 @@ impl Harness {
                 github: Some(GitHub::new(&github.url, Some(TOKEN.into())).unwrap()),
                 comment: true,
                 slack: Some(Slack::new(&github.slack_url()).unwrap()),
+                environment_prefix: scope::ENVIRONMENT_PREFIX.into(),
             },
             shutdown_grace: grace,
+            scope: scope::Scope::of(
+                &[("backend", "octo-org/backend")],
+                false,
+                scope::ENVIRONMENT_PREFIX,
+            ),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (queue_tx, queue_rx) = tokio::sync::oneshot::channel();
@@ -730,4 +736,76 @@ fn the_github_token_is_read_from_gh_token_after_github_token() {
         Some("gh")
     );
     assert_eq!(token_of(vars(&[])), None);
+}
+
+#[tokio::test]
+async fn pull_requests_of_repositories_not_in_sandbox_yaml_are_acknowledged_and_ignored() {
+    let mut h = Harness::start(Duration::ZERO, 64 * 1024).await;
+    let mut v = fixture("pull_request.opened.json");
+    v["repository"]["full_name"] = "someone-else/backend".into();
+    v["pull_request"]["head"]["repo"]["full_name"] = "someone-else/backend".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let (status, answer) = h.deliver("pull_request", "u-1", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "ignored");
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("someone-else/backend") && reason.contains("octo-org/backend"),
+        "{reason}"
+    );
+    // The repository's name differs only in case: the same repository.
+    v["repository"]["full_name"] = "Octo-Org/Backend".into();
+    v["pull_request"]["head"]["repo"]["full_name"] = "Octo-Org/Backend".into();
+    let (status, _) = h
+        .deliver("pull_request", "u-2", &serde_json::to_vec(&v).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.queue.idle().await;
+    assert_eq!(
+        h.calls().len(),
+        2,
+        "only the configured one: {:?}",
+        h.calls()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_deployment_event_is_reported_on_its_own_deployment() {
+    let mut h = Harness::start(Duration::ZERO, 64 * 1024).await;
+    let id = h
+        .github
+        .add_deployment("octo-org/backend", SHA2, "sandbox/feature-x");
+    let mut v = fixture("deployment.json");
+    v["deployment"]["id"] = id.into();
+    v["deployment"]["sha"] = SHA2.into();
+    let (status, answer) = h
+        .deliver("deployment", "dep-1", &serde_json::to_vec(&v).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["branch"], "feature-x");
+    h.queue.idle().await;
+    assert_eq!(h.calls()[0], format!("deploy feature-x {SHA2}"));
+    assert_eq!(h.github.deployments().len(), 1, "no second deployment");
+    eventually("the statuses on the event's deployment", || {
+        h.github.states_of(id) == ["queued", "in_progress", "success"]
+    })
+    .await;
+    let success = h.github.statuses().last().unwrap().clone();
+    assert_eq!(
+        success.environment_url.as_deref(),
+        Some("http://feature-x.sandbox.test:30080/")
+    );
+    assert!(
+        h.github.comments().is_empty(),
+        "no pull request to comment on"
+    );
+    // Another environment is not a sandbox's.
+    v["deployment"]["environment"] = "production".into();
+    let (status, answer) = h
+        .deliver("deployment", "dep-2", &serde_json::to_vec(&v).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "ignored");
+    h.stop().await;
 }

@@ -63,12 +63,14 @@ pub(crate) trait Deployer: Send + Sync + 'static {
 }
 
 /// How the service reports: where, and whether to comment.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Reporting {
     /// `None` without a token: nothing is reported to GitHub.
     pub(crate) github: Option<GitHub>,
     pub(crate) comment: bool,
     pub(crate) slack: Option<Slack>,
+    /// The GitHub environment of a branch's sandbox is this prefix and the branch.
+    pub(crate) environment_prefix: String,
 }
 
 /// Tasks that outlive the work that started them (reports about cancelled work), so that
@@ -95,12 +97,6 @@ impl Background {
         let _ =
             tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
     }
-}
-
-/// The GitHub environment of a branch's sandbox: the same in every repository, as the sandbox
-/// is the same.
-pub(crate) fn environment(branch: &str) -> String {
-    format!("sandbox/{branch}")
 }
 
 /// One deploy's facts, for its reports.
@@ -173,15 +169,28 @@ impl<D: Deployer> Worker<D> {
         unfinished.armed = false;
     }
 
+    /// The GitHub environment of a branch's sandbox: the same in every repository, as the
+    /// sandbox is the same.
+    fn environment(&self, branch: &str) -> String {
+        format!("{}{branch}", self.reporting.environment_prefix)
+    }
+
     /// A deployment per pull request, for the commit it asked for: that is what GitHub shows on
-    /// the pull request. Made before waiting for a slot, so a queued one shows as queued.
+    /// the pull request. Made before waiting for a slot, so a queued one shows as queued. A
+    /// deployment GitHub already has (a `deployment` event's) is reported through instead.
     async fn create_deployments(&self, work: &Work, namespace: &str, unfinished: &mut Unfinished) {
         let Some(gh) = &self.reporting.github else {
             return;
         };
         let branch = work.branch.as_str();
-        let environment = environment(branch);
+        let environment = self.environment(branch);
         for pr in &work.prs {
+            if let Some(id) = pr.deployment {
+                unfinished.deployments.push((pr.clone(), id));
+                self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
+                    .await;
+                continue;
+            }
             let made = gh
                 .create_deployment(
                     &pr.repo,
@@ -358,7 +367,7 @@ impl<D: Deployer> Worker<D> {
         let Some(gh) = &self.reporting.github else {
             return;
         };
-        let environment = environment(branch);
+        let environment = self.environment(branch);
         let mut repos: Vec<&str> = prs.iter().map(|p| p.repo.as_str()).collect();
         repos.dedup();
         for repo in repos {
@@ -412,7 +421,8 @@ impl<D: Deployer> Worker<D> {
         else {
             return;
         };
-        for pr in prs {
+        // A deployment event's work has no pull request to comment on.
+        for pr in prs.iter().filter(|p| p.number != 0) {
             if let Err(e) = gh.upsert_comment(&pr.repo, pr.number, body).await {
                 log!(
                     Warn,

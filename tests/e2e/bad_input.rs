@@ -86,7 +86,7 @@ async fn unknown_field_names_file_line_and_suggests() {
     let product = Product::new("bad-field");
     product.edit_config("    depends_on: [db, cache]", "    depnds_on: [db, cache]");
     let stderr = up_fails(&product, "feature-x", &[], &[]);
-    assert!(stderr.contains("sandbox.yaml:53:"), "{stderr}");
+    assert!(stderr.contains("sandbox.yaml:59:"), "{stderr}");
     assert!(stderr.contains("unknown field `depnds_on`"), "{stderr}");
     assert!(
         stderr.contains("hint: did you mean `depends_on`?"),

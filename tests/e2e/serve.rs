@@ -17,7 +17,7 @@ use crate::support::{apply_yaml, cluster, http_get, root, run_ok, Product, TestN
 
 #[path = "../support/fake_github.rs"]
 mod fake_github;
-use fake_github::FakeGitHub;
+use fake_github::{Canned, FakeGitHub};
 
 const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
 const TOKEN: &str = "ghp_e2eServeToken000000000000000000000000";
@@ -547,7 +547,7 @@ async fn create_sandbox_namespace(client: &Client, name: &str, branch: &str, pr:
 
 #[tokio::test]
 async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
-    let Some(client) = cluster("serve: reconcile at start").await else {
+    let Some(client) = cluster("serve: resync at start").await else {
         return;
     };
     let product = Product::new("serve-reconcile");
@@ -596,7 +596,10 @@ async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
         "a sandbox of no pull request was deleted"
     );
     assert!(
-        serve.log().contains("event=reconcile.done closed=1"),
+        serve
+            .log()
+            .lines()
+            .any(|l| l.contains("event=resync.done") && field(l, "closed").as_deref() == Some("1")),
         "{}",
         serve.log()
     );
@@ -925,8 +928,8 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         "the pod did not delete the closed pull request's sandbox:\n{log}"
     );
     assert!(
-        log.contains("event=reconcile.done"),
-        "the start-up reconcile failed (RBAC?):\n{log}"
+        log.contains("event=resync.done"),
+        "the start-up resync failed (RBAC?):\n{log}"
     );
     assert!(!log.contains("level=error"), "{log}");
     for secret in [SECRET, TOKEN, DB_PASSWORD] {
@@ -961,4 +964,234 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         "serve in the cluster: the pod stopped {:.1}s after its deletion",
         stopping.elapsed().as_secs_f64()
     );
+}
+
+/// The pull request's payload of `tests/fixtures/github` moved to another repository.
+fn pull_request_of(repo: &str, action: &str, sha: &str) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&pull_request(action, sha)).unwrap();
+    event["repository"]["full_name"] = repo.into();
+    event["pull_request"]["head"]["repo"]["full_name"] = repo.into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+#[tokio::test]
+async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
+    let Some(client) = cluster("serve: resync without webhooks").await else {
+        return;
+    };
+    let product = Product::new("serve-resync");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let github = FakeGitHub::start().await;
+    let sha = product.sha("backend", "feature-x");
+    // Opened on GitHub while no webhook reaches serve; an older push's deployment is there.
+    github.open_pull(REPO, 42, "feature-x", &sha);
+    let old = github.add_deployment(REPO, &"0".repeat(40), "sandbox/feature-x");
+    // GitHub in a bad moment: the first list hits a spent rate limit that resets in two
+    // seconds, and creating the deployment fails twice with a 500.
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let pulls = format!("/repos/{REPO}/pulls");
+    github.fail_next(
+        "GET",
+        &pulls,
+        vec![Canned::status(403)
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", &reset.to_string())],
+    );
+    let create = format!("/repos/{REPO}/deployments");
+    github.fail_next(
+        "POST",
+        &create,
+        vec![Canned::status(500), Canned::status(500)],
+    );
+    let serve = Serve::start(&product, &github, &["--resync", "3s"]);
+
+    // A pull request of a repository sandbox.yaml does not list: acknowledged, logged, ignored.
+    let stranger = pull_request_of("someone-else/backend", "opened", &sha);
+    let (status, answer) = deliver(
+        &serve.url("/webhook"),
+        "pull_request",
+        "e2e-stranger",
+        &stranger,
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("ignored")),
+        "{answer}"
+    );
+
+    let started = Instant::now();
+    wait_for_success(
+        "the open pull request's preview, from a resync",
+        &serve,
+        &github,
+        &sha,
+    )
+    .await;
+    let up = started.elapsed();
+    assert!(ns.exists().await);
+    let calls = github.calls();
+    let listed: Vec<_> = calls.iter().filter(|c| c.path == pulls).collect();
+    assert_eq!(listed[0].status, 403);
+    let reset_at = std::time::UNIX_EPOCH + Duration::from_secs(reset);
+    assert!(
+        listed[1].at >= reset_at,
+        "asked again before the rate limit's reset:\n{}",
+        github.dump()
+    );
+    let created: Vec<u16> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == create)
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(created, [500, 500, 201], "{}", github.dump());
+    let ids = deployments_for(&github, &sha);
+    assert_eq!(ids.len(), 1, "{}", github.dump());
+    let success = github
+        .statuses()
+        .into_iter()
+        .find(|s| s.deployment == ids[0] && s.state == "success")
+        .unwrap();
+    let page = http_get(success.environment_url.as_deref().unwrap());
+    let api_line = page_line("api", "backend", &sha);
+    assert!(
+        page.lines().any(|l| l == api_line),
+        "missing `{api_line}`:\n{page}"
+    );
+    wait_until(
+        "the older push's deployment is marked inactive",
+        Duration::from_secs(30),
+        &serve,
+        &github,
+        || github.states_of(old).last().map(String::as_str) == Some("inactive"),
+    )
+    .await;
+    // Unchanged lists are asked again conditionally: GitHub answers 304.
+    wait_until(
+        "a conditional list answered 304",
+        Duration::from_secs(30),
+        &serve,
+        &github,
+        || {
+            github
+                .calls()
+                .iter()
+                .any(|c| c.path.ends_with("/pulls") && c.status == 304)
+        },
+    )
+    .await;
+
+    // What a pass costs once everything is converged: count the calls of the next two passes.
+    let passes = || serve.log().matches("event=resync.done").count();
+    let (before, calls_before) = (passes(), github.calls().len());
+    wait_until(
+        "two more resyncs",
+        Duration::from_secs(30),
+        &serve,
+        &github,
+        || passes() >= before + 2,
+    )
+    .await;
+    let (after, calls) = (passes(), github.calls());
+    let window = &calls[calls_before..];
+    let unchanged = window.iter().filter(|c| c.status == 304).count();
+    let per_pass = window.len() as f64 / (after - before) as f64;
+
+    // Closed on GitHub, still no webhook: the next resync deletes the preview.
+    github.close(REPO, 42);
+    let closed = Instant::now();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let gone =
+        kube::runtime::wait::await_condition(namespaces, &ns.name, |n: Option<&Namespace>| {
+            n.is_none()
+        });
+    if tokio::time::timeout(Duration::from_secs(240), gone)
+        .await
+        .is_err()
+    {
+        panic!(
+            "the closed pull request's preview is still there\n{}\n{}",
+            github.dump(),
+            serve.log()
+        );
+    }
+    let down = closed.elapsed();
+    wait_until(
+        "the closed pull request's deployment is inactive",
+        Duration::from_secs(30),
+        &serve,
+        &github,
+        || github.states_of(ids[0]).last().map(String::as_str) == Some("inactive"),
+    )
+    .await;
+    let log = serve.log();
+    assert!(!log.contains("event=webhook.accepted"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("event=webhook.ignored")
+            && l.contains("someone-else/backend is not one of sandbox.yaml's repositories")),
+        "{log}"
+    );
+    assert!(
+        github.deployments().iter().all(|d| d.repo == REPO),
+        "{}",
+        github.dump()
+    );
+    eprintln!(
+        "serve resync: preview up {:.1}s after start, gone {:.1}s after the close; \
+         converged, a pass made {per_pass:.1} GitHub calls ({unchanged} of {} answered 304)",
+        up.as_secs_f64(),
+        down.as_secs_f64(),
+        window.len()
+    );
+}
+
+#[tokio::test]
+async fn serve_brings_a_branch_up_for_a_deployment_event_and_reports_on_it() {
+    let Some(client) = cluster("serve: deployment event").await else {
+        return;
+    };
+    let product = Product::new("serve-depev");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let github = FakeGitHub::start().await;
+    let serve = Serve::start(&product, &github, &[]);
+    let sha = product.sha("backend", "feature-x");
+    // A deployment someone asked GitHub for (e.g. from chat).
+    let id = github.add_deployment(REPO, &sha, "sandbox/feature-x");
+    let mut event = fixture("deployment.json");
+    event["deployment"]["id"] = id.into();
+    event["deployment"]["sha"] = sha.clone().into();
+    let (status, answer) = deliver(
+        &serve.url("/webhook"),
+        "deployment",
+        "e2e-deployment",
+        &serde_json::to_vec(&event).unwrap(),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    wait_for_success("a success on the event's deployment", &serve, &github, &sha).await;
+    assert_eq!(github.states_of(id), ["queued", "in_progress", "success"]);
+    assert_eq!(
+        github.deployments().len(),
+        1,
+        "no deployment of its own:\n{}",
+        github.dump()
+    );
+    let success = github
+        .statuses()
+        .into_iter()
+        .find(|s| s.deployment == id && s.state == "success")
+        .unwrap();
+    let page = http_get(success.environment_url.as_deref().unwrap());
+    let api_line = page_line("api", "backend", &sha);
+    assert!(
+        page.lines().any(|l| l == api_line),
+        "missing `{api_line}`:\n{page}"
+    );
+    assert!(ns.exists().await);
 }

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -25,6 +27,45 @@ pub(crate) struct Call {
     pub(crate) authorization: Option<String>,
     pub(crate) accept: Option<String>,
     pub(crate) user_agent: Option<String>,
+    pub(crate) if_none_match: Option<String>,
+    /// When it arrived.
+    pub(crate) at: SystemTime,
+    /// The status it was answered with.
+    pub(crate) status: u16,
+}
+
+/// A pull request the stand-in knows; listed while open.
+#[derive(Debug, Clone)]
+pub(crate) struct FakePull {
+    pub(crate) repo: String,
+    pub(crate) number: u64,
+    pub(crate) branch: String,
+    pub(crate) sha: String,
+    pub(crate) draft: bool,
+    pub(crate) open: bool,
+}
+
+/// An answer given instead of the real one (to fail a call on purpose).
+#[derive(Debug, Clone)]
+pub(crate) struct Canned {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Value,
+}
+
+impl Canned {
+    pub(crate) fn status(status: u16) -> Canned {
+        Canned {
+            status,
+            headers: Vec::new(),
+            body: json!({"message": format!("canned {status}")}),
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +103,12 @@ struct Recorded {
     comments: Vec<FakeComment>,
     slack: Vec<String>,
     closed: HashSet<(String, u64)>,
+    /// (repo, number) → the pull request.
+    pulls: BTreeMap<(String, u64), FakePull>,
+    /// (method, path) → answers to give first, in order.
+    canned: HashMap<(String, String), Vec<Canned>>,
+    /// `http://127.0.0.1:PORT`, for Link headers.
+    base: String,
 }
 
 pub(crate) struct FakeGitHub {
@@ -87,6 +134,7 @@ impl FakeGitHub {
         let state: Arc<Mutex<Recorded>> = Arc::default();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        state.lock().unwrap().base = url.clone();
         let shared = state.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -107,11 +155,67 @@ impl FakeGitHub {
 
     /// GitHub says pull request `number` of `repo` is closed from now on.
     pub(crate) fn close(&self, repo: &str, number: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.closed.insert((repo.to_owned(), number));
+        if let Some(p) = s.pulls.get_mut(&(repo.to_owned(), number)) {
+            p.open = false;
+        }
+    }
+
+    /// A pull request of `repo` open from now on, from `branch` at `sha` (its state replaced
+    /// if known).
+    pub(crate) fn open_pull(&self, repo: &str, number: u64, branch: &str, sha: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.closed.remove(&(repo.to_owned(), number));
+        s.pulls.insert(
+            (repo.to_owned(), number),
+            FakePull {
+                repo: repo.to_owned(),
+                number,
+                branch: branch.to_owned(),
+                sha: sha.to_owned(),
+                draft: false,
+                open: true,
+            },
+        );
+    }
+
+    /// Mark a known pull request a draft or ready.
+    pub(crate) fn set_draft(&self, repo: &str, number: u64, draft: bool) {
+        if let Some(p) = self
+            .state
+            .lock()
+            .unwrap()
+            .pulls
+            .get_mut(&(repo.to_owned(), number))
+        {
+            p.draft = draft;
+        }
+    }
+
+    /// Answer the next calls of `method` to `path` with `answers`, in order, instead of the
+    /// real answer (the calls are still recorded).
+    pub(crate) fn fail_next(&self, method: &str, path: &str, answers: Vec<Canned>) {
         self.state
             .lock()
             .unwrap()
-            .closed
-            .insert((repo.to_owned(), number));
+            .canned
+            .insert((method.to_owned(), path.to_owned()), answers);
+    }
+
+    /// A deployment made by someone else (e.g. a chat bot), as GitHub would store it.
+    pub(crate) fn add_deployment(&self, repo: &str, sha: &str, environment: &str) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = s.next_id;
+        s.deployments.push(FakeDeployment {
+            id,
+            repo: repo.to_owned(),
+            sha: sha.to_owned(),
+            environment: environment.to_owned(),
+            body: json!({"ref": sha, "environment": environment}),
+        });
+        id
     }
 
     pub(crate) fn calls(&self) -> Vec<Call> {
@@ -214,7 +318,90 @@ fn handle(
         authorization: header("authorization"),
         accept: header("accept"),
         user_agent: header("user-agent"),
+        if_none_match: header("if-none-match"),
+        at: SystemTime::now(),
+        status: 0,
     });
+    let key = (method.to_string(), uri.path().to_owned());
+    let canned = s
+        .canned
+        .get_mut(&key)
+        .filter(|c| !c.is_empty())
+        .map(|c| c.remove(0));
+    let response = match canned {
+        Some(canned) => {
+            let mut response = (
+                StatusCode::from_u16(canned.status).unwrap(),
+                Json(canned.body),
+            )
+                .into_response();
+            for (k, v) in canned.headers {
+                response.headers_mut().insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            response
+        }
+        None => answer(&mut s, &method, &uri, &query, header("if-none-match"), body),
+    };
+    s.calls.last_mut().unwrap().status = response.status().as_u16();
+    response
+}
+
+/// A list answer as GitHub gives it: page `page` of `per_page`, with a `Link` to the next page
+/// and an `ETag`; 304 when `if_none_match` is that ETag.
+fn list(
+    base: &str,
+    uri: &Uri,
+    query: &[(String, String)],
+    all: Vec<Value>,
+    if_none_match: Option<String>,
+) -> Response {
+    let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+    let per_page: usize = param("per_page").and_then(|v| v.parse().ok()).unwrap_or(30);
+    let page: usize = param("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    let text = Value::Array(items.clone()).to_string();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let etag = format!("W/\"{:016x}\"", hasher.finish());
+    if if_none_match.as_deref() == Some(etag.as_str()) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert("etag", etag.parse().unwrap());
+        return response;
+    }
+    let mut response = Json(Value::Array(items)).into_response();
+    response.headers_mut().insert("etag", etag.parse().unwrap());
+    if page * per_page < all.len() {
+        let mut next: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        next.push(format!("page={}", page + 1));
+        let link = format!("<{base}{}?{}>; rel=\"next\"", uri.path(), next.join("&"));
+        response.headers_mut().insert("link", link.parse().unwrap());
+    }
+    response
+}
+
+fn answer(
+    s: &mut Recorded,
+    method: &Method,
+    uri: &Uri,
+    query: &[(String, String)],
+    if_none_match: Option<String>,
+    body: Value,
+) -> Response {
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let not_found =
         || (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
@@ -250,14 +437,42 @@ fn handle(
                 .iter()
                 .find(|(k, _)| k == "environment")
                 .map(|(_, v)| v.clone());
-            let list: Vec<Value> = s
+            let all: Vec<Value> = s
                 .deployments
                 .iter()
                 .rev()
                 .filter(|d| d.repo == repo && env.as_ref().is_none_or(|e| *e == d.environment))
                 .map(|d| json!({"id": d.id, "sha": d.sha, "environment": d.environment}))
                 .collect();
-            Json(Value::Array(list)).into_response()
+            list(&s.base, uri, query, all, if_none_match)
+        }
+        ("GET", ["deployments", id, "statuses"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let all: Vec<Value> = s
+                .statuses
+                .iter()
+                .rev()
+                .filter(|st| st.deployment == id)
+                .map(|st| json!({"state": st.state, "description": st.description}))
+                .collect();
+            list(&s.base, uri, query, all, if_none_match)
+        }
+        ("GET", ["pulls"]) => {
+            let all: Vec<Value> = s
+                .pulls
+                .values()
+                .rev()
+                .filter(|p| p.repo == repo && p.open)
+                .map(|p| {
+                    json!({
+                        "number": p.number, "state": "open", "draft": p.draft,
+                        "head": {"ref": p.branch, "sha": p.sha, "repo": {"full_name": p.repo}},
+                        "base": {"ref": "main", "repo": {"full_name": p.repo}},
+                        "user": {"login": "octocat"},
+                    })
+                })
+                .collect();
+            list(&s.base, uri, query, all, if_none_match)
         }
         ("POST", ["deployments", id, "statuses"]) => {
             let Ok(id) = id.parse::<u64>() else {
@@ -287,7 +502,10 @@ fn handle(
             let Ok(number) = number.parse::<u64>() else {
                 return not_found();
             };
-            let closed = s.closed.contains(&(repo.clone(), number));
+            let closed = s.closed.contains(&(repo.clone(), number))
+                || s.pulls
+                    .get(&(repo.clone(), number))
+                    .is_some_and(|p| !p.open);
             Json(json!({
                 "number": number,
                 "state": if closed { "closed" } else { "open" },
