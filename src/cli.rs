@@ -63,7 +63,7 @@ pub(crate) enum Command {
     /// `build:`, and print the pinned references (what CI runs before previews need them).
     Images(ImagesArgs),
     /// List the sandboxes in the cluster.
-    List(OutputArg),
+    List(TableOutputArg),
     /// Per service: ready replicas, restarts and the last event.
     Status(StatusArgs),
     /// Logs of one service or all, prefixed by where they come from.
@@ -113,7 +113,7 @@ pub(crate) struct StatusArgs {
     #[command(flatten)]
     pub(crate) branch: BranchArg,
     #[command(flatten)]
-    pub(crate) output: OutputArg,
+    pub(crate) output: TableOutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -164,9 +164,9 @@ pub(crate) struct DiffArgs {
     #[command(flatten)]
     pub(crate) sets: SetArgs,
     /// `text`: a unified diff of each object's YAML (live against what `up` would make), then a
-    /// summary; `json`: the changes and their changed fields.
+    /// summary; `json`/`yaml`: the changes and their changed fields; `name`: what changes.
     #[command(flatten)]
-    pub(crate) output: OutputArg,
+    pub(crate) output: ObjectsOutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -279,10 +279,27 @@ pub(crate) struct BranchArg {
     pub(crate) branch: String,
 }
 
+/// `-o/--output` of a command that prints data: text for people, JSON or YAML for tools.
 #[derive(Debug, Args)]
 pub(crate) struct OutputArg {
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
+}
+
+/// `-o/--output` of a command that prints a table (`list`, `status`), as kubectl's: `wide` adds
+/// columns, `name` prints only the first.
+#[derive(Debug, Args)]
+pub(crate) struct TableOutputArg {
+    #[arg(long, short, value_enum, default_value_t = TableOutput::Text)]
+    pub(crate) output: TableOutput,
+}
+
+/// `-o/--output` of a command that prints Kubernetes objects (`render`, `diff`); `name` prints
+/// `kind/name` per object, as `kubectl -o name`.
+#[derive(Debug, Args)]
+pub(crate) struct ObjectsOutputArg {
+    #[arg(long, short, value_enum, default_value_t = ObjectsOutput::Text)]
+    pub(crate) output: ObjectsOutput,
 }
 
 #[derive(Debug, Args)]
@@ -332,9 +349,11 @@ pub(crate) struct RenderArgs {
     /// Render with the decrypted secrets (for piping into another tool; never into a file).
     #[arg(long)]
     pub(crate) reveal: bool,
-    /// `json`: the plan — steps in dependency order with their objects, then the smoke Jobs.
+    /// `text`/`yaml`: the objects as multi-document YAML (like `helm template`, for `kubectl
+    /// apply -f -`); `json`: the plan — steps in dependency order with their objects, then the
+    /// smoke Jobs; `name`: `kind/name` per object.
     #[command(flatten)]
-    pub(crate) output: OutputArg,
+    pub(crate) output: ObjectsOutputArg,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +376,24 @@ pub(crate) struct ValuesArgs {
 pub(crate) enum Output {
     Text,
     Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TableOutput {
+    Text,
+    Wide,
+    Name,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ObjectsOutput {
+    Text,
+    Name,
+    Json,
+    Yaml,
 }
 
 /// `sandbox serve`. Secrets come from the environment (or a file), never from flags:

@@ -14,6 +14,7 @@ use crate::kube::Cluster;
 use crate::record::{
     self, SandboxRecord, Status, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL,
 };
+use crate::table::Table;
 
 /// One row of `sandbox list`.
 #[derive(Debug, Clone, Serialize)]
@@ -89,37 +90,46 @@ pub(crate) fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String 
     format!("{sign}{text}")
 }
 
-pub(crate) fn print_list(rows: &[SandboxRow]) {
+/// `list`'s table: `-o wide` adds the owner and each repo's commit.
+pub(crate) fn list_table(rows: &[SandboxRow]) -> Table {
     let now = jiff::Timestamp::now();
-    let ago = |t: &str| {
+    let delta = |t: &str, ago: bool| {
         t.parse::<jiff::Timestamp>()
-            .map(|t| human_delta(t, now))
+            .map(|t| {
+                if ago {
+                    human_delta(t, now)
+                } else {
+                    human_delta(now, t)
+                }
+            })
             .unwrap_or_default()
     };
-    let left = |t: &str| {
-        t.parse::<jiff::Timestamp>()
-            .map(|t| human_delta(now, t))
-            .unwrap_or_default()
-    };
-    println!(
-        "{:<30} {:<12} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} REPOS",
-        "NAMESPACE", "PRODUCT", "BRANCH", "AGE", "EXPIRES", "STATUS", "URL", "OWNER"
-    );
+    let mut table = Table::new(&[
+        ("NAMESPACE", false),
+        ("PRODUCT", false),
+        ("BRANCH", false),
+        ("STATUS", false),
+        ("AGE", false),
+        ("EXPIRES", false),
+        ("URL", false),
+        ("OWNER", true),
+        ("REPOS", true),
+    ]);
     for r in rows {
         let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
-        println!(
-            "{:<30} {:<12} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} {}",
-            r.namespace,
-            r.product,
-            r.branch,
-            ago(&r.created_at),
-            left(&r.expires_at),
-            r.status,
-            r.url,
-            r.owner,
-            repos.join(" ")
-        );
+        table.row(vec![
+            r.namespace.clone(),
+            r.product.clone(),
+            r.branch.clone(),
+            r.status.clone(),
+            delta(&r.created_at, true),
+            delta(&r.expires_at, false),
+            r.url.clone(),
+            r.owner.clone(),
+            repos.join(","),
+        ]);
     }
+    table
 }
 
 /// One service's state, for `sandbox status`.
@@ -225,20 +235,23 @@ fn attribute_last_events(
     }
 }
 
-pub(crate) fn print_status(rows: &[ServiceStatus]) {
-    println!(
-        "{:<16} {:>7} {:>9}  LAST EVENT",
-        "SERVICE", "READY", "RESTARTS"
-    );
+/// `status`'s table.
+pub(crate) fn status_table(rows: &[ServiceStatus]) -> Table {
+    let mut table = Table::new(&[
+        ("SERVICE", false),
+        ("READY", false),
+        ("RESTARTS", false),
+        ("LAST EVENT", false),
+    ]);
     for r in rows {
-        println!(
-            "{:<16} {:>7} {:>9}  {}",
-            r.service,
+        table.row(vec![
+            r.service.clone(),
             format!("{}/{}", r.ready, r.desired),
-            r.restarts,
-            r.last_event
-        );
+            r.restarts.to_string(),
+            r.last_event.clone(),
+        ]);
     }
+    table
 }
 
 /// Which logs `sandbox logs` prints, as `kubectl logs` names the choices.

@@ -27,6 +27,7 @@ mod program;
 mod progress;
 pub mod record;
 mod redact;
+mod table;
 mod yaml;
 
 // The pipeline.

@@ -26,6 +26,16 @@ impl ObjectRef {
             name: name.to_owned(),
         }
     }
+
+    /// `kind.group/name`, as `kubectl get -o name` prints it (and `kubectl get` reads it):
+    /// `deployment.apps/api`, `configmap/settings`.
+    pub(crate) fn kind_name(&self) -> String {
+        let kind = self.kind.to_ascii_lowercase();
+        match self.api_version.split_once('/') {
+            Some((group, _)) => format!("{kind}.{group}/{}", self.name),
+            None => format!("{kind}/{}", self.name),
+        }
+    }
 }
 
 impl fmt::Display for ObjectRef {
@@ -90,6 +100,16 @@ impl Object for serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_read_as_kubectl_prints_them() {
+        let deployment = ObjectRef::new("apps/v1", "Deployment", "api");
+        assert_eq!(deployment.kind_name(), "deployment.apps/api");
+        assert_eq!(
+            ObjectRef::new("v1", "ConfigMap", "c").kind_name(),
+            "configmap/c"
+        );
+    }
 
     #[test]
     fn refs_parse_with_grouped_and_core_versions() {

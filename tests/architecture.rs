@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("progress", 1),
     ("program", 0),
     ("yaml", 0),
+    ("table", 0),
     ("record", 2),
     ("lock", 3),
     ("access", 3),

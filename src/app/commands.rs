@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, Output,
-    OutputArg, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, UpArgs,
-    ValidateArgs, ValuesArgs,
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, ObjectsOutput,
+    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, TableOutputArg,
+    UpArgs, ValidateArgs, ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
@@ -51,6 +51,7 @@ pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
     }
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&report)?),
         Output::Text => {
             reporter.info(&format!(
                 "sandbox `{}` is ready in {:.1}s",
@@ -108,8 +109,11 @@ pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
     let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
     let wanted = |service: &str| args.service.as_deref().is_none_or(|s| s == service);
     match args.output.output {
-        Output::Json => println!("{}", print::plan_json(&prepared.plan, wanted)?),
-        Output::Text => print!("{}", print::plan_yaml(&prepared.plan, wanted)?),
+        ObjectsOutput::Json => println!("{}", print::plan_json(&prepared.plan, wanted)?),
+        ObjectsOutput::Text | ObjectsOutput::Yaml => {
+            print!("{}", print::plan_yaml(&prepared.plan, wanted)?)
+        }
+        ObjectsOutput::Name => print!("{}", print::plan_names(&prepared.plan, wanted)),
     }
     Ok(())
 }
@@ -132,7 +136,7 @@ pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
     };
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
-        Output::Text => print!("{}", serde_yaml_ng::to_string(&shown)?),
+        Output::Text | Output::Yaml => print!("{}", serde_yaml_ng::to_string(&shown)?),
     }
     Ok(())
 }
@@ -146,6 +150,7 @@ pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
     let target = prepare::local_target(&settings, &gathered, mode, &app.reporter).await?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&target.images)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&target.images)?),
         Output::Text => {
             for (service, image) in &target.images {
                 println!("{service:<20} {}", image.reference);
@@ -155,15 +160,12 @@ pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn list(app: &App, args: OutputArg) -> Result<()> {
+pub(super) async fn list(app: &App, args: TableOutputArg) -> Result<()> {
     let cluster = connect(&app.cluster)
         .await
         .context("cannot list sandboxes")?;
     let rows = inspect::list(&cluster).await?;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Output::Text => inspect::print_list(&rows),
-    }
+    print::table(&inspect::list_table(&rows), &rows, args.output)?;
     Ok(())
 }
 
@@ -175,10 +177,7 @@ pub(super) async fn status(app: &App, args: StatusArgs) -> Result<()> {
     let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
     record::ensure_ours(&cluster, &namespace, &config.name).await?;
     let rows = inspect::status(&cluster, &namespace).await?;
-    match args.output.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Output::Text => inspect::print_status(&rows),
-    }
+    print::table(&inspect::status_table(&rows), &rows, args.output.output)?;
     Ok(())
 }
 
@@ -228,15 +227,23 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
     apply::check_served(&cluster, plan).context("the rendered objects cannot be deployed")?;
     let product = &settings.config.name;
     let changes = diff::diff(&cluster, plan, product, &prepared.secret_strings()).await?;
+    let namespace = &plan.namespace;
     match args.output.output {
-        Output::Text => print!(
+        ObjectsOutput::Text => print!(
             "{}",
-            diff::unified(&plan.namespace, &changes, plan.objects().count())
+            diff::unified(namespace, &changes, plan.objects().count())
         ),
-        Output::Json => println!(
+        ObjectsOutput::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&diff::to_json(&plan.namespace, &changes))?
+            serde_json::to_string_pretty(&diff::to_json(namespace, &changes))?
         ),
+        ObjectsOutput::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&diff::to_json(namespace, &changes))?
+        ),
+        ObjectsOutput::Name => changes
+            .iter()
+            .for_each(|c| println!("{}", c.key().kind_name())),
     }
     Ok(!changes.is_empty())
 }

@@ -1,13 +1,16 @@
 //! What commands print to stdout (and the `--timings` block on stderr).
 
 use anyhow::Result;
+use serde::Serialize;
 
-use crate::cli::Output;
+use crate::cli::{Output, TableOutput};
+use crate::object::Object;
 use crate::pipeline::checkout::{EntryKind, PruneReport};
 use crate::pipeline::config::format_size;
 use crate::pipeline::handover::Timings;
 use crate::pipeline::plan::Plan;
 use crate::reap::Reaped;
+use crate::table::Table;
 
 /// The `--timings` block: stages, then every step, then the critical path.
 pub(super) fn timings(t: &Timings) -> String {
@@ -59,6 +62,30 @@ pub(super) fn plan_json(plan: &Plan, wanted: impl Fn(&str) -> bool) -> Result<St
     Ok(serde_json::to_string_pretty(&json)?)
 }
 
+/// `list`/`status` in the format `-o` asked for: the table (wide or not), its first column,
+/// or the rows as JSON/YAML.
+pub(super) fn table(table: &Table, rows: &impl Serialize, output: TableOutput) -> Result<()> {
+    match output {
+        TableOutput::Text => print!("{}", table.render(false)),
+        TableOutput::Wide => print!("{}", table.render(true)),
+        TableOutput::Name => print!("{}", table.names()),
+        TableOutput::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        TableOutput::Yaml => print!("{}", serde_yaml_ng::to_string(rows)?),
+    }
+    Ok(())
+}
+
+/// `render -o name`: `kind/name` per object, as `kubectl get -o name` prints them.
+pub(super) fn plan_names(plan: &Plan, wanted: impl Fn(&str) -> bool) -> String {
+    plan.steps
+        .iter()
+        .filter(|s| wanted(&s.service))
+        .flat_map(|s| s.objects.iter())
+        .chain(plan.smoke.iter().filter(|(s, _)| wanted(s)).map(|(_, o)| o))
+        .map(|o| format!("{}\n", o.object_ref().kind_name()))
+        .collect()
+}
+
 /// `render`: every object of the wanted services as multi-document YAML.
 pub(super) fn plan_yaml(plan: &Plan, wanted: impl Fn(&str) -> bool) -> Result<String> {
     let objects = plan
@@ -77,6 +104,7 @@ pub(super) fn plan_yaml(plan: &Plan, wanted: impl Fn(&str) -> bool) -> Result<St
 pub(super) fn reaped(rows: &[Reaped], output: Output) -> Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(rows)?),
         Output::Text => {
             if rows.is_empty() {
                 println!("no expired sandboxes");
@@ -94,10 +122,15 @@ pub(super) fn reaped(rows: &[Reaped], output: Output) -> Result<()> {
 
 /// `cache prune`: one line per entry removed (or that would be), then the total.
 pub(super) fn pruned(report: &PruneReport, dry_run: bool, output: Output) -> Result<()> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(report)?),
+        Output::Text => pruned_text(report, dry_run),
     }
+    Ok(())
+}
+
+fn pruned_text(report: &PruneReport, dry_run: bool) {
     let verb = if dry_run { "would delete" } else { "deleted" };
     for entry in &report.pruned {
         let kind = match entry.kind {
@@ -119,5 +152,4 @@ pub(super) fn pruned(report: &PruneReport, dry_run: bool, output: Output) -> Res
         report.pruned.len(),
         format_size(report.bytes())
     );
-    Ok(())
 }

@@ -292,6 +292,29 @@ async fn list_status_logs_diff_validate_extend_and_down() {
         "1234567 (main)".len()
     );
 
+    // kubectl's output flags: wide adds the owner and commits, name prints the first column.
+    let wide = run(&["list", "-o", "wide"]);
+    let header = wide.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAMESPACE") && header.ends_with("OWNER   REPOS"),
+        "{wide}"
+    );
+    let line = wide
+        .lines()
+        .find(|l| l.starts_with(&ns.name))
+        .expect("listed");
+    assert!(line.contains(" ready ") && line.contains("data@"), "{wide}");
+    assert!(
+        run(&["list", "-o", "name"]).lines().any(|l| l == ns.name),
+        "list -o name"
+    );
+    let yaml: serde_json::Value =
+        serde_yaml_ng::from_str(&run(&["status", "-b", "feature-x", "-o", "yaml"])).unwrap();
+    assert_eq!(yaml.as_array().unwrap().len(), 7, "{yaml}");
+    let names = run(&["render", "-b", "feature-x", "-o", "name"]);
+    assert!(names.lines().any(|l| l == "deployment.apps/api"), "{names}");
+    assert!(names.lines().any(|l| l == "job.batch/smoke-api"), "{names}");
+
     let status = run(&["status", "--branch", "feature-x"]);
     for service in ["api", "cache", "db", "gateway", "orders", "web", "worker"] {
         assert!(
