@@ -344,6 +344,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,
         reconcile: !args.no_reconcile,
+        state_namespace: args.state_namespace,
         prune_cache_every: args.prune_cache_every,
         prune_cache_older_than: args.prune_cache_older_than,
         env: crate::pipeline::Environment {

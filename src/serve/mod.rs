@@ -6,15 +6,23 @@
 //! comment, and optionally a Slack message.
 //!
 //! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
-//!   ([`event`]); it only queues work.
+//!   ([`event`]); it only records work.
+//! - [`state`]: each preview's desired state, in the cluster (a ConfigMap per branch in serve's
+//!   namespace), written by compare-and-swap; deliveries are deduplicated there.
+//! - [`durable`]: the one entry point for work ([`durable::Previews::submit`]), and the driver
+//!   that hands pending states to the queue; one worker per preview across replicas (a Lease
+//!   per preview), so several replicas can run and a crashed one's work is finished by the next.
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
 //! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
-//! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
+//! - [`reconcile`]: at start, sandboxes the previews made for pull requests closed meanwhile are
+//!   deleted (through the state, by the same rule as a close: never one made by hand, never one
+//!   another open pull request still uses).
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
 
 pub(crate) mod deployer;
+pub(crate) mod durable;
 pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
@@ -23,6 +31,7 @@ pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod reconcile;
 pub mod signature;
+pub(crate) mod state;
 pub(crate) mod worker;
 
 // The GitHub stand-in is test support, shared with the end-to-end tests.
@@ -39,9 +48,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use self::deployer::ClusterDeployer;
+use self::durable::{Intake, Previews};
 use self::github::{GitHub, Slack};
 use self::log::log;
-use self::queue::Queue;
+use self::state::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::Config;
@@ -64,6 +74,8 @@ pub(crate) struct ServeSettings {
     pub(crate) on_failure: OnFailure,
     pub(crate) shutdown_grace: Duration,
     pub(crate) reconcile: bool,
+    /// Where the previews' desired state is kept (and their claims).
+    pub(crate) state_namespace: String,
     /// How often to prune the checkout cache (zero: never), and the age of what goes.
     pub(crate) prune_cache_every: Duration,
     pub(crate) prune_cache_older_than: Duration,
@@ -196,6 +208,10 @@ pub(crate) async fn run(
         on_failure: args.on_failure,
         env: args.env.clone(),
     };
+    let connected = crate::kube::connect(&cluster)
+        .await
+        .context("serve keeps its previews' state in the cluster")?;
+    let store = ConfigMapStore::open(connected, &args.state_namespace, &config.name).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
@@ -210,6 +226,7 @@ pub(crate) async fn run(
         reporting = reporting.github.is_some(),
         comment = args.comment,
         slack = reporting.slack.is_some(),
+        state_namespace = args.state_namespace,
     );
     let options = Options {
         secret: secret.into_bytes(),
@@ -230,44 +247,56 @@ pub(crate) async fn run(
         older_than: args.prune_cache_older_than,
     });
     let reconcile = args.reconcile;
-    let on_start = move |queue: Queue| {
+    let on_start = move |previews: Arc<dyn Intake>| {
         if !reconcile {
             return;
         }
         tokio::spawn(async move {
-            match reconcile::reconcile(&cluster, &config, &github, &queue).await {
+            match reconcile::reconcile(&cluster, &config, &github, &*previews).await {
                 Ok(n) => log!(Info, "reconcile.done", closed = n),
                 Err(e) => log!(Error, "reconcile.failed", error = format!("{e:#}")),
             }
         });
     };
-    serve(listener, options, deployer, on_start, async {
-        let signal = stop_signal().await;
-        log!(Info, "shutdown.started", signal = signal);
-    })
+    serve(
+        listener,
+        options,
+        deployer,
+        Arc::new(store),
+        on_start,
+        async {
+            let signal = stop_signal().await;
+            log!(Info, "shutdown.started", signal = signal);
+        },
+    )
     .await
 }
 
 /// Serve webhooks on `listener` until `shutdown` resolves, then stop gracefully: no new
 /// connections or work, running work gets the grace period (a second signal cuts it short),
-/// then whatever still runs is cancelled and reported as such.
-pub(crate) async fn serve<D: Deployer>(
+/// then whatever still runs is handed back: left pending in `store` for whoever carries on.
+pub(crate) async fn serve<D: Deployer, S: Store>(
     listener: tokio::net::TcpListener,
     options: Options,
     deployer: D,
-    on_start: impl FnOnce(Queue),
+    store: Arc<S>,
+    on_start: impl FnOnce(Arc<dyn Intake>),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let worker = Arc::new(Worker::new(deployer, options.reporting));
-    let queue = Queue::new(options.concurrency, worker.clone());
+    let previews = Previews::new(store, worker.clone(), options.concurrency);
+    let intake: Arc<dyn Intake> = Arc::new(previews.clone());
     let state = Arc::new(http::AppState::new(
         options.secret,
-        queue.clone(),
+        intake.clone(),
         options.max_body_bytes,
     ));
-    on_start(queue.clone());
+    let driver = previews.drive();
+    on_start(intake);
     http::serve_http(listener, http::router(state), options.limits, shutdown).await;
-    queue
+    driver.abort();
+    previews
+        .queue()
         .shutdown(options.shutdown_grace, async {
             let signal = stop_signal().await;
             log!(Warn, "shutdown.hurried", signal = signal);

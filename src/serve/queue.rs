@@ -20,7 +20,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::log::log;
 
 /// A pull request that asked for the work, at the commit it asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PrRef {
     /// `owner/name`.
     pub(crate) repo: String,
@@ -297,7 +297,9 @@ impl Queue {
                             prs = running.work.prs_text(),
                             reason = "the service is stopping",
                         );
-                        running.cancel("cancelled: the preview service stopped".into());
+                        running.cancel(
+                            "handed back: the preview service stopped before it finished".into(),
+                        );
                     }
                 }
             }

@@ -1,23 +1,27 @@
 //! At start: the sandboxes of pull requests that were closed while the service was not
-//! listening (down, restarting, or a lost delivery) are deleted.
+//! listening (down, restarting, or a lost delivery) are deleted — by the same rule as a close:
+//! only sandboxes the previews made, and only through the recorded state, which keeps a sandbox
+//! another open pull request still uses.
 
 use anyhow::{Context, Result};
 
+use super::deployer::not_ours_to_delete;
+use super::durable::Intake;
 use super::github::{valid_repo, GitHub};
 use super::log::log;
-use super::queue::{Action, PrRef, Queue, Work};
+use super::queue::{Action, PrRef, Work};
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::record::{self, PrNumber, SandboxRecord};
 
-/// Queue the deletion of every sandbox of this product whose pull requests are all closed.
-/// Returns how many were queued. A sandbox whose pull request GitHub cannot tell about is kept:
-/// nothing is deleted on a guess.
+/// Submit the deletion of every sandbox the previews made for this product whose pull requests
+/// are all closed. Returns how many were submitted. A sandbox whose pull request GitHub cannot
+/// tell about is kept: nothing is deleted on a guess.
 pub(crate) async fn reconcile(
     cluster: &ClusterOptions,
     config: &Config,
     github: &GitHub,
-    queue: &Queue,
+    previews: &dyn Intake,
 ) -> Result<usize> {
     let cluster = connect(cluster)
         .await
@@ -29,6 +33,15 @@ pub(crate) async fn reconcile(
     for sandbox in sandboxes {
         if sandbox.terminating || sandbox.prs.is_empty() {
             continue; // going already, or not a pull request's sandbox
+        }
+        if let Some(reason) = not_ours_to_delete(&sandbox) {
+            log!(
+                Info,
+                "reconcile.kept",
+                namespace = sandbox.namespace,
+                reason = reason
+            );
+            continue;
         }
         // Only this product's sandboxes: the name must be what this sandbox.yaml makes of the
         // branch (or made of it before the hash was lengthened: `destroy` finds that one too).
@@ -68,8 +81,15 @@ pub(crate) async fn reconcile(
             namespace = name,
             prs = work.prs_text()
         );
-        queue.submit(work);
-        queued += 1;
+        match previews.submit(work, None).await {
+            Ok(_) => queued += 1,
+            Err(e) => log!(
+                Warn,
+                "reconcile.unrecorded",
+                namespace = name,
+                error = format!("{e:#}")
+            ),
+        }
     }
     Ok(queued)
 }
