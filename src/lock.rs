@@ -279,19 +279,12 @@ pub(crate) async fn acquire_named(
             &existing,
         ) {
             (Verdict::Free, None) => {
-                api.create(
-                    &PostParams::default(),
-                    &our_lease(namespace, name, &me, None),
-                )
-                .await
+                let ours = our_lease(namespace, name, &me, None);
+                api.create(&PostParams::default(), &ours).await
             }
             (Verdict::Free | Verdict::Silent, Some(lease)) => {
-                api.replace(
-                    name,
-                    &PostParams::default(),
-                    &our_lease(namespace, name, &me, Some(lease)),
-                )
-                .await
+                let ours = our_lease(namespace, name, &me, Some(lease));
+                api.replace(name, &PostParams::default(), &ours).await
             }
             (Verdict::Held { left, changed }, Some(lease)) => {
                 let spec = lease.spec.clone().unwrap_or_default();

@@ -70,6 +70,10 @@ pub(crate) enum Destroyed {
     Kept { reason: String },
 }
 
+/// Records a deploy's GitHub deployments in the state (see [`Journal::record`]).
+pub(crate) type RecordDeployments =
+    Box<dyn Fn(Vec<(PrRef, u64)>) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// What the recorded state knows of a deploy's GitHub deployments.
 #[derive(Default)]
 pub(crate) struct Journal {
@@ -78,8 +82,7 @@ pub(crate) struct Journal {
     /// Made for work that was superseded when no one was left to say so: marked inactive.
     pub(crate) stale: Vec<(PrRef, u64)>,
     /// Told of this attempt's deployments as soon as they exist, before any status.
-    pub(crate) record:
-        Option<Box<dyn Fn(Vec<(PrRef, u64)>) -> BoxFuture<'static, ()> + Send + Sync>>,
+    pub(crate) record: Option<RecordDeployments>,
 }
 
 /// How a piece of work ended.
