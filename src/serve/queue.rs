@@ -267,7 +267,7 @@ impl Queue {
                 branch = work.branch,
                 action = work.action,
                 prs = work.prs_text(),
-                reason = "the service is stopping; it had not started",
+                reason = "the service is stopping before it started; it stays pending in the state for whoever carries on",
             );
         }
         // Work waiting for a slot gives up now.

@@ -917,3 +917,44 @@ fn the_github_token_is_read_from_gh_token_after_github_token() {
     );
     assert_eq!(token_of(vars(&[])), None);
 }
+
+#[tokio::test]
+async fn a_push_recorded_by_one_replica_cancels_the_deploy_running_on_the_other() {
+    let mut a = Harness::start(Duration::from_secs(2), 1 << 20).await;
+    let mut b = a.another(Duration::from_secs(2)).await;
+    a.deliver(
+        "pull_request",
+        "x-1",
+        &pull_request("opened", "feature-x", SHA1),
+    )
+    .await;
+    eventually("replica a deploys", || {
+        a.calls().contains(&format!("deploy feature-x {SHA1}"))
+    })
+    .await;
+    let (status, answer) = b
+        .deliver(
+            "pull_request",
+            "x-2",
+            &pull_request("synchronize", "feature-x", SHA2),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["superseding"], true, "{answer}");
+    eventually("the newest push is deployed", || {
+        let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+        all.contains(&format!("deployed feature-x {SHA2}"))
+    })
+    .await;
+    a.queue.idle().await;
+    b.queue.idle().await;
+    let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+    assert!(
+        !all.contains(&format!("deployed feature-x {SHA1}")),
+        "the superseded deploy ran to its end: {all:?}"
+    );
+    let first = a.github.deployments()[0].id;
+    assert_eq!(a.github.states_of(first).last().unwrap(), "inactive");
+    a.stop().await;
+    b.stop().await;
+}
