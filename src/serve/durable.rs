@@ -7,9 +7,11 @@
 //!   watch event was missed) and hands each pending branch to the local [`Queue`], which keeps
 //!   its in-process rules: at most `--concurrency` at once, newest wins, a running deploy is
 //!   cancelled when a newer generation is seen — whichever replica recorded it.
-//! - The queue's executor ([`Runner`]) first claims the branch (a Lease per preview in serve's
-//!   namespace, [`crate::lock`]): one worker per preview across every replica. Under the claim
-//!   it reads the state again and does the newest generation, unless someone already did.
+//! - The queue's executor ([`Runner`]), once it has one of the `--concurrency` slots, claims the
+//!   branch (a Lease per preview in serve's namespace, [`crate::lock`]): one worker per preview
+//!   across every replica. A claim held by another replica is not waited for (that would idle
+//!   a slot): the branch is looked at again after [`CLAIM_RETRY`]. Under the claim the state is
+//!   read again and the newest generation done, unless someone already did.
 //!
 //! Replicas spread the work through these per-preview claims rather than electing a leader:
 //! every replica takes deliveries and works, a busy or dying replica only holds the previews it
@@ -35,6 +37,9 @@ use super::worker::{Deployer, Journal, Outcome, Worker};
 
 /// How often every state is looked at, besides the watch.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How soon a branch whose claim another worker held is looked at again: its holder may have
+/// handed it back or died.
+pub(crate) const CLAIM_RETRY: Duration = Duration::from_secs(10);
 
 /// What became of submitted work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,9 +100,51 @@ struct Shared<S> {
     store: Arc<S>,
     /// Per branch, the newest generation handed to the local queue and not yet finished.
     handed: Mutex<HashMap<String, u64>>,
+    /// The local queue (set once, right after it is made: it holds the runner, which holds this).
+    queue: std::sync::OnceLock<Queue>,
 }
 
 impl<S: Store> Shared<S> {
+    /// Give a pending state to the local queue, unless it already has that generation.
+    fn hand_out(&self, state: &Desired) {
+        if !state.pending() {
+            return;
+        }
+        {
+            let mut handed = self.handed.lock().expect("not poisoned");
+            if handed
+                .get(&state.branch)
+                .is_some_and(|g| *g >= state.generation)
+            {
+                return;
+            }
+            handed.insert(state.branch.clone(), state.generation);
+        }
+        let work = state.work();
+        log!(
+            Info,
+            "work.pending",
+            branch = state.branch,
+            generation = state.generation,
+            action = work.action,
+            prs = work.prs_text(),
+        );
+        if let Some(queue) = self.queue.get() {
+            queue.submit(work);
+        }
+    }
+
+    /// Look at `branch` again after `delay`.
+    fn recheck(self: &Arc<Self>, branch: &str, delay: Duration) {
+        let (shared, branch) = (self.clone(), branch.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Ok(Some(current)) = shared.store.load(&branch).await {
+                shared.hand_out(&current.state);
+            }
+        });
+    }
+
     /// The generation was done (or found done): a later look may hand the branch out again.
     fn done(&self, branch: &str, generation: u64) {
         let mut handed = self.handed.lock().expect("not poisoned");
@@ -124,15 +171,15 @@ impl<S: Store> Previews<S> {
         let shared = Arc::new(Shared {
             store,
             handed: Mutex::default(),
+            queue: std::sync::OnceLock::new(),
         });
         let runner = Runner {
             shared: shared.clone(),
             worker,
         };
-        Previews {
-            shared,
-            queue: Queue::new(concurrency, Arc::new(runner)),
-        }
+        let queue = Queue::new(concurrency, Arc::new(runner));
+        let _ = shared.queue.set(queue.clone());
+        Previews { shared, queue }
     }
 
     /// The local queue (for shutdown and health).
@@ -163,30 +210,8 @@ impl<S: Store> Previews<S> {
         Ok(Submitted { accepted })
     }
 
-    /// Give a pending state to the local queue, unless it already has that generation.
     fn hand_out(&self, state: &Desired) {
-        if !state.pending() {
-            return;
-        }
-        {
-            let mut handed = self.shared.handed.lock().expect("not poisoned");
-            if handed
-                .get(&state.branch)
-                .is_some_and(|g| *g >= state.generation)
-            {
-                return;
-            }
-            handed.insert(state.branch.clone(), state.generation);
-        }
-        log!(
-            Info,
-            "work.pending",
-            branch = state.branch,
-            generation = state.generation,
-            action = state.work().action,
-            prs = state.work().prs_text(),
-        );
-        self.queue.submit(state.work());
+        self.shared.hand_out(state);
     }
 
     /// Follow the states until the returned task is aborted.
@@ -245,7 +270,17 @@ impl<S: Store, D: Deployer> Executor for Runner<S, D> {
 impl<S: Store, D: Deployer> Runner<S, D> {
     async fn claimed(self: Arc<Self>, branch: &str, job: Job) -> Result<()> {
         let store = &*self.shared.store;
-        let claim = store.claim(branch).await?;
+        // The slot first: a claim is held only while it is worked on.
+        let Some(slot) = job.slot().await else {
+            return Ok(()); // shutting down; it stays pending
+        };
+        job.keep(slot);
+        let Some(claim) = store.claim(branch).await? else {
+            log!(Info, "work.claimed_elsewhere", branch = branch);
+            self.shared.done(branch, u64::MAX);
+            self.shared.recheck(branch, CLAIM_RETRY);
+            return Ok(());
+        };
         let current = match store.load(branch).await {
             Ok(current) => current.map(|c| c.state),
             Err(e) => {

@@ -106,12 +106,22 @@ pub(crate) trait Executor: Send + Sync + 'static {
 pub(crate) struct Job {
     permits: Arc<Semaphore>,
     cancelled: Arc<Mutex<Option<String>>>,
+    /// A slot taken early (see [`Job::keep`]).
+    kept: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl Job {
     /// Wait for one of the `concurrency` slots; `None` once the service is shutting down.
     pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Some(kept) = self.kept.lock().expect("not poisoned").take() {
+            return Some(kept);
+        }
         self.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Keep a slot taken early, for the next [`Job::slot`] of this job.
+    pub(crate) fn keep(&self, slot: OwnedSemaphorePermit) {
+        *self.kept.lock().expect("not poisoned") = Some(slot);
     }
 
     /// Why the queue cancelled this work, once it has (for clean-up code that runs when the
@@ -328,6 +338,7 @@ async fn worker(inner: Arc<Inner>, branch: String) {
             let job = Job {
                 permits: inner.permits.clone(),
                 cancelled: cancelled.clone(),
+                kept: Arc::default(),
             };
             let handle = tokio::spawn(inner.executor.clone().execute(work.clone(), job));
             slot.running = Some(Running {

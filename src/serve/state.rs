@@ -245,9 +245,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Desired>>> + Send;
     /// Every state as it changes (by any replica), from now on.
     fn changes(&self) -> BoxStream<'static, Desired>;
-    /// Claim the preview's work, waiting while another worker holds it; a holder that died is
-    /// taken over once its claim expires.
-    fn claim(&self, branch: &str) -> impl Future<Output = Result<Self::Claim>> + Send;
+    /// Claim the preview's work; `None` while another worker holds it. A holder that died is
+    /// taken over once its claim has expired.
+    fn claim(&self, branch: &str) -> impl Future<Output = Result<Option<Self::Claim>>> + Send;
 }
 
 /// Read, change with `change`, write at the version read; again on a conflict. `change` returns
@@ -488,19 +488,24 @@ impl Store for ConfigMapStore {
             .boxed()
     }
 
-    async fn claim(&self, branch: &str) -> Result<LeaseClaim> {
+    async fn claim(&self, branch: &str) -> Result<Option<LeaseClaim>> {
         let name = self.name_of(branch);
-        let lock = lock::acquire_named(
+        let taken = lock::acquire_named(
             &self.cluster,
             &self.namespace,
             &name,
             &self.holder,
-            true,
+            false,
             &Reporter::new(true),
         )
-        .await
-        .with_context(|| format!("could not claim the work of branch `{branch}`"))?;
-        Ok(LeaseClaim(lock))
+        .await;
+        match taken {
+            Ok(lock) => Ok(Some(LeaseClaim(lock))),
+            Err(lock::LockError::Held { .. }) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("could not claim the work of branch `{branch}`"))
+            }
+        }
     }
 }
 
@@ -566,7 +571,7 @@ impl Store for MemoryStore {
         rx.boxed()
     }
 
-    async fn claim(&self, branch: &str) -> Result<LocalClaim> {
+    async fn claim(&self, branch: &str) -> Result<Option<LocalClaim>> {
         let mutex = self
             .claims
             .lock()
@@ -574,7 +579,7 @@ impl Store for MemoryStore {
             .entry(branch.to_owned())
             .or_default()
             .clone();
-        Ok(LocalClaim(mutex.lock_owned().await))
+        Ok(mutex.try_lock_owned().ok().map(LocalClaim))
     }
 }
 

@@ -244,27 +244,36 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
     assert!(ns.exists().await);
 
     // 200 signed deliveries for 20 PRs, to both replicas in turn; every fifth one also to the
-    // other replica (GitHub's retry of a delivery whose answer got lost): taken once.
+    // other replica (GitHub's retry of a delivery whose answer got lost): taken once. The PRs'
+    // deliveries go out side by side, each PR's in its order, as GitHub sends them.
     let events = burst(PRS, OPEN);
     assert_eq!(events.len(), 200);
     let sent_at = Instant::now();
-    for (i, (n, action, sha, _)) in events.iter().enumerate() {
-        let branch = format!("burst-{n}");
-        let body = pr_event(action, "octo-org/backend", 100 + n, &branch, sha);
-        let id = format!("e2e-burst-{i}");
-        let (first, second) = if i % 2 == 0 {
-            (&url_a, &url_b)
-        } else {
-            (&url_b, &url_a)
-        };
-        let (status, answer) = deliver(first, "pull_request", &id, &body, Some(SECRET)).await;
-        assert!(status == 202 || status == 200, "{i}: {status} {answer}");
-        if i % 5 == 0 {
-            let (status, answer) = deliver(second, "pull_request", &id, &body, Some(SECRET)).await;
-            assert_eq!(status, 200, "{i}: {answer}");
-            assert!(answer["status"].as_str().unwrap().contains("duplicate"));
+    let streams = (1..=PRS).map(|pr| {
+        let (events, url_a, url_b) = (&events, &url_a, &url_b);
+        async move {
+            for (i, (n, action, sha, _)) in events.iter().enumerate().filter(|e| e.1 .0 == pr) {
+                let branch = format!("burst-{n}");
+                let body = pr_event(action, "octo-org/backend", 100 + n, &branch, sha);
+                let id = format!("e2e-burst-{i}");
+                let (first, second) = if i % 2 == 0 {
+                    (url_a, url_b)
+                } else {
+                    (url_b, url_a)
+                };
+                let (status, answer) =
+                    deliver(first, "pull_request", &id, &body, Some(SECRET)).await;
+                assert!(status == 202 || status == 200, "{i}: {status} {answer}");
+                if i % 5 == 0 {
+                    let (status, answer) =
+                        deliver(second, "pull_request", &id, &body, Some(SECRET)).await;
+                    assert_eq!(status, 200, "{i}: {answer}");
+                    assert!(answer["status"].as_str().unwrap().contains("duplicate"));
+                }
+            }
         }
-    }
+    });
+    futures::future::join_all(streams).await;
     let sending = sent_at.elapsed();
 
     // Every PR ends as its last event asked: the open ones up at their last push, the closed
