@@ -180,8 +180,12 @@ pub(crate) fn accept(
             next.wanted = Wanted::Up;
         }
         Action::Destroy => {
+            let before = next.prs.len();
             next.prs.retain(|o| !work.prs.iter().any(|n| n.same_pr(o)));
             if !next.prs.is_empty() && wanted_before == Some(Wanted::Up) {
+                if next.prs.len() == before && delivery.is_none() {
+                    return (Accepted::Unchanged, None); // a resync: not one of its PRs
+                }
                 next.remember(delivery);
                 return (
                     Accepted::Kept {
@@ -625,6 +629,11 @@ mod tests {
         // Without a delivery (a resync): nothing new, nothing to do.
         assert_eq!(
             accept(Some(&state), &open, None),
+            (Accepted::Unchanged, None)
+        );
+        let other_closed = work(Action::Destroy, vec![pr("o/other", 9, "x")]);
+        assert_eq!(
+            accept(Some(&state), &other_closed, None),
             (Accepted::Unchanged, None)
         );
     }
