@@ -34,15 +34,6 @@ pub(crate) async fn reconcile(
         if sandbox.terminating || sandbox.prs.is_empty() {
             continue; // going already, or not a pull request's sandbox
         }
-        if let Some(reason) = not_ours_to_delete(&sandbox) {
-            log!(
-                Info,
-                "reconcile.kept",
-                namespace = sandbox.namespace,
-                reason = reason
-            );
-            continue;
-        }
         // Only this product's sandboxes: the name must be what this sandbox.yaml makes of the
         // branch (or made of it before the hash was lengthened: `destroy` finds that one too).
         let prefix = &config.namespace_prefix;
@@ -51,6 +42,15 @@ pub(crate) async fn reconcile(
             record::legacy_namespace_for(prefix, &sandbox.branch),
         ];
         if !names.contains(&Some(sandbox.namespace.clone())) {
+            continue;
+        }
+        if let Some(reason) = not_ours_to_delete(&sandbox) {
+            log!(
+                Info,
+                "reconcile.kept",
+                namespace = sandbox.namespace,
+                reason = reason
+            );
             continue;
         }
         let SandboxRecord {

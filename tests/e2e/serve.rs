@@ -811,6 +811,27 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         .create(&PostParams::default(), &configmap)
         .await
         .unwrap();
+    // A cluster before Kubernetes 1.21 serves PodDisruptionBudgets as policy/v1beta1 only.
+    let policy_v1 = kube::Discovery::new(client.clone())
+        .filter(&["policy"])
+        .run()
+        .await
+        .unwrap()
+        .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+        ))
+        .is_some();
+    let manifests = if policy_v1 {
+        manifests
+    } else {
+        manifests.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+    };
+    assert!(
+        manifests.contains("kind: PodDisruptionBudget\n") && manifests.contains("replicas: 2\n"),
+        "deploy/serve.yaml runs two replicas with a disruption budget"
+    );
     apply_yaml(&client, &system.name, &manifests).await;
 
     let cleanup = || {
@@ -874,14 +895,14 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         panic!("serve may {outside:?} outside its sandboxes");
     }
 
-    // Ready (its readiness probe is /healthz).
+    // Both replicas ready (the readiness probe is /healthz).
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
     let ready = kube::runtime::wait::await_condition(
         deployments,
         "e2e-serve-pod",
         |d: Option<&Deployment>| {
             d.and_then(|d| d.status.as_ref())
-                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1)
+                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 2)
         },
     );
     if tokio::time::timeout(Duration::from_secs(120), ready)
