@@ -47,11 +47,12 @@ impl Serve {
             "--github-api-url",
             &github.url,
             "--comment",
-            "--shutdown-grace",
-            "20s",
             "--state-namespace",
             state,
         ]);
+        if !extra.contains(&"--shutdown-grace") {
+            cmd.args(["--shutdown-grace", "20s"]);
+        }
         cmd.args(extra)
             .env("SANDBOX_WEBHOOK_SECRET", SECRET)
             .env("GITHUB_TOKEN", TOKEN)

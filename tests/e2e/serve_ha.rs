@@ -448,3 +448,64 @@ async fn serve_deletes_only_what_the_previews_made_and_no_other_pr_uses() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn serve_hands_running_work_to_the_other_replica_on_sigterm() {
+    let Some(client) = cluster("serve: SIGTERM hands work back").await else {
+        return;
+    };
+    let product = Product::new("serve-handback");
+    let _ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let state = TestNamespace::claim(&client, "e2e-serve-handback-state").await;
+    let github = FakeGitHub::start().await;
+    // A grace period too short for an up: what runs at SIGTERM is handed back.
+    let quick = ["--shutdown-grace", "1s"];
+    let mut replicas = [
+        Serve::start(&product, &github, &state.name, &quick),
+        Serve::start(&product, &github, &state.name, &quick),
+    ];
+    let sha = product.sha("backend", "feature-x");
+    let (status, answer) = deliver(
+        &replicas[0].url("/webhook"),
+        "pull_request",
+        "e2e-handback-open",
+        &pull_request("opened", &sha),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    wait_until(
+        "the up is under way",
+        Duration::from_secs(300),
+        &replicas[0],
+        &github,
+        || {
+            deployments_for(&github, &sha)
+                .iter()
+                .any(|id| github.states_of(*id).iter().any(|s| s == "in_progress"))
+        },
+    )
+    .await;
+    // Whichever replica works on it stops.
+    let working = replicas
+        .iter()
+        .position(|r| r.log().contains("event=job.started"))
+        .expect("a replica started the job");
+    let stopped = replicas[working].terminate();
+    assert!(stopped.success(), "{}", replicas[working].log());
+    let log = replicas[working].log();
+    assert!(log.contains("handed back"), "{log}");
+    assert!(
+        !succeeded(&github, &sha),
+        "it finished before SIGTERM: the test proves nothing"
+    );
+    let other = &replicas[1 - working];
+    wait_for_success("the other replica finishes it", other, &github, &sha).await;
+    assert_eq!(deployments_for(&github, &sha).len(), 1, "{}", github.dump());
+    assert!(unfinished(&github).is_empty(), "{}", github.dump());
+    assert!(
+        other.log().contains("event=github.deployment.resumed"),
+        "{}",
+        other.log()
+    );
+}
