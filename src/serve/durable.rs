@@ -230,6 +230,40 @@ impl<S: Store> Previews<S> {
         })
     }
 
+    /// After the local queue stopped: mark every preview still pending here as handed back, a
+    /// write that the other replicas' watches see at once (rather than at their next look).
+    pub(crate) async fn hand_back(&self) {
+        let branches: Vec<String> = {
+            let handed = self.shared.handed.lock().expect("not poisoned");
+            handed.keys().cloned().collect()
+        };
+        let note = format!("handed back by {}", crate::lock::holder_identity("serve"));
+        for branch in branches {
+            let written = state::update(&*self.shared.store, &branch, |s| {
+                let mut s = s.filter(|s| s.pending())?.clone();
+                s.worker = Some(note.clone());
+                Some(s)
+            });
+            match tokio::time::timeout(Duration::from_secs(5), written).await {
+                Ok(Ok(Some(s))) if s.pending() => {
+                    log!(
+                        Info,
+                        "work.handed_back",
+                        branch = branch,
+                        generation = s.generation
+                    )
+                }
+                Ok(Err(e)) => log!(
+                    Warn,
+                    "state.write_failed",
+                    branch = branch,
+                    error = format!("{e:#}")
+                ),
+                _ => {}
+            }
+        }
+    }
+
     async fn sweep(&self) {
         match self.shared.store.list().await {
             Ok(states) => {

@@ -302,6 +302,7 @@ pub(crate) async fn serve<D: Deployer, S: Store>(
             log!(Warn, "shutdown.hurried", signal = signal);
         })
         .await;
+    previews.hand_back().await;
     worker.background.drain(Duration::from_secs(10)).await;
     log!(Info, "stopped");
     Ok(())
