@@ -19,8 +19,8 @@
 //! that dies mid-`up` leaves its claim to expire; the next worker (the other replica at once,
 //! or this one after its restart) takes it over and finishes the generation, reusing the GitHub
 //! deployments recorded for it. A replica that stops (SIGTERM) lets running work finish within
-//! `--shutdown-grace`, then hands the rest back: it releases the claim and the state stays
-//! pending for the other replica.
+//! `--shutdown-grace`, then hands the rest back: it releases the claim, and marks the state
+//! (still pending) as handed back, a write the other replica's watch sees at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -265,13 +265,21 @@ impl<S: Store> Previews<S> {
     }
 
     async fn sweep(&self) {
-        match self.shared.store.list().await {
-            Ok(states) => {
-                for state in states {
-                    self.hand_out(&state);
+        let store = &*self.shared.store;
+        let states = match store.list().await {
+            Ok(states) => states,
+            Err(e) => return log!(Warn, "state.list_failed", error = format!("{e:#}")),
+        };
+        let now = jiff::Timestamp::now();
+        for v in states {
+            if v.state.forgettable(now) {
+                match store.forget(&v.state.branch, &v.version).await {
+                    Ok(()) => log!(Info, "state.forgotten", branch = v.state.branch),
+                    Err(e) => log!(Warn, "state.write_failed", error = format!("{e:#}")),
                 }
+                continue;
             }
-            Err(e) => log!(Warn, "state.list_failed", error = format!("{e:#}")),
+            self.hand_out(&v.state);
         }
     }
 }

@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,9 @@ const MAX_CONFLICTS: usize = 20;
 const DATA_KEY: &str = "state.json";
 /// `sandbox.dev/role` of the state objects.
 pub(crate) const STATE_ROLE: &str = "preview-state";
+/// How long the state of a preview that was torn down is kept (for deduplication of late
+/// redeliveries) before it is deleted: otherwise every branch ever previewed would keep one.
+pub(crate) const KEEP_DONE_DOWN: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
 
 /// What is wanted of a preview.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -95,6 +98,9 @@ pub(crate) struct Desired {
     /// Who works on it now (for people reading the object).
     #[serde(default)]
     pub(crate) worker: Option<String>,
+    /// When the last attempt finished (RFC 3339).
+    #[serde(default)]
+    pub(crate) finished_at: Option<String>,
 }
 
 impl Desired {
@@ -129,6 +135,15 @@ impl Desired {
         self.last_error = error.map(|e| super::github::truncate(e, MAX_ERROR_CHARS));
         self.worker = None;
         self.deployments.retain(|d| d.generation > generation);
+        self.finished_at = Some(jiff::Timestamp::now().to_string());
+    }
+
+    /// Whether the state is of a preview torn down long enough ago to be forgotten.
+    pub(crate) fn forgettable(&self, now: jiff::Timestamp) -> bool {
+        let finished = self.finished_at.as_deref().and_then(|t| t.parse().ok());
+        self.wanted == Wanted::Down
+            && !self.pending()
+            && finished.is_some_and(|at: jiff::Timestamp| at + KEEP_DONE_DOWN < now)
     }
 }
 
@@ -246,7 +261,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         state: &Desired,
         version: Option<&str>,
     ) -> impl Future<Output = Result<Saved>> + Send;
-    fn list(&self) -> impl Future<Output = Result<Vec<Desired>>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<Versioned>>> + Send;
+    /// Delete the state if it is still at `version`.
+    fn forget(&self, branch: &str, version: &str) -> impl Future<Output = Result<()>> + Send;
     /// Every state as it changes (by any replica), from now on.
     fn changes(&self) -> BoxStream<'static, Desired>;
     /// Claim the preview's work; `None` while another worker holds it. A holder that died is
@@ -459,18 +476,30 @@ impl Store for ConfigMapStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Desired>> {
+    async fn list(&self) -> Result<Vec<Versioned>> {
         let list = self
             .api()
             .list(&ListParams::default().labels(&self.selector()))
             .await
             .context("could not list the previews' states")?;
-        Ok(list
-            .items
-            .iter()
-            .filter_map(state_of)
-            .map(|v| v.state)
-            .collect())
+        Ok(list.items.iter().filter_map(state_of).collect())
+    }
+
+    async fn forget(&self, branch: &str, version: &str) -> Result<()> {
+        let name = self.name_of(branch);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: None,
+                resource_version: Some(version.to_owned()),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api().delete(&name, &params).await {
+            // Gone already, or written since: nothing to forget now.
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("could not delete the state of `{branch}`")),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn changes(&self) -> BoxStream<'static, Desired> {
@@ -564,9 +593,26 @@ impl Store for MemoryStore {
         Ok(Saved::Saved)
     }
 
-    async fn list(&self) -> Result<Vec<Desired>> {
+    async fn list(&self) -> Result<Vec<Versioned>> {
         let states = self.states.lock().expect("not poisoned");
-        Ok(states.values().map(|(s, _)| s.clone()).collect())
+        Ok(states
+            .values()
+            .map(|(state, version)| Versioned {
+                state: state.clone(),
+                version: version.to_string(),
+            })
+            .collect())
+    }
+
+    async fn forget(&self, branch: &str, version: &str) -> Result<()> {
+        let mut states = self.states.lock().expect("not poisoned");
+        if states
+            .get(branch)
+            .is_some_and(|(_, v)| v.to_string() == version)
+        {
+            states.remove(branch);
+        }
+        Ok(())
     }
 
     fn changes(&self) -> BoxStream<'static, Desired> {
@@ -766,6 +812,32 @@ mod tests {
         let state = store.load("feat").await.unwrap().unwrap().state;
         assert_eq!(state.generation, pending);
         assert_eq!(state.prs.len(), 20, "no PR lost to a concurrent write");
+    }
+
+    #[test]
+    fn a_torn_down_preview_is_forgotten_after_a_week() {
+        let (_, s) = accept(
+            None,
+            &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
+            Some("d-1"),
+        );
+        let mut s = s.unwrap();
+        let now = jiff::Timestamp::now();
+        assert!(!s.forgettable(now + KEEP_DONE_DOWN * 2), "pending");
+        s.finish(1, None);
+        assert!(!s.forgettable(now));
+        assert!(s.forgettable(now + KEEP_DONE_DOWN + jiff::SignedDuration::from_secs(60)));
+        let (_, up) = accept(
+            Some(&s),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
+            Some("d-2"),
+        );
+        let mut up = up.unwrap();
+        up.finish(2, None);
+        assert!(
+            !up.forgettable(now + KEEP_DONE_DOWN * 2),
+            "an open preview's"
+        );
     }
 
     #[tokio::test]
