@@ -459,6 +459,15 @@ pub(crate) struct ServeArgs {
     /// that deployment; previews' deployments use these environments too.
     #[arg(long, value_name = "PREFIX", default_value = crate::serve::scope::ENVIRONMENT_PREFIX)]
     pub(crate) deployment_environment_prefix: String,
+    /// The namespace that keeps the previews' desired state and claims (ConfigMaps and Leases;
+    /// made if missing). Replicas that share it share the work.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "sandbox-system",
+        value_name = "NAMESPACE"
+    )]
+    pub(crate) state_namespace: String,
     /// A service account (NAMESPACE/NAME, usually serve's own) to bind to --sandbox-role in each
     /// sandbox namespace it creates, so that it needs no rights in any other namespace.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account, requires = "sandbox_role")]

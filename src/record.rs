@@ -52,7 +52,16 @@ mod key {
     pub(super) const PR_NUMBER: &str = "pr-number";
     /// Every pull request of the last deploy, `owner/a#1 owner/b#7`, when there are several.
     pub(super) const PRS: &str = "prs";
+    /// What made the sandbox: [`super::MADE_BY_UP`] or [`super::MADE_BY_SERVE`]; kept as it
+    /// was by every later `up`.
+    pub(super) const MADE_BY: &str = "made-by";
 }
+
+/// `sandbox.dev/made-by` of a sandbox that `sandbox up` made (by hand, or a script).
+pub(crate) const MADE_BY_UP: &str = "up";
+/// `sandbox.dev/made-by` of a sandbox that the previews (`sandbox serve`) made: the only ones
+/// serve ever deletes.
+pub(crate) const MADE_BY_SERVE: &str = "serve";
 
 /// The longest namespace name Kubernetes accepts.
 const MAX_NAMESPACE: usize = 63;
@@ -189,6 +198,9 @@ pub(crate) struct SandboxRecord {
     pub(crate) prs: Vec<PrNumber>,
     /// Every object the tool applied into it (for pruning what is no longer rendered).
     pub(crate) inventory: BTreeSet<ObjectRef>,
+    /// What made it ([`MADE_BY_UP`], [`MADE_BY_SERVE`]); `None` for sandboxes made before
+    /// this was recorded.
+    pub(crate) made_by: Option<String>,
     /// Being deleted.
     pub(crate) terminating: bool,
     /// The namespace's uid when read (deletes are conditional on it).
@@ -228,6 +240,7 @@ impl SandboxRecord {
             inventory: get(key::INVENTORY)
                 .and_then(|i| serde_json::from_str(i).ok())
                 .unwrap_or_default(),
+            made_by: get(key::MADE_BY).map(str::to_owned),
             terminating: ns.metadata.deletion_timestamp.is_some(),
             uid: ns.metadata.uid.clone(),
         })
@@ -266,7 +279,15 @@ impl SandboxRecord {
                 .collect();
             put(key::PRS, all.join(" "));
         }
+        if let Some(made_by) = &self.made_by {
+            put(key::MADE_BY, made_by.clone());
+        }
         a
+    }
+
+    /// Whether the previews made it (and so may delete it).
+    pub(crate) fn made_by_serve(&self) -> bool {
+        self.made_by.as_deref() == Some(MADE_BY_SERVE)
     }
 
     /// Whether its expiry has passed.
@@ -536,8 +557,14 @@ pub(crate) async fn ensure(
         .as_ref()
         .and_then(|old| old.created_at)
         .or(record.created_at);
+    // …and what made it.
+    let made_by = previous
+        .as_ref()
+        .and_then(|old| old.made_by.clone())
+        .or_else(|| record.made_by.clone());
     let record = &SandboxRecord {
         created_at,
+        made_by,
         ..record.clone()
     };
     let labels = BTreeMap::from([

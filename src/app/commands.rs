@@ -402,6 +402,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         resync: args.resync,
         skip_drafts: args.skip_drafts,
         environment_prefix: args.deployment_environment_prefix,
+        state_namespace: args.state_namespace,
         prune_cache_every: args.prune_cache_every,
         prune_cache_older_than: args.prune_cache_older_than,
         env: crate::pipeline::Environment {

@@ -26,6 +26,8 @@ pub(crate) struct Settings {
     pub(crate) prs: Vec<PrNumber>,
     /// Service accounts bound in the sandbox's namespace when `up` makes it (serve's own).
     pub(crate) access: Option<Access>,
+    /// Recorded as what made the sandbox, when this run makes it ([`record::MADE_BY_UP`]).
+    pub(crate) made_by: &'static str,
 }
 
 /// What comes from the machine rather than from the command: where the cache is, who is asking.
@@ -65,6 +67,7 @@ impl Settings {
             ttl: ttl.unwrap_or(config.ttl),
             prs: Vec::new(),
             access: env.access.clone(),
+            made_by: record::MADE_BY_UP,
             config,
         })
     }

@@ -294,6 +294,7 @@ fn sandbox_record(
             })
             .collect(),
         prs: settings.prs.clone(),
+        made_by: Some(settings.made_by.to_owned()),
         ..SandboxRecord::default()
     }
 }

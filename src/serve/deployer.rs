@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::queue::PrRef;
-use super::worker::{Deployed, Deployer, Failure};
+use super::worker::{Deployed, Deployer, Destroyed, Failure};
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
@@ -40,6 +40,8 @@ impl Deployer for ClusterDeployer {
                 self.ttl,
                 &self.env,
             )?;
+            // What serve makes, serve may delete when its pull requests close; nothing else.
+            settings.made_by = record::MADE_BY_SERVE;
             if let Some(newest) = prs.last().filter(|p| !p.author.is_empty()) {
                 settings.owner = newest.author.clone();
             }
@@ -72,7 +74,7 @@ impl Deployer for ClusterDeployer {
         }
     }
 
-    async fn destroy(&self, branch: &str) -> Result<(), Failure> {
+    async fn destroy(&self, branch: &str) -> Result<Destroyed, Failure> {
         let reporter = Reporter::new(true);
         let result = async {
             let cluster = connect(&self.cluster)
@@ -81,17 +83,43 @@ impl Deployer for ClusterDeployer {
             let config = &self.config;
             let namespace =
                 record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
-            // A sandbox someone brought up by hand has no RoleBinding for serve yet: without
-            // it serve could not take the sandbox's lock to delete it.
-            if let Some(access) = &self.env.access {
-                if let Lookup::Ours(_) = record::fetch(&cluster, &namespace, &config.name).await? {
+            if let Lookup::Ours(found) = record::fetch(&cluster, &namespace, &config.name).await? {
+                if let Some(reason) = not_ours_to_delete(&found) {
+                    return Ok(Destroyed::Kept { reason });
+                }
+                // Made by an older serve without a RoleBinding for today's: without it serve
+                // could not take the sandbox's lock to delete it.
+                if let Some(access) = &self.env.access {
                     crate::access::grant(&cluster, &namespace, access).await?;
                 }
             }
             let options = pipeline::DownOptions::default();
-            pipeline::down(&cluster, &namespace, &config.name, options, &reporter).await
+            pipeline::down(&cluster, &namespace, &config.name, options, &reporter).await?;
+            Ok(Destroyed::Deleted)
         }
         .await;
         result.map_err(|e| Failure::new(&e, |t| reporter.scrub(t)))
     }
+}
+
+/// Why serve must leave a sandbox alone when its pull requests close, if it must: it deletes
+/// only what the previews made.
+pub(crate) fn not_ours_to_delete(sandbox: &record::SandboxRecord) -> Option<String> {
+    if sandbox.terminating || sandbox.made_by_serve() {
+        return None;
+    }
+    Some(match sandbox.made_by.as_deref() {
+        Some(record::MADE_BY_UP) => format!(
+            "`{}` was made by `sandbox up`, not by the previews: serve never deletes it (`sandbox down` does)",
+            sandbox.namespace
+        ),
+        Some(other) => format!(
+            "`{}` was made by `{other}`, not by the previews: serve never deletes it",
+            sandbox.namespace
+        ),
+        None => format!(
+            "`{}` does not record that the previews made it (made by hand, or by an older serve): serve leaves it to `sandbox down` or its expiry",
+            sandbox.namespace
+        ),
+    })
 }

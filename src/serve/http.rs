@@ -3,7 +3,9 @@
 //! A delivery is checked in this order, and nothing runs unless every check passes: the size
 //! (413), the signature (401), the content type (415), the event header (400), the delivery id
 //! (400 when missing or malformed; a repeat is acknowledged and ignored), the JSON (400). Then
-//! it is queued (202) or acknowledged (200); the work itself never runs inside the request.
+//! its work is recorded in the cluster ([`super::durable`]) and only then acknowledged (202, or
+//! 200 when it changes nothing; 503 when it could not be recorded, so GitHub's redelivery
+//! counts); the work itself never runs inside the request.
 //!
 //! The server itself ([`serve_http`]) bounds what a client can hold: the time to send request
 //! headers, the time for a whole request, and the number of open connections.
@@ -28,12 +30,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service as _;
 
+use super::durable::Intake;
 use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
-use super::queue::{PrRef, Queue, Submitted, Work};
+use super::queue::{PrRef, Work};
 use super::scope::Scope;
 use super::signature;
+use super::state::Accepted;
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
 const REMEMBERED_DELIVERIES: usize = 4096;
@@ -167,7 +171,7 @@ impl Deliveries {
 
 pub(crate) struct AppState {
     pub(crate) secret: Vec<u8>,
-    pub(crate) queue: Queue,
+    pub(crate) previews: Arc<dyn Intake>,
     pub(crate) deliveries: Mutex<Deliveries>,
     pub(crate) max_body_bytes: usize,
     /// Which repositories, drafts and environments are acted on.
@@ -177,13 +181,13 @@ pub(crate) struct AppState {
 impl AppState {
     pub(crate) fn new(
         secret: Vec<u8>,
-        queue: Queue,
+        previews: Arc<dyn Intake>,
         max_body_bytes: usize,
         scope: Scope,
     ) -> AppState {
         AppState {
             secret,
-            queue,
+            previews,
             deliveries: Mutex::new(Deliveries::new(REMEMBERED_DELIVERIES)),
             max_body_bytes,
             scope,
@@ -202,7 +206,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    Json(json!({ "status": "ok", "busy_sandboxes": state.queue.busy() })).into_response()
+    Json(json!({ "status": "ok", "busy_sandboxes": state.previews.busy() })).into_response()
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
@@ -299,7 +303,7 @@ async fn webhook(
             .forget(&delivery.id);
     };
     match work_of(&state.scope, &delivery, &body) {
-        Next::Queue(work) => queue(&state, &delivery, work, forget),
+        Next::Queue(work) => queue(&state, &delivery, work, forget).await,
         Next::Answered(response) => response,
         Next::Refused(status, reason) => {
             forget();
@@ -434,38 +438,79 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
     })
 }
 
-/// Queue the work and say so: 202, or 503 with Retry-After while the service shuts down.
-fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl Fn()) -> Response {
+/// Record the work and say so: 202 once it is recorded, 200 when it changes nothing, 503 with
+/// Retry-After when it could not be recorded (the cluster did not answer).
+async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl Fn()) -> Response {
     let (branch, action) = (work.branch.clone(), work.action);
     let sha = work.prs.first().map(|p| p.sha.clone()).unwrap_or_default();
-    let submitted = state.queue.submit(work);
-    log!(
-        Info,
-        "webhook.queued",
-        delivery = delivery.id,
-        branch = branch,
-        queued = format!("{submitted:?}").to_lowercase(),
-    );
-    match submitted {
-        Submitted::Closed => {
+    let submitted = match state.previews.submit(work, Some(&delivery.id)).await {
+        Ok(submitted) => submitted,
+        Err(e) => {
             forget();
+            log!(
+                Error,
+                "webhook.unrecorded",
+                delivery = delivery.id,
+                branch = branch,
+                error = format!("{e:#}")
+            );
             let mut response = answer(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "the service is shutting down; redeliver later" }),
+                json!({ "error": "the delivery could not be recorded; redeliver later" }),
             );
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
-            response
+            return response;
         }
-        Submitted::Queued | Submitted::Superseding => answer(
+    };
+    log!(
+        Info,
+        "webhook.recorded",
+        delivery = delivery.id,
+        branch = branch,
+        outcome = format!("{:?}", submitted.accepted),
+    );
+    match submitted.accepted {
+        Accepted::Duplicate => {
+            log!(
+                Info,
+                "webhook.duplicate",
+                delivery = delivery.id,
+                event = delivery.event
+            );
+            answer(
+                StatusCode::OK,
+                json!({ "status": "duplicate delivery, ignored", "delivery": delivery.id }),
+            )
+        }
+        Accepted::Unchanged => answer(StatusCode::OK, json!({ "status": "unchanged" })),
+        Accepted::Kept { by } => {
+            let others: Vec<String> = by
+                .iter()
+                .map(|p| format!("{}#{}", p.repo, p.number))
+                .collect();
+            answer(
+                StatusCode::ACCEPTED,
+                json!({
+                    "status": "kept",
+                    "branch": branch,
+                    "reason": format!("the sandbox is still used by {}", others.join(" ")),
+                }),
+            )
+        }
+        Accepted::Pending {
+            generation,
+            superseding,
+        } => answer(
             StatusCode::ACCEPTED,
             json!({
                 "status": "queued",
                 "action": action.to_string(),
                 "branch": branch,
                 "sha": sha,
-                "superseding": submitted == Submitted::Superseding,
+                "generation": generation,
+                "superseding": superseding,
             }),
         ),
     }

@@ -6,17 +6,25 @@
 //! comment, and optionally a Slack message.
 //!
 //! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
-//!   ([`event`]); it only queues work.
+//!   ([`event`]); it only records work.
+//! - [`state`]: each preview's desired state, in the cluster (a ConfigMap per branch in serve's
+//!   namespace), written by compare-and-swap; deliveries are deduplicated there.
+//! - [`durable`]: the one entry point for work ([`durable::Previews::submit`]), and the driver
+//!   that hands pending states to the queue; one worker per preview across replicas (a Lease
+//!   per preview), so several replicas can run and a crashed one's work is finished by the next.
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
 //! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`scope`]: only pull requests and deployments of `sandbox.yaml`'s repositories; drafts.
-//! - [`resync`]: at start and periodically, previews converged to GitHub's open pull requests.
+//! - [`resync`]: at start and periodically, previews converged to GitHub's open pull
+//!   requests, through the state like a webhook's work (closes by the same rule: never a
+//!   sandbox made by hand, never one another open pull request still uses).
 //! - [`retry`]: when a GitHub or Slack call is tried again (5xx, rate limits).
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
 
 pub(crate) mod deployer;
+pub(crate) mod durable;
 pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
@@ -27,6 +35,7 @@ pub(crate) mod resync;
 pub(crate) mod retry;
 pub(crate) mod scope;
 pub mod signature;
+pub(crate) mod state;
 pub(crate) mod worker;
 
 // The GitHub stand-in is test support, shared with the end-to-end tests.
@@ -43,9 +52,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use self::deployer::ClusterDeployer;
+use self::durable::{Intake, Previews};
 use self::github::{GitHub, Slack};
 use self::log::log;
-use self::queue::Queue;
+use self::state::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::Config;
@@ -73,6 +83,8 @@ pub(crate) struct ServeSettings {
     pub(crate) resync: Duration,
     pub(crate) skip_drafts: bool,
     pub(crate) environment_prefix: String,
+    /// Where the previews' desired state is kept (and their claims).
+    pub(crate) state_namespace: String,
     /// How often to prune the checkout cache (zero: never), and the age of what goes.
     pub(crate) prune_cache_every: Duration,
     pub(crate) prune_cache_older_than: Duration,
@@ -238,6 +250,10 @@ pub(crate) async fn run(
         on_failure: args.on_failure,
         env: args.env.clone(),
     };
+    let connected = crate::kube::connect(&cluster)
+        .await
+        .context("serve keeps its previews' state in the cluster")?;
+    let store = ConfigMapStore::open(connected, &args.state_namespace, &config.name).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
@@ -252,6 +268,7 @@ pub(crate) async fn run(
         reporting = reporting.github.is_some(),
         comment = args.comment,
         slack = reporting.slack.is_some(),
+        state_namespace = args.state_namespace,
     );
     let options = Options {
         secret: secret.into_bytes(),
@@ -281,40 +298,53 @@ pub(crate) async fn run(
         every: args.resync,
         at_start: args.reconcile,
     };
-    let on_start = move |queue: Queue| resync::spawn(resync, queue);
-    serve(listener, options, deployer, on_start, async {
-        let signal = stop_signal().await;
-        log!(Info, "shutdown.started", signal = signal);
-    })
+    let on_start = move |previews: Arc<dyn Intake>| resync::spawn(resync, previews);
+    serve(
+        listener,
+        options,
+        deployer,
+        Arc::new(store),
+        on_start,
+        async {
+            let signal = stop_signal().await;
+            log!(Info, "shutdown.started", signal = signal);
+        },
+    )
     .await
 }
 
 /// Serve webhooks on `listener` until `shutdown` resolves, then stop gracefully: no new
 /// connections or work, running work gets the grace period (a second signal cuts it short),
-/// then whatever still runs is cancelled and reported as such.
-pub(crate) async fn serve<D: Deployer>(
+/// then whatever still runs is handed back: left pending in `store` for whoever carries on.
+pub(crate) async fn serve<D: Deployer, S: Store>(
     listener: tokio::net::TcpListener,
     options: Options,
     deployer: D,
-    on_start: impl FnOnce(Queue),
+    store: Arc<S>,
+    on_start: impl FnOnce(Arc<dyn Intake>),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let worker = Arc::new(Worker::new(deployer, options.reporting));
-    let queue = Queue::new(options.concurrency, worker.clone());
+    let previews = Previews::new(store, worker.clone(), options.concurrency);
+    let intake: Arc<dyn Intake> = Arc::new(previews.clone());
     let state = Arc::new(http::AppState::new(
         options.secret,
-        queue.clone(),
+        intake.clone(),
         options.max_body_bytes,
         options.scope,
     ));
-    on_start(queue.clone());
+    let driver = previews.drive();
+    on_start(intake);
     http::serve_http(listener, http::router(state), options.limits, shutdown).await;
-    queue
+    driver.abort();
+    previews
+        .queue()
         .shutdown(options.shutdown_grace, async {
             let signal = stop_signal().await;
             log!(Warn, "shutdown.hurried", signal = signal);
         })
         .await;
+    previews.hand_back().await;
     worker.background.drain(Duration::from_secs(10)).await;
     log!(Info, "stopped");
     Ok(())

@@ -117,12 +117,22 @@ pub(crate) trait Executor: Send + Sync + 'static {
 pub(crate) struct Job {
     permits: Arc<Semaphore>,
     cancelled: Arc<Mutex<Option<String>>>,
+    /// A slot taken early (see [`Job::keep`]).
+    kept: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl Job {
     /// Wait for one of the `concurrency` slots; `None` once the service is shutting down.
     pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Some(kept) = self.kept.lock().expect("not poisoned").take() {
+            return Some(kept);
+        }
         self.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Keep a slot taken early, for the next [`Job::slot`] of this job.
+    pub(crate) fn keep(&self, slot: OwnedSemaphorePermit) {
+        *self.kept.lock().expect("not poisoned") = Some(slot);
     }
 
     /// Why the queue cancelled this work, once it has (for clean-up code that runs when the
@@ -244,12 +254,6 @@ impl Queue {
         outcome
     }
 
-    /// Whether `branch` has work waiting or running.
-    pub(crate) fn has_work(&self, branch: &str) -> bool {
-        let state = self.inner.state.lock().expect("not poisoned");
-        state.slots.contains_key(branch)
-    }
-
     /// How many branches have work waiting or running.
     pub(crate) fn busy(&self) -> usize {
         *self.inner.busy.borrow()
@@ -284,7 +288,7 @@ impl Queue {
                 branch = work.branch,
                 action = work.action,
                 prs = work.prs_text(),
-                reason = "the service is stopping; it had not started",
+                reason = "the service is stopping before it started; it stays pending in the state for whoever carries on",
             );
         }
         // Work waiting for a slot gives up now.
@@ -314,7 +318,9 @@ impl Queue {
                             prs = running.work.prs_text(),
                             reason = "the service is stopping",
                         );
-                        running.cancel("cancelled: the preview service stopped".into());
+                        running.cancel(
+                            "handed back: the preview service stopped before it finished".into(),
+                        );
                     }
                 }
             }
@@ -343,6 +349,7 @@ async fn worker(inner: Arc<Inner>, branch: String) {
             let job = Job {
                 permits: inner.permits.clone(),
                 cancelled: cancelled.clone(),
+                kept: Arc::default(),
             };
             let handle = tokio::spawn(inner.executor.clone().execute(work.clone(), job));
             slot.running = Some(Running {

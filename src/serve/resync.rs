@@ -11,18 +11,22 @@
 //! - GitHub deployments of older commits to a current preview's environment get `inactive`.
 //!
 //! Lists are asked conditionally (a 304 when nothing changed costs no rate limit), and every
-//! call goes through the client's retries and rate-limit waits. Work goes through the queue
-//! like a webhook's, and a branch with work waiting or running is left alone.
+//! call goes through the client's retries and rate-limit waits. Work is submitted as a
+//! webhook's is, into the recorded desired state ([`Intake`]): what the state already wants
+//! changes nothing, so a pass never restarts a running deploy.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::durable::Intake;
 use super::github::{valid_repo, GitHub, ListCost, OpenPull, State};
 use super::log::log;
-use super::queue::{Action, PrRef, Queue, Work};
+use super::queue::{Action, PrRef, Work};
 use super::scope::Scope;
+use super::state::Accepted;
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::record::{self, PrNumber, SandboxRecord};
@@ -43,7 +47,7 @@ pub(crate) struct Resync {
 }
 
 /// Run the passes in the background.
-pub(crate) fn spawn(resync: Resync, queue: Queue) {
+pub(crate) fn spawn(resync: Resync, previews: Arc<dyn Intake>) {
     if !resync.at_start && resync.every.is_zero() {
         return;
     }
@@ -53,7 +57,7 @@ pub(crate) fn spawn(resync: Resync, queue: Queue) {
             tokio::time::sleep(resync.every).await;
         }
         loop {
-            match pass(&resync, &queue, &mut marked).await {
+            match pass(&resync, &*previews, &mut marked).await {
                 Ok(s) => log!(
                     Info,
                     "resync.done",
@@ -75,27 +79,39 @@ pub(crate) fn spawn(resync: Resync, queue: Queue) {
     });
 }
 
-/// Whether serve made this sandbox (and may therefore delete it). The sandbox's record is the
-/// place where that is marked; today a sandbox with pull requests recorded is a preview's.
+/// Whether serve made this sandbox (and may therefore delete it), as its record says.
 pub(crate) fn made_by_serve(sandbox: &SandboxRecord) -> bool {
-    !sandbox.prs.is_empty()
+    sandbox.made_by_serve()
 }
 
-/// Submit work, unless its branch already has some (resync never supersedes a running deploy).
-/// The one place resync hands work to the queue.
-fn submit(queue: &Queue, work: Work) -> bool {
-    if queue.has_work(&work.branch) {
-        return false;
+/// The one place resync hands work over: into the recorded state, like a webhook's. Whether it
+/// changed what is wanted.
+async fn submit(previews: &dyn Intake, work: Work) -> bool {
+    let (action, branch, prs) = (work.action, work.branch.clone(), work.prs_text());
+    match previews.submit(work, None).await {
+        Ok(submitted) => {
+            let pending = matches!(submitted.accepted, Accepted::Pending { .. });
+            if pending {
+                log!(
+                    Info,
+                    "resync.queued",
+                    action = action,
+                    branch = branch,
+                    prs = prs
+                );
+            }
+            pending
+        }
+        Err(e) => {
+            log!(
+                Error,
+                "resync.submit_failed",
+                branch = branch,
+                error = format!("{e:#}")
+            );
+            false
+        }
     }
-    log!(
-        Info,
-        "resync.queued",
-        action = work.action,
-        branch = work.branch,
-        prs = work.prs_text()
-    );
-    queue.submit(work);
-    true
 }
 
 /// What one pass did.
@@ -163,7 +179,7 @@ async fn list_open(resync: &Resync, summary: &mut Summary) -> OpenLists {
     lists
 }
 
-async fn pass(resync: &Resync, queue: &Queue, marked: &mut Marked) -> Result<Summary> {
+async fn pass(resync: &Resync, previews: &dyn Intake, marked: &mut Marked) -> Result<Summary> {
     let mut summary = Summary::default();
     let open = list_open(resync, &mut summary).await;
     let cluster = connect(&resync.cluster)
@@ -177,7 +193,7 @@ async fn pass(resync: &Resync, queue: &Queue, marked: &mut Marked) -> Result<Sum
         .collect();
     let plan = plan(&resync.scope, &open, &sandboxes);
     for work in plan.up {
-        summary.up += usize::from(submit(queue, work));
+        summary.up += usize::from(submit(previews, work).await);
     }
     for candidate in plan.down {
         if all_closed(&resync.github, &candidate).await {
@@ -187,14 +203,13 @@ async fn pass(resync: &Resync, queue: &Queue, marked: &mut Marked) -> Result<Sum
                 namespace = candidate.namespace,
                 prs = candidate.work.prs_text()
             );
-            summary.down += usize::from(submit(queue, candidate.work));
+            summary.down += usize::from(submit(previews, candidate.work).await);
         }
     }
-    if resync.report {
+    // Only while no work runs here: a deploy that started after the list may be of a newer
+    // commit than the list's, and its deployment must not be marked inactive.
+    if resync.report && previews.busy() == 0 {
         for pull in &plan.current {
-            if queue.has_work(&pull.head_ref) {
-                continue;
-            }
             summary.inactive +=
                 deactivate_superseded(&resync.github, &resync.scope, pull, marked).await;
         }
@@ -442,6 +457,16 @@ mod tests {
                 },
             )]
             .into(),
+            // In these tests a sandbox with pull requests is a preview's; one without, made by
+            // hand.
+            made_by: Some(
+                if prs.is_empty() {
+                    "up"
+                } else {
+                    record::MADE_BY_SERVE
+                }
+                .into(),
+            ),
             ..SandboxRecord::default()
         }
     }

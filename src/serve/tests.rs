@@ -7,10 +7,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use super::durable::Intake;
 use super::fake_github::FakeGitHub;
 use super::github::{GitHub, Slack, COMMENT_MARKER};
-use super::queue::{PrRef, Queue};
-use super::worker::{Deployed, Failure};
+use super::queue::PrRef;
+use super::state::MemoryStore;
+use super::worker::{Deployed, Destroyed, Failure};
 use super::*;
 use crate::pipeline::handover::RepoReport;
 
@@ -64,17 +66,25 @@ impl Deployer for FakeDeployer {
         })
     }
 
-    async fn destroy(&self, branch: &str) -> Result<(), Failure> {
+    async fn destroy(&self, branch: &str) -> Result<Destroyed, Failure> {
+        // A sandbox made by hand: never deleted by the previews.
+        if branch.starts_with("hand-") {
+            self.calls.lock().unwrap().push(format!("kept {branch}"));
+            return Ok(Destroyed::Kept {
+                reason: format!("`unit-{branch}` was made by `sandbox up`"),
+            });
+        }
         self.calls.lock().unwrap().push(format!("destroy {branch}"));
-        Ok(())
+        Ok(Destroyed::Deleted)
     }
 }
 
 struct Harness {
     base: String,
-    github: FakeGitHub,
+    github: Arc<FakeGitHub>,
+    store: Arc<MemoryStore>,
     deployer: FakeDeployer,
-    queue: Queue,
+    queue: Arc<dyn Intake>,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<()>>,
@@ -100,8 +110,39 @@ impl Harness {
         grace: Duration,
         limits: http::Limits,
     ) -> Harness {
+        let github = Arc::new(FakeGitHub::start().await);
+        let store = Arc::new(MemoryStore::default());
+        Harness::launch(github, store, delay, max_body_bytes, grace, limits).await
+    }
+
+    /// Another service on the same state and GitHub: a restart, or a second replica.
+    async fn another(&self, delay: Duration) -> Harness {
+        let limits = http::Limits {
+            max_connections: 64,
+            header_read_timeout: http::Limits::DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: http::Limits::DEFAULT_REQUEST_TIMEOUT,
+        };
+        let (github, store) = (self.github.clone(), self.store.clone());
+        Harness::launch(
+            github,
+            store,
+            delay,
+            1 << 20,
+            Duration::from_secs(5),
+            limits,
+        )
+        .await
+    }
+
+    async fn launch(
+        github: Arc<FakeGitHub>,
+        store: Arc<MemoryStore>,
+        delay: Duration,
+        max_body_bytes: usize,
+        grace: Duration,
+        limits: http::Limits,
+    ) -> Harness {
         log::add_secret(TOKEN);
-        let github = FakeGitHub::start().await;
         let deployer = FakeDeployer {
             delay,
             ..Default::default()
@@ -121,7 +162,10 @@ impl Harness {
             },
             shutdown_grace: grace,
             scope: scope::Scope::of(
-                &[("backend", "octo-org/backend")],
+                &[
+                    ("backend", "octo-org/backend"),
+                    ("frontend", "octo-org/frontend"),
+                ],
                 false,
                 scope::ENVIRONMENT_PREFIX,
             ),
@@ -132,6 +176,7 @@ impl Harness {
             listener,
             options,
             deployer.clone(),
+            store.clone(),
             move |q| {
                 let _ = queue_tx.send(q);
             },
@@ -142,6 +187,7 @@ impl Harness {
         Harness {
             base,
             github,
+            store,
             deployer,
             queue: queue_rx.await.unwrap(),
             http: reqwest::Client::new(),
@@ -476,7 +522,12 @@ async fn a_pull_requests_life_is_reported_on_github() {
     assert_eq!(status, StatusCode::ACCEPTED);
     h.queue.idle().await;
     assert_eq!(h.calls().last().unwrap(), "destroy feature-x");
-    assert_eq!(h.github.states_of(newest[0]).last().unwrap(), "inactive");
+    assert_eq!(
+        h.github.states_of(newest[0]).last().unwrap(),
+        "inactive",
+        "{}",
+        h.github.dump()
+    );
     let comments = h.github.comments();
     assert_eq!(comments.len(), 1);
     assert!(comments[0].body.contains("deleted"), "{}", comments[0].body);
@@ -565,9 +616,147 @@ async fn work_still_running_after_the_grace_period_is_cancelled_and_reported() {
         h.calls()
     );
     let id = h.github.deployments()[0].id;
-    assert_eq!(h.github.states_of(id), ["queued", "in_progress", "error"]);
+    assert_eq!(h.github.states_of(id), ["queued", "in_progress", "queued"]);
     let last = h.github.statuses().last().unwrap().description.clone();
-    assert_eq!(last, "cancelled: the preview service stopped");
+    assert_eq!(
+        last,
+        "handed back: the preview service stopped before it finished"
+    );
+
+    // Handed back, not lost: the next service on the same state finishes it, on the same
+    // GitHub deployment.
+    let mut next = h.another(Duration::ZERO).await;
+    eventually("the handed-back work is done", || {
+        next.calls()
+            .iter()
+            .any(|c| c == &format!("deployed feature-x {SHA1}"))
+    })
+    .await;
+    next.queue.idle().await;
+    assert_eq!(next.github.deployments().len(), 1, "{}", next.github.dump());
+    assert_eq!(
+        next.github.states_of(id),
+        [
+            "queued",
+            "in_progress",
+            "queued",
+            "queued",
+            "in_progress",
+            "success"
+        ]
+    );
+    next.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_take_a_delivery_once_and_share_the_work() {
+    let mut a = Harness::start(Duration::from_millis(100), 1 << 20).await;
+    let mut b = a.another(Duration::from_millis(100)).await;
+    let opened = pull_request("opened", "feature-x", SHA1);
+    let (first, _) = a.deliver("pull_request", "r-1", &opened).await;
+    let (second, answer) = b.deliver("pull_request", "r-1", &opened).await;
+    assert_eq!((first, second), (StatusCode::ACCEPTED, StatusCode::OK));
+    assert!(answer["status"].as_str().unwrap().contains("duplicate"));
+    // Other branches, delivered to either replica: each deployed once, by one of them.
+    for (i, branch) in ["b1", "b2", "b3", "b4"].iter().enumerate() {
+        let body = pull_request("opened", branch, SHA2);
+        let id = format!("r-b{i}");
+        let h = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            h.deliver("pull_request", &id, &body).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    eventually("every branch is deployed", || {
+        let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+        ["feature-x", "b1", "b2", "b3", "b4"].iter().all(|br| {
+            all.iter()
+                .any(|c| c.starts_with(&format!("deployed {br} ")))
+        })
+    })
+    .await;
+    a.queue.idle().await;
+    b.queue.idle().await;
+    let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+    let deploys = all.iter().filter(|c| c.starts_with("deploy ")).count();
+    assert_eq!(deploys, 5, "{all:?}");
+    assert_eq!(a.github.deployments().len(), 5, "{}", a.github.dump());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn closing_one_of_two_prs_of_a_branch_keeps_the_sandbox_and_a_hand_made_one_is_kept() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let backend = pull_request("opened", "feature-x", SHA1);
+    let mut frontend: Value = serde_json::from_slice(&backend).unwrap();
+    frontend["number"] = 7.into();
+    frontend["repository"]["full_name"] = "octo-org/frontend".into();
+    frontend["pull_request"]["head"]["repo"]["full_name"] = "octo-org/frontend".into();
+    let frontend_closed = {
+        let mut v = frontend.clone();
+        v["action"] = "closed".into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    h.deliver("pull_request", "k-1", &backend).await;
+    h.deliver(
+        "pull_request",
+        "k-2",
+        &serde_json::to_vec(&frontend).unwrap(),
+    )
+    .await;
+    h.queue.idle().await;
+    let (status, answer) = h.deliver("pull_request", "k-3", &frontend_closed).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["status"], "kept", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("octo-org/backend#42"),
+        "{answer}"
+    );
+    h.queue.idle().await;
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("destroy")),
+        "{:?}",
+        h.calls()
+    );
+    let (status, _) = h
+        .deliver(
+            "pull_request",
+            "k-4",
+            &pull_request("closed", "feature-x", SHA1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.queue.idle().await;
+    assert_eq!(h.calls().last().unwrap(), "destroy feature-x");
+
+    // The previews never delete what they did not make.
+    h.deliver(
+        "pull_request",
+        "k-5",
+        &pull_request("opened", "hand-main", SHA2),
+    )
+    .await;
+    h.queue.idle().await;
+    h.deliver(
+        "pull_request",
+        "k-6",
+        &pull_request("closed", "hand-main", SHA2),
+    )
+    .await;
+    h.queue.idle().await;
+    assert_eq!(h.calls().last().unwrap(), "kept hand-main");
+    let last = h.github.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "inactive");
+    assert!(
+        last.description.contains("the sandbox was kept"),
+        "{}",
+        last.description
+    );
+    h.stop().await;
 }
 
 #[tokio::test]
@@ -808,4 +997,45 @@ async fn a_deployment_event_is_reported_on_its_own_deployment() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["status"], "ignored");
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_push_recorded_by_one_replica_cancels_the_deploy_running_on_the_other() {
+    let mut a = Harness::start(Duration::from_secs(2), 1 << 20).await;
+    let mut b = a.another(Duration::from_secs(2)).await;
+    a.deliver(
+        "pull_request",
+        "x-1",
+        &pull_request("opened", "feature-x", SHA1),
+    )
+    .await;
+    eventually("replica a deploys", || {
+        a.calls().contains(&format!("deploy feature-x {SHA1}"))
+    })
+    .await;
+    let (status, answer) = b
+        .deliver(
+            "pull_request",
+            "x-2",
+            &pull_request("synchronize", "feature-x", SHA2),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["superseding"], true, "{answer}");
+    eventually("the newest push is deployed", || {
+        let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+        all.contains(&format!("deployed feature-x {SHA2}"))
+    })
+    .await;
+    a.queue.idle().await;
+    b.queue.idle().await;
+    let all: Vec<String> = a.calls().into_iter().chain(b.calls()).collect();
+    assert!(
+        !all.contains(&format!("deployed feature-x {SHA1}")),
+        "the superseded deploy ran to its end: {all:?}"
+    );
+    let first = a.github.deployments()[0].id;
+    assert_eq!(a.github.states_of(first).last().unwrap(), "inactive");
+    a.stop().await;
+    b.stop().await;
 }

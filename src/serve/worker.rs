@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -15,7 +14,7 @@ use super::github::{
     State, COMMENT_MARKER,
 };
 use super::log::{log, scrub};
-use super::queue::{Action, Executor, Job, PrRef, Work};
+use super::queue::{Job, PrRef, Work};
 use crate::pipeline::handover::RepoReport;
 
 /// A sandbox that came up.
@@ -58,8 +57,42 @@ pub(crate) trait Deployer: Send + Sync + 'static {
         branch: &str,
         prs: &[PrRef],
     ) -> impl Future<Output = Result<Deployed, Failure>> + Send;
-    /// Delete the branch's sandbox and wait until it is gone.
-    fn destroy(&self, branch: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Delete the branch's sandbox and wait until it is gone, if the previews made it.
+    fn destroy(&self, branch: &str) -> impl Future<Output = Result<Destroyed, Failure>> + Send;
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Destroyed {
+    /// Gone (or was not there).
+    Deleted,
+    /// Left alone: not the previews' to delete (e.g. made by `sandbox up` by hand).
+    Kept { reason: String },
+}
+
+/// Records a deploy's GitHub deployments in the state (see [`Journal::record`]).
+pub(crate) type RecordDeployments =
+    Box<dyn Fn(Vec<(PrRef, u64)>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// What the recorded state knows of a deploy's GitHub deployments.
+#[derive(Default)]
+pub(crate) struct Journal {
+    /// Made by an interrupted attempt at the same work: reported on again, not made anew.
+    pub(crate) reuse: Vec<(PrRef, u64)>,
+    /// Made for work that was superseded when no one was left to say so: marked inactive.
+    pub(crate) stale: Vec<(PrRef, u64)>,
+    /// Told of this attempt's deployments as soon as they exist, before any status.
+    pub(crate) record: Option<RecordDeployments>,
+}
+
+/// How a piece of work ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Succeeded,
+    /// With the failure's summary (scrubbed).
+    Failed(String),
+    /// Not done: the service stops; whoever carries on does it.
+    HandedBack,
 }
 
 /// How the service reports: where, and whether to comment.
@@ -122,7 +155,7 @@ impl<D: Deployer> Worker<D> {
         }
     }
 
-    async fn deploy(self: Arc<Self>, work: Work, job: Job) {
+    pub(crate) async fn deploy(self: Arc<Self>, work: Work, job: Job, journal: Journal) -> Outcome {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
         // Each deployment is in `unfinished` as soon as it exists, so a cancellation from here
@@ -134,11 +167,16 @@ impl<D: Deployer> Worker<D> {
             background: self.background.clone(),
             armed: true,
         };
-        self.create_deployments(&work, &namespace, &mut unfinished)
+        self.end_stale(journal.stale);
+        self.create_deployments(&work, &namespace, &journal.reuse, &mut unfinished)
             .await;
         let deployments = unfinished.deployments.clone();
+        if let Some(record) = &journal.record {
+            record(deployments.clone()).await;
+        }
         let Some(_slot) = job.slot().await else {
-            return; // shutting down; `unfinished` reports it
+            // Shutting down; `unfinished` reports it.
+            return Outcome::HandedBack;
         };
         let started = Instant::now();
         log!(
@@ -162,11 +200,43 @@ impl<D: Deployer> Worker<D> {
             deployments: &deployments,
             took: &took,
         };
-        match result {
-            Ok(deployed) => self.report_success(&run, &deployed).await,
-            Err(failure) => self.report_failure(&run, &failure).await,
-        }
+        let outcome = match result {
+            Ok(deployed) => {
+                self.report_success(&run, &deployed).await;
+                Outcome::Succeeded
+            }
+            Err(failure) => {
+                self.report_failure(&run, &failure).await;
+                Outcome::Failed(failure.summary)
+            }
+        };
         unfinished.armed = false;
+        outcome
+    }
+
+    /// Mark inactive, in the background, deployments of superseded work that nobody closed.
+    fn end_stale(&self, stale: Vec<(PrRef, u64)>) {
+        let Some(gh) = self.reporting.github.clone().filter(|_| !stale.is_empty()) else {
+            return;
+        };
+        self.background.spawn(async move {
+            for (pr, id) in stale {
+                let reason = "superseded: a newer push was deployed";
+                if let Err(e) = gh
+                    .set_status(&pr.repo, id, State::Inactive, reason, None)
+                    .await
+                {
+                    log!(
+                        Warn,
+                        "github.failed",
+                        pr = pr,
+                        deployment = id,
+                        call = "status inactive",
+                        error = format!("{e:#}")
+                    );
+                }
+            }
+        });
     }
 
     /// The GitHub environment of a branch's sandbox: the same in every repository, as the
@@ -176,9 +246,15 @@ impl<D: Deployer> Worker<D> {
     }
 
     /// A deployment per pull request, for the commit it asked for: that is what GitHub shows on
-    /// the pull request. Made before waiting for a slot, so a queued one shows as queued. A
-    /// deployment GitHub already has (a `deployment` event's) is reported through instead.
-    async fn create_deployments(&self, work: &Work, namespace: &str, unfinished: &mut Unfinished) {
+    /// the pull request. Made before waiting for a slot, so a queued one shows as queued. One an
+    /// interrupted attempt made for the same commit (`reuse`) is taken over instead.
+    async fn create_deployments(
+        &self,
+        work: &Work,
+        namespace: &str,
+        reuse: &[(PrRef, u64)],
+        unfinished: &mut Unfinished,
+    ) {
         let Some(gh) = &self.reporting.github else {
             return;
         };
@@ -189,6 +265,25 @@ impl<D: Deployer> Worker<D> {
                 unfinished.deployments.push((pr.clone(), id));
                 self.status(&pr.repo, id, State::Queued, "waiting for its turn", None)
                     .await;
+                continue;
+            }
+            if let Some((_, id)) = reuse.iter().find(|(p, _)| p == pr) {
+                log!(
+                    Info,
+                    "github.deployment.resumed",
+                    pr = pr,
+                    id = id,
+                    environment = environment
+                );
+                unfinished.deployments.push((pr.clone(), *id));
+                self.status(
+                    &pr.repo,
+                    *id,
+                    State::Queued,
+                    "resumed after an interruption",
+                    None,
+                )
+                .await;
                 continue;
             }
             let made = gh
@@ -301,11 +396,11 @@ impl<D: Deployer> Worker<D> {
         .await;
     }
 
-    async fn destroy(self: Arc<Self>, work: Work, job: Job) {
+    pub(crate) async fn destroy(self: Arc<Self>, work: Work, job: Job) -> Outcome {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
         let Some(_slot) = job.slot().await else {
-            return;
+            return Outcome::HandedBack;
         };
         let started = Instant::now();
         log!(
@@ -319,7 +414,24 @@ impl<D: Deployer> Worker<D> {
         let result = self.deployer.destroy(branch).await;
         let took = format!("{:.1}s", started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
+            Ok(Destroyed::Kept { reason }) => {
+                log!(
+                    Info,
+                    "job.kept",
+                    action = "destroy",
+                    branch = branch,
+                    namespace = namespace,
+                    reason = reason
+                );
+                self.deactivate(
+                    &work.prs,
+                    branch,
+                    &format!("the sandbox was kept: {reason}"),
+                )
+                .await;
+                Outcome::Succeeded
+            }
+            Ok(Destroyed::Deleted) => {
                 log!(
                     Info,
                     "job.succeeded",
@@ -328,7 +440,8 @@ impl<D: Deployer> Worker<D> {
                     namespace = namespace,
                     took = took
                 );
-                self.deactivate(&work.prs, branch).await;
+                self.deactivate(&work.prs, branch, "the sandbox was deleted")
+                    .await;
                 let body = format!(
                     "{COMMENT_MARKER}\n### Sandbox preview\n\n\
                      The sandbox of {} was deleted: the pull request was closed.\n",
@@ -341,6 +454,7 @@ impl<D: Deployer> Worker<D> {
                     prs_plain(&work.prs)
                 ))
                 .await;
+                Outcome::Succeeded
             }
             Err(failure) => {
                 log!(
@@ -358,12 +472,13 @@ impl<D: Deployer> Worker<D> {
                     slack_text(&github::truncate(&failure.summary, 300))
                 ))
                 .await;
+                Outcome::Failed(failure.summary)
             }
         }
     }
 
     /// Mark the environment's latest deployments inactive in each pull request's repository.
-    async fn deactivate(&self, prs: &[PrRef], branch: &str) {
+    async fn deactivate(&self, prs: &[PrRef], branch: &str, why: &str) {
         let Some(gh) = &self.reporting.github else {
             return;
         };
@@ -374,8 +489,8 @@ impl<D: Deployer> Worker<D> {
             match gh.deployments(repo, &environment).await {
                 Ok(ids) => {
                     for id in ids {
-                        self.status(repo, id, State::Inactive, "the sandbox was deleted", None)
-                            .await;
+                        let why = github::truncate(why, github::DESCRIPTION_LIMIT);
+                        self.status(repo, id, State::Inactive, &why, None).await;
                     }
                 }
                 Err(e) => log!(
@@ -445,15 +560,6 @@ impl<D: Deployer> Worker<D> {
     }
 }
 
-impl<D: Deployer> Executor for Worker<D> {
-    fn execute(self: Arc<Self>, work: Work, job: Job) -> BoxFuture<'static, ()> {
-        match work.action {
-            Action::Deploy => self.deploy(work, job).boxed(),
-            Action::Destroy => self.destroy(work, job).boxed(),
-        }
-    }
-}
-
 /// Reports the deployments of work that ends before it reported an outcome: superseded by a
 /// newer push (`inactive`: the newer deployment takes over) or cancelled (`error`).
 struct Unfinished {
@@ -476,8 +582,12 @@ impl Drop for Unfinished {
             .job
             .cancel_reason()
             .unwrap_or_else(|| "cancelled: the preview service stopped".into());
+        // Handed back at shutdown: queued again, for whoever carries on (another replica, or
+        // this service after its restart), which takes the deployment over.
         let state = if reason.starts_with("superseded") {
             State::Inactive
+        } else if reason.starts_with("handed back") {
+            State::Queued
         } else {
             State::Error
         };

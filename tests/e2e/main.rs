@@ -17,4 +17,5 @@ mod lifecycle;
 mod lock;
 mod outage;
 mod serve;
+mod serve_ha;
 mod up;

@@ -16,24 +16,30 @@ use serde_json::{json, Value};
 use crate::support::{apply_yaml, cluster, http_get, root, run_ok, Product, TestNamespace};
 
 #[path = "../support/fake_github.rs"]
-mod fake_github;
+pub(crate) mod fake_github;
 use fake_github::{Canned, FakeGitHub};
 
-const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
+pub(crate) const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
 const TOKEN: &str = "ghp_e2eServeToken000000000000000000000000";
 /// The example's decrypted database password: it must never show anywhere.
 const DB_PASSWORD: &str = "sandbox-demo-db-password-7f3a";
-const REPO: &str = "octo-org/backend";
+pub(crate) const REPO: &str = "octo-org/backend";
 
 /// `sandbox serve` as a child process; its stderr (the structured log) is collected.
-struct Serve {
-    child: Child,
-    addr: String,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Serve {
-    fn start(product: &Product, github: &FakeGitHub, extra: &[&str]) -> Serve {
+    /// Serve keeping its state in namespace `state` (a test's own: replicas share it).
+    pub(crate) fn start(
+        product: &Product,
+        github: &FakeGitHub,
+        state: &str,
+        extra: &[&str],
+    ) -> Serve {
         let mut cmd = product.sandbox(&[
             "serve",
             "--listen",
@@ -41,9 +47,12 @@ impl Serve {
             "--github-api-url",
             &github.url,
             "--comment",
-            "--shutdown-grace",
-            "20s",
+            "--state-namespace",
+            state,
         ]);
+        if !extra.contains(&"--shutdown-grace") {
+            cmd.args(["--shutdown-grace", "20s"]);
+        }
         cmd.args(extra)
             .env("SANDBOX_WEBHOOK_SECRET", SECRET)
             .env("GITHUB_TOKEN", TOKEN)
@@ -84,16 +93,33 @@ impl Serve {
         Serve { child, addr, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The peak resident memory of the process (VmHWM), in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the serve process is alive");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// SIGKILL: no clean-up, no hand-back, as when a node dies.
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// SIGTERM, then wait for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
         let started = Instant::now();
         loop {
@@ -123,7 +149,7 @@ impl Drop for Serve {
 }
 
 /// `key=value` (or `key="value"`) from a log line.
-fn field(line: &str, key: &str) -> Option<String> {
+pub(crate) fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!(" {key}="))? + key.len() + 2;
     let rest = &line[start..];
     if let Some(quoted) = rest.strip_prefix('"') {
@@ -132,13 +158,13 @@ fn field(line: &str, key: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_owned)
 }
 
-fn fixture(name: &str) -> Value {
+pub(crate) fn fixture(name: &str) -> Value {
     let path = root().join("tests/fixtures/github").join(name);
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
 /// GitHub's `pull_request` payload for `action` with the head at `sha`.
-fn pull_request(action: &str, sha: &str) -> Vec<u8> {
+pub(crate) fn pull_request(action: &str, sha: &str) -> Vec<u8> {
     let mut event = fixture(&format!("pull_request.{action}.json"));
     event["pull_request"]["head"]["sha"] = sha.into();
     if action == "synchronize" {
@@ -148,7 +174,7 @@ fn pull_request(action: &str, sha: &str) -> Vec<u8> {
 }
 
 /// POST a delivery the way GitHub does; `secret: None` sends no signature.
-async fn deliver(
+pub(crate) async fn deliver(
     url: &str,
     event: &str,
     delivery: &str,
@@ -175,7 +201,7 @@ async fn deliver(
 }
 
 /// Poll `check` until it holds, or fail with everything that helps.
-async fn wait_until(
+pub(crate) async fn wait_until(
     what: &str,
     limit: Duration,
     serve: &Serve,
@@ -196,7 +222,7 @@ async fn wait_until(
 }
 
 /// The deployments created for `sha`, and whether one of them got a `success` status.
-fn deployments_for(github: &FakeGitHub, sha: &str) -> Vec<u64> {
+pub(crate) fn deployments_for(github: &FakeGitHub, sha: &str) -> Vec<u64> {
     github
         .deployments()
         .into_iter()
@@ -205,14 +231,14 @@ fn deployments_for(github: &FakeGitHub, sha: &str) -> Vec<u64> {
         .collect()
 }
 
-fn succeeded(github: &FakeGitHub, sha: &str) -> bool {
+pub(crate) fn succeeded(github: &FakeGitHub, sha: &str) -> bool {
     deployments_for(github, sha)
         .iter()
         .any(|id| github.states_of(*id).iter().any(|s| s == "success"))
 }
 
 /// Wait for a `success` status for `sha`; a `failure` ends the wait at once, with its reason.
-async fn wait_for_success(what: &str, serve: &Serve, github: &FakeGitHub, sha: &str) {
+pub(crate) async fn wait_for_success(what: &str, serve: &Serve, github: &FakeGitHub, sha: &str) {
     wait_until(what, Duration::from_secs(300), serve, github, || {
         let ids = deployments_for(github, sha);
         if let Some(failure) = github
@@ -245,8 +271,9 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     let started = Instant::now();
     let product = Product::new("serve");
     let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let state = TestNamespace::claim(&client, "e2e-serve-state").await;
     let github = FakeGitHub::start().await;
-    let mut serve = Serve::start(&product, &github, &[]);
+    let mut serve = Serve::start(&product, &github, &state.name, &[]);
     let webhook = serve.url("/webhook");
 
     let health = reqwest::get(serve.url("/healthz")).await.unwrap();
@@ -527,8 +554,19 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     );
 }
 
-async fn create_sandbox_namespace(client: &Client, name: &str, branch: &str, pr: Option<u64>) {
+/// A sandbox's namespace as `made_by` (`serve`, `up`, or none: an older version) would have
+/// made it.
+pub(crate) async fn create_sandbox_namespace(
+    client: &Client,
+    name: &str,
+    branch: &str,
+    pr: Option<u64>,
+    made_by: Option<&str>,
+) {
     let mut annotations = json!({"sandbox.dev/branch": branch, "sandbox.dev/owner": "e2e"});
+    if let Some(made_by) = made_by {
+        annotations["sandbox.dev/made-by"] = made_by.into();
+    }
     if let Some(n) = pr {
         annotations["sandbox.dev/pr-repo"] = REPO.into();
         annotations["sandbox.dev/pr-number"] = n.to_string().into();
@@ -554,13 +592,22 @@ async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
     let closed = TestNamespace::claim(&client, &product.namespace("closed-pr")).await;
     let open = TestNamespace::claim(&client, &product.namespace("open-pr")).await;
     let plain = TestNamespace::claim(&client, &product.namespace("no-pr")).await;
-    create_sandbox_namespace(&client, &closed.name, "closed-pr", Some(7)).await;
-    create_sandbox_namespace(&client, &open.name, "open-pr", Some(8)).await;
-    create_sandbox_namespace(&client, &plain.name, "no-pr", None).await;
+    // Closed too, but made by hand (`sandbox up`), or by a version that did not say: kept.
+    let by_hand = TestNamespace::claim(&client, &product.namespace("by-hand")).await;
+    let unsaid = TestNamespace::claim(&client, &product.namespace("unsaid")).await;
+    let state = TestNamespace::claim(&client, "e2e-serve-reconcile-state").await;
+    let serve_made = Some("serve");
+    create_sandbox_namespace(&client, &closed.name, "closed-pr", Some(7), serve_made).await;
+    create_sandbox_namespace(&client, &open.name, "open-pr", Some(8), serve_made).await;
+    create_sandbox_namespace(&client, &plain.name, "no-pr", None, serve_made).await;
+    create_sandbox_namespace(&client, &by_hand.name, "by-hand", Some(9), Some("up")).await;
+    create_sandbox_namespace(&client, &unsaid.name, "unsaid", Some(10), None).await;
     let github = FakeGitHub::start().await;
-    github.close(REPO, 7);
+    for closed in [7, 9, 10] {
+        github.close(REPO, closed);
+    }
 
-    let serve = Serve::start(&product, &github, &[]);
+    let serve = Serve::start(&product, &github, &state.name, &[]);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let gone = kube::runtime::wait::await_condition(
         namespaces.clone(),
@@ -594,6 +641,17 @@ async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
     assert!(
         plain.exists().await,
         "a sandbox of no pull request was deleted"
+    );
+    assert!(by_hand.exists().await, "a hand-made sandbox was deleted");
+    assert!(
+        unsaid.exists().await,
+        "a sandbox serve did not make was deleted"
+    );
+    let log = serve.log();
+    assert!(
+        log.contains(&format!("event=reconcile.kept namespace={}", by_hand.name))
+            && log.contains("was made by `sandbox up`"),
+        "{log}"
     );
     assert!(
         serve
@@ -757,6 +815,27 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         .create(&PostParams::default(), &configmap)
         .await
         .unwrap();
+    // A cluster before Kubernetes 1.21 serves PodDisruptionBudgets as policy/v1beta1 only.
+    let policy_v1 = kube::Discovery::new(client.clone())
+        .filter(&["policy"])
+        .run()
+        .await
+        .unwrap()
+        .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+        ))
+        .is_some();
+    let manifests = if policy_v1 {
+        manifests
+    } else {
+        manifests.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+    };
+    assert!(
+        manifests.contains("kind: PodDisruptionBudget\n") && manifests.contains("replicas: 2\n"),
+        "deploy/serve.yaml runs two replicas with a disruption budget"
+    );
     apply_yaml(&client, &system.name, &manifests).await;
 
     let cleanup = || {
@@ -820,14 +899,14 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         panic!("serve may {outside:?} outside its sandboxes");
     }
 
-    // Ready (its readiness probe is /healthz).
+    // Both replicas ready (the readiness probe is /healthz).
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
     let ready = kube::runtime::wait::await_condition(
         deployments,
         "e2e-serve-pod",
         |d: Option<&Deployment>| {
             d.and_then(|d| d.status.as_ref())
-                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1)
+                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 2)
         },
     );
     if tokio::time::timeout(Duration::from_secs(120), ready)
@@ -1007,7 +1086,8 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         &create,
         vec![Canned::status(500), Canned::status(500)],
     );
-    let serve = Serve::start(&product, &github, &["--resync", "3s"]);
+    let state = TestNamespace::claim(&client, "e2e-serve-resync-state").await;
+    let serve = Serve::start(&product, &github, &state.name, &["--resync", "3s"]);
 
     // A pull request of a repository sandbox.yaml does not list: acknowledged, logged, ignored.
     let stranger = pull_request_of("someone-else/backend", "opened", &sha);
@@ -1158,7 +1238,8 @@ async fn serve_brings_a_branch_up_for_a_deployment_event_and_reports_on_it() {
     let product = Product::new("serve-depev");
     let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
     let github = FakeGitHub::start().await;
-    let serve = Serve::start(&product, &github, &[]);
+    let state = TestNamespace::claim(&client, "e2e-serve-depev-state").await;
+    let serve = Serve::start(&product, &github, &state.name, &[]);
     let sha = product.sha("backend", "feature-x");
     // A deployment someone asked GitHub for (e.g. from chat).
     let id = github.add_deployment(REPO, &sha, "sandbox/feature-x");

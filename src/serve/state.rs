@@ -1,0 +1,857 @@
+//! The desired state of each preview, kept in the cluster: what every accepted delivery asked
+//! for, so that a restart or another replica carries on exactly where the service left off.
+//!
+//! One small object per preview sandbox (per branch: several pull requests can share one), a
+//! ConfigMap in serve's own namespace (`--state-namespace`), labelled as the tool's and holding
+//! [`Desired`] as JSON: the branch, what is wanted (up or down), the pull requests that use it,
+//! a generation counter bumped by every accepted change, the generation last completed, the
+//! attempts at it, the last error, the ids of recent deliveries (for deduplication) and the
+//! GitHub deployments of the attempt under way (so that a successor reuses or closes them).
+//!
+//! Every write is a compare-and-swap at the resourceVersion read ([`update`]): two replicas that
+//! take the same delivery at once cannot both record it (the second sees its id and stops), and
+//! no accepted change is lost to a concurrent write (the loser reads again and reapplies).
+//!
+//! Why a ConfigMap: it needs no CRD to install (serve keeps working with a Role in its own
+//! namespace), and its watch is what every replica follows. Why per branch: the unit of work is
+//! a sandbox, and so is the unit of conflict.
+
+use std::future::Future;
+#[cfg(test)]
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use serde::{Deserialize, Serialize};
+
+use super::log::log;
+use super::queue::{Action, PrRef, Work};
+use crate::kube::{status_code, Cluster};
+use crate::lock::{self, SandboxLock};
+use crate::progress::Reporter;
+use crate::record::{self, MANAGED_BY, MANAGED_BY_VALUE, PRODUCT_LABEL, ROLE_LABEL};
+
+/// Delivery ids remembered per preview: GitHub's retries and redeliveries come within minutes,
+/// and a preview sees a few deliveries per push.
+pub(crate) const REMEMBERED_DELIVERIES: usize = 64;
+/// The last error is kept this short: it is for a status page and a log line, not a report.
+const MAX_ERROR_CHARS: usize = 1000;
+/// How often a write is tried again after losing a race with another writer.
+const MAX_CONFLICTS: usize = 20;
+/// The key of the JSON in the ConfigMap.
+const DATA_KEY: &str = "state.json";
+/// `sandbox.dev/role` of the state objects.
+pub(crate) const STATE_ROLE: &str = "preview-state";
+/// How long the state of a preview that was torn down is kept (for deduplication of late
+/// redeliveries) before it is deleted: otherwise every branch ever previewed would keep one.
+pub(crate) const KEEP_DONE_DOWN: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
+
+/// What is wanted of a preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Wanted {
+    #[default]
+    Up,
+    Down,
+}
+
+/// A GitHub deployment made for a generation, not yet given its final status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OpenDeployment {
+    pub(crate) pr: PrRef,
+    pub(crate) id: u64,
+    pub(crate) generation: u64,
+}
+
+/// The recorded desired state of one branch's preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Desired {
+    pub(crate) branch: String,
+    pub(crate) wanted: Wanted,
+    /// Up: the open pull requests that use the preview, oldest first. Down: the closed ones
+    /// that asked for it, to report to.
+    pub(crate) prs: Vec<PrRef>,
+    /// Bumped by every accepted change that needs work.
+    pub(crate) generation: u64,
+    /// The last generation a worker finished (successfully or not).
+    pub(crate) completed: u64,
+    /// Attempts at the current generation (more than one: a worker was interrupted).
+    #[serde(default)]
+    pub(crate) attempts: u32,
+    /// The last attempt's error, scrubbed and truncated.
+    #[serde(default)]
+    pub(crate) last_error: Option<String>,
+    /// Recent delivery ids, oldest first.
+    #[serde(default)]
+    pub(crate) deliveries: Vec<String>,
+    /// GitHub deployments of attempts not finished.
+    #[serde(default)]
+    pub(crate) deployments: Vec<OpenDeployment>,
+    /// Who works on it now (for people reading the object).
+    #[serde(default)]
+    pub(crate) worker: Option<String>,
+    /// When the last attempt finished (RFC 3339).
+    #[serde(default)]
+    pub(crate) finished_at: Option<String>,
+}
+
+impl Desired {
+    /// Whether a generation waits for a worker.
+    pub(crate) fn pending(&self) -> bool {
+        self.generation > self.completed
+    }
+
+    /// The work the current generation asks for.
+    pub(crate) fn work(&self) -> Work {
+        Work {
+            branch: self.branch.clone(),
+            action: match self.wanted {
+                Wanted::Up => Action::Deploy,
+                Wanted::Down => Action::Destroy,
+            },
+            prs: self.prs.clone(),
+        }
+    }
+
+    fn remember(&mut self, delivery: Option<&str>) {
+        if let Some(id) = delivery {
+            self.deliveries.push(id.to_owned());
+            let extra = self.deliveries.len().saturating_sub(REMEMBERED_DELIVERIES);
+            self.deliveries.drain(..extra);
+        }
+    }
+
+    /// Record the outcome of an attempt at `generation`.
+    pub(crate) fn finish(&mut self, generation: u64, error: Option<&str>) {
+        self.completed = self.completed.max(generation);
+        self.last_error = error.map(|e| super::github::truncate(e, MAX_ERROR_CHARS));
+        self.worker = None;
+        self.deployments.retain(|d| d.generation > generation);
+        self.finished_at = Some(jiff::Timestamp::now().to_string());
+    }
+
+    /// Whether the state is of a preview torn down long enough ago to be forgotten.
+    pub(crate) fn forgettable(&self, now: jiff::Timestamp) -> bool {
+        let finished = self.finished_at.as_deref().and_then(|t| t.parse().ok());
+        self.wanted == Wanted::Down
+            && !self.pending()
+            && finished.is_some_and(|at: jiff::Timestamp| at + KEEP_DONE_DOWN < now)
+    }
+}
+
+/// What became of submitted work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    /// Recorded as generation `generation`; `superseding`: an earlier one was still pending.
+    Pending { generation: u64, superseding: bool },
+    /// A closed pull request was taken off, but others still use the preview: it stays.
+    Kept { by: Vec<PrRef> },
+    /// Already what is wanted (e.g. a resync that found nothing new).
+    Unchanged,
+    /// This delivery was recorded before (a retry, a redelivery, another replica).
+    Duplicate,
+}
+
+/// The state after `work` (from `delivery`, if it came in one), and what that means. Pure: the
+/// whole decision, tested without a cluster.
+pub(crate) fn accept(
+    current: Option<&Desired>,
+    work: &Work,
+    delivery: Option<&str>,
+) -> (Accepted, Option<Desired>) {
+    let mut next = current.cloned().unwrap_or_else(|| Desired {
+        branch: work.branch.clone(),
+        ..Desired::default()
+    });
+    if delivery.is_some_and(|id| next.deliveries.iter().any(|d| d == id)) {
+        return (Accepted::Duplicate, None);
+    }
+    let was_pending = current.is_some_and(Desired::pending);
+    let wanted_before = current.map(|c| c.wanted);
+    match work.action {
+        Action::Deploy => {
+            let same = wanted_before == Some(Wanted::Up)
+                && work.prs.iter().all(|p| next.prs.iter().any(|q| q == p));
+            if same && delivery.is_none() {
+                return (Accepted::Unchanged, None);
+            }
+            if wanted_before == Some(Wanted::Down) {
+                next.prs.clear(); // those were closed
+            }
+            let mut prs: Vec<PrRef> = std::mem::take(&mut next.prs)
+                .into_iter()
+                .filter(|o| !work.prs.iter().any(|n| n.same_pr(o)))
+                .collect();
+            prs.extend(work.prs.iter().cloned());
+            next.prs = prs;
+            next.wanted = Wanted::Up;
+        }
+        Action::Destroy => {
+            let before = next.prs.len();
+            next.prs.retain(|o| !work.prs.iter().any(|n| n.same_pr(o)));
+            if !next.prs.is_empty() && wanted_before == Some(Wanted::Up) {
+                if next.prs.len() == before && delivery.is_none() {
+                    return (Accepted::Unchanged, None); // a resync: not one of its PRs
+                }
+                next.remember(delivery);
+                return (
+                    Accepted::Kept {
+                        by: next.prs.clone(),
+                    },
+                    Some(next),
+                );
+            }
+            if wanted_before == Some(Wanted::Down) && !was_pending && delivery.is_none() {
+                return (Accepted::Unchanged, None);
+            }
+            if wanted_before != Some(Wanted::Down) {
+                next.prs.clear();
+            }
+            next.prs.extend(work.prs.iter().cloned());
+            next.wanted = Wanted::Down;
+        }
+    }
+    next.remember(delivery);
+    next.generation += 1;
+    next.attempts = 0;
+    let accepted = Accepted::Pending {
+        generation: next.generation,
+        superseding: was_pending,
+    };
+    (accepted, Some(next))
+}
+
+/// A state as read, with the version a write must name.
+#[derive(Debug, Clone)]
+pub(crate) struct Versioned {
+    pub(crate) state: Desired,
+    pub(crate) version: String,
+}
+
+/// Whether a compare-and-swap write went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    Saved,
+    /// Someone wrote since the read (or created it first): read again.
+    Conflict,
+}
+
+/// A held claim on a preview's work: one worker per preview across all replicas.
+pub(crate) trait Claim: Send + 'static {
+    /// Resolves (with why) if the claim was lost: the work under it must stop.
+    fn lost(&self) -> impl Future<Output = String> + Send;
+    fn release(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Where the states live: the cluster, or memory in tests.
+pub(crate) trait Store: Send + Sync + 'static {
+    type Claim: Claim;
+    fn load(&self, branch: &str) -> impl Future<Output = Result<Option<Versioned>>> + Send;
+    /// Create (`version` None) or replace at `version`.
+    fn save(
+        &self,
+        state: &Desired,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<Saved>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<Versioned>>> + Send;
+    /// Delete the state if it is still at `version`.
+    fn forget(&self, branch: &str, version: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Every state as it changes (by any replica), from now on.
+    fn changes(&self) -> BoxStream<'static, Desired>;
+    /// Claim the preview's work; `None` while another worker holds it. A holder that died is
+    /// taken over once its claim has expired.
+    fn claim(&self, branch: &str) -> impl Future<Output = Result<Option<Self::Claim>>> + Send;
+}
+
+/// Read, change with `change`, write at the version read; again on a conflict. `change` returns
+/// false to write nothing. Returns the state written (or read, when nothing was written).
+pub(crate) async fn update<S: Store>(
+    store: &S,
+    branch: &str,
+    mut change: impl FnMut(Option<&Desired>) -> Option<Desired>,
+) -> Result<Option<Desired>> {
+    for _ in 0..MAX_CONFLICTS {
+        let current = store.load(branch).await?;
+        let Some(next) = change(current.as_ref().map(|c| &c.state)) else {
+            return Ok(current.map(|c| c.state));
+        };
+        let version = current.as_ref().map(|c| c.version.as_str());
+        if store.save(&next, version).await? == Saved::Saved {
+            return Ok(Some(next));
+        }
+    }
+    anyhow::bail!(
+        "the state of branch `{branch}` kept changing while it was written ({MAX_CONFLICTS} conflicts)"
+    )
+}
+
+/// Record `work` (from `delivery`): the one way work enters the state.
+pub(crate) async fn record<S: Store>(
+    store: &S,
+    work: &Work,
+    delivery: Option<&str>,
+) -> Result<(Accepted, Option<Desired>)> {
+    let mut accepted = Accepted::Unchanged;
+    let written = update(store, &work.branch, |current| {
+        let (outcome, next) = accept(current, work, delivery);
+        accepted = outcome;
+        next
+    })
+    .await?;
+    Ok((accepted, written))
+}
+
+/// The states as ConfigMaps in serve's namespace, claims as Leases beside them.
+pub(crate) struct ConfigMapStore {
+    cluster: Cluster,
+    namespace: String,
+    product: String,
+    holder: String,
+}
+
+impl ConfigMapStore {
+    /// The store in `namespace`, which is created when missing.
+    pub(crate) async fn open(
+        cluster: Cluster,
+        namespace: &str,
+        product: &str,
+    ) -> Result<ConfigMapStore> {
+        ensure_namespace(&cluster, namespace).await?;
+        Ok(ConfigMapStore {
+            cluster,
+            namespace: namespace.to_owned(),
+            product: product.to_owned(),
+            holder: lock::holder_identity("serve"),
+        })
+    }
+
+    fn api(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.cluster.client.clone(), &self.namespace)
+    }
+
+    /// The object's name: product and branch, hashed into a valid name (never two branches on
+    /// one object).
+    fn name_of(&self, branch: &str) -> String {
+        record::namespace_for("preview-", &format!("{}/{branch}", self.product))
+    }
+
+    fn selector(&self) -> String {
+        format!(
+            "{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}={STATE_ROLE},{PRODUCT_LABEL}={}",
+            self.product
+        )
+    }
+
+    fn object(&self, state: &Desired, version: Option<&str>) -> ConfigMap {
+        let json = serde_json::to_string(state).expect("serializable");
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": self.name_of(&state.branch),
+                "namespace": self.namespace,
+                "resourceVersion": version,
+                "labels": {MANAGED_BY: MANAGED_BY_VALUE, ROLE_LABEL: STATE_ROLE, PRODUCT_LABEL: self.product},
+                "annotations": {"sandbox.dev/branch": state.branch},
+            },
+            "data": {DATA_KEY: json},
+        }))
+        .expect("a valid ConfigMap")
+    }
+}
+
+/// The state in a ConfigMap, if it is one of ours and readable.
+fn state_of(cm: &ConfigMap) -> Option<Versioned> {
+    if !record::is_managed(&cm.metadata) {
+        return None;
+    }
+    let json = cm.data.as_ref()?.get(DATA_KEY)?;
+    let state = match serde_json::from_str(json) {
+        Ok(state) => state,
+        Err(e) => {
+            log!(
+                Warn,
+                "state.unreadable",
+                object = cm.metadata.name.clone().unwrap_or_default(),
+                error = e
+            );
+            return None;
+        }
+    };
+    Some(Versioned {
+        state,
+        version: cm.metadata.resource_version.clone().unwrap_or_default(),
+    })
+}
+
+/// Make serve's namespace if it is missing (with a clear error if that is not allowed).
+async fn ensure_namespace(cluster: &Cluster, namespace: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let hint = "create it (`kubectl create namespace NAME`), or name another with --state-namespace (default: $POD_NAMESPACE, else sandbox-system)";
+    match api.get_opt(namespace).await {
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => {}
+        // Not allowed to look at namespaces: find out by using it.
+        Err(e) if status_code(&e) == Some(403) => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("could not read serve's state namespace `{namespace}`"))
+        }
+    }
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+            .expect("a valid Namespace");
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {
+            log!(Info, "state.namespace_created", namespace = namespace);
+            Ok(())
+        }
+        Err(e) if status_code(&e) == Some(409) => Ok(()),
+        Err(e) => Err(e).with_context(|| {
+            format!("serve's state namespace `{namespace}` does not exist and could not be created; {hint}")
+        }),
+    }
+}
+
+/// A claim held as a Lease (see [`crate::lock`]).
+pub(crate) struct LeaseClaim(SandboxLock);
+
+impl Claim for LeaseClaim {
+    async fn lost(&self) -> String {
+        self.0.lost().await.to_string()
+    }
+
+    async fn release(self) {
+        self.0.release().await;
+    }
+}
+
+impl Store for ConfigMapStore {
+    type Claim = LeaseClaim;
+
+    async fn load(&self, branch: &str) -> Result<Option<Versioned>> {
+        let name = self.name_of(branch);
+        let cm =
+            self.api().get_opt(&name).await.with_context(|| {
+                format!("could not read the state of branch `{branch}` ({name})")
+            })?;
+        match cm {
+            None => Ok(None),
+            Some(cm) => match state_of(&cm) {
+                Some(v) if v.state.branch == branch => Ok(Some(v)),
+                _ => anyhow::bail!(
+                    "ConfigMap `{}/{name}` is not a preview state of branch `{branch}` made by sandbox; delete or rename it",
+                    self.namespace
+                ),
+            },
+        }
+    }
+
+    async fn save(&self, state: &Desired, version: Option<&str>) -> Result<Saved> {
+        let object = self.object(state, version);
+        let name = self.name_of(&state.branch);
+        let written = match version {
+            None => self.api().create(&PostParams::default(), &object).await,
+            Some(_) => {
+                self.api()
+                    .replace(&name, &PostParams::default(), &object)
+                    .await
+            }
+        };
+        match written {
+            Ok(_) => Ok(Saved::Saved),
+            Err(e) if status_code(&e) == Some(409) => Ok(Saved::Conflict),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "could not write the state of branch `{}` ({name})",
+                    state.branch
+                )
+            }),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Versioned>> {
+        let list = self
+            .api()
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .context("could not list the previews' states")?;
+        Ok(list.items.iter().filter_map(state_of).collect())
+    }
+
+    async fn forget(&self, branch: &str, version: &str) -> Result<()> {
+        let name = self.name_of(branch);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: None,
+                resource_version: Some(version.to_owned()),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api().delete(&name, &params).await {
+            // Gone already, or written since: nothing to forget now.
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("could not delete the state of `{branch}`")),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn changes(&self) -> BoxStream<'static, Desired> {
+        let config = watcher::Config::default().labels(&self.selector());
+        watcher(self.api(), config)
+            .default_backoff()
+            .filter_map(|event| async move {
+                match event {
+                    Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                        state_of(&cm).map(|v| v.state)
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        log!(Warn, "state.watch_failed", error = e);
+                        None
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    async fn claim(&self, branch: &str) -> Result<Option<LeaseClaim>> {
+        let name = self.name_of(branch);
+        let taken = lock::acquire_named(
+            &self.cluster,
+            &self.namespace,
+            &name,
+            &self.holder,
+            Some(std::time::Duration::ZERO),
+            &Reporter::new(true),
+        )
+        .await;
+        match taken {
+            Ok(lock) => Ok(Some(LeaseClaim(lock))),
+            Err(lock::LockError::Held { .. }) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("could not claim the work of branch `{branch}`"))
+            }
+        }
+    }
+}
+
+/// The states in memory, for tests: the same compare-and-swap and claims, in one process.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    states: Mutex<HashMap<String, (Desired, u64)>>,
+    claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    changes: Mutex<Vec<futures::channel::mpsc::UnboundedSender<Desired>>>,
+}
+
+/// A claim in memory.
+#[cfg(test)]
+pub(crate) struct LocalClaim(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+#[cfg(test)]
+impl Claim for LocalClaim {
+    async fn lost(&self) -> String {
+        std::future::pending().await
+    }
+
+    async fn release(self) {}
+}
+
+#[cfg(test)]
+impl Store for MemoryStore {
+    type Claim = LocalClaim;
+
+    async fn load(&self, branch: &str) -> Result<Option<Versioned>> {
+        let states = self.states.lock().expect("not poisoned");
+        Ok(states.get(branch).map(|(state, version)| Versioned {
+            state: state.clone(),
+            version: version.to_string(),
+        }))
+    }
+
+    async fn save(&self, state: &Desired, version: Option<&str>) -> Result<Saved> {
+        {
+            let mut states = self.states.lock().expect("not poisoned");
+            let now = states.get(&state.branch).map(|(_, v)| v.to_string());
+            if now.as_deref() != version {
+                return Ok(Saved::Conflict);
+            }
+            let next = now.map_or(1, |v| v.parse::<u64>().unwrap_or(0) + 1);
+            states.insert(state.branch.clone(), (state.clone(), next));
+        }
+        self.changes
+            .lock()
+            .expect("not poisoned")
+            .retain(|tx| tx.unbounded_send(state.clone()).is_ok());
+        Ok(Saved::Saved)
+    }
+
+    async fn list(&self) -> Result<Vec<Versioned>> {
+        let states = self.states.lock().expect("not poisoned");
+        Ok(states
+            .values()
+            .map(|(state, version)| Versioned {
+                state: state.clone(),
+                version: version.to_string(),
+            })
+            .collect())
+    }
+
+    async fn forget(&self, branch: &str, version: &str) -> Result<()> {
+        let mut states = self.states.lock().expect("not poisoned");
+        if states
+            .get(branch)
+            .is_some_and(|(_, v)| v.to_string() == version)
+        {
+            states.remove(branch);
+        }
+        Ok(())
+    }
+
+    fn changes(&self) -> BoxStream<'static, Desired> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        self.changes.lock().expect("not poisoned").push(tx);
+        rx.boxed()
+    }
+
+    async fn claim(&self, branch: &str) -> Result<Option<LocalClaim>> {
+        let mutex = self
+            .claims
+            .lock()
+            .expect("not poisoned")
+            .entry(branch.to_owned())
+            .or_default()
+            .clone();
+        Ok(mutex.try_lock_owned().ok().map(LocalClaim))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(repo: &str, number: u64, sha: &str) -> PrRef {
+        PrRef {
+            repo: repo.into(),
+            number,
+            sha: sha.into(),
+            author: "octocat".into(),
+            ..PrRef::default()
+        }
+    }
+
+    fn work(action: Action, prs: Vec<PrRef>) -> Work {
+        Work {
+            branch: "feat".into(),
+            action,
+            prs,
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_taken_once() {
+        let open = work(Action::Deploy, vec![pr("o/b", 1, "s1")]);
+        let (accepted, state) = accept(None, &open, Some("d-1"));
+        assert_eq!(
+            accepted,
+            Accepted::Pending {
+                generation: 1,
+                superseding: false
+            }
+        );
+        let state = state.unwrap();
+        assert!(state.pending());
+        assert_eq!(state.deliveries, ["d-1"]);
+        assert_eq!(
+            accept(Some(&state), &open, Some("d-1")),
+            (Accepted::Duplicate, None)
+        );
+        // Without a delivery (a resync): nothing new, nothing to do.
+        assert_eq!(
+            accept(Some(&state), &open, None),
+            (Accepted::Unchanged, None)
+        );
+        let other_closed = work(Action::Destroy, vec![pr("o/other", 9, "x")]);
+        assert_eq!(
+            accept(Some(&state), &other_closed, None),
+            (Accepted::Unchanged, None)
+        );
+    }
+
+    #[test]
+    fn every_change_is_a_new_generation_and_the_newest_wins() {
+        let (_, s1) = accept(
+            None,
+            &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
+            Some("d-1"),
+        );
+        let (accepted, s2) = accept(
+            s1.as_ref(),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
+            Some("d-2"),
+        );
+        assert_eq!(
+            accepted,
+            Accepted::Pending {
+                generation: 2,
+                superseding: true
+            }
+        );
+        let mut s2 = s2.unwrap();
+        assert_eq!(s2.prs, [pr("o/b", 1, "s2")], "the PR's newest head only");
+        s2.finish(2, None);
+        assert!(!s2.pending());
+        // A finished older attempt never marks a newer generation done.
+        let mut s3 = accept(
+            Some(&s2),
+            &work(Action::Deploy, vec![pr("o/f", 7, "f1")]),
+            Some("d-3"),
+        )
+        .1
+        .unwrap();
+        assert_eq!(
+            s3.prs,
+            [pr("o/b", 1, "s2"), pr("o/f", 7, "f1")],
+            "two PRs, one branch"
+        );
+        s3.finish(2, Some("late"));
+        assert!(s3.pending());
+        assert_eq!(s3.generation, 3);
+    }
+
+    #[test]
+    fn the_deliveries_remembered_are_bounded() {
+        let mut state: Option<Desired> = None;
+        for i in 0..(REMEMBERED_DELIVERIES + 10) {
+            let w = work(Action::Deploy, vec![pr("o/b", 1, &format!("s{i}"))]);
+            state = accept(state.as_ref(), &w, Some(&format!("d-{i}"))).1;
+        }
+        let state = state.unwrap();
+        assert_eq!(state.deliveries.len(), REMEMBERED_DELIVERIES);
+        assert_eq!(state.deliveries[0], "d-10");
+    }
+
+    #[test]
+    fn a_close_takes_the_preview_down_only_when_no_other_pr_uses_it() {
+        let (_, s) = accept(
+            None,
+            &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
+            Some("d-1"),
+        );
+        let (_, s) = accept(
+            s.as_ref(),
+            &work(Action::Deploy, vec![pr("o/f", 7, "f1")]),
+            Some("d-2"),
+        );
+        let mut s = s.unwrap();
+        s.finish(2, None);
+        let (accepted, kept) = accept(
+            Some(&s),
+            &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
+            Some("d-3"),
+        );
+        assert_eq!(
+            accepted,
+            Accepted::Kept {
+                by: vec![pr("o/f", 7, "f1")]
+            }
+        );
+        let kept = kept.unwrap();
+        assert!(!kept.pending(), "nothing to do");
+        assert_eq!(kept.wanted, Wanted::Up);
+        let (accepted, down) = accept(
+            Some(&kept),
+            &work(Action::Destroy, vec![pr("o/f", 7, "f1")]),
+            Some("d-4"),
+        );
+        assert!(matches!(accepted, Accepted::Pending { generation: 3, .. }));
+        let down = down.unwrap();
+        assert_eq!(down.wanted, Wanted::Down);
+        assert_eq!(down.prs, [pr("o/f", 7, "f1")], "told of the deletion");
+        // Reopened: up again, for that pull request only.
+        let (_, up) = accept(
+            Some(&down),
+            &work(Action::Deploy, vec![pr("o/f", 7, "f2")]),
+            Some("d-5"),
+        );
+        let up = up.unwrap();
+        assert_eq!((up.wanted, up.prs), (Wanted::Up, vec![pr("o/f", 7, "f2")]));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_lose_nothing_and_take_a_delivery_once() {
+        let store = Arc::new(MemoryStore::default());
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let w = Work {
+                    branch: "feat".into(),
+                    action: Action::Deploy,
+                    prs: vec![pr("o/b", i, "s")],
+                };
+                // Every delivery twice, as two replicas would get it.
+                let a = record(&*store, &w, Some(&format!("d-{i}"))).await.unwrap();
+                let b = record(&*store, &w, Some(&format!("d-{i}"))).await.unwrap();
+                (a.0, b.0)
+            }));
+        }
+        let mut pending = 0;
+        for t in tasks {
+            let (a, b) = t.await.unwrap();
+            assert!(matches!(a, Accepted::Pending { .. }), "{a:?}");
+            assert_eq!(b, Accepted::Duplicate);
+            pending += 1;
+        }
+        let state = store.load("feat").await.unwrap().unwrap().state;
+        assert_eq!(state.generation, pending);
+        assert_eq!(state.prs.len(), 20, "no PR lost to a concurrent write");
+    }
+
+    #[test]
+    fn a_torn_down_preview_is_forgotten_after_a_week() {
+        let (_, s) = accept(
+            None,
+            &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
+            Some("d-1"),
+        );
+        let mut s = s.unwrap();
+        let now = jiff::Timestamp::now();
+        assert!(!s.forgettable(now + KEEP_DONE_DOWN * 2), "pending");
+        s.finish(1, None);
+        assert!(!s.forgettable(now));
+        assert!(s.forgettable(now + KEEP_DONE_DOWN + jiff::SignedDuration::from_secs(60)));
+        let (_, up) = accept(
+            Some(&s),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
+            Some("d-2"),
+        );
+        let mut up = up.unwrap();
+        up.finish(2, None);
+        assert!(
+            !up.forgettable(now + KEEP_DONE_DOWN * 2),
+            "an open preview's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_at_an_old_version_conflicts() {
+        let store = MemoryStore::default();
+        let state = Desired {
+            branch: "feat".into(),
+            ..Desired::default()
+        };
+        assert_eq!(store.save(&state, None).await.unwrap(), Saved::Saved);
+        assert_eq!(store.save(&state, None).await.unwrap(), Saved::Conflict);
+        let v = store.load("feat").await.unwrap().unwrap().version;
+        assert_eq!(store.save(&state, Some(&v)).await.unwrap(), Saved::Saved);
+        assert_eq!(store.save(&state, Some(&v)).await.unwrap(), Saved::Conflict);
+    }
+}
