@@ -39,6 +39,13 @@ pub struct Cli {
     /// Print only results and errors.
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
+    /// Diagnostics on stderr: `-v` the tool's and the Kubernetes client's events, `-vv` debug,
+    /// `-vvv` trace (RUST_LOG, when set, chooses instead). Never headers or secret values.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Print a line per Kubernetes API request: method, path, status, duration.
+    #[arg(long, global = true)]
+    pub(crate) debug: bool,
     /// Hand sops files the built-in decryptor cannot read (PGP, cloud KMS, Vault keys) to the
     /// `sops` binary on PATH, for the key types `sops.binary.key_types` in sandbox.yaml allows
     /// (default: age and pgp). Off by default: a branch's sops metadata chooses where sops sends
@@ -350,6 +357,10 @@ pub(crate) struct ServeArgs {
     /// The ClusterRole of what --service-account may do inside a sandbox.
     #[arg(long, value_name = "CLUSTERROLE", requires = "service_account")]
     pub(crate) sandbox_role: Option<String>,
+    /// Log lines as `key=value` text or as one JSON object per line (RUST_LOG filters them;
+    /// default: the service's events at info, everything else at warn).
+    #[arg(long, value_enum, default_value_t = crate::logging::Format::Text, env = "SANDBOX_LOG_FORMAT")]
+    pub(crate) log_format: crate::logging::Format,
     /// How often to prune the checkout cache, as `sandbox cache prune` does (`0s`: never).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
     pub(crate) prune_cache_every: Duration,

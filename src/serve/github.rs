@@ -165,7 +165,23 @@ impl GitHub {
         })
     }
 
+    /// One API call; a failure is counted in `/metrics` by its endpoint.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let endpoint = format!("{method} /{path}");
+        let result = self.call_once(method, path, query, body).await;
+        if result.is_err() {
+            super::metrics::github_call_failed(&endpoint);
+        }
+        result
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         path: &str,

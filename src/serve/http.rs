@@ -31,6 +31,7 @@ use tower_service::Service as _;
 use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
+use super::metrics;
 use super::queue::{PrRef, Queue, Submitted, Work};
 use super::signature;
 
@@ -214,6 +215,11 @@ struct Delivery {
 impl Delivery {
     /// Refuse it: 4xx/5xx, logged as a warning.
     fn refuse(&self, status: StatusCode, reason: String) -> Response {
+        metrics::delivery(if status == StatusCode::UNAUTHORIZED {
+            "bad_signature"
+        } else {
+            "refused"
+        });
         log!(
             Warn,
             "webhook.refused",
@@ -221,18 +227,19 @@ impl Delivery {
             reason = reason,
             peer = self.peer,
             delivery = self.id,
-            event = self.event
+            github_event = self.event
         );
         answer(status, json!({ "error": reason }))
     }
 
     /// Acknowledge it without doing anything.
     fn ignore(&self, reason: String) -> Response {
+        metrics::delivery("ignored");
         log!(
             Info,
             "webhook.ignored",
             delivery = self.id,
-            event = self.event,
+            github_event = self.event,
             reason = reason
         );
         answer(
@@ -250,6 +257,15 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Every line about this delivery carries its id, and its pull request once it is parsed.
+    let span = tracing::error_span!(
+        "webhook",
+        delivery = header_str(&headers, "x-github-delivery").unwrap_or(""),
+        repo = tracing::field::Empty,
+        pr = tracing::field::Empty,
+        branch = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let delivery = Delivery {
         id: header_str(&headers, "x-github-delivery")
             .unwrap_or("")
@@ -270,11 +286,12 @@ async fn webhook(
         .expect("not poisoned")
         .insert(&delivery.id)
     {
+        metrics::delivery("duplicate");
         log!(
             Info,
             "webhook.duplicate",
             delivery = delivery.id,
-            event = delivery.event
+            github_event = delivery.event
         );
         return answer(
             StatusCode::OK,
@@ -375,6 +392,7 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
         Incoming::Ping { zen } => {
             let zen = zen.as_deref().unwrap_or("");
             log!(Info, "webhook.ping", delivery = delivery.id, zen = zen);
+            metrics::delivery("ping");
             return Next::Answered(answer(StatusCode::OK, json!({ "status": "pong" })));
         }
         Incoming::Other { event } => {
@@ -397,6 +415,10 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
             pr.repo
         )));
     }
+    let span = tracing::Span::current();
+    span.record("repo", pr.repo.as_str());
+    span.record("pr", pr.number);
+    span.record("branch", pr.head_ref.as_str());
     log!(
         Info,
         "webhook.accepted",
@@ -414,6 +436,7 @@ fn work_of(delivery: &Delivery, body: &[u8]) -> Next {
             number: pr.number,
             sha: pr.head_sha,
             author: pr.author,
+            delivery: delivery.id.clone(),
         }],
     })
 }
@@ -430,6 +453,10 @@ fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl Fn()) -
         branch = branch,
         queued = format!("{submitted:?}").to_lowercase(),
     );
+    metrics::delivery(match submitted {
+        Submitted::Closed => "unavailable",
+        Submitted::Queued | Submitted::Superseding => "accepted",
+    });
     match submitted {
         Submitted::Closed => {
             forget();

@@ -12,17 +12,22 @@
 //!   real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`reconcile`]: at start, sandboxes of pull requests closed meanwhile are deleted.
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
-//! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
+//! - [`status`]: the status page `/` and `/api/sandboxes` (from the sandboxes' records in the
+//!   cluster) and `/metrics` ([`metrics`]).
+//! - [`log`]: one structured event per thing that happens, through `tracing`
+//!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
 pub(crate) mod deployer;
 pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
+pub(crate) mod metrics;
 pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod reconcile;
 pub mod signature;
+pub(crate) mod status;
 pub(crate) mod worker;
 
 // The GitHub stand-in is test support, shared with the end-to-end tests.
@@ -79,6 +84,8 @@ pub(crate) struct Options {
     pub(crate) limits: http::Limits,
     pub(crate) reporting: Reporting,
     pub(crate) shutdown_grace: Duration,
+    /// What `/`, `/api/sandboxes` and `/metrics` show.
+    pub(crate) status: status::StatusPage,
 }
 
 /// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
@@ -188,6 +195,15 @@ pub(crate) async fn run(
             .map(Slack::new)
             .transpose()?,
     };
+    let status_page = status::StatusPage {
+        product: config.name.clone(),
+        github_web: status::github_web_url(&args.github_api_url),
+        sandboxes: Arc::new(status::ClusterSandboxes {
+            cluster: cluster.clone(),
+            product: config.name.clone(),
+            connected: tokio::sync::OnceCell::new(),
+        }),
+    };
     let deployer = ClusterDeployer {
         config: config.clone(),
         cluster: cluster.clone(),
@@ -222,6 +238,7 @@ pub(crate) async fn run(
         },
         reporting,
         shutdown_grace: args.shutdown_grace,
+        status: status_page,
     };
     prune::spawn(prune::PruneSchedule {
         cache_dir: args.env.cache_dir.clone(),
@@ -266,7 +283,8 @@ pub(crate) async fn serve<D: Deployer>(
         options.max_body_bytes,
     ));
     on_start(queue.clone());
-    http::serve_http(listener, http::router(state), options.limits, shutdown).await;
+    let router = http::router(state).merge(status::router(options.status));
+    http::serve_http(listener, router, options.limits, shutdown).await;
     queue
         .shutdown(options.shutdown_grace, async {
             let signal = stop_signal().await;

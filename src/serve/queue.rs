@@ -29,6 +29,8 @@ pub(crate) struct PrRef {
     pub(crate) sha: String,
     /// Who opened the pull request.
     pub(crate) author: String,
+    /// The webhook delivery that asked (empty: the service's own reconcile), for the logs.
+    pub(crate) delivery: String,
 }
 
 impl PrRef {
@@ -435,6 +437,7 @@ pub(crate) mod tests {
                 number,
                 sha: sha.into(),
                 author: "octocat".into(),
+                delivery: format!("d-{number}-{sha}"),
             }],
         }
     }

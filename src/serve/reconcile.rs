@@ -59,6 +59,7 @@ pub(crate) async fn reconcile(
                     number,
                     sha: String::new(),
                     author: String::new(),
+                    delivery: String::new(),
                 })
                 .collect(),
         };

@@ -9,12 +9,14 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::github::{
     self, markdown_cell_code, markdown_code, markdown_url, slack_code, slack_text, GitHub, Slack,
     State, COMMENT_MARKER,
 };
 use super::log::{log, scrub};
+use super::metrics;
 use super::queue::{Action, Executor, Job, PrRef, Work};
 use crate::pipeline::handover::RepoReport;
 
@@ -138,12 +140,14 @@ impl<D: Deployer> Worker<D> {
             background: self.background.clone(),
             armed: true,
         };
+        let mut queued = metrics::QueueEntry::waiting();
         self.create_deployments(&work, &namespace, &mut unfinished)
             .await;
         let deployments = unfinished.deployments.clone();
         let Some(_slot) = job.slot().await else {
             return; // shutting down; `unfinished` reports it
         };
+        queued.running();
         let started = Instant::now();
         log!(
             Info,
@@ -166,6 +170,8 @@ impl<D: Deployer> Worker<D> {
             deployments: &deployments,
             took: &took,
         };
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        metrics::up_finished(outcome, started.elapsed());
         match result {
             Ok(deployed) => self.report_success(&run, &deployed).await,
             Err(failure) => self.report_failure(&run, &failure).await,
@@ -295,9 +301,11 @@ impl<D: Deployer> Worker<D> {
     async fn destroy(self: Arc<Self>, work: Work, job: Job) {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
+        let mut queued = metrics::QueueEntry::waiting();
         let Some(_slot) = job.slot().await else {
             return;
         };
+        queued.running();
         let started = Instant::now();
         log!(
             Info,
@@ -309,6 +317,7 @@ impl<D: Deployer> Worker<D> {
         );
         let result = self.deployer.destroy(branch).await;
         let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        metrics::deletion(if result.is_ok() { "deleted" } else { "failed" });
         match result {
             Ok(()) => {
                 log!(
@@ -437,11 +446,29 @@ impl<D: Deployer> Worker<D> {
 
 impl<D: Deployer> Executor for Worker<D> {
     fn execute(self: Arc<Self>, work: Work, job: Job) -> BoxFuture<'static, ()> {
+        let span = work_span(&work);
         match work.action {
-            Action::Deploy => self.deploy(work, job).boxed(),
-            Action::Destroy => self.destroy(work, job).boxed(),
+            Action::Deploy => self.deploy(work, job).instrument(span).boxed(),
+            Action::Destroy => self.destroy(work, job).instrument(span).boxed(),
         }
     }
+}
+
+/// Every line of a piece of work carries the delivery that asked for it (none: the service's
+/// own reconcile), the newest pull request's repository and number, and the branch. At the
+/// error level so that no filter drops these fields from the lines it lets through.
+fn work_span(work: &Work) -> tracing::Span {
+    let newest = work.prs.last();
+    tracing::error_span!(
+        "work",
+        delivery = newest
+            .map(|p| p.delivery.as_str())
+            .filter(|d| !d.is_empty()),
+        repo = newest.map(|p| p.repo.as_str()),
+        pr = newest.map(|p| p.number),
+        branch = work.branch.as_str(),
+        action = %work.action,
+    )
 }
 
 /// Reports the deployments of work that ends before it reported an outcome: superseded by a
