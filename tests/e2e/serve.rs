@@ -629,7 +629,11 @@ fn chromium_dom(url: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| {
         panic!("could not run chromium ({e}): `scripts/setup` installs Debian's chromium")
     });
-    assert!(out.status.success(), "{}", crate::support::describe(&cmd, &out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::describe(&cmd, &out)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -676,9 +680,18 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
     );
     assert!(row.contains(&pr_link), "no `{pr_link}` in the row:\n{row}");
     let url_link = format!(r#"<a class="url" href="{url}">{url}</a>"#);
-    assert!(row.contains(&url_link), "no `{url_link}` in the row:\n{row}");
-    assert!(row.contains(r#"<td class="branch">feature-x</td>"#), "{row}");
-    assert!(row.contains(r#"<td class="status ready">ready</td>"#), "{row}");
+    assert!(
+        row.contains(&url_link),
+        "no `{url_link}` in the row:\n{row}"
+    );
+    assert!(
+        row.contains(r#"<td class="branch">feature-x</td>"#),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<td class="status ready">ready</td>"#),
+        "{row}"
+    );
     assert!(row.contains(&sha[..7]), "{row}");
 
     let api: Value = reqwest::get(serve.url("/api/sandboxes"))
@@ -718,7 +731,10 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
         "sandbox_serve_up_duration_seconds_count{outcome=\"success\"} 1",
         "sandbox_serve_queue{state=\"running\"} 0",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
     }
     assert!(
         metrics.contains("sandbox_serve_sandboxes{status=\"ready\"}"),
