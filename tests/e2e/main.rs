@@ -18,3 +18,4 @@ mod lock;
 mod outage;
 mod serve;
 mod up;
+mod verbosity;
