@@ -461,6 +461,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verbosity_and_the_log_format_are_flags() {
+        let cli = Cli::try_parse_from(["sandbox", "list"]).unwrap();
+        assert_eq!((cli.verbose, cli.debug), (0, false));
+        let cli = Cli::try_parse_from(["sandbox", "-vv", "list", "--debug"]).unwrap();
+        assert_eq!((cli.verbose, cli.debug), (2, true));
+        let cli = Cli::try_parse_from(["sandbox", "serve", "-v", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.verbose, 1);
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.log_format, crate::logging::Format::Json);
+        let Command::Serve(args) = Cli::try_parse_from(["sandbox", "serve"]).unwrap().command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(args.log_format, crate::logging::Format::Text);
+        let bad = Cli::try_parse_from(["sandbox", "serve", "--log-format", "xml"]).unwrap_err();
+        assert!(
+            bad.to_string().contains("[possible values: text, json]"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn completion_is_an_alias_and_down_has_a_dry_run() {
         let cli = Cli::try_parse_from(["sandbox", "completion", "zsh"]).unwrap();
         assert!(matches!(cli.command, Command::Completions(_)));

@@ -139,6 +139,7 @@ impl<D: Deployer> Worker<D> {
             job: job.clone(),
             background: self.background.clone(),
             armed: true,
+            span: tracing::Span::current(),
         };
         let mut queued = metrics::QueueEntry::waiting();
         self.create_deployments(&work, &namespace, &mut unfinished)
@@ -479,6 +480,8 @@ struct Unfinished {
     job: Job,
     background: Arc<Background>,
     armed: bool,
+    /// The work's span: its reports run after it, and their lines still say whose they are.
+    span: tracing::Span,
 }
 
 impl Drop for Unfinished {
@@ -499,28 +502,32 @@ impl Drop for Unfinished {
             State::Error
         };
         let deployments = std::mem::take(&mut self.deployments);
-        self.background.spawn(async move {
-            for (pr, id) in deployments {
-                log!(
-                    Info,
-                    "github.deployment.ended",
-                    pr = pr,
-                    id = id,
-                    state = state.as_str(),
-                    reason = reason
-                );
-                if let Err(e) = gh.set_status(&pr.repo, id, state, &reason, None).await {
+        let span = self.span.clone();
+        self.background.spawn(
+            async move {
+                for (pr, id) in deployments {
                     log!(
-                        Warn,
-                        "github.failed",
+                        Info,
+                        "github.deployment.ended",
                         pr = pr,
-                        deployment = id,
-                        call = "status",
-                        error = format!("{e:#}")
+                        id = id,
+                        state = state.as_str(),
+                        reason = reason
                     );
+                    if let Err(e) = gh.set_status(&pr.repo, id, state, &reason, None).await {
+                        log!(
+                            Warn,
+                            "github.failed",
+                            pr = pr,
+                            deployment = id,
+                            call = "status",
+                            error = format!("{e:#}")
+                        );
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
