@@ -31,6 +31,17 @@ fn label(key: &'static str, value: &str) -> Label {
     vec![(key, value.to_owned())]
 }
 
+/// What becomes of a webhook delivery.
+const DELIVERY_OUTCOMES: [&str; 7] = [
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "refused",
+    "ignored",
+    "ping",
+    "unavailable",
+];
+
 /// Deploys take seconds to many minutes (image builds, smoke tests).
 const UP_BUCKETS: [f64; 9] = [5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0];
 
@@ -91,9 +102,25 @@ impl Metrics {
             "The product's sandboxes by status, as recorded in the cluster",
             metrics.sandboxes.clone(),
         );
-        // The queue's two states are always shown, at zero before any work.
+        // Every known series is shown from the start, at zero: an alert on a rate of
+        // `bad_signature` must not wait for the first one to exist.
+        for outcome in DELIVERY_OUTCOMES {
+            metrics
+                .deliveries
+                .get_or_create_owned(&label("outcome", outcome));
+        }
         for state in ["running", "waiting"] {
             metrics.queue.get_or_create_owned(&label("state", state));
+        }
+        for outcome in ["success", "failure"] {
+            metrics
+                .up_duration
+                .get_or_create_owned(&label("outcome", outcome));
+        }
+        for outcome in ["deleted", "failed"] {
+            metrics
+                .deletions
+                .get_or_create_owned(&label("outcome", outcome));
         }
         Metrics {
             registry,
@@ -257,6 +284,14 @@ mod tests {
     #[test]
     fn the_text_format_names_every_series_with_help_type_and_labels() {
         let m = Metrics::new();
+        let fresh = m.render();
+        for line in [
+            "sandbox_serve_deliveries_total{outcome=\"unavailable\"} 0",
+            "sandbox_serve_up_duration_seconds_count{outcome=\"failure\"} 0",
+            "sandbox_serve_deletions_total{outcome=\"failed\"} 0",
+        ] {
+            assert!(fresh.lines().any(|l| l == line), "no `{line}` in:\n{fresh}");
+        }
         m.delivery("accepted");
         m.delivery("accepted");
         m.delivery("bad_signature");

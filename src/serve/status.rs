@@ -114,6 +114,8 @@ struct Row {
     expires_at: Option<String>,
     /// Seconds since it was created.
     age_seconds: Option<i64>,
+    /// Seconds until it expires (negative: expired).
+    expires_in_seconds: Option<i64>,
     expired: bool,
     /// Why its last `up` failed, scrubbed.
     last_error: Option<String>,
@@ -130,6 +132,7 @@ fn row(record: SandboxRecord, github_web: &str, now: jiff::Timestamp) -> Row {
     Row {
         expired: record.expired(now),
         age_seconds: record.created_at.map(|t| now.duration_since(t).as_secs()),
+        expires_in_seconds: record.expires_at.map(|t| t.duration_since(now).as_secs()),
         prs: record
             .prs
             .iter()
@@ -337,10 +340,14 @@ fn render_row(row: &Row) -> String {
         })
         .collect();
     let age = row.age_seconds.map_or_else(String::new, duration_text);
-    let expires = match (&row.expires_at, row.expired) {
-        (Some(at), true) => format!("<span title=\"{}\">expired</span>", escape(at)),
-        (Some(at), false) => format!("<span title=\"{}\">{}</span>", escape(at), escape(at)),
-        (None, _) => String::new(),
+    let expires = match (&row.expires_at, row.expires_in_seconds, row.expired) {
+        (Some(at), _, true) => format!("<span title=\"{}\">expired</span>", escape(at)),
+        (Some(at), Some(left), false) => format!(
+            "<span title=\"{}\">in {}</span>",
+            escape(at),
+            duration_text(left)
+        ),
+        _ => String::new(),
     };
     let error = row.last_error.as_deref().map_or_else(String::new, |e| {
         format!("<div class=\"error\">{}</div>", escape(e))
@@ -463,6 +470,7 @@ mod tests {
         assert!(html.contains(r#"<td class="status failed">failed</td>"#));
         assert!(html.contains("<code title=\"0123456789abcdef\">0123456</code>"));
         assert!(html.contains("<td>3h 2m</td>"), "{html}");
+        assert!(html.contains(">in 1d 20h</span>") || html.contains(">in 1d 21h</span>"));
         assert!(html.contains("smoke test `&lt;img src=pic.png onerror=alert(2)&gt;` failed"));
         assert!(html.contains(r#"<tr id="sandbox-sb-feature-x""#));
     }
