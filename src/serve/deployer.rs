@@ -27,17 +27,19 @@ pub(crate) struct ClusterDeployer {
 impl ClusterDeployer {
     /// Record why the deploy failed on the sandbox, if it has one, for the status page (`up`
     /// records failures of its rollout itself; this also covers those before it, e.g. a
-    /// checkout or render error on a re-up). Best effort: the failure is reported anyway.
+    /// checkout or render error on a re-up). The status is left as it is: what runs may still
+    /// be the previous (or rolled back) revision. Best effort: the failure is reported anyway.
     async fn record_failure(&self, branch: &str, failure: &Failure) {
         let recorded = async {
             let cluster = connect(&self.cluster).await?;
             let config = &self.config;
             let namespace =
                 record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
-            if let Lookup::Ours(_) = record::fetch(&cluster, &namespace, &config.name).await? {
+            let lookup = record::fetch(&cluster, &namespace, &config.name).await?;
+            if matches!(lookup, Lookup::Ours(r) if !r.terminating) {
                 let update = record::Update {
                     last_error: Some(Some(failure.summary.clone())),
-                    ..record::Update::status(record::Status::Failed)
+                    ..record::Update::default()
                 };
                 record::update(&cluster, &namespace, update).await?;
             }

@@ -756,6 +756,62 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
     assert_eq!(done["pr"], 42, "{done}");
     assert_eq!(done["branch"], "feature-x", "{done}");
     assert!(!log.contains(TOKEN) && !log.contains(SECRET) && !log.contains(DB_PASSWORD));
+
+    // A push that cannot deploy (its values do not parse): the row keeps the running revision's
+    // status and shows why the last deploy failed, as text.
+    let broken = product.commit("backend", "feature-x", "broken values", |dir| {
+        std::fs::write(dir.join("api/values.yaml"), "replicas: [1, <b>2\n").unwrap();
+    });
+    let (status, answer) = deliver(
+        &serve.url("/webhook"),
+        "pull_request",
+        "e2e-page-broken",
+        &pull_request("synchronize", &broken),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    wait_until(
+        "a failure status for the broken push",
+        Duration::from_secs(300),
+        &serve,
+        &github,
+        || {
+            let ids = deployments_for(&github, &broken);
+            github
+                .statuses()
+                .iter()
+                .any(|s| ids.contains(&s.deployment) && s.state == "failure")
+        },
+    )
+    .await;
+    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox = api["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["namespace"] == ns.name.as_str())
+        .unwrap();
+    let last_error = sandbox["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sandbox}"));
+    assert!(last_error.contains("values.yaml"), "{last_error}");
+    assert_eq!(
+        sandbox["status"], "ready",
+        "the previous revision still runs"
+    );
+    let dom = chromium_dom(&serve.url("/"));
+    let row = &dom[dom
+        .find(&format!(r#"<tr id="sandbox-{}""#, ns.name))
+        .unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains(r#"<div class="error">"#), "{row}");
+    assert!(!row.contains("<b>"), "the error is text, not markup: {row}");
 }
 
 /// The node's address: what a pod reaches this machine's network namespace at.
