@@ -326,16 +326,23 @@ pub(crate) fn quote(value: &str) -> String {
 /// The lines `body` logs, in `format`, with every level let through (for tests).
 #[cfg(test)]
 pub(crate) fn capture(format: Format, body: impl FnOnce()) -> String {
+    let (subscriber, lines) = capturing(format);
+    tracing::subscriber::with_default(subscriber, body);
+    lines()
+}
+
+/// A subscriber that keeps every line, and what it has kept so far (for tests; async ones set
+/// it as the thread's default, which a current-thread runtime's tasks share).
+#[cfg(test)]
+pub(crate) fn capturing(format: Format) -> (impl Subscriber + Send + Sync, impl Fn() -> String) {
     let out = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
     let sink = out.clone();
     let layer = Lines::new(
         format,
         Arc::new(move |line: &[u8]| sink.lock().unwrap().extend_from_slice(line)),
     );
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, body);
-    let bytes = out.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    let lines = move || String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    (tracing_subscriber::registry().with(layer), lines)
 }
 
 #[cfg(test)]

@@ -465,6 +465,45 @@ async fn the_status_page_metrics_and_webhook_share_the_port() {
 }
 
 #[tokio::test]
+async fn every_line_of_a_piece_of_work_names_its_delivery_pull_request_and_branch() {
+    let (subscriber, lines) = crate::logging::capturing(crate::logging::Format::Text);
+    let _default = tracing::subscriber::set_default(subscriber);
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let opened = pull_request("opened", "span-x", SHA1);
+    let (status, answer) = h.deliver("pull_request", "span-1", &opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    h.queue.idle().await;
+    h.stop().await;
+    let log = lines();
+    let work: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["event=webhook.", "event=job.", "event=github."]
+                .iter()
+                .any(|e| l.contains(e))
+        })
+        .collect();
+    for event in [
+        "webhook.accepted",
+        "webhook.queued",
+        "job.started",
+        "job.succeeded",
+        "github.deployment",
+    ] {
+        assert!(
+            work.iter().any(|l| l.contains(&format!("event={event} "))),
+            "no {event} in\n{log}"
+        );
+    }
+    for line in &work {
+        for field in ["delivery=span-1", "repo=octo-org/backend", "branch=span-x"] {
+            assert!(line.contains(field), "no {field} in `{line}`");
+        }
+        assert!(line.contains(" pr="), "no pr in `{line}`");
+    }
+}
+
+#[tokio::test]
 async fn a_pull_requests_life_is_reported_on_github() {
     let mut h = Harness::start(Duration::from_millis(300), 1 << 20).await;
 
