@@ -87,6 +87,7 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     };
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
+    learn_credentials(&config.auth_info);
     let server = config.cluster_url.to_string();
     let direct = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
     let default_namespace = direct.default_namespace().to_owned();
@@ -118,6 +119,17 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
         server,
         version,
     })
+}
+
+/// The kubeconfig's token and password never show in a diagnostic line, whatever `RUST_LOG`
+/// lets through (no crate is known to log them; this is the net under that).
+fn learn_credentials(auth: &kube::config::AuthInfo) {
+    use secrecy::ExposeSecret;
+    let secrets = [&auth.token, &auth.password]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_owned());
+    crate::logging::add_secrets(secrets);
 }
 
 impl Cluster {
@@ -225,5 +237,24 @@ impl tower::Service<http::Request<kube::client::Body>> for Summarised {
             }
             Ok(answer?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kubeconfig_credentials_are_scrubbed_from_diagnostics() {
+        let auth = kube::config::AuthInfo {
+            token: Some("kubeconfig-test-token-5f0c1d".to_owned().into()),
+            password: Some("kubeconfig-test-password-9e2a".to_owned().into()),
+            ..Default::default()
+        };
+        super::learn_credentials(&auth);
+        let line = "Authorization: Bearer kubeconfig-test-token-5f0c1d basic kubeconfig-test-password-9e2a";
+        let scrubbed = crate::logging::scrub(line);
+        assert_eq!(
+            scrubbed,
+            "Authorization: Bearer <redacted> basic <redacted>"
+        );
     }
 }
