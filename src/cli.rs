@@ -39,6 +39,13 @@ pub struct Cli {
     /// Print only results and errors.
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
+    /// Diagnostics on stderr: `-v` the tool's and the Kubernetes client's events, `-vv` debug,
+    /// `-vvv` trace (RUST_LOG, when set, chooses instead). Never headers or secret values.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Print a line per Kubernetes API request: method, path, status, duration.
+    #[arg(long, global = true)]
+    pub(crate) debug: bool,
     /// Hand sops files the built-in decryptor cannot read (PGP, cloud KMS, Vault keys) to the
     /// `sops` binary on PATH, for the key types `sops.binary.key_types` in sandbox.yaml allows
     /// (default: age and pgp). Off by default: a branch's sops metadata chooses where sops sends
@@ -475,6 +482,10 @@ pub(crate) struct ServeArgs {
     /// The ClusterRole of what --service-account may do inside a sandbox.
     #[arg(long, value_name = "CLUSTERROLE", requires = "service_account")]
     pub(crate) sandbox_role: Option<String>,
+    /// Log lines as `key=value` text or as one JSON object per line (RUST_LOG filters them;
+    /// default: the service's events at info, everything else at warn).
+    #[arg(long, value_enum, default_value_t = crate::logging::Format::Text, env = "SANDBOX_LOG_FORMAT")]
+    pub(crate) log_format: crate::logging::Format,
     /// How often to prune the checkout cache, as `sandbox cache prune` does (`0s`: never).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
     pub(crate) prune_cache_every: Duration,
@@ -573,6 +584,30 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+
+    #[test]
+    fn verbosity_and_the_log_format_are_flags() {
+        let cli = Cli::try_parse_from(["sandbox", "list"]).unwrap();
+        assert_eq!((cli.verbose, cli.debug), (0, false));
+        let cli = Cli::try_parse_from(["sandbox", "-vv", "list", "--debug"]).unwrap();
+        assert_eq!((cli.verbose, cli.debug), (2, true));
+        let cli = Cli::try_parse_from(["sandbox", "serve", "-v", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.verbose, 1);
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.log_format, crate::logging::Format::Json);
+        let Command::Serve(args) = Cli::try_parse_from(["sandbox", "serve"]).unwrap().command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(args.log_format, crate::logging::Format::Text);
+        let bad = Cli::try_parse_from(["sandbox", "serve", "--log-format", "xml"]).unwrap_err();
+        assert!(
+            bad.to_string().contains("[possible values: text, json]"),
+            "{bad}"
+        );
+    }
 
     #[test]
     fn completion_is_an_alias_and_down_has_a_dry_run() {

@@ -87,12 +87,15 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     };
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
+    learn_credentials(&config.auth_info);
     let server = config.cluster_url.to_string();
     let direct = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
     let default_namespace = direct.default_namespace().to_owned();
-    // Every request goes through the retries that ride out a short outage of the API server.
+    // Every request goes through the retries that ride out a short outage of the API server;
+    // each attempt is summarised for `--debug`.
+    let logged = Client::new(Summarised { inner: direct }, default_namespace.clone());
     let client = Client::new(
-        crate::outage::Retrying::new(direct, server.clone()),
+        crate::outage::Retrying::new(logged, server.clone()),
         default_namespace,
     );
     let version = client
@@ -116,6 +119,17 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
         server,
         version,
     })
+}
+
+/// The kubeconfig's token and password never show in a diagnostic line, whatever `RUST_LOG`
+/// lets through (no crate is known to log them; this is the net under that).
+fn learn_credentials(auth: &kube::config::AuthInfo) {
+    use secrecy::ExposeSecret;
+    let secrets = [&auth.token, &auth.password]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_owned());
+    crate::logging::add_secrets(secrets);
 }
 
 impl Cluster {
@@ -175,5 +189,80 @@ pub(crate) fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+/// One debug line per API request on [`crate::logging::API_TARGET`] (`--debug`): method, path
+/// and query, status, duration. Never headers (the credentials) nor bodies (Secrets' data).
+#[derive(Clone)]
+struct Summarised {
+    inner: Client,
+}
+
+type Answer = Result<http::Response<kube::client::Body>, tower::BoxError>;
+
+impl tower::Service<http::Request<kube::client::Body>> for Summarised {
+    type Response = http::Response<kube::client::Body>;
+    type Error = tower::BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), tower::BoxError>> {
+        // The inner client buffers; it is always ready to take a request.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let method = request.method().clone();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().path().to_owned(), ToString::to_string);
+            let started = std::time::Instant::now();
+            let answer = inner.send(request).await;
+            let took = format!("{:.0}ms", started.elapsed().as_secs_f64() * 1000.0);
+            match &answer {
+                Ok(response) => tracing::debug!(
+                    target: crate::logging::API_TARGET,
+                    method = %method,
+                    path = %path,
+                    status = response.status().as_u16(),
+                    took = %took,
+                    "api.request"
+                ),
+                Err(error) => tracing::debug!(
+                    target: crate::logging::API_TARGET,
+                    method = %method,
+                    path = %path,
+                    error = %error,
+                    took = %took,
+                    "api.request"
+                ),
+            }
+            Ok(answer?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kubeconfig_credentials_are_scrubbed_from_diagnostics() {
+        let auth = kube::config::AuthInfo {
+            token: Some("kubeconfig-test-token-5f0c1d".to_owned().into()),
+            password: Some("kubeconfig-test-password-9e2a".to_owned().into()),
+            ..Default::default()
+        };
+        super::learn_credentials(&auth);
+        let line = "Authorization: Bearer kubeconfig-test-token-5f0c1d basic kubeconfig-test-password-9e2a";
+        let scrubbed = crate::logging::scrub(line);
+        assert_eq!(
+            scrubbed,
+            "Authorization: Bearer <redacted> basic <redacted>"
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod error;
 mod access;
 mod kube;
 mod lock;
+mod logging;
 mod object;
 mod outage;
 mod program;

@@ -31,8 +31,11 @@ impl Reporter {
         }
     }
 
-    /// Texts that must never be shown (decrypted values).
+    /// Texts that must never be shown (decrypted values): not here, nor in any diagnostic line
+    /// (`-v`, serve's log).
     pub(crate) fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
+        let secrets: Vec<String> = secrets.into_iter().collect();
+        crate::logging::add_secrets(secrets.iter().cloned());
         self.secrets.add(secrets);
     }
 

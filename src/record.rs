@@ -55,7 +55,12 @@ mod key {
     /// What made the sandbox: [`super::MADE_BY_UP`] or [`super::MADE_BY_SERVE`]; kept as it
     /// was by every later `up`.
     pub(super) const MADE_BY: &str = "made-by";
+    /// Why the last `up` failed (scrubbed, cut short); removed by the next success.
+    pub(super) const LAST_ERROR: &str = "last-error";
 }
+
+/// The longest last error recorded (annotations share 256 KiB per object).
+pub(crate) const MAX_LAST_ERROR: usize = 2000;
 
 /// `sandbox.dev/made-by` of a sandbox that `sandbox up` made (by hand, or a script).
 pub(crate) const MADE_BY_UP: &str = "up";
@@ -192,6 +197,8 @@ pub(crate) struct SandboxRecord {
     pub(crate) expires_at: Option<jiff::Timestamp>,
     pub(crate) status: Option<Status>,
     pub(crate) url: Option<String>,
+    /// Why the last `up` failed, when it did (scrubbed of secrets when written).
+    pub(crate) last_error: Option<String>,
     /// repo name → what it was checked out at.
     pub(crate) repos: BTreeMap<String, RepoAt>,
     /// The pull requests it previews, oldest first (empty: made by hand).
@@ -233,6 +240,7 @@ impl SandboxRecord {
             expires_at: time(key::EXPIRES_AT),
             status: get(key::STATUS).and_then(Status::parse),
             url: get(key::URL).map(str::to_owned),
+            last_error: get(key::LAST_ERROR).map(str::to_owned),
             repos: get(key::REPOS)
                 .and_then(|r| serde_json::from_str(r).ok())
                 .unwrap_or_default(),
@@ -324,6 +332,9 @@ pub(crate) struct Update {
     pub(crate) url: Option<String>,
     pub(crate) expires_at: Option<jiff::Timestamp>,
     pub(crate) inventory: Option<BTreeSet<ObjectRef>>,
+    /// `Some(Some(error))` records why the run failed (the caller scrubs it; it is cut to
+    /// [`MAX_LAST_ERROR`] characters), `Some(None)` removes it.
+    pub(crate) last_error: Option<Option<String>>,
 }
 
 impl Update {
@@ -359,8 +370,37 @@ impl Update {
                 serde_json::to_string(i).expect("serializable"),
             );
         }
+        if let Some(Some(error)) = &self.last_error {
+            put(key::LAST_ERROR, cut(error, MAX_LAST_ERROR));
+        }
         a
     }
+
+    /// The patch: what is set, and `null` for what is removed.
+    fn patch(&self) -> serde_json::Value {
+        let mut annotations: serde_json::Map<String, serde_json::Value> = self
+            .annotations()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        if let Some(None) = self.last_error {
+            annotations.insert(
+                format!("{PREFIX}{}", key::LAST_ERROR),
+                serde_json::Value::Null,
+            );
+        }
+        serde_json::json!({"metadata": {"annotations": annotations}})
+    }
+}
+
+/// At most `limit` characters of `text`, cut on a character boundary, `…` marking a cut.
+fn cut(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// Something about a sandbox's namespace that stops the command.
@@ -593,7 +633,7 @@ pub(crate) async fn update(
     namespace: &str,
     update: Update,
 ) -> Result<(), RecordError> {
-    let patch = serde_json::json!({"metadata": {"annotations": update.annotations()}});
+    let patch = update.patch();
     namespaces(cluster)
         .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -936,6 +976,44 @@ mod tests {
                 .unwrap();
         assert_eq!(record.status, Some(Status::Ready));
         assert_eq!(record.inventory.len(), 1);
+    }
+
+    #[test]
+    fn the_last_error_is_recorded_cut_short_and_removed_by_a_success() {
+        let long = "é".repeat(MAX_LAST_ERROR + 10);
+        let failed = Update {
+            last_error: Some(Some(long)),
+            ..Update::status(Status::Failed)
+        };
+        let patch = failed.patch();
+        let written = patch["metadata"]["annotations"]["sandbox.dev/last-error"]
+            .as_str()
+            .unwrap();
+        assert_eq!(written.chars().count(), MAX_LAST_ERROR);
+        assert!(written.ends_with('…'));
+        let record = SandboxRecord::from_namespace(&namespace(
+            &[(MANAGED_BY, MANAGED_BY_VALUE)],
+            &[("sandbox.dev/last-error", written)],
+        ))
+        .unwrap();
+        assert_eq!(record.last_error.as_deref(), Some(written));
+        let ready = Update {
+            last_error: Some(None),
+            ..Update::status(Status::Ready)
+        };
+        let patch = ready.patch();
+        assert_eq!(
+            patch["metadata"]["annotations"]["sandbox.dev/last-error"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            patch["metadata"]["annotations"]["sandbox.dev/status"],
+            "ready"
+        );
+        let untouched = Update::status(Status::Deploying).patch();
+        assert!(untouched["metadata"]["annotations"]
+            .get("sandbox.dev/last-error")
+            .is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("redact", 0),
+    ("logging", 0),
     ("kube", 1),
     ("object", 1),
     ("outage", 0),

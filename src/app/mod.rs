@@ -21,6 +21,10 @@ use crate::progress::Reporter;
 /// Run one command: its exit code ([`crate::error::EXIT_OK`], or `diff`'s
 /// [`crate::error::EXIT_CHANGES`]). A failure comes back as the text the binary shows for it.
 pub async fn run(cli: Cli) -> std::result::Result<i32, Failed> {
+    let reporter = Reporter::new(cli.quiet);
+    if let Err(error) = init_logging(&cli) {
+        return Err(Failed::of(&error.into(), &reporter));
+    }
     let app = App {
         config_path: cli.config,
         sops_binary: cli.sops_binary,
@@ -28,12 +32,29 @@ pub async fn run(cli: Cli) -> std::result::Result<i32, Failed> {
             kubeconfig: cli.kubeconfig,
             context: cli.context,
         },
-        reporter: Reporter::new(cli.quiet),
+        reporter,
         env: environment(),
     };
     dispatch(&app, cli.command)
         .await
         .map_err(|error| Failed::of(&error, &app.reporter))
+}
+
+/// Diagnostics as `-v`, `--debug`, `RUST_LOG` and serve's `--log-format` ask.
+fn init_logging(cli: &Cli) -> std::result::Result<(), crate::logging::FilterError> {
+    let (service, format) = match &cli.command {
+        Command::Serve(args) => (true, args.log_format),
+        _ => (false, crate::logging::Format::Text),
+    };
+    let verbosity = crate::logging::Verbosity {
+        verbose: cli.verbose,
+        api_requests: cli.debug,
+        service,
+    };
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = crate::logging::filter(rust_log.as_deref(), verbosity)?;
+    crate::logging::init(filter, format);
+    Ok(())
 }
 
 /// Run a command; its exit code when it succeeds.

@@ -53,6 +53,7 @@ crate::error::hint_registry!(
         crate::access::AccessError,
         crate::record::RecordError,
         crate::yaml::YamlTooLarge,
+        crate::logging::FilterError,
         config::ConfigError,
         checkout::CheckoutError,
         checkout::RepoFileError,

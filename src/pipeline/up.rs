@@ -373,6 +373,7 @@ async fn rollout(
     }
     let done = Update {
         url: Some(url.clone()),
+        last_error: Some(None),
         ..Update::status(if wait { Status::Ready } else { Status::Applied })
     };
     record::update(cluster, ns, done).await?;
@@ -409,7 +410,13 @@ impl Failure<'_> {
     ) -> anyhow::Error {
         let ns = self.settings.namespace.as_str();
         // Best effort: the error being reported matters more than a failed status write.
-        let _ = record::update(self.cluster, ns, Update::status(Status::Failed)).await;
+        let failed = Update {
+            last_error: Some(Some(crate::logging::scrub(
+                &reporter.scrub(&format!("{error:#}")),
+            ))),
+            ..Update::status(Status::Failed)
+        };
+        let _ = record::update(self.cluster, ns, failed).await;
         match on_failure {
             OnFailure::Keep => error,
             OnFailure::Rollback => {

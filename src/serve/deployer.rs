@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::log::{log, scrub};
 use super::queue::PrRef;
 use super::worker::{Deployed, Deployer, Destroyed, Failure};
 use crate::kube::{connect, ClusterOptions};
@@ -21,6 +22,39 @@ pub(crate) struct ClusterDeployer {
     pub(crate) ttl: Option<Duration>,
     pub(crate) on_failure: OnFailure,
     pub(crate) env: Environment,
+}
+
+impl ClusterDeployer {
+    /// Record why the deploy failed on the sandbox, if it has one, for the status page (`up`
+    /// records failures of its rollout itself; this also covers those before it, e.g. a
+    /// checkout or render error on a re-up). The status is left as it is: what runs may still
+    /// be the previous (or rolled back) revision. Best effort: the failure is reported anyway.
+    async fn record_failure(&self, branch: &str, failure: &Failure) {
+        let recorded = async {
+            let cluster = connect(&self.cluster).await?;
+            let config = &self.config;
+            let namespace =
+                record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
+            let lookup = record::fetch(&cluster, &namespace, &config.name).await?;
+            if matches!(lookup, Lookup::Ours(r) if !r.terminating) {
+                let update = record::Update {
+                    last_error: Some(Some(failure.summary.clone())),
+                    ..record::Update::default()
+                };
+                record::update(&cluster, &namespace, update).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            log!(
+                Warn,
+                "record.failed",
+                branch = branch,
+                error = scrub(&format!("{e:#}"))
+            );
+        }
+    }
 }
 
 impl Deployer for ClusterDeployer {
@@ -70,7 +104,11 @@ impl Deployer for ClusterDeployer {
                 url: report.url,
                 repos: report.repos,
             }),
-            Err(e) => Err(Failure::new(&e, |t| reporter.scrub(t))),
+            Err(e) => {
+                let failure = Failure::new(&e, |t| reporter.scrub(t));
+                self.record_failure(branch, &failure).await;
+                Err(failure)
+            }
         }
     }
 

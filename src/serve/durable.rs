@@ -29,6 +29,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
 
 use super::log::log;
 use super::queue::{Action, Executor, Job, PrRef, Queue, Work};
@@ -292,6 +293,7 @@ struct Runner<S, D> {
 
 impl<S: Store, D: Deployer> Executor for Runner<S, D> {
     fn execute(self: Arc<Self>, work: Work, job: Job) -> BoxFuture<'static, ()> {
+        let span = super::worker::work_span(&work);
         async move {
             let branch = work.branch;
             if let Err(e) = self.clone().claimed(&branch, job).await {
@@ -305,6 +307,7 @@ impl<S: Store, D: Deployer> Executor for Runner<S, D> {
                 self.shared.done(&branch, u64::MAX);
             }
         }
+        .instrument(span)
         .boxed()
     }
 }

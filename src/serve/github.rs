@@ -715,6 +715,12 @@ async fn send_retried(
             Err(e) => Err(e),
         };
         let now = SystemTime::now();
+        let failed = result.as_ref().map_or(true, |a| {
+            a.status.is_client_error() || a.status.is_server_error()
+        });
+        if failed && service.name == GITHUB.name {
+            super::metrics::github_call_failed(what);
+        }
         let attempt = match &result {
             Ok(a) => Attempt::Answered(a.status, &a.headers),
             Err(e) if e.is_connect() => Attempt::NotSent,

@@ -34,6 +34,7 @@ use super::durable::Intake;
 use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
+use super::metrics;
 use super::queue::{PrRef, Work};
 use super::scope::Scope;
 use super::signature;
@@ -227,6 +228,11 @@ struct Delivery {
 impl Delivery {
     /// Refuse it: 4xx/5xx, logged as a warning.
     fn refuse(&self, status: StatusCode, reason: String) -> Response {
+        metrics::delivery(if status == StatusCode::UNAUTHORIZED {
+            "bad_signature"
+        } else {
+            "refused"
+        });
         log!(
             Warn,
             "webhook.refused",
@@ -234,18 +240,19 @@ impl Delivery {
             reason = reason,
             peer = self.peer,
             delivery = self.id,
-            event = self.event
+            github_event = self.event
         );
         answer(status, json!({ "error": reason }))
     }
 
     /// Acknowledge it without doing anything.
     fn ignore(&self, reason: String) -> Response {
+        metrics::delivery("ignored");
         log!(
             Info,
             "webhook.ignored",
             delivery = self.id,
-            event = self.event,
+            github_event = self.event,
             reason = reason
         );
         answer(
@@ -263,6 +270,15 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Every line about this delivery carries its id, and its pull request once it is parsed.
+    let span = tracing::error_span!(
+        "webhook",
+        delivery = header_str(&headers, "x-github-delivery").unwrap_or(""),
+        repo = tracing::field::Empty,
+        pr = tracing::field::Empty,
+        branch = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let delivery = Delivery {
         id: header_str(&headers, "x-github-delivery")
             .unwrap_or("")
@@ -283,11 +299,12 @@ async fn webhook(
         .expect("not poisoned")
         .insert(&delivery.id)
     {
+        metrics::delivery("duplicate");
         log!(
             Info,
             "webhook.duplicate",
             delivery = delivery.id,
-            event = delivery.event
+            github_event = delivery.event
         );
         return answer(
             StatusCode::OK,
@@ -388,6 +405,7 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
         Incoming::Ping { zen } => {
             let zen = zen.as_deref().unwrap_or("");
             log!(Info, "webhook.ping", delivery = delivery.id, zen = zen);
+            metrics::delivery("ping");
             return Next::Answered(answer(StatusCode::OK, json!({ "status": "pong" })));
         }
         Incoming::Other { event } => {
@@ -416,6 +434,10 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
             pr.repo
         )));
     }
+    let span = tracing::Span::current();
+    span.record("repo", pr.repo.as_str());
+    span.record("pr", pr.number);
+    span.record("branch", pr.head_ref.as_str());
     log!(
         Info,
         "webhook.accepted",
@@ -434,6 +456,7 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
             sha: pr.head_sha,
             author: pr.author,
             deployment: None,
+            delivery: delivery.id.clone(),
         }],
     })
 }
@@ -447,6 +470,7 @@ async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl F
         Ok(submitted) => submitted,
         Err(e) => {
             forget();
+            metrics::delivery("unavailable");
             log!(
                 Error,
                 "webhook.unrecorded",
@@ -471,13 +495,17 @@ async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl F
         branch = branch,
         outcome = format!("{:?}", submitted.accepted),
     );
+    metrics::delivery(match submitted.accepted {
+        Accepted::Duplicate => "duplicate",
+        _ => "accepted",
+    });
     match submitted.accepted {
         Accepted::Duplicate => {
             log!(
                 Info,
                 "webhook.duplicate",
                 delivery = delivery.id,
-                event = delivery.event
+                github_event = delivery.event
             );
             answer(
                 StatusCode::OK,

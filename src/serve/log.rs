@@ -1,85 +1,68 @@
-//! The service's logs: one line per event on stderr, `time level event key=value…`, easy to
-//! grep and to parse. Values with spaces, quotes or line breaks are quoted and escaped, so one
-//! event is always one line. Every text the service knows to be secret (the webhook secret, the
-//! GitHub token, the Slack URL) is replaced before a line is written, whatever field carries it.
+//! The service's log events: `log!(Info, "job.started", branch = b, sha = s)`, one `tracing`
+//! event whose message is the event's name and whose fields are the pairs. [`crate::logging`]
+//! writes them (text `time level event key=value…` or JSON, `--log-format`), adds the fields of
+//! the spans they happen in (delivery, repository, pull request, branch), and scrubs every text
+//! the service knows to be secret (the webhook secret, the GitHub token, the Slack URL, what a
+//! deploy decrypted) from every line, whatever field carries it.
 
-use std::fmt::{Display, Write};
-use std::io::Write as _;
+use std::fmt::Display;
 
-use crate::redact::Scrubber;
-
-/// The service's own secrets; a short one is matched only where it stands alone (see
-/// [`crate::redact`]), so it cannot garble every line.
-static SECRETS: Scrubber = Scrubber::new();
-
-/// Never show `secret` in a log line or in anything [`scrub`] cleans.
+/// Never show `secret` in a log line or in anything [`scrub`] cleans. A short one is matched only
+/// where it stands alone (see [`crate::redact`]), so it cannot garble every line.
 pub(crate) fn add_secret(secret: &str) {
-    SECRETS.add([secret.to_owned()]);
+    crate::logging::add_secrets([secret.to_owned()]);
 }
 
 /// `text` with every known secret replaced by `<redacted>`.
 pub(crate) fn scrub(text: &str) -> String {
-    SECRETS.scrub(text)
+    crate::logging::scrub(text)
 }
 
+/// The level of a [`write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // the API for events with run-time field names; `log!` is the usual way
 pub(crate) enum Level {
+    Debug,
     Info,
     Warn,
     Error,
 }
 
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
+/// The `tracing` levels of [`log!`]'s level names (constants: a callsite's level is static).
+#[allow(non_upper_case_globals, dead_code)]
+pub(crate) mod levels {
+    pub(crate) const Debug: tracing::Level = tracing::Level::DEBUG;
+    pub(crate) const Info: tracing::Level = tracing::Level::INFO;
+    pub(crate) const Warn: tracing::Level = tracing::Level::WARN;
+    pub(crate) const Error: tracing::Level = tracing::Level::ERROR;
 }
 
-/// One event as a line (without the time), e.g. `level=info event=job.started branch=feature-x`.
-pub(crate) fn format_line(level: Level, event: &str, fields: &[(&str, &dyn Display)]) -> String {
-    let mut line = format!("level={} event={event}", level.as_str());
-    for (key, value) in fields {
-        let value = scrub(&value.to_string());
-        let _ = write!(line, " {key}={}", quote(&value));
-    }
-    line
-}
-
-/// Bare when it is one simple word, else a double-quoted string with escapes.
-fn quote(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
-    if plain {
-        value.to_owned()
-    } else {
-        format!("{value:?}")
-    }
-}
-
-/// Write one event to stderr.
+/// One event whose field names are only known at run time: the pairs become one `fields` text
+/// (`key=value …`). [`log!`] is the usual way, with real fields.
+#[allow(dead_code)]
 pub(crate) fn write(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
-    let line = format!(
-        "time={:.3} {}\n",
-        jiff::Timestamp::now(),
-        format_line(level, event, fields)
-    );
-    // One write per line, so lines of concurrent jobs never interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let pairs: Vec<String> = fields
+        .iter()
+        .map(|(key, value)| format!("{key}={}", crate::logging::quote(&value.to_string())))
+        .collect();
+    let pairs = pairs.join(" ");
+    match level {
+        Level::Debug => tracing::debug!(fields = pairs, "{event}"),
+        Level::Info => tracing::info!(fields = pairs, "{event}"),
+        Level::Warn => tracing::warn!(fields = pairs, "{event}"),
+        Level::Error => tracing::error!(fields = pairs, "{event}"),
+    }
 }
 
-/// `log!(Info, "job.started", branch = b, sha = s)`: one structured line on stderr.
+/// `log!(Info, "job.started", branch = b, sha = s)`: one structured event; each value is shown
+/// with its `Display`.
 macro_rules! log {
     ($level:ident, $event:expr $(, $key:ident = $value:expr)* $(,)?) => {
-        $crate::serve::log::write(
-            $crate::serve::log::Level::$level,
-            $event,
-            &[$((stringify!($key), &$value as &dyn std::fmt::Display)),*],
+        ::tracing::event!(
+            $crate::serve::log::levels::$level,
+            $($key = %$value,)*
+            "{}",
+            $event
         )
     };
 }
@@ -88,30 +71,57 @@ pub(crate) use log;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::{capture, Format};
+
+    /// The line without its time.
+    fn untimed(line: &str) -> &str {
+        line.split_once(' ').unwrap().1.trim_end()
+    }
 
     #[test]
     fn a_line_is_key_value_pairs_with_quoting_where_needed() {
         let branch = "feature-x";
         let error = "could not deploy: \"api\" failed\nline two";
-        let line = format_line(
-            Level::Warn,
-            "job.failed",
-            &[("branch", &branch), ("error", &error), ("empty", &"")],
-        );
+        let line = capture(Format::Text, || {
+            log!(
+                Warn,
+                "job.failed",
+                branch = branch,
+                error = error,
+                empty = ""
+            );
+        });
         assert_eq!(
-            line,
+            untimed(&line),
             r#"level=warn event=job.failed branch=feature-x error="could not deploy: \"api\" failed\nline two" empty="""#
         );
         assert_eq!(line.lines().count(), 1);
     }
 
     #[test]
+    fn json_lines_carry_the_same_fields() {
+        let line = capture(Format::Json, || {
+            log!(Info, "job.succeeded", branch = "feature-x", took = "1.5s");
+        });
+        let line: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(line["event"], "job.succeeded");
+        assert_eq!(line["level"], "info");
+        assert_eq!(line["branch"], "feature-x");
+        assert_eq!(line["took"], "1.5s");
+    }
+
+    #[test]
     fn secrets_never_reach_a_line() {
         add_secret("ghp_log_test_token_0123456789");
         let text = "fetch https://x-access-token:ghp_log_test_token_0123456789@example.com failed";
-        let line = format_line(Level::Error, "job.failed", &[("error", &text)]);
-        assert!(!line.contains("ghp_log_test_token"), "{line}");
-        assert!(line.contains("<redacted>"), "{line}");
+        for format in [Format::Text, Format::Json] {
+            let line = capture(format, || {
+                log!(Error, "job.failed", error = text);
+                write(Level::Debug, "dynamic", &[("error", &text)]);
+            });
+            assert!(!line.contains("ghp_log_test_token"), "{line}");
+            assert!(line.contains("<redacted>"), "{line}");
+        }
         assert!(!scrub(text).contains("ghp_log_test_token"));
     }
 

@@ -21,7 +21,10 @@
 //!   sandbox made by hand, never one another open pull request still uses).
 //! - [`retry`]: when a GitHub or Slack call is tried again (5xx, rate limits).
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
-//! - [`log`]: one `key=value` line per event on stderr, secrets scrubbed.
+//! - [`status`]: the status page `/` and `/api/sandboxes` (from the sandboxes' records in the
+//!   cluster) and `/metrics` ([`metrics`]).
+//! - [`log`]: one structured event per thing that happens, through `tracing`
+//!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
 pub(crate) mod deployer;
 pub(crate) mod durable;
@@ -29,6 +32,7 @@ pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
+pub(crate) mod metrics;
 pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod resync;
@@ -36,6 +40,7 @@ pub(crate) mod retry;
 pub(crate) mod scope;
 pub mod signature;
 pub(crate) mod state;
+pub(crate) mod status;
 pub(crate) mod worker;
 
 // The GitHub stand-in is test support, shared with the end-to-end tests.
@@ -101,6 +106,8 @@ pub(crate) struct Options {
     pub(crate) reporting: Reporting,
     pub(crate) shutdown_grace: Duration,
     pub(crate) scope: scope::Scope,
+    /// What `/`, `/api/sandboxes` and `/metrics` show.
+    pub(crate) status: status::StatusPage,
 }
 
 /// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
@@ -242,6 +249,15 @@ pub(crate) async fn run(
         &args.environment_prefix,
     );
     log_scope(&scope);
+    let status_page = status::StatusPage {
+        product: config.name.clone(),
+        github_web: status::github_web_url(&args.github_api_url),
+        sandboxes: Arc::new(status::ClusterSandboxes {
+            cluster: cluster.clone(),
+            product: config.name.clone(),
+            connected: tokio::sync::OnceCell::new(),
+        }),
+    };
     let deployer = ClusterDeployer {
         config: config.clone(),
         cluster: cluster.clone(),
@@ -282,6 +298,7 @@ pub(crate) async fn run(
         reporting,
         shutdown_grace: args.shutdown_grace,
         scope: scope.clone(),
+        status: status_page,
     };
     prune::spawn(prune::PruneSchedule {
         cache_dir: args.env.cache_dir.clone(),
@@ -335,7 +352,8 @@ pub(crate) async fn serve<D: Deployer, S: Store>(
     ));
     let driver = previews.drive();
     on_start(intake);
-    http::serve_http(listener, http::router(state), options.limits, shutdown).await;
+    let router = http::router(state).merge(status::router(options.status));
+    http::serve_http(listener, router, options.limits, shutdown).await;
     driver.abort();
     previews
         .queue()

@@ -34,6 +34,9 @@ pub(crate) struct PrRef {
     /// creating one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deployment: Option<u64>,
+    /// The webhook delivery that asked (empty: the service's own resync), for the logs.
+    #[serde(default)]
+    pub(crate) delivery: String,
 }
 
 impl PrRef {
@@ -460,6 +463,7 @@ pub(crate) mod tests {
                 sha: sha.into(),
                 author: "octocat".into(),
                 deployment: None,
+                delivery: format!("d-{number}-{sha}"),
             }],
         }
     }

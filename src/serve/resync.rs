@@ -341,7 +341,7 @@ fn pr_ref(pull: &OpenPull) -> PrRef {
         number: pull.number,
         sha: pull.head_sha.clone(),
         author: pull.author.clone(),
-        deployment: None,
+        ..PrRef::default()
     }
 }
 

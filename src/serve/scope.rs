@@ -143,6 +143,7 @@ impl Scope {
                 sha: d.sha.clone(),
                 author: d.creator.clone(),
                 deployment: Some(d.id),
+                ..PrRef::default()
             }],
         })
     }

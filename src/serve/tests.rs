@@ -79,6 +79,45 @@ impl Deployer for FakeDeployer {
     }
 }
 
+/// What the status page shows: a record per branch the fake deployed.
+impl status::Sandboxes for FakeDeployer {
+    fn list(&self) -> futures::future::BoxFuture<'_, Result<Vec<crate::record::SandboxRecord>>> {
+        let records = self
+            .calls()
+            .iter()
+            .filter_map(|c| c.strip_prefix("deployed "))
+            .filter_map(|c| c.split_once(' '))
+            .map(|(branch, sha)| crate::record::SandboxRecord {
+                namespace: self.namespace(branch),
+                branch: branch.into(),
+                status: Some(crate::record::Status::Ready),
+                url: Some(format!("http://{branch}.sandbox.test:30080/")),
+                prs: vec![crate::record::PrNumber {
+                    repo: "octo-org/backend".into(),
+                    number: 42,
+                }],
+                repos: [(
+                    "backend".to_owned(),
+                    crate::record::RepoAt {
+                        branch: branch.into(),
+                        sha: sha.into(),
+                        fell_back: false,
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            })
+            .collect();
+        Box::pin(async move { Ok(records) })
+    }
+}
+
+impl FakeDeployer {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
 struct Harness {
     base: String,
     github: Arc<FakeGitHub>,
@@ -169,6 +208,11 @@ impl Harness {
                 false,
                 scope::ENVIRONMENT_PREFIX,
             ),
+            status: status::StatusPage {
+                product: "unit".into(),
+                github_web: "https://github.example".into(),
+                sandboxes: Arc::new(deployer.clone()),
+            },
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (queue_tx, queue_rx) = tokio::sync::oneshot::channel();
@@ -203,9 +247,34 @@ impl Harness {
         body: &[u8],
         signature: Option<String>,
     ) -> (StatusCode, Value) {
+        self.post_signed("/webhook", event, delivery, body, signature)
+            .await
+    }
+
+    /// A signed delivery to `path`.
+    async fn post_to(
+        &self,
+        path: &str,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let signature = signature::sign(SECRET.as_bytes(), body);
+        self.post_signed(path, event, delivery, body, Some(signature))
+            .await
+    }
+
+    async fn post_signed(
+        &self,
+        path: &str,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
-            .post(format!("{}/webhook", self.base))
+            .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .header("x-github-event", event)
             .header("x-github-delivery", delivery)
@@ -226,7 +295,7 @@ impl Harness {
     }
 
     fn calls(&self) -> Vec<String> {
-        self.deployer.calls.lock().unwrap().clone()
+        self.deployer.calls()
     }
 
     async fn stop(&mut self) {
@@ -393,6 +462,97 @@ async fn ping_other_events_and_other_actions_are_acknowledged() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.calls().is_empty(), "{:?}", h.calls());
     h.stop().await;
+}
+
+#[tokio::test]
+async fn the_status_page_metrics_and_webhook_share_the_port() {
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let opened = pull_request("opened", "page-x", SHA1);
+    // The webhook on `/` (as before the page) still takes deliveries.
+    let (status, answer) = h.post_to("/", "pull_request", "page-1", &opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (status, _) = h.deliver("pull_request", "page-1", &opened).await;
+    assert_eq!(status, StatusCode::OK, "a duplicate");
+    h.queue.idle().await;
+
+    let page = h.http.get(format!("{}/", h.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<td class="branch">page-x</td>"#), "{html}");
+    assert!(html.contains(r#"href="https://github.example/octo-org/backend/pull/42""#));
+    assert!(html.contains(r#"href="http://page-x.sandbox.test:30080/""#));
+
+    let json: Value = h
+        .http
+        .get(format!("{}/api/sandboxes", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["sandboxes"][0]["branch"], "page-x");
+    assert_eq!(json["sandboxes"][0]["repos"][0]["sha"], SHA1);
+
+    // The metrics are the process's: other tests count too, so only presence is certain.
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "sandbox_serve_deliveries_total{outcome=\"accepted\"}",
+        "sandbox_serve_deliveries_total{outcome=\"duplicate\"}",
+        "sandbox_serve_up_duration_seconds_count{outcome=\"success\"}",
+        "sandbox_serve_queue{state=\"running\"}",
+        "sandbox_serve_sandboxes{status=\"ready\"}",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn every_line_of_a_piece_of_work_names_its_delivery_pull_request_and_branch() {
+    let (subscriber, lines) = crate::logging::capturing(crate::logging::Format::Text);
+    let _default = tracing::subscriber::set_default(subscriber);
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    let opened = pull_request("opened", "span-x", SHA1);
+    let (status, answer) = h.deliver("pull_request", "span-1", &opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    h.queue.idle().await;
+    h.stop().await;
+    let log = lines();
+    let work: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["event=webhook.", "event=job.", "event=github."]
+                .iter()
+                .any(|e| l.contains(e))
+        })
+        .collect();
+    for event in [
+        "webhook.accepted",
+        "webhook.recorded",
+        "job.started",
+        "job.succeeded",
+        "github.deployment",
+    ] {
+        assert!(
+            work.iter().any(|l| l.contains(&format!("event={event} "))),
+            "no {event} in\n{log}"
+        );
+    }
+    for line in &work {
+        for field in ["delivery=span-1", "repo=octo-org/backend", "branch=span-x"] {
+            assert!(line.contains(field), "no {field} in `{line}`");
+        }
+        assert!(line.contains(" pr="), "no pr in `{line}`");
+    }
 }
 
 #[tokio::test]

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde_json::json;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::github::{
     self, markdown_cell_code, markdown_code, markdown_url, slack_code, slack_text, GitHub, Slack,
     State, COMMENT_MARKER,
 };
 use super::log::{log, scrub};
+use super::metrics;
 use super::queue::{Job, PrRef, Work};
 use crate::pipeline::handover::RepoReport;
 
@@ -166,8 +168,10 @@ impl<D: Deployer> Worker<D> {
             job: job.clone(),
             background: self.background.clone(),
             armed: true,
+            span: tracing::Span::current(),
         };
         self.end_stale(journal.stale);
+        let mut queued = metrics::QueueEntry::waiting();
         self.create_deployments(&work, &namespace, &journal.reuse, &mut unfinished)
             .await;
         let deployments = unfinished.deployments.clone();
@@ -178,6 +182,7 @@ impl<D: Deployer> Worker<D> {
             // Shutting down; `unfinished` reports it.
             return Outcome::HandedBack;
         };
+        queued.running();
         let started = Instant::now();
         log!(
             Info,
@@ -200,6 +205,10 @@ impl<D: Deployer> Worker<D> {
             deployments: &deployments,
             took: &took,
         };
+        metrics::up_finished(
+            if result.is_ok() { "success" } else { "failure" },
+            started.elapsed(),
+        );
         let outcome = match result {
             Ok(deployed) => {
                 self.report_success(&run, &deployed).await;
@@ -399,9 +408,11 @@ impl<D: Deployer> Worker<D> {
     pub(crate) async fn destroy(self: Arc<Self>, work: Work, job: Job) -> Outcome {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
+        let mut queued = metrics::QueueEntry::waiting();
         let Some(_slot) = job.slot().await else {
             return Outcome::HandedBack;
         };
+        queued.running();
         let started = Instant::now();
         log!(
             Info,
@@ -413,6 +424,11 @@ impl<D: Deployer> Worker<D> {
         );
         let result = self.deployer.destroy(branch).await;
         let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        metrics::deletion(match &result {
+            Ok(Destroyed::Kept { .. }) => "kept",
+            Ok(Destroyed::Deleted) => "deleted",
+            Err(_) => "failed",
+        });
         match result {
             Ok(Destroyed::Kept { reason }) => {
                 log!(
@@ -432,28 +448,7 @@ impl<D: Deployer> Worker<D> {
                 Outcome::Succeeded
             }
             Ok(Destroyed::Deleted) => {
-                log!(
-                    Info,
-                    "job.succeeded",
-                    action = "destroy",
-                    branch = branch,
-                    namespace = namespace,
-                    took = took
-                );
-                self.deactivate(&work.prs, branch, "the sandbox was deleted")
-                    .await;
-                let body = format!(
-                    "{COMMENT_MARKER}\n### Sandbox preview\n\n\
-                     The sandbox of {} was deleted: the pull request was closed.\n",
-                    markdown_code(branch)
-                );
-                self.comment(&work.prs, &body).await;
-                self.slack(&format!(
-                    ":wastebasket: Sandbox {} deleted ({} closed)",
-                    slack_code(branch),
-                    prs_plain(&work.prs)
-                ))
-                .await;
+                self.report_deleted(&work, &namespace, &took).await;
                 Outcome::Succeeded
             }
             Err(failure) => {
@@ -475,6 +470,33 @@ impl<D: Deployer> Worker<D> {
                 Outcome::Failed(failure.summary)
             }
         }
+    }
+
+    /// A preview deleted: its deployments inactive, the comment and Slack told.
+    async fn report_deleted(&self, work: &Work, namespace: &str, took: &str) {
+        let branch = work.branch.as_str();
+        log!(
+            Info,
+            "job.succeeded",
+            action = "destroy",
+            branch = branch,
+            namespace = namespace,
+            took = took
+        );
+        self.deactivate(&work.prs, branch, "the sandbox was deleted")
+            .await;
+        let body = format!(
+            "{COMMENT_MARKER}\n### Sandbox preview\n\n\
+             The sandbox of {} was deleted: the pull request was closed.\n",
+            markdown_code(branch)
+        );
+        self.comment(&work.prs, &body).await;
+        self.slack(&format!(
+            ":wastebasket: Sandbox {} deleted ({} closed)",
+            slack_code(branch),
+            prs_plain(&work.prs)
+        ))
+        .await;
     }
 
     /// Mark the environment's latest deployments inactive in each pull request's repository.
@@ -560,6 +582,23 @@ impl<D: Deployer> Worker<D> {
     }
 }
 
+/// Every line of a piece of work carries the delivery that asked for it (none: the service's
+/// own reconcile), the newest pull request's repository and number, and the branch. At the
+/// error level so that no filter drops these fields from the lines it lets through.
+pub(crate) fn work_span(work: &Work) -> tracing::Span {
+    let newest = work.prs.last();
+    tracing::error_span!(
+        "work",
+        delivery = newest
+            .map(|p| p.delivery.as_str())
+            .filter(|d| !d.is_empty()),
+        repo = newest.map(|p| p.repo.as_str()),
+        pr = newest.map(|p| p.number),
+        branch = work.branch.as_str(),
+        action = %work.action,
+    )
+}
+
 /// Reports the deployments of work that ends before it reported an outcome: superseded by a
 /// newer push (`inactive`: the newer deployment takes over) or cancelled (`error`).
 struct Unfinished {
@@ -568,6 +607,8 @@ struct Unfinished {
     job: Job,
     background: Arc<Background>,
     armed: bool,
+    /// The work's span: its reports run after it, and their lines still say whose they are.
+    span: tracing::Span,
 }
 
 impl Drop for Unfinished {
@@ -592,28 +633,32 @@ impl Drop for Unfinished {
             State::Error
         };
         let deployments = std::mem::take(&mut self.deployments);
-        self.background.spawn(async move {
-            for (pr, id) in deployments {
-                log!(
-                    Info,
-                    "github.deployment.ended",
-                    pr = pr,
-                    id = id,
-                    state = state.as_str(),
-                    reason = reason
-                );
-                if let Err(e) = gh.set_status(&pr.repo, id, state, &reason, None).await {
+        let span = self.span.clone();
+        self.background.spawn(
+            async move {
+                for (pr, id) in deployments {
                     log!(
-                        Warn,
-                        "github.failed",
+                        Info,
+                        "github.deployment.ended",
                         pr = pr,
-                        deployment = id,
-                        call = "status",
-                        error = format!("{e:#}")
+                        id = id,
+                        state = state.as_str(),
+                        reason = reason
                     );
+                    if let Err(e) = gh.set_status(&pr.repo, id, state, &reason, None).await {
+                        log!(
+                            Warn,
+                            "github.failed",
+                            pr = pr,
+                            deployment = id,
+                            call = "status",
+                            error = format!("{e:#}")
+                        );
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 

@@ -164,6 +164,25 @@ async fn a_failed_update_is_rolled_back() {
         .annotations
         .unwrap();
     assert_eq!(annotations["sandbox.dev/status"], "ready");
+    // Why the last up failed stays on the record (serve's status page shows it) until an up
+    // succeeds.
+    let last_error = &annotations["sandbox.dev/last-error"];
+    assert!(
+        last_error.contains("could not deploy sandbox") && last_error.contains("cache"),
+        "{last_error}"
+    );
+    up_ok(&product, &[]);
+    let annotations = namespaces
+        .get(&ns.name)
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert!(
+        !annotations.contains_key("sandbox.dev/last-error"),
+        "{annotations:?}"
+    );
 }
 
 #[tokio::test]

@@ -19,3 +19,4 @@ mod outage;
 mod serve;
 mod serve_ha;
 mod up;
+mod verbosity;

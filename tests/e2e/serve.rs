@@ -76,6 +76,14 @@ impl Serve {
                         let _ = tx.send(addr);
                     }
                 }
+                // The same line with `--log-format json`.
+                if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                    if let (Some("listening"), Some(addr)) =
+                        (json["event"].as_str(), json["addr"].as_str())
+                    {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
                 collected.lock().unwrap().push_str(&line);
                 collected.lock().unwrap().push('\n');
             }
@@ -661,6 +669,211 @@ async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
         "{}",
         serve.log()
     );
+}
+
+/// The page at `url` as headless Chromium has it after loading: its DOM, serialised.
+fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(["--dump-dom", url]);
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("could not run chromium ({e}): `scripts/setup` installs Debian's chromium")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::describe(&cmd, &out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The status page lists the preview serve brought up, in a real browser, with working links;
+/// `/api/sandboxes` says the same; `/metrics` counted it; and every JSON log line of the work
+/// carries its delivery, repository, pull request and branch.
+#[tokio::test]
+async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
+    let Some(client) = cluster("serve: status page").await else {
+        return;
+    };
+    let product = Product::new("serve-page");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let github = FakeGitHub::start().await;
+    let state = TestNamespace::claim(&client, "e2e-serve-page-state").await;
+    let serve = Serve::start(&product, &github, &state.name, &["--log-format", "json"]);
+    let sha = product.sha("backend", "feature-x");
+    let opened = pull_request("opened", &sha);
+    let (status, answer) = deliver(
+        &serve.url("/webhook"),
+        "pull_request",
+        "e2e-page-open",
+        &opened,
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    wait_for_success("the preview is up", &serve, &github, &sha).await;
+    let url = github
+        .statuses()
+        .into_iter()
+        .find_map(|s| s.environment_url.filter(|_| s.state == "success"))
+        .expect("the URL on the success status");
+
+    // The page, as a browser renders it: the sandbox's row, its pull request and URL as links.
+    let dom = chromium_dom(&serve.url("/"));
+    let row_start = dom
+        .find(&format!(r#"<tr id="sandbox-{}""#, ns.name))
+        .unwrap_or_else(|| panic!("no row for {} in the page:\n{dom}", ns.name));
+    let row = &dom[row_start..];
+    let row = &row[..row.find("</tr>").expect("the row ends")];
+    let pr_link = format!(
+        r#"<a class="pr" href="{}/{REPO}/pull/42">{REPO}#42</a>"#,
+        github.url.trim_end_matches('/')
+    );
+    assert!(row.contains(&pr_link), "no `{pr_link}` in the row:\n{row}");
+    let url_link = format!(r#"<a class="url" href="{url}">{url}</a>"#);
+    assert!(
+        row.contains(&url_link),
+        "no `{url_link}` in the row:\n{row}"
+    );
+    assert!(
+        row.contains(r#"<td class="branch">feature-x</td>"#),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<td class="status ready">ready</td>"#),
+        "{row}"
+    );
+    assert!(row.contains(&sha[..7]), "{row}");
+
+    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox = api["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["namespace"] == ns.name.as_str())
+        .unwrap_or_else(|| panic!("{} not in /api/sandboxes: {api}", ns.name));
+    assert_eq!(sandbox["branch"], "feature-x");
+    assert_eq!(sandbox["status"], "ready");
+    assert_eq!(sandbox["url"], url.as_str());
+    assert_eq!(sandbox["prs"][0]["repo"], REPO);
+    assert_eq!(sandbox["prs"][0]["number"], 42);
+    let backend = sandbox["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["repo"] == "backend")
+        .unwrap();
+    assert_eq!(backend["sha"], sha.as_str());
+    assert_eq!(sandbox["last_error"], Value::Null);
+
+    let metrics = reqwest::get(serve.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sandbox_serve_deliveries_total{outcome=\"accepted\"} 1",
+        "sandbox_serve_up_duration_seconds_count{outcome=\"success\"} 1",
+        "sandbox_serve_queue{state=\"running\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("sandbox_serve_sandboxes{status=\"ready\"}"),
+        "{metrics}"
+    );
+
+    // Every line is JSON; the work's lines carry what asked for it.
+    let log = serve.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|l| l["event"] == "job.succeeded")
+        .unwrap_or_else(|| panic!("no job.succeeded in\n{log}"));
+    assert_eq!(done["delivery"], "e2e-page-open", "{done}");
+    assert_eq!(done["repo"], REPO, "{done}");
+    assert_eq!(done["pr"], 42, "{done}");
+    assert_eq!(done["branch"], "feature-x", "{done}");
+    assert!(!log.contains(TOKEN) && !log.contains(SECRET) && !log.contains(DB_PASSWORD));
+
+    // A push that cannot deploy (its values do not parse): the row keeps the running revision's
+    // status and shows why the last deploy failed, as text.
+    let broken = product.commit("backend", "feature-x", "broken values", |dir| {
+        std::fs::write(dir.join("api/values.yaml"), "replicas: [1, <b>2\n").unwrap();
+    });
+    let (status, answer) = deliver(
+        &serve.url("/webhook"),
+        "pull_request",
+        "e2e-page-broken",
+        &pull_request("synchronize", &broken),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    wait_until(
+        "a failure status for the broken push",
+        Duration::from_secs(300),
+        &serve,
+        &github,
+        || {
+            let ids = deployments_for(&github, &broken);
+            github
+                .statuses()
+                .iter()
+                .any(|s| ids.contains(&s.deployment) && s.state == "failure")
+        },
+    )
+    .await;
+    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox = api["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["namespace"] == ns.name.as_str())
+        .unwrap();
+    let last_error = sandbox["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sandbox}"));
+    assert!(last_error.contains("values.yaml"), "{last_error}");
+    assert_eq!(
+        sandbox["status"], "ready",
+        "the previous revision still runs"
+    );
+    let dom = chromium_dom(&serve.url("/"));
+    let row = &dom[dom
+        .find(&format!(r#"<tr id="sandbox-{}""#, ns.name))
+        .unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains(r#"<div class="error">"#), "{row}");
+    assert!(!row.contains("<b>"), "the error is text, not markup: {row}");
 }
 
 /// The node's address: what a pod reaches this machine's network namespace at.

@@ -1,0 +1,367 @@
+//! `GET /metrics`: the service's counters in the Prometheus (OpenMetrics) text format, for a
+//! Prometheus scrape or a ServiceMonitor.
+//!
+//! - `sandbox_serve_deliveries_total{outcome}`: webhook deliveries by what became of them
+//!   (accepted, duplicate, bad_signature, refused, ignored, ping, unavailable);
+//! - `sandbox_serve_queue{state}`: work running, and work waiting for a free slot;
+//! - `sandbox_serve_up_duration_seconds{outcome}`: how long deploys took (success, failure);
+//! - `sandbox_serve_deletions_total{outcome}`: previews deleted (deleted, failed);
+//! - `sandbox_serve_github_call_failures_total{endpoint}`: failed GitHub API calls, by endpoint
+//!   with the repository and ids left out (`POST /repos/:owner/:repo/deployments`);
+//! - `sandbox_serve_sandboxes{status}`: the product's sandboxes by status, read from the cluster
+//!   at each scrape (so every replica says the same).
+//!
+//! One set per process (the counters are events of this process); the functions here are
+//! what the rest of the service calls.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// One label and its value.
+type Label = Vec<(&'static str, String)>;
+
+fn label(key: &'static str, value: &str) -> Label {
+    vec![(key, value.to_owned())]
+}
+
+/// What becomes of a webhook delivery.
+const DELIVERY_OUTCOMES: [&str; 7] = [
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "refused",
+    "ignored",
+    "ping",
+    "unavailable",
+];
+
+/// Deploys take seconds to many minutes (image builds, smoke tests).
+const UP_BUCKETS: [f64; 9] = [5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0];
+
+fn up_histogram() -> Histogram {
+    Histogram::new(UP_BUCKETS)
+}
+
+/// The service's metrics and the registry that shows them.
+pub(crate) struct Metrics {
+    registry: Registry,
+    deliveries: Family<Label, Counter>,
+    queue: Family<Label, Gauge>,
+    up_duration: Family<Label, Histogram, fn() -> Histogram>,
+    deletions: Family<Label, Counter>,
+    github_failures: Family<Label, Counter>,
+    sandboxes: Family<Label, Gauge>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sandbox_serve");
+        let metrics = Metrics {
+            registry: Registry::default(),
+            deliveries: Family::default(),
+            queue: Family::default(),
+            up_duration: Family::new_with_constructor(up_histogram),
+            deletions: Family::default(),
+            github_failures: Family::default(),
+            sandboxes: Family::default(),
+        };
+        registry.register(
+            "deliveries",
+            "Webhook deliveries by outcome",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "queue",
+            "Pieces of work running, and waiting for a free slot",
+            metrics.queue.clone(),
+        );
+        registry.register(
+            "up_duration_seconds",
+            "Duration of preview deploys by outcome",
+            metrics.up_duration.clone(),
+        );
+        registry.register(
+            "deletions",
+            "Preview deletions by outcome",
+            metrics.deletions.clone(),
+        );
+        registry.register(
+            "github_call_failures",
+            "Failed GitHub API calls by endpoint",
+            metrics.github_failures.clone(),
+        );
+        registry.register(
+            "sandboxes",
+            "The product's sandboxes by status, as recorded in the cluster",
+            metrics.sandboxes.clone(),
+        );
+        // Every known series is shown from the start, at zero: an alert on a rate of
+        // `bad_signature` must not wait for the first one to exist.
+        for outcome in DELIVERY_OUTCOMES {
+            metrics
+                .deliveries
+                .get_or_create_owned(&label("outcome", outcome));
+        }
+        for state in ["running", "waiting"] {
+            metrics.queue.get_or_create_owned(&label("state", state));
+        }
+        for outcome in ["success", "failure"] {
+            metrics
+                .up_duration
+                .get_or_create_owned(&label("outcome", outcome));
+        }
+        for outcome in ["deleted", "kept", "failed"] {
+            metrics
+                .deletions
+                .get_or_create_owned(&label("outcome", outcome));
+        }
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn delivery(&self, outcome: &str) {
+        self.deliveries
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+    }
+
+    fn up_finished(&self, outcome: &str, took: Duration) {
+        self.up_duration
+            .get_or_create(&label("outcome", outcome))
+            .observe(took.as_secs_f64());
+    }
+
+    fn deletion(&self, outcome: &str) {
+        self.deletions
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+    }
+
+    fn github_call_failed(&self, endpoint: &str) {
+        self.github_failures
+            .get_or_create(&label("endpoint", endpoint))
+            .inc();
+    }
+
+    fn set_sandboxes(&self, by_status: &[(String, i64)]) {
+        self.sandboxes.clear();
+        for (status, count) in by_status {
+            self.sandboxes
+                .get_or_create(&label("status", status))
+                .set(*count);
+        }
+    }
+
+    fn queue_gauge(&self, state: &str) -> Gauge {
+        self.queue.get_or_create_owned(&label("state", state))
+    }
+
+    /// The text a scrape gets.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The process's metrics.
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The `Content-Type` of [`render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape gets, with the sandboxes by status as `by_status` says (None: unknown now, the
+/// last known counts stay).
+pub(crate) fn render(by_status: Option<&[(String, i64)]>) -> String {
+    if let Some(by_status) = by_status {
+        METRICS.set_sandboxes(by_status);
+    }
+    METRICS.render()
+}
+
+/// A webhook delivery ended as `outcome` (accepted, duplicate, bad_signature, refused, ignored,
+/// ping, unavailable).
+pub(crate) fn delivery(outcome: &str) {
+    METRICS.delivery(outcome);
+}
+
+/// A deploy ended (`success` or `failure`) after `took`.
+pub(crate) fn up_finished(outcome: &str, took: Duration) {
+    METRICS.up_finished(outcome, took);
+}
+
+/// A deletion ended (`deleted` or `failed`).
+pub(crate) fn deletion(outcome: &str) {
+    METRICS.deletion(outcome);
+}
+
+/// A GitHub API call failed; `endpoint` is its method and path, e.g. `POST
+/// /repos/octo/app/deployments/7/statuses`: the repository and ids are left out of the label
+/// ([`endpoint_of`]) so that the series stay few.
+pub(crate) fn github_call_failed(endpoint: &str) {
+    METRICS.github_call_failed(&endpoint_of(endpoint));
+}
+
+/// `POST /repos/octo/app/deployments/7/statuses` → `POST /repos/:owner/:repo/deployments/:id/statuses`.
+pub(crate) fn endpoint_of(call: &str) -> String {
+    let (method, path) = call.split_once(' ').unwrap_or(("", call));
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').collect();
+    let parts: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, segment)| {
+            let before = |n: usize| i.checked_sub(n).map(|j| segments[j]);
+            if before(1) == Some("repos") {
+                ":owner"
+            } else if before(2) == Some("repos") {
+                ":repo"
+            } else if !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit()) {
+                ":id"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let path = parts.join("/");
+    if method.is_empty() {
+        path
+    } else {
+        format!("{method} {path}")
+    }
+}
+
+/// A piece of work counted in the queue gauge: waiting until [`QueueEntry::running`], and out
+/// of the gauge when dropped (finished, superseded or cancelled alike).
+pub(crate) struct QueueEntry {
+    /// The gauge it counts in now.
+    gauge: Gauge,
+    running: Gauge,
+}
+
+impl QueueEntry {
+    /// Work that waits for a free slot.
+    pub(crate) fn waiting() -> QueueEntry {
+        QueueEntry::waiting_in(&METRICS)
+    }
+
+    fn waiting_in(metrics: &Metrics) -> QueueEntry {
+        let gauge = metrics.queue_gauge("waiting");
+        gauge.inc();
+        QueueEntry {
+            gauge,
+            running: metrics.queue_gauge("running"),
+        }
+    }
+
+    /// It got its slot.
+    pub(crate) fn running(&mut self) {
+        self.gauge.dec();
+        self.gauge = self.running.clone();
+        self.gauge.inc();
+    }
+}
+
+impl Drop for QueueEntry {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_every_series_with_help_type_and_labels() {
+        let m = Metrics::new();
+        let fresh = m.render();
+        for line in [
+            "sandbox_serve_deliveries_total{outcome=\"unavailable\"} 0",
+            "sandbox_serve_up_duration_seconds_count{outcome=\"failure\"} 0",
+            "sandbox_serve_deletions_total{outcome=\"failed\"} 0",
+        ] {
+            assert!(fresh.lines().any(|l| l == line), "no `{line}` in:\n{fresh}");
+        }
+        m.delivery("accepted");
+        m.delivery("accepted");
+        m.delivery("bad_signature");
+        m.up_finished("success", Duration::from_secs(42));
+        m.deletion("deleted");
+        m.github_call_failed(&endpoint_of("POST /repos/o/r/deployments"));
+        m.set_sandboxes(&[("ready".into(), 3), ("failed".into(), 1)]);
+        let text = m.render();
+        for line in [
+            "# HELP sandbox_serve_deliveries Webhook deliveries by outcome.",
+            "# TYPE sandbox_serve_deliveries counter",
+            "sandbox_serve_deliveries_total{outcome=\"accepted\"} 2",
+            "sandbox_serve_deliveries_total{outcome=\"bad_signature\"} 1",
+            "# TYPE sandbox_serve_queue gauge",
+            "sandbox_serve_queue{state=\"running\"} 0",
+            "sandbox_serve_queue{state=\"waiting\"} 0",
+            "# TYPE sandbox_serve_up_duration_seconds histogram",
+            "sandbox_serve_up_duration_seconds_bucket{le=\"30.0\",outcome=\"success\"} 0",
+            "sandbox_serve_up_duration_seconds_bucket{le=\"60.0\",outcome=\"success\"} 1",
+            "sandbox_serve_up_duration_seconds_bucket{le=\"+Inf\",outcome=\"success\"} 1",
+            "sandbox_serve_up_duration_seconds_sum{outcome=\"success\"} 42.0",
+            "sandbox_serve_up_duration_seconds_count{outcome=\"success\"} 1",
+            "sandbox_serve_deletions_total{outcome=\"deleted\"} 1",
+            "sandbox_serve_github_call_failures_total{endpoint=\"POST /repos/:owner/:repo/deployments\"} 1",
+            "sandbox_serve_sandboxes{status=\"ready\"} 3",
+            "sandbox_serve_sandboxes{status=\"failed\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // A status gone from the cluster is gone from the gauge.
+        m.set_sandboxes(&[("ready".into(), 1)]);
+        assert!(!m.render().contains("status=\"failed\""));
+    }
+
+    #[test]
+    fn endpoints_leave_out_repositories_and_ids() {
+        for (call, endpoint) in [
+            (
+                "POST /repos/octo/app/deployments/7/statuses",
+                "POST /repos/:owner/:repo/deployments/:id/statuses",
+            ),
+            (
+                "GET /repos/octo/app/deployments?environment=x",
+                "GET /repos/:owner/:repo/deployments",
+            ),
+            (
+                "PATCH /repos/octo/app/issues/comments/99",
+                "PATCH /repos/:owner/:repo/issues/comments/:id",
+            ),
+            (
+                "GET /repos/octo/app/pulls/12",
+                "GET /repos/:owner/:repo/pulls/:id",
+            ),
+        ] {
+            assert_eq!(endpoint_of(call), endpoint, "{call}");
+        }
+    }
+
+    #[test]
+    fn the_queue_gauge_follows_work_from_waiting_to_running_to_gone() {
+        let m = Metrics::new();
+        let waiting = || m.queue_gauge("waiting").get();
+        let running = || m.queue_gauge("running").get();
+        let (w0, r0) = (waiting(), running());
+        let mut entry = QueueEntry::waiting_in(&m);
+        assert_eq!((waiting(), running()), (w0 + 1, r0));
+        entry.running();
+        assert_eq!((waiting(), running()), (w0, r0 + 1));
+        drop(entry);
+        assert_eq!((waiting(), running()), (w0, r0));
+    }
+}
