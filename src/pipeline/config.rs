@@ -10,6 +10,9 @@ use std::time::Duration;
 use crate::error::Hint;
 use serde::Deserialize;
 
+mod isolation;
+pub(crate) use isolation::{parse_quantity, Caps, Isolation, NetworkPolicy, PodSecurity, Quota};
+
 /// The file name looked up in the working directory when `--config` is not given.
 pub(crate) const FILE_NAME: &str = "sandbox.yaml";
 
@@ -36,6 +39,8 @@ pub(crate) struct Config {
     pub(crate) repo_files: RepoFileLimits,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
+    /// Quota, caps, network policy, pod security, idle time.
+    pub(crate) isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -315,6 +320,10 @@ struct RawConfig {
     services: serde_yaml_ng::Mapping,
     #[serde(default)]
     allow: BTreeSet<Privilege>,
+    limits: Option<isolation::RawLimits>,
+    network_policy: Option<isolation::RawNetworkPolicy>,
+    pod_security: Option<PodSecurity>,
+    idle_after: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -445,6 +454,10 @@ const TOP_FIELDS: &[&str] = &[
     "repo_files",
     "services",
     "allow",
+    "limits",
+    "network_policy",
+    "pod_security",
+    "idle_after",
 ];
 
 // --- loading ------------------------------------------------------------------------------------
@@ -501,6 +514,15 @@ pub(crate) fn parse(
     let helm = helm_settings(&file, raw.helm)?;
     let sops_binary = sops_binary(&file, raw.sops.binary)?;
     let repo_files = repo_file_limits(&file, &raw.repo_files)?;
+    let isolation = isolation::isolation(
+        &file,
+        isolation::RawIsolation {
+            limits: raw.limits,
+            network_policy: raw.network_policy,
+            pod_security: raw.pod_security,
+            idle_after: raw.idle_after,
+        },
+    )?;
     Ok(Config {
         path: path.to_owned(),
         dir,
@@ -515,6 +537,7 @@ pub(crate) fn parse(
         repos,
         repo_files,
         services,
+        isolation,
     })
 }
 

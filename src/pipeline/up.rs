@@ -2,7 +2,7 @@
 //! sandbox on its namespace, take its lock, then [`rollout`] — and on failure do what
 //! `--on-failure` says.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use crate::lock;
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::apply::{self, StepTiming};
 use crate::pipeline::checkout::Checkout;
+use crate::pipeline::config::PodSecurity;
 use crate::pipeline::context::SandboxInfo;
 use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
 use crate::pipeline::images::Mode;
@@ -287,8 +288,22 @@ fn sandbox_record(
             })
             .collect(),
         prs: settings.prs.clone(),
+        labels: pod_security_labels(settings.config.isolation.pod_security),
+        idle_after: settings.config.isolation.idle_after,
         ..SandboxRecord::default()
     }
+}
+
+/// The namespace labels that make the API server (Kubernetes 1.25+) enforce `level` on the
+/// sandbox's pods, and warn of what it refuses.
+fn pod_security_labels(level: PodSecurity) -> BTreeMap<String, String> {
+    ["enforce", "warn"]
+        .into_iter()
+        .map(|mode| {
+            let key = format!("pod-security.kubernetes.io/{mode}");
+            (key, level.as_str().to_owned())
+        })
+        .collect()
 }
 
 /// What a successful rollout measured and found.

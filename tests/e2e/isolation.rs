@@ -1,0 +1,137 @@
+//! Isolation and cost: the sandbox's quota, limit range, network policies and Pod Security
+//! level; the caps on how many sandboxes there may be; sleep and wake.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+
+use crate::support::{cluster, up, up_ok, Product, TestNamespace};
+
+/// Append `text` to the product's sandbox.yaml.
+fn add_to_config(product: &Product, text: &str) {
+    let path = product.path().join("sandbox.yaml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(text);
+    std::fs::write(&path, config).unwrap();
+}
+
+/// The worker gets a template of its own whose container asks for `memory` of limit.
+fn worker_asks_for(product: &Product, memory: &str) {
+    let service = std::fs::read_to_string(product.path().join("templates/service.yaml")).unwrap();
+    let worker = service.replace(
+        "          imagePullPolicy: IfNotPresent\n",
+        &format!("          imagePullPolicy: IfNotPresent\n          resources: {{limits: {{memory: {memory}}}}}\n"),
+    );
+    assert_ne!(worker, service);
+    std::fs::write(product.path().join("templates/worker.yaml"), worker).unwrap();
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    values: {script: worker/run.sh}",
+        "    templates: [templates/worker.yaml]\n    values: {script: worker/run.sh}",
+    );
+}
+
+async fn namespace_labels(
+    client: &kube::Client,
+    ns: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .get(ns)
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default()
+}
+
+/// A pod over the quota fails `up` at once with the quota, what was asked and what is left;
+/// everything deployed before stays as it is. Then the namespace's objects follow the config:
+/// dropped from it, they are pruned.
+#[tokio::test]
+async fn a_pod_over_the_quota_fails_fast_and_the_namespace_objects_follow_the_config() {
+    let Some(client) = cluster("quota").await else {
+        return;
+    };
+    let product = Product::new("quota");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    add_to_config(
+        &product,
+        "\nlimits:\n  limits: {memory: 3Gi}\n  pods: 40\n  container_defaults:\n    limits: {memory: 64Mi}\n    requests: {memory: 32Mi}\nnetwork_policy:\n  allow_from: [{namespace: ingress-nginx}]\n",
+    );
+    worker_asks_for(&product, "4Gi");
+    let (ok, text) = up(&product, &[]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("Deployment `worker` cannot create its pods: ResourceQuota `sandbox-quota` refuses them (limits.memory: asked 4Gi"),
+        "{text}"
+    );
+    assert!(text.contains("left of 3Gi"), "{text}");
+    assert!(
+        !text.contains("was not ready after"),
+        "a refusal is no timeout: {text}"
+    );
+
+    // What the worker waited for is there and ready.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["db", "cache", "api"] {
+        let d = deployments.get(name).await.unwrap();
+        assert_eq!(d.status.unwrap().ready_replicas, Some(1), "{name}");
+    }
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns.name);
+    let quota = quotas.get("sandbox-quota").await.unwrap();
+    let hard = quota.spec.unwrap().hard.unwrap();
+    assert_eq!(hard["limits.memory"].0, "3Gi");
+    assert_eq!(hard["pods"].0, "40");
+    let ranges: Api<LimitRange> = Api::namespaced(client.clone(), &ns.name);
+    let range = ranges.get("sandbox-defaults").await.unwrap();
+    let limit = &range.spec.unwrap().limits[0];
+    assert_eq!(limit.default.as_ref().unwrap()["memory"].0, "64Mi");
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let policy = policies.get("sandbox-isolation").await.unwrap();
+    let from = policy.spec.unwrap().ingress.unwrap()[0]
+        .from
+        .clone()
+        .unwrap();
+    assert_eq!(from.len(), 2, "{from:?}");
+    let allowed = from[1].namespace_selector.as_ref().unwrap();
+    assert_eq!(
+        allowed.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+    let labels = namespace_labels(&client, &ns.name).await;
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+
+    // The worker fits once it asks for less; without `limits` and with the policy turned off,
+    // the quota, the limit range and the policy go; a stricter Pod Security level is set.
+    worker_asks_for_less(&product);
+    let config = std::fs::read_to_string(product.path().join("sandbox.yaml")).unwrap();
+    let (kept, _) = config.split_once("\nlimits:\n").unwrap();
+    std::fs::write(
+        product.path().join("sandbox.yaml"),
+        format!("{kept}\nnetwork_policy: {{enabled: false}}\npod_security: privileged\n"),
+    )
+    .unwrap();
+    let text = up_ok(&product, &[]);
+    for pruned in [
+        "pruned v1/ResourceQuota/sandbox-quota",
+        "pruned v1/LimitRange/sandbox-defaults",
+        "pruned networking.k8s.io/v1/NetworkPolicy/sandbox-isolation",
+    ] {
+        assert!(text.contains(pruned), "{pruned}: {text}");
+    }
+    assert!(quotas.get_opt("sandbox-quota").await.unwrap().is_none());
+    assert!(policies
+        .get_opt("sandbox-isolation")
+        .await
+        .unwrap()
+        .is_none());
+    let labels = namespace_labels(&client, &ns.name).await;
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+}
+
+fn worker_asks_for_less(product: &Product) {
+    let path = product.path().join("templates/worker.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("memory: 4Gi", "memory: 48Mi")).unwrap();
+}
