@@ -135,3 +135,40 @@ fn worker_asks_for_less(product: &Product) {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("memory: 4Gi", "memory: 48Mi")).unwrap();
 }
+
+/// At `pod_security: restricted` the example's pods (root, no seccomp profile) are refused:
+/// `validate` warns of each; the namespace carries the level; on a cluster that enforces it
+/// (1.25+) `up` fails at once naming the violation, not at the timeout.
+#[tokio::test]
+async fn pods_the_pod_security_level_refuses_are_warned_of_and_fail_fast() {
+    let Some(client) = cluster("pod security").await else {
+        return;
+    };
+    let product = Product::new("podsec");
+    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    add_to_config(&product, "\npod_security: restricted\n");
+    let mut validate = product.sandbox(&["validate", "--branch", "feature-x"]);
+    let out = crate::support::run_ok(&mut validate);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: Deployment `db` (service `db`) would be refused at pod_security `restricted`: spec.template.spec.containers[0].securityContext.runAsNonRoot"),
+        "{stderr}"
+    );
+    let version = client.apiserver_version().await.unwrap();
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap();
+    let (ok, text) = up(&product, &[]);
+    if minor >= 25 {
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("cannot create its pods: it violates PodSecurity \"restricted:latest\""),
+            "{text}"
+        );
+        assert!(!text.contains("was not ready after"), "{text}");
+    } else {
+        eprintln!("Kubernetes 1.{minor} does not enforce Pod Security: only the label is checked");
+        assert!(ok, "{text}");
+    }
+    let labels = namespace_labels(&client, &ns.name).await;
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+}

@@ -2,6 +2,7 @@
 //! and the dependency graph of services (with their preflight Jobs) that apply walks.
 
 pub(crate) mod isolation;
+pub(crate) mod pod_security;
 mod privileges;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -403,6 +404,26 @@ impl Plan {
         };
         self.steps.insert(0, first);
         self
+    }
+
+    /// What the namespace's Pod Security `level` would refuse: per object (`Deployment `api``,
+    /// service `api`), each field it violates.
+    pub(crate) fn pod_security_violations(
+        &self,
+        level: crate::pipeline::config::PodSecurity,
+    ) -> Vec<(String, pod_security::Violation)> {
+        let mut out = Vec::new();
+        for object in self.objects() {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let service = object["metadata"]["labels"][SERVICE_LABEL]
+                .as_str()
+                .unwrap_or_default();
+            for v in pod_security::violations(object, level) {
+                out.push((format!("{kind} `{name}` (service `{service}`)"), v));
+            }
+        }
+        out
     }
 
     /// Every object the plan deploys, steps first, then smoke.
