@@ -81,6 +81,8 @@ impl Hint for LockError {
 /// task, Ctrl-C), it is released on the way out as well as a dropped future allows.
 pub(crate) struct SandboxLock {
     api: Api<Lease>,
+    /// The Lease's name ([`LEASE_NAME`] for a sandbox's own lock).
+    name: String,
     namespace: String,
     /// The holder identity this acquisition wrote: who, and a token of its own.
     me: String,
@@ -211,9 +213,9 @@ fn looks_abandoned(lease: &Lease, wall_now: jiff::Timestamp) -> bool {
     renewed.0 + duration < wall_now
 }
 
-fn our_lease(namespace: &str, me: &str, existing: Option<&Lease>) -> Lease {
+fn our_lease(name: &str, namespace: &str, me: &str, existing: Option<&Lease>) -> Lease {
     let mut lease: Lease = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": LEASE_NAME, "namespace": namespace, "labels": {MANAGED_BY: MANAGED_BY_VALUE}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY: MANAGED_BY_VALUE}},
         "spec": {"holderIdentity": me, "leaseDurationSeconds": LEASE_SECONDS},
     }))
     .expect("a valid Lease");
@@ -242,6 +244,20 @@ pub(crate) async fn acquire(
     wait: bool,
     reporter: &Reporter,
 ) -> Result<SandboxLock, LockError> {
+    acquire_named(cluster, namespace, LEASE_NAME, holder, wait, reporter).await
+}
+
+/// Take the lock that is the Lease `name` in `namespace` (one lock shared beyond a sandbox,
+/// such as the count of a product's sandboxes), waiting for another holder unless `wait` is
+/// false.
+pub(crate) async fn acquire_named(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    holder: &str,
+    wait: bool,
+    reporter: &Reporter,
+) -> Result<SandboxLock, LockError> {
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
     let api_err = |source| LockError::Api {
         namespace: namespace.into(),
@@ -253,10 +269,10 @@ pub(crate) async fn acquire(
     let mut first_look = true;
     loop {
         let first = std::mem::replace(&mut first_look, false);
-        let existing = api.get_opt(LEASE_NAME).await.map_err(api_err)?;
+        let existing = api.get_opt(name).await.map_err(api_err)?;
         if existing.as_ref().and_then(holder_of) == Some(me.as_str()) {
             // Our own create or takeover got through, though its answer did not.
-            return Ok(hold(api, namespace, me, Instant::now()));
+            return Ok(hold(api, name, namespace, me, Instant::now()));
         }
         let sent = Instant::now();
         let attempt = match (
@@ -264,14 +280,17 @@ pub(crate) async fn acquire(
             &existing,
         ) {
             (Verdict::Free, None) => {
-                api.create(&PostParams::default(), &our_lease(namespace, &me, None))
-                    .await
+                api.create(
+                    &PostParams::default(),
+                    &our_lease(name, namespace, &me, None),
+                )
+                .await
             }
             (Verdict::Free | Verdict::Silent, Some(lease)) => {
                 api.replace(
-                    LEASE_NAME,
+                    name,
                     &PostParams::default(),
-                    &our_lease(namespace, &me, Some(lease)),
+                    &our_lease(name, namespace, &me, Some(lease)),
                 )
                 .await
             }
@@ -299,13 +318,13 @@ pub(crate) async fn acquire(
                     ));
                     told = true;
                 }
-                wait_for_change(&api, lease, left).await;
+                wait_for_change(&api, name, lease, left).await;
                 continue;
             }
             (Verdict::Held { .. } | Verdict::Silent, None) => unreachable!("no lease is free"),
         };
         match attempt {
-            Ok(_) => return Ok(hold(api, namespace, me, sent)),
+            Ok(_) => return Ok(hold(api, name, namespace, me, sent)),
             // Someone else was faster; look again.
             Err(e) if matches!(status_code(&e), Some(409)) => continue,
             // The connection broke after the request was sent: the next look tells whether it
@@ -317,11 +336,18 @@ pub(crate) async fn acquire(
 }
 
 /// Start renewing a lease just taken by a write sent at `sent`.
-fn hold(api: Api<Lease>, namespace: &str, me: String, sent: Instant) -> SandboxLock {
+fn hold(api: Api<Lease>, name: &str, namespace: &str, me: String, sent: Instant) -> SandboxLock {
     let (lost_tx, lost) = watch::channel(None);
-    let renew = tokio::spawn(keep_renewed(api.clone(), me.clone(), sent, lost_tx));
+    let renew = tokio::spawn(keep_renewed(
+        api.clone(),
+        name.to_owned(),
+        me.clone(),
+        sent,
+        lost_tx,
+    ));
     SandboxLock {
         api,
+        name: name.into(),
         namespace: namespace.into(),
         me,
         renew,
@@ -331,11 +357,11 @@ fn hold(api: Api<Lease>, namespace: &str, me: String, sent: Instant) -> SandboxL
 }
 
 /// Until the lease changes (renewed, released, taken over), or `left` passes.
-async fn wait_for_change(api: &Api<Lease>, lease: &Lease, left: Duration) {
+async fn wait_for_change(api: &Api<Lease>, name: &str, lease: &Lease, left: Duration) {
     let version = lease.metadata.resource_version.clone();
     let watch = watcher(
         api.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={LEASE_NAME}")),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
     );
     let changed = async {
         let mut watch = std::pin::pin!(watch);
@@ -414,6 +440,7 @@ impl Holder {
 /// Renew until the lock is lost (then say why on `lost`) or the task is aborted (released).
 async fn keep_renewed(
     api: Api<Lease>,
+    name: String,
     me: String,
     taken: Instant,
     lost: watch::Sender<Option<String>>,
@@ -423,7 +450,7 @@ async fn keep_renewed(
     loop {
         tokio::time::sleep(pause).await;
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(holder.budget(sent), renew_once(&api, &me))
+        let outcome = tokio::time::timeout(holder.budget(sent), renew_once(&api, &name, &me))
             .await
             .unwrap_or_else(|_| Renewal::Failed("the API server did not answer".into()));
         match holder.after(sent, outcome, Instant::now()) {
@@ -436,8 +463,8 @@ async fn keep_renewed(
     }
 }
 
-async fn renew_once(api: &Api<Lease>, me: &str) -> Renewal {
-    let mut lease = match api.get_opt(LEASE_NAME).await {
+async fn renew_once(api: &Api<Lease>, name: &str, me: &str) -> Renewal {
+    let mut lease = match api.get_opt(name).await {
         Ok(Some(lease)) => lease,
         Ok(None) => return Renewal::Gone,
         Err(e) => return Renewal::Failed(e.to_string()),
@@ -448,10 +475,7 @@ async fn renew_once(api: &Api<Lease>, me: &str) -> Renewal {
     }
     lease.spec.get_or_insert_with(Default::default).renew_time = Some(now());
     // At the resourceVersion just read: a takeover in between makes this fail, not overwrite it.
-    match api
-        .replace(LEASE_NAME, &PostParams::default(), &lease)
-        .await
-    {
+    match api.replace(name, &PostParams::default(), &lease).await {
         Ok(_) => Renewal::Renewed,
         Err(e) => Renewal::Failed(e.to_string()),
     }
@@ -479,16 +503,16 @@ impl SandboxLock {
     pub(crate) async fn release(mut self) {
         self.renew.abort();
         self.released = true;
-        give_back(self.api.clone(), self.me.clone()).await;
+        give_back(self.api.clone(), self.name.clone(), self.me.clone()).await;
     }
 }
 
 /// Delete the lease if it still names `me`, at the version read: never a successor's lease.
 /// Where that cannot be done in time, the lease is left to expire.
-async fn give_back(api: Api<Lease>, me: String) {
+async fn give_back(api: Api<Lease>, name: String, me: String) {
     let attempts = async {
         for _ in 0..3 {
-            let Ok(Some(lease)) = api.get_opt(LEASE_NAME).await else {
+            let Ok(Some(lease)) = api.get_opt(&name).await else {
                 return;
             };
             if holder_of(&lease) != Some(me.as_str()) {
@@ -501,7 +525,7 @@ async fn give_back(api: Api<Lease>, me: String) {
                 }),
                 ..Default::default()
             };
-            match api.delete(LEASE_NAME, &params).await {
+            match api.delete(&name, &params).await {
                 // Written in between (our own renewal still in flight): look again.
                 Err(e) if status_code(&e) == Some(409) => continue,
                 _ => return,
@@ -519,7 +543,7 @@ impl Drop for SandboxLock {
         }
         // A dropped holder (cancelled task, Ctrl-C) gives the lock back on the way out; where
         // that is impossible the lease simply expires.
-        let release = give_back(self.api.clone(), self.me.clone());
+        let release = give_back(self.api.clone(), self.name.clone(), self.me.clone());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
                 tokio::task::block_in_place(|| handle.block_on(release));
@@ -535,7 +559,7 @@ mod tests {
     use super::*;
 
     fn lease(holder: &str, renewed: &str) -> Lease {
-        let mut l = our_lease("ns", holder, None);
+        let mut l = our_lease(LEASE_NAME, "ns", holder, None);
         let spec = l.spec.as_mut().unwrap();
         spec.renew_time = Some(MicroTime(renewed.parse().unwrap()));
         l
@@ -592,7 +616,7 @@ mod tests {
         let mut observer = Observer::default();
         let an_hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
         let behind = |secs| {
-            let mut l = our_lease("ns", "skewed", None);
+            let mut l = our_lease(LEASE_NAME, "ns", "skewed", None);
             l.spec.as_mut().unwrap().renew_time = Some(MicroTime(
                 an_hour_ago + jiff::SignedDuration::from_secs(secs),
             ));

@@ -29,6 +29,7 @@ pub(crate) mod values;
 pub(crate) mod wait;
 
 pub(crate) mod cache;
+pub(crate) mod caps;
 pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod prepare;
@@ -71,6 +72,7 @@ crate::error::hint_registry!(
         smoke::SmokeError,
         handover::HandoverError,
         up::Interrupted,
+        caps::CapError,
     ]
 );
 

@@ -13,6 +13,7 @@ use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::lock;
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::apply::{self, StepTiming};
+use crate::pipeline::caps;
 use crate::pipeline::checkout::Checkout;
 use crate::pipeline::config::PodSecurity;
 use crate::pipeline::context::SandboxInfo;
@@ -108,9 +109,16 @@ async fn locked(
         .with_context(|| format!("could not prepare namespace `{ns}`"))?;
     let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
     if new {
-        record::ensure(cluster, &wanted)
+        // A new sandbox must fit the product's caps; the count's lock is held until its
+        // namespace exists, so that it counts for whoever looks next.
+        let counted = caps::admit(cluster, settings, reporter).await?;
+        let made = record::ensure(cluster, &wanted)
             .await
-            .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+            .with_context(|| format!("could not prepare namespace `{ns}`"));
+        if let Some(counted) = counted {
+            counted.release().await;
+        }
+        made?;
     }
     // The accounts that work in sandboxes get their rights here before the lock is taken in it.
     if let Some(access) = &settings.access {

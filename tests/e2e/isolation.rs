@@ -172,3 +172,77 @@ async fn pods_the_pod_security_level_refuses_are_warned_of_and_fail_fast() {
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
 }
+
+/// With `max_sandboxes: 2`, three `up`s of new branches at once: exactly two sandboxes are
+/// made, and the third `up` fails with the cap's message and the sandboxes it could `down`.
+#[tokio::test]
+async fn concurrent_ups_never_overshoot_the_cap() {
+    let Some(client) = cluster("caps").await else {
+        return;
+    };
+    let product = Product::new("caps");
+    // A product of its own: the cap counts every sandbox of the product in the cluster.
+    product.edit_config("name: shop\n", "name: e2e-capped\n");
+    add_to_config(&product, "\nlimits:\n  max_sandboxes: 2\n");
+    let branches = ["main", "feature-x", "feature-y"];
+    let mut claimed = Vec::new();
+    for b in branches {
+        claimed.push(TestNamespace::claim(&client, &product.namespace(b)).await);
+    }
+    let runs: Vec<_> = branches
+        .iter()
+        .map(|b| {
+            product
+                .sandbox(&["up", "--branch", b])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = runs
+        .into_iter()
+        .map(|r| r.wait_with_output().unwrap())
+        .collect();
+    let failed: Vec<String> = outputs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    let all: Vec<String> = outputs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(failed.len(), 1, "{all:#?}");
+    assert!(
+        failed[0].contains("product `e2e-capped` has 2 sandboxes, and `limits.max_sandboxes` in"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains(
+            "hint: free a place by deleting one of those, or raise `limits.max_sandboxes`"
+        ),
+        "{}",
+        failed[0]
+    );
+    assert!(failed[0].contains("the oldest of them:"), "{}", failed[0]);
+    assert!(failed[0].contains("(owner e2e, created "), "{}", failed[0]);
+    assert!(
+        failed[0].contains("`sandbox down --branch "),
+        "{}",
+        failed[0]
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let made = namespaces
+        .list(&kube::api::ListParams::default().labels("sandbox.dev/sandbox=e2e-capped"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(made.len(), 2, "exactly two sandboxes exist");
+    let mut existing = 0;
+    for ns in &claimed {
+        existing += usize::from(ns.exists().await);
+    }
+    assert_eq!(existing, 2);
+}
