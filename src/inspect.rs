@@ -26,6 +26,9 @@ pub(crate) struct SandboxRow {
     pub(crate) created_at: String,
     pub(crate) expires_at: String,
     pub(crate) status: String,
+    /// Asleep since then (`sandbox sleep`, or `reap` after `idle_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sleeping_since: Option<String>,
     pub(crate) url: String,
     /// repo → short SHA (and the branch used when it fell back).
     pub(crate) repos: BTreeMap<String, String>,
@@ -49,9 +52,15 @@ impl SandboxRow {
         } else {
             r.status.map(Status::as_str).unwrap_or_default()
         };
+        let sleeping_since = r
+            .sleep
+            .as_ref()
+            .and_then(|s| s.since)
+            .map(|t| t.to_string());
         let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
         SandboxRow {
             status: status.to_owned(),
+            sleeping_since,
             created_at: time(r.created_at),
             expires_at: time(r.expires_at),
             url: r.url.unwrap_or_default(),
@@ -107,6 +116,11 @@ pub(crate) fn print_list(rows: &[SandboxRow]) {
     );
     for r in rows {
         let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+        // `sleeping 2h`: since when.
+        let status = match &r.sleeping_since {
+            Some(since) if r.status == "sleeping" => format!("sleeping {}", ago(since)),
+            _ => r.status.clone(),
+        };
         println!(
             "{:<30} {:<12} {:<20} {:>5} {:>8} {:<12} {:<28} {:<10} {}",
             r.namespace,
@@ -114,7 +128,7 @@ pub(crate) fn print_list(rows: &[SandboxRow]) {
             r.branch,
             ago(&r.created_at),
             left(&r.expires_at),
-            r.status,
+            status,
             r.url,
             r.owner,
             repos.join(" ")

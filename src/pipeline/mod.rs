@@ -35,6 +35,7 @@ pub(crate) mod down;
 pub(crate) mod prepare;
 pub(crate) mod rollback;
 pub(crate) mod settings;
+pub(crate) mod sleep;
 pub(crate) mod up;
 
 pub(crate) use self::down::{down, down_dry_run};

@@ -22,7 +22,7 @@ use crate::pipeline::images::Mode;
 use crate::pipeline::prepare::{self, Prepared, Secrets};
 use crate::pipeline::rollback;
 use crate::pipeline::settings::Settings;
-use crate::pipeline::{inventory, smoke};
+use crate::pipeline::{inventory, sleep, smoke};
 use crate::progress::Reporter;
 use crate::record::{self, Lookup, RepoAt, SandboxRecord, Status, Update};
 
@@ -343,6 +343,12 @@ async fn rollout(
         record::update(cluster, ns, Update::inventory(union)).await?;
     }
     record::update(cluster, ns, Update::status(Status::Deploying)).await?;
+    // An `up` wakes a sleeping sandbox: what it does not apply anew gets its replicas back here.
+    let asleep = previous.and_then(|r| r.sleep.as_ref());
+    if let Some(asleep) = asleep {
+        reporter.info("waking the sandbox (it was asleep)");
+        sleep::restore(cluster, ns, asleep).await?;
+    }
 
     let deploy_started = Instant::now();
     let timeouts = settings.config.timeouts;
@@ -380,6 +386,7 @@ async fn rollout(
     }
     let done = Update {
         url: Some(url.clone()),
+        sleep: asleep.map(|_| None),
         ..Update::status(Status::Ready)
     };
     record::update(cluster, ns, done).await?;

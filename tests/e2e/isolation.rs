@@ -246,3 +246,135 @@ async fn concurrent_ups_never_overshoot_the_cap() {
     }
     assert_eq!(existing, 2);
 }
+
+/// Pods of the sandbox that run or are about to (not the finished pods of Jobs).
+async fn live_pods(client: &kube::Client, ns: &str) -> Vec<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            matches!(phase, Some("Running" | "Pending"))
+        })
+        .map(|p| p.metadata.name.unwrap())
+        .collect()
+}
+
+async fn annotation(client: &kube::Client, ns: &str, key: &str) -> Option<String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let annotations = namespaces.get(ns).await.unwrap().metadata.annotations;
+    annotations.unwrap_or_default().get(key).cloned()
+}
+
+/// `sleep` scales every workload to zero and says so in the record and in `list`; `wake`
+/// brings every service back without writing a ConfigMap, Secret or Service; `reap` puts to
+/// sleep a sandbox unused for its `idle_after`, and leaves one used since alone.
+#[tokio::test]
+async fn sleep_wake_and_reap_of_idle_sandboxes() {
+    let Some(client) = cluster("sleep").await else {
+        return;
+    };
+    let product = Product::new("sleep");
+    // A product of its own, so `reap` looks at no one else's sandboxes.
+    product.edit_config("name: shop\n", "name: e2e-sleepy\n");
+    add_to_config(&product, "\nidle_after: 15s\n");
+    let a = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let b = TestNamespace::claim(&client, &product.namespace("main")).await;
+    up_ok(&product, &[]);
+    crate::support::run_ok(&mut product.sandbox(&["up", "--branch", "main"]));
+    let before = crate::support::versions(&client, &a.name).await;
+
+    crate::support::run_ok(&mut product.sandbox(&["sleep", "--branch", "feature-x"]));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &a.name);
+    for d in deployments.list(&Default::default()).await.unwrap().items {
+        assert_eq!(d.spec.unwrap().replicas, Some(0));
+    }
+    let gone = async {
+        while !live_pods(&client, &a.name).await.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), gone)
+        .await
+        .expect("every pod of the sleeping sandbox goes");
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/status")
+            .await
+            .as_deref(),
+        Some("sleeping")
+    );
+    let list = crate::support::run_ok(&mut product.sandbox(&["list", "--output", "json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["namespace"] == a.name.as_str())
+        .unwrap();
+    assert_eq!(row["status"], "sleeping");
+    assert!(row["sleeping_since"].is_string(), "{row}");
+
+    crate::support::run_ok(&mut product.sandbox(&["wake", "--branch", "feature-x"]));
+    for d in deployments.list(&Default::default()).await.unwrap().items {
+        let name = d.metadata.name.clone().unwrap();
+        let want = d.spec.unwrap().replicas.unwrap();
+        assert!(want > 0, "{name}");
+        assert_eq!(
+            d.status.unwrap().ready_replicas,
+            Some(want),
+            "{name} is ready"
+        );
+    }
+    let after = crate::support::versions(&client, &a.name).await;
+    for (key, version) in &before {
+        if ["ConfigMap/", "Secret/", "Service/"]
+            .iter()
+            .any(|k| key.starts_with(k))
+        {
+            assert_eq!(after.get(key), Some(version), "{key} was written by wake");
+        }
+    }
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/status")
+            .await
+            .as_deref(),
+        Some("ready")
+    );
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/sleep-replicas").await,
+        None
+    );
+
+    // Both unused past their 15 s; then `main` is used (extend), and `reap` sleeps only the other.
+    tokio::time::sleep(std::time::Duration::from_secs(16)).await;
+    crate::support::run_ok(&mut product.sandbox(&["extend", "--branch", "main", "--ttl", "2d"]));
+    let reap = crate::support::run_ok(&mut product.sandbox(&["reap"]));
+    let said = String::from_utf8_lossy(&reap.stdout);
+    assert!(
+        said.contains(&format!("put to sleep: {}", a.name)),
+        "{said}"
+    );
+    assert!(!said.contains(&b.name), "{said}");
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/status")
+            .await
+            .as_deref(),
+        Some("sleeping")
+    );
+    assert_eq!(
+        annotation(&client, &b.name, "sandbox.dev/status")
+            .await
+            .as_deref(),
+        Some("ready")
+    );
+    assert!(!live_pods(&client, &b.name).await.is_empty());
+
+    // `up` wakes it too.
+    up_ok(&product, &[]);
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/sleep-replicas").await,
+        None
+    );
+    assert!(!live_pods(&client, &a.name).await.is_empty());
+}
