@@ -280,19 +280,12 @@ pub(crate) async fn acquire_named(
             &existing,
         ) {
             (Verdict::Free, None) => {
-                api.create(
-                    &PostParams::default(),
-                    &our_lease(name, namespace, &me, None),
-                )
-                .await
+                let lease = our_lease(name, namespace, &me, None);
+                api.create(&PostParams::default(), &lease).await
             }
             (Verdict::Free | Verdict::Silent, Some(lease)) => {
-                api.replace(
-                    name,
-                    &PostParams::default(),
-                    &our_lease(name, namespace, &me, Some(lease)),
-                )
-                .await
+                let ours = our_lease(name, namespace, &me, Some(lease));
+                api.replace(name, &PostParams::default(), &ours).await
             }
             (Verdict::Held { left, changed }, Some(lease)) => {
                 let spec = lease.spec.clone().unwrap_or_default();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::error::Hint;
 use crate::kube::Cluster;
 use crate::lock::{self, SandboxLock};
+use crate::pipeline::config::Caps;
 use crate::pipeline::settings::Settings;
 use crate::progress::Reporter;
 use crate::record::{self, SandboxRecord};
@@ -84,7 +85,7 @@ pub(crate) async fn admit(
     settings: &Settings,
     reporter: &Reporter,
 ) -> anyhow::Result<Option<SandboxLock>> {
-    let caps = settings.config.isolation.caps;
+    let caps: Caps = settings.config.isolation.caps;
     if !caps.any() {
         return Ok(None);
     }
@@ -98,29 +99,31 @@ pub(crate) async fn admit(
         Ok(()) => Ok(Some(held)),
         Err(full) => {
             held.release().await;
-            Err(full.into())
+            Err(anyhow::Error::new(*full))
         }
     }
 }
 
 /// Whether one more sandbox fits, given the product's `sandboxes` (terminating ones and this
 /// sandbox's own namespace do not count).
-fn check(settings: &Settings, sandboxes: Vec<SandboxRecord>) -> Result<(), CapError> {
+fn check(settings: &Settings, sandboxes: Vec<SandboxRecord>) -> Result<(), Box<CapError>> {
     let caps = settings.config.isolation.caps;
     let mut counted: Vec<SandboxRecord> = sandboxes
         .into_iter()
         .filter(|r| !r.terminating && r.namespace != settings.namespace)
         .collect();
     counted.sort_by_key(|r| r.created_at);
-    let full = |field, owner: Option<&str>, cap: u32, of: Vec<SandboxRecord>| CapError::Full {
-        branch: settings.branch.clone(),
-        product: settings.config.name.clone(),
-        field,
-        owner: owner.map(str::to_owned),
-        count: of.len(),
-        cap,
-        config: settings.config.path.clone(),
-        oldest: of.into_iter().take(OLDEST_SHOWN).collect(),
+    let full = |field, owner: Option<&str>, cap: u32, of: Vec<SandboxRecord>| {
+        Box::new(CapError::Full {
+            branch: settings.branch.clone(),
+            product: settings.config.name.clone(),
+            field,
+            owner: owner.map(str::to_owned),
+            count: of.len(),
+            cap,
+            config: settings.config.path.clone(),
+            oldest: of.into_iter().take(OLDEST_SHOWN).collect(),
+        })
     };
     if let Some(cap) = caps.max_sandboxes {
         if counted.len() >= cap as usize {
@@ -140,7 +143,6 @@ fn check(settings: &Settings, sandboxes: Vec<SandboxRecord>) -> Result<(), CapEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::config::Caps;
 
     fn settings(caps: Caps, owner: &str) -> Settings {
         let dir = tempfile::tempdir().unwrap();

@@ -177,9 +177,25 @@ fn container_violations(
             &format!("adding capability {extra} is not allowed"),
         );
     }
-    if level != PodSecurity::Restricted {
-        return;
+    if level == PodSecurity::Restricted {
+        restricted_violations(context, pod_context, at, found);
     }
+}
+
+/// What restricted asks of a container beyond baseline.
+fn restricted_violations(
+    context: &Value,
+    pod_context: &Value,
+    at: &str,
+    found: &mut Vec<Violation>,
+) {
+    let field = |name: &str| join(&join(at, "securityContext"), name);
+    let mut bad = |field: String, problem: &str| {
+        found.push(Violation {
+            field,
+            problem: problem.to_owned(),
+        })
+    };
     if context["allowPrivilegeEscalation"] != false {
         bad(
             field("allowPrivilegeEscalation"),
