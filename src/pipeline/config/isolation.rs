@@ -52,8 +52,8 @@ impl Caps {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NetworkPolicy {
     pub(crate) enabled: bool,
-    /// Namespaces (by label selector) whose pods may reach the sandbox's, besides its own.
-    pub(crate) allow_from: Vec<BTreeMap<String, String>>,
+    /// Who may reach the sandbox's pods besides its own.
+    pub(crate) allow_from: Vec<AllowFrom>,
     /// Egress only within the sandbox and to DNS (else egress is open).
     pub(crate) restrict_egress: bool,
 }
@@ -66,6 +66,15 @@ impl Default for NetworkPolicy {
             restrict_egress: false,
         }
     }
+}
+
+/// A source of traffic the sandbox admits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AllowFrom {
+    /// The pods of the namespaces with these labels.
+    Namespaces(BTreeMap<String, String>),
+    /// Addresses outside the cluster's pods (a NodePort or LoadBalancer's clients), as a CIDR.
+    Cidr(String),
 }
 
 /// The Pod Security Standard the namespace enforces.
@@ -146,6 +155,7 @@ fn yes() -> bool {
 struct RawAllowFrom {
     namespace: Option<String>,
     namespace_labels: Option<BTreeMap<String, String>>,
+    cidr: Option<String>,
 }
 
 /// What the raw config says about isolation, for [`isolation`].
@@ -344,13 +354,22 @@ fn network_policy(
     let mut allow_from = Vec::new();
     for (i, from) in raw.allow_from.into_iter().enumerate() {
         let keys = ["network_policy", "allow_from"];
-        let selector = match (from.namespace, from.namespace_labels) {
-            (Some(name), None) if super::is_dns_label(&name) => {
+        let selector = match (from.namespace, from.namespace_labels, from.cidr) {
+            (Some(name), None, None) if super::is_dns_label(&name) => {
                 // Every namespace carries its name as this label (Kubernetes 1.21+).
-                BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name)])
+                let labels = BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name)]);
+                AllowFrom::Namespaces(labels)
             }
-            (None, Some(labels)) if !labels.is_empty() => labels,
-            (Some(name), None) => {
+            (None, Some(labels), None) if !labels.is_empty() => AllowFrom::Namespaces(labels),
+            (None, None, Some(cidr)) if is_cidr(&cidr) => AllowFrom::Cidr(cidr),
+            (None, None, Some(cidr)) => {
+                return Err(file.invalid(
+                    &keys,
+                    format!("entry {}: `{cidr}` is not a CIDR", i + 1),
+                    Some("write it like `10.0.0.0/8` or `0.0.0.0/0`".into()),
+                ))
+            }
+            (Some(name), None, None) => {
                 return Err(file.invalid(
                     &keys,
                     format!("entry {}: `{name}` is not a namespace name", i + 1),
@@ -360,8 +379,8 @@ fn network_policy(
             _ => {
                 return Err(file.invalid(
                     &keys,
-                    format!("entry {} must name a `namespace` or its `namespace_labels` (one of them)", i + 1),
-                    Some("e.g. `allow_from: [{namespace: ingress-nginx}]` or `[{namespace_labels: {team: ingress}}]`".into()),
+                    format!("entry {} must name one `namespace`, `namespace_labels` or `cidr`", i + 1),
+                    Some("e.g. `allow_from: [{namespace: ingress-nginx}]`, `[{namespace_labels: {team: ingress}}]` or `[{cidr: 0.0.0.0/0}]`".into()),
                 ))
             }
         };
@@ -372,6 +391,18 @@ fn network_policy(
         allow_from,
         restrict_egress: raw.restrict_egress,
     })
+}
+
+/// `a.b.c.d/n` or an IPv6 address with a prefix length.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, bits)) = text.split_once('/') else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 32),
+        Ok(std::net::IpAddr::V6(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 128),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -387,5 +418,15 @@ mod tests {
         assert_eq!(parse_quantity("12Q"), None);
         assert_eq!(parse_quantity("lots"), None);
         assert_eq!(parse_quantity(""), None);
+    }
+
+    #[test]
+    fn cidrs_are_checked() {
+        assert!(is_cidr("0.0.0.0/0"));
+        assert!(is_cidr("10.0.0.0/8"));
+        assert!(is_cidr("fd00::/8"));
+        assert!(!is_cidr("10.0.0.0"));
+        assert!(!is_cidr("10.0.0.0/33"));
+        assert!(!is_cidr("ten/8"));
     }
 }

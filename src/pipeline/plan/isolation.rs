@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::pipeline::config::{Isolation, NetworkPolicy, Quota};
+use crate::pipeline::config::{AllowFrom, Isolation, NetworkPolicy, Quota};
 use crate::pipeline::render::Manifest;
 
 /// The names of the objects, fixed so a config change updates them in place.
@@ -68,12 +68,10 @@ fn quota_objects(quota: &Quota) -> Vec<Value> {
 /// `restrict_egress`, egress only to the sandbox's own pods and to DNS.
 fn network_policies(policy: &NetworkPolicy) -> Vec<Value> {
     let mut from = vec![json!({"podSelector": {}})];
-    from.extend(
-        policy
-            .allow_from
-            .iter()
-            .map(|labels| json!({"namespaceSelector": {"matchLabels": labels}})),
-    );
+    from.extend(policy.allow_from.iter().map(|allowed| match allowed {
+        AllowFrom::Namespaces(labels) => json!({"namespaceSelector": {"matchLabels": labels}}),
+        AllowFrom::Cidr(cidr) => json!({"ipBlock": {"cidr": cidr}}),
+    }));
     let mut out = vec![json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -145,10 +143,13 @@ mod tests {
         };
         let policy = NetworkPolicy {
             enabled: true,
-            allow_from: vec![BTreeMap::from([(
-                "kubernetes.io/metadata.name".into(),
-                "ingress-nginx".into(),
-            )])],
+            allow_from: vec![
+                AllowFrom::Namespaces(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".into(),
+                    "ingress-nginx".into(),
+                )])),
+                AllowFrom::Cidr("0.0.0.0/0".into()),
+            ],
             restrict_egress: true,
         };
         let objects = namespace_objects(&isolation(Some(quota), policy));
@@ -170,6 +171,7 @@ mod tests {
             from[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
             "ingress-nginx"
         );
+        assert_eq!(from[2]["ipBlock"]["cidr"], "0.0.0.0/0");
         let egress = &objects[3].object["spec"]["egress"];
         assert_eq!(egress[1]["ports"][0]["port"], 53);
     }
