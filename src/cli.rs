@@ -81,7 +81,12 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Move a sandbox's expiry: now + TTL.
     Extend(ExtendArgs),
-    /// Delete every sandbox whose expiry has passed (never anything without the tool's label).
+    /// Scale a sandbox's Deployments and StatefulSets to zero (remembering their replicas).
+    Sleep(BranchArg),
+    /// Scale a sleeping sandbox back and wait until every service is ready (`up` wakes too).
+    Wake(BranchArg),
+    /// Delete every sandbox whose expiry has passed, and put to sleep those unused for their
+    /// `idle_after` (never anything without the tool's label).
     Reap(ReapArgs),
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     ReaperManifests(ReaperArgs),
@@ -279,7 +284,7 @@ impl LockArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BranchArg {
     /// The branch whose sandbox this is.
     #[arg(long, short)]

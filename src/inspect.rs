@@ -27,6 +27,9 @@ pub(crate) struct SandboxRow {
     pub(crate) created_at: String,
     pub(crate) expires_at: String,
     pub(crate) status: String,
+    /// Asleep since then (`sandbox sleep`, or `reap` after `idle_after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sleeping_since: Option<String>,
     pub(crate) url: String,
     /// repo → short SHA (and the branch used when it fell back).
     pub(crate) repos: BTreeMap<String, String>,
@@ -50,9 +53,15 @@ impl SandboxRow {
         } else {
             r.status.map(Status::as_str).unwrap_or_default()
         };
+        let sleeping_since = r
+            .sleep
+            .as_ref()
+            .and_then(|s| s.since)
+            .map(|t| t.to_string());
         let time = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
         SandboxRow {
             status: status.to_owned(),
+            sleeping_since,
             created_at: time(r.created_at),
             expires_at: time(r.expires_at),
             url: r.url.unwrap_or_default(),
@@ -117,11 +126,16 @@ pub(crate) fn list_table(rows: &[SandboxRow]) -> Table {
     ]);
     for r in rows {
         let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+        // `sleeping 2h`: since when.
+        let status = match &r.sleeping_since {
+            Some(since) if r.status == "sleeping" => format!("sleeping {}", delta(since, true)),
+            _ => r.status.clone(),
+        };
         table.row(vec![
             r.namespace.clone(),
             r.product.clone(),
             r.branch.clone(),
-            r.status.clone(),
+            status,
             delta(&r.created_at, true),
             delta(&r.expires_at, false),
             r.url.clone(),

@@ -82,7 +82,8 @@ impl Hint for LockError {
 pub(crate) struct SandboxLock {
     api: Api<Lease>,
     namespace: String,
-    /// The Lease's name: [`LEASE_NAME`] in a sandbox, another one for serve's claims.
+    /// The Lease's name: [`LEASE_NAME`] in a sandbox, another one for serve's claims or the
+    /// count of a product's sandboxes (caps).
     name: String,
     /// The holder identity this acquisition wrote: who, and a token of its own.
     me: String,

@@ -1,5 +1,6 @@
-//! Expiry: which sandboxes have outlived their TTL, `sandbox reap` that deletes them, and the
-//! manifests that run the reaper in the cluster on a schedule. Only namespaces carrying the
+//! Expiry and idleness: which sandboxes have outlived their TTL, `sandbox reap` that deletes
+//! them and puts to sleep those unused for their `idle_after`, and the manifests that run the
+//! reaper in the cluster on a schedule. Only namespaces carrying the
 //! tool's label are ever looked at — the label selector is applied by the API server, and
 //! checked again here.
 
@@ -20,37 +21,64 @@ pub(crate) struct Reaped {
     pub(crate) branch: String,
     pub(crate) owner: String,
     pub(crate) expired_at: String,
-    /// `deleted`, `would delete`, `skipped: …`
+    /// For a sandbox put to sleep: when it was last used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) idle_since: Option<String>,
+    /// `deleted`, `would delete`, `put to sleep`, `would put to sleep`, `skipped: …`
     pub(crate) action: String,
 }
 
+/// What reaping does to one sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Delete,
+    Sleep,
+}
+
+/// What is due for `sandbox` at `now`: deletion once expired, sleep once idle (and awake).
+fn due(sandbox: &SandboxRecord, now: jiff::Timestamp) -> Option<Due> {
+    if sandbox.terminating {
+        None
+    } else if sandbox.expired(now) {
+        Some(Due::Delete)
+    } else if sandbox.idle(now) {
+        Some(Due::Sleep)
+    } else {
+        None
+    }
+}
+
 /// Delete (or with `dry_run` only list) every expired sandbox of `product` (None: of every
-/// product). A sandbox whose lock is held by a running `up` is skipped; the next run takes it.
-/// So is one that names no product: it was not made by the tool as it is now.
+/// product), and put to sleep every one unused for its `idle_after`. A sandbox whose lock is
+/// held by a running `up` is skipped; the next run takes it. So is one that names no product:
+/// it was not made by the tool as it is now.
 pub(crate) async fn reap(
     cluster: &Cluster,
     product: Option<&str>,
     dry_run: bool,
 ) -> Result<Vec<Reaped>> {
     let now = jiff::Timestamp::now();
-    let expired: Vec<SandboxRecord> = record::list(cluster, product)
+    let due: Vec<(SandboxRecord, Due)> = record::list(cluster, product)
         .await?
         .into_iter()
-        .filter(|r| !r.terminating && r.expired(now))
+        .filter_map(|r| due(&r, now).map(|d| (r, d)))
         .collect();
     let holder = lock::holder_identity("reaper");
-    let work = expired.into_iter().map(|sandbox| {
+    let work = due.into_iter().map(|(sandbox, due)| {
         let holder = holder.clone();
         async move {
-            let action = if dry_run {
-                "would delete".into()
-            } else {
-                match delete_expired(cluster, &sandbox, &holder).await {
-                    Ok(()) => "deleted".into(),
+            let action = match (due, dry_run) {
+                (Due::Delete, true) => "would delete".into(),
+                (Due::Sleep, true) => "would put to sleep".into(),
+                (due, false) => match act(cluster, &sandbox, due, &holder).await {
+                    Ok(()) if due == Due::Delete => "deleted".into(),
+                    Ok(()) => "put to sleep".into(),
                     Err(e) => format!("skipped: {e:#}"),
-                }
+                },
             };
             Reaped {
+                idle_since: (due == Due::Sleep)
+                    .then(|| sandbox.used_at().map(|t| t.to_string()).unwrap_or_default()),
                 expired_at: sandbox
                     .expires_at
                     .map(|t| t.to_string())
@@ -71,7 +99,8 @@ pub(crate) async fn reap(
     Ok(rows)
 }
 
-async fn delete_expired(cluster: &Cluster, listed: &SandboxRecord, holder: &str) -> Result<()> {
+/// Delete or sleep one sandbox, under its lock, if that is still due once the lock is held.
+async fn act(cluster: &Cluster, listed: &SandboxRecord, due: Due, holder: &str) -> Result<()> {
     let name = listed.namespace.as_str();
     if listed.product.is_empty() {
         anyhow::bail!("it names no product (no {} label)", record::PRODUCT_LABEL);
@@ -90,13 +119,19 @@ async fn delete_expired(cluster: &Cluster, listed: &SandboxRecord, holder: &str)
         Err(LockError::Held { holder, .. }) => anyhow::bail!("in use by {holder}"),
         Err(e) => return Err(e.into()),
     };
-    // Look again under the lock: an `up` may have extended it meanwhile.
+    // Look again under the lock: an `up` may have extended or used it meanwhile.
+    let now = jiff::Timestamp::now();
     let sandbox = match record::fetch(cluster, name, &listed.product).await? {
-        Lookup::Ours(r) if r.expired(jiff::Timestamp::now()) => r,
-        _ => anyhow::bail!("no longer expired"),
+        Lookup::Ours(r) if self::due(&r, now) == Some(due) => r,
+        _ => anyhow::bail!("no longer due"),
     };
-    // Deleting is the reaper's whole job: it does not wait for the namespace to go.
-    record::delete_ours(cluster, &sandbox).await?;
+    match due {
+        // Deleting is the reaper's whole job: it does not wait for the namespace to go.
+        Due::Delete => record::delete_ours(cluster, &sandbox).await?,
+        Due::Sleep => {
+            crate::pipeline::sleep::sleep_locked(cluster, name, &listed.product).await?;
+        }
+    }
     Ok(())
 }
 
@@ -108,6 +143,14 @@ const REAPER_RULES: &str = r#"rules:
   - apiGroups: [""]
     resources: [namespaces]
     verbs: [list, get, delete]
+  # Put idle sandboxes to sleep: their Deployments and StatefulSets scaled to zero, the replicas
+  # and the time recorded on the namespace (a merge patch of the `sandbox.dev/*` annotations).
+  - apiGroups: [""]
+    resources: [namespaces]
+    verbs: [patch]
+  - apiGroups: [apps]
+    resources: [deployments, statefulsets]
+    verbs: [list, patch]
   # The lock of each sandbox is the Lease `sandbox-lock` in its namespace: only that name may be
   # read, renewed and released (so not the nodes' heartbeats in kube-node-lease)…
   - apiGroups: [coordination.k8s.io]
@@ -246,6 +289,31 @@ mod tests {
     }
 
     #[test]
+    fn expired_sandboxes_are_deleted_and_idle_ones_put_to_sleep() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let hours = |h| now - jiff::SignedDuration::from_hours(h);
+        let sandbox = |updated: i64, expires_in: i64, idle_hours: Option<u64>| SandboxRecord {
+            updated_at: Some(hours(updated)),
+            expires_at: Some(hours(-expires_in)),
+            idle_after: idle_hours.map(|h| std::time::Duration::from_secs(h * 3600)),
+            ..SandboxRecord::default()
+        };
+        assert_eq!(due(&sandbox(1, -1, None), now), Some(Due::Delete));
+        assert_eq!(due(&sandbox(9, 10, Some(8)), now), Some(Due::Sleep));
+        assert_eq!(due(&sandbox(7, 10, Some(8)), now), None);
+        assert_eq!(due(&sandbox(9, 10, None), now), None, "no idle_after");
+        let mut asleep = sandbox(9, 10, Some(8));
+        asleep.sleep = Some(record::Sleep::default());
+        assert_eq!(due(&asleep, now), None, "asleep already");
+        let mut expired_asleep = sandbox(9, -1, Some(8));
+        expired_asleep.sleep = Some(record::Sleep::default());
+        assert_eq!(due(&expired_asleep, now), Some(Due::Delete));
+        let mut going = sandbox(1, -1, None);
+        going.terminating = true;
+        assert_eq!(due(&going, now), None);
+    }
+
+    #[test]
     fn reaper_manifests_parse_and_grant_little() {
         let text = reaper_manifests("img:1", "*/5 * * * *", "ops", "batch/v1beta1", None);
         let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
@@ -263,7 +331,7 @@ mod tests {
             ]
         );
         let rules = docs[2]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 3);
+        assert_eq!(rules.len(), 5);
         // Leases only by name, except create (which RBAC cannot limit by name).
         for rule in rules.iter().filter(|r| r["resources"][0] == "leases") {
             let verbs = rule["verbs"].as_array().unwrap();

@@ -57,6 +57,13 @@ mod key {
     pub(super) const MADE_BY: &str = "made-by";
     /// Why the last `up` failed (scrubbed, cut short); removed by the next success.
     pub(super) const LAST_ERROR: &str = "last-error";
+    /// The last `wake` or `extend` (an `up` writes `updated-at`).
+    pub(super) const LAST_USED: &str = "last-used";
+    /// How long it may go unused before `reap` puts it to sleep (`idle_after`), in seconds.
+    pub(super) const IDLE_AFTER: &str = "idle-after";
+    /// Since when it sleeps, and the replicas its workloads had (`{"Deployment/api": 2}`).
+    pub(super) const SLEEPING_SINCE: &str = "sleeping-since";
+    pub(super) const SLEEP_REPLICAS: &str = "sleep-replicas";
 }
 
 /// The longest last error recorded (annotations share 256 KiB per object).
@@ -145,6 +152,8 @@ pub(crate) enum Status {
     /// Applied by `up --wait=false`: nobody waited to see it ready.
     Applied,
     Failed,
+    /// Scaled to zero by `sleep` (or `reap`); `wake` or `up` brings it back.
+    Sleeping,
 }
 
 impl Status {
@@ -154,6 +163,7 @@ impl Status {
             Status::Ready => "ready",
             Status::Applied => "applied",
             Status::Failed => "failed",
+            Status::Sleeping => "sleeping",
         }
     }
 
@@ -163,6 +173,7 @@ impl Status {
             Status::Ready,
             Status::Applied,
             Status::Failed,
+            Status::Sleeping,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -212,6 +223,23 @@ pub(crate) struct SandboxRecord {
     pub(crate) terminating: bool,
     /// The namespace's uid when read (deletes are conditional on it).
     pub(crate) uid: Option<String>,
+    /// Labels the namespace carries besides the tool's own (the Pod Security level), written
+    /// by [`ensure`]; not read back.
+    pub(crate) labels: BTreeMap<String, String>,
+    /// The last `wake` or `extend`.
+    pub(crate) last_used: Option<jiff::Timestamp>,
+    /// `idle_after` of the product's sandbox.yaml at the last `up`.
+    pub(crate) idle_after: Option<Duration>,
+    /// Asleep since then, with the replicas to restore.
+    pub(crate) sleep: Option<Sleep>,
+}
+
+/// A sandbox put to sleep: since when, and what each workload ran before.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Sleep {
+    pub(crate) since: Option<jiff::Timestamp>,
+    /// `Deployment/api` → replicas.
+    pub(crate) replicas: BTreeMap<String, i32>,
 }
 
 impl SandboxRecord {
@@ -251,6 +279,15 @@ impl SandboxRecord {
             made_by: get(key::MADE_BY).map(str::to_owned),
             terminating: ns.metadata.deletion_timestamp.is_some(),
             uid: ns.metadata.uid.clone(),
+            labels: BTreeMap::new(),
+            last_used: time(key::LAST_USED),
+            idle_after: get(key::IDLE_AFTER)
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs),
+            sleep: get(key::SLEEP_REPLICAS).map(|r| Sleep {
+                since: time(key::SLEEPING_SINCE),
+                replicas: serde_json::from_str(r).unwrap_or_default(),
+            }),
         })
     }
 
@@ -279,6 +316,9 @@ impl SandboxRecord {
             put(key::PR_REPO, newest.repo.clone());
             put(key::PR_NUMBER, newest.number.to_string());
         }
+        if let Some(idle) = self.idle_after {
+            put(key::IDLE_AFTER, idle.as_secs().to_string());
+        }
         if self.prs.len() > 1 {
             let all: Vec<String> = self
                 .prs
@@ -301,6 +341,20 @@ impl SandboxRecord {
     /// Whether its expiry has passed.
     pub(crate) fn expired(&self, now: jiff::Timestamp) -> bool {
         self.expires_at.is_some_and(|at| at < now)
+    }
+
+    /// When it was last used: the latest `up` (`updated_at`), `wake` or `extend`.
+    pub(crate) fn used_at(&self) -> Option<jiff::Timestamp> {
+        self.updated_at.max(self.last_used)
+    }
+
+    /// Whether it is awake and has gone unused for its `idle_after`.
+    pub(crate) fn idle(&self, now: jiff::Timestamp) -> bool {
+        let (Some(idle), Some(used)) = (self.idle_after, self.used_at()) else {
+            return false;
+        };
+        let idle = jiff::SignedDuration::try_from(idle).unwrap_or(jiff::SignedDuration::MAX);
+        self.sleep.is_none() && used.checked_add(idle).is_ok_and(|at| at <= now)
     }
 }
 
@@ -335,6 +389,9 @@ pub(crate) struct Update {
     /// `Some(Some(error))` records why the run failed (the caller scrubs it; it is cut to
     /// [`MAX_LAST_ERROR`] characters), `Some(None)` removes it.
     pub(crate) last_error: Option<Option<String>>,
+    pub(crate) last_used: Option<jiff::Timestamp>,
+    /// `Some(Some(_))`: now asleep; `Some(None)`: awake again (the sleep is forgotten).
+    pub(crate) sleep: Option<Option<Sleep>>,
 }
 
 impl Update {
@@ -352,9 +409,26 @@ impl Update {
         }
     }
 
-    fn annotations(&self) -> BTreeMap<String, String> {
+    /// The annotations to write; `None` removes one.
+    fn annotations(&self) -> BTreeMap<String, Option<String>> {
         let mut a = BTreeMap::new();
-        let mut put = |k: &str, v: String| a.insert(format!("{PREFIX}{k}"), v);
+        let mut put = |k: &str, v: Option<String>| a.insert(format!("{PREFIX}{k}"), v);
+        if let Some(t) = self.last_used {
+            put(key::LAST_USED, Some(t.to_string()));
+        }
+        match &self.sleep {
+            Some(Some(sleep)) => {
+                put(key::SLEEPING_SINCE, sleep.since.map(|t| t.to_string()));
+                let replicas = serde_json::to_string(&sleep.replicas).expect("serializable");
+                put(key::SLEEP_REPLICAS, Some(replicas));
+            }
+            Some(None) => {
+                put(key::SLEEPING_SINCE, None);
+                put(key::SLEEP_REPLICAS, None);
+            }
+            None => {}
+        }
+        let mut put = |k: &str, v: String| put(k, Some(v));
         if let Some(s) = self.status {
             put(key::STATUS, s.as_str().to_owned());
         }
@@ -607,10 +681,11 @@ pub(crate) async fn ensure(
         made_by,
         ..record.clone()
     };
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (MANAGED_BY, MANAGED_BY_VALUE),
         (PRODUCT_LABEL, record.product.as_str()),
     ]);
+    labels.extend(record.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let object = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -966,7 +1041,11 @@ mod tests {
         let mut update = Update::status(Status::Ready);
         update.url = Some("http://x".into());
         update.inventory = Some(BTreeSet::from([ObjectRef::new("v1", "Service", "api")]));
-        let a = update.annotations();
+        let a: BTreeMap<String, String> = update
+            .annotations()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap()))
+            .collect();
         assert_eq!(a["sandbox.dev/status"], "ready");
         assert_eq!(a["sandbox.dev/url"], "http://x");
         assert_eq!(a["sandbox.dev/inventory"], r#"["v1/Service/api"]"#);
@@ -1014,6 +1093,51 @@ mod tests {
         assert!(untouched["metadata"]["annotations"]
             .get("sandbox.dev/last-error")
             .is_none());
+    }
+
+    #[test]
+    fn sleep_is_recorded_and_forgotten_and_idleness_counts_from_the_last_use() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let asleep = Update {
+            sleep: Some(Some(Sleep {
+                since: Some(now),
+                replicas: BTreeMap::from([("Deployment/api".into(), 2)]),
+            })),
+            ..Update::status(Status::Sleeping)
+        };
+        let a = asleep.annotations();
+        let pairs: Vec<(&str, &str)> = a
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref().unwrap()))
+            .collect();
+        let record =
+            SandboxRecord::from_namespace(&namespace(&[(MANAGED_BY, MANAGED_BY_VALUE)], &pairs))
+                .unwrap();
+        assert_eq!(record.status, Some(Status::Sleeping));
+        let sleep = record.sleep.unwrap();
+        assert_eq!(sleep.since, Some(now));
+        assert_eq!(sleep.replicas["Deployment/api"], 2);
+        let awake = Update {
+            sleep: Some(None),
+            ..Update::default()
+        };
+        assert_eq!(awake.annotations()["sandbox.dev/sleep-replicas"], None);
+
+        let hour = jiff::SignedDuration::from_hours(1);
+        let mut r = SandboxRecord {
+            updated_at: Some(now),
+            idle_after: Some(Duration::from_secs(3600)),
+            ..SandboxRecord::default()
+        };
+        assert!(!r.idle(now + jiff::SignedDuration::from_mins(59)));
+        assert!(r.idle(now + hour));
+        r.last_used = Some(now + hour);
+        assert!(!r.idle(now + hour), "a wake or extend counts as use");
+        r.sleep = Some(Sleep::default());
+        assert!(!r.idle(now + hour * 3), "asleep already");
+        r.sleep = None;
+        r.idle_after = None;
+        assert!(!r.idle(now + hour * 100), "no idle_after, never idle");
     }
 
     #[test]

@@ -6,16 +6,18 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, ObjectsOutput,
-    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs, TableOutputArg,
-    UpArgs, ValidateArgs, ValuesArgs,
+    BranchArg, CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs,
+    ObjectsOutput, Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs,
+    TableOutputArg, UpArgs, ValidateArgs, ValuesArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
 use crate::pipeline::config::Config;
 use crate::pipeline::images::Mode;
 use crate::pipeline::settings::unknown_service;
+use crate::pipeline::sleep::Outcome;
 use crate::pipeline::{self, prepare, Interrupted, Secrets, UpOptions};
+use crate::progress::Reporter;
 use crate::record::{self, Update};
 use crate::{diff, inspect, reap, serve};
 
@@ -275,6 +277,7 @@ pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
         settings.config.services.len(),
         prepared.plan.objects().count()
     );
+    warn_pod_security(&settings.config, &prepared.plan, &app.reporter);
     match cluster {
         Some(cluster) => {
             apply::check_served(&cluster, &prepared.plan)
@@ -293,6 +296,27 @@ pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Say which rendered pods the namespace's Pod Security level would refuse (the API server
+/// refuses them only when their controller creates them, deep into an `up`).
+fn warn_pod_security(config: &Config, plan: &pipeline::plan::Plan, reporter: &Reporter) {
+    let level = config.isolation.pod_security;
+    let violations = plan.pod_security_violations(level);
+    for (object, v) in &violations {
+        reporter.info(&format!(
+            "warning: {object} would be refused at pod_security `{}`: {}: {}",
+            level.as_str(),
+            v.field,
+            v.problem
+        ));
+    }
+    if !violations.is_empty() {
+        reporter.info(&format!(
+            "hint: make those pods meet the level, or set `pod_security` in {} to a lower one (privileged, baseline, restricted)",
+            config.path.display()
+        ));
+    }
+}
+
 pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
     let config = app.load_config()?;
     let cluster = connect(&app.cluster)
@@ -304,12 +328,65 @@ pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
     let expires = jiff::Timestamp::now()
         .checked_add(ttl)
         .context("the TTL is too long")?;
+    // Extending counts as using it: the idle clock starts again.
     let update = Update {
         expires_at: Some(expires),
+        last_used: Some(jiff::Timestamp::now()),
         ..Update::default()
     };
     record::update(&cluster, &namespace, update).await?;
     println!("{namespace} now expires at {expires}");
+    Ok(())
+}
+
+pub(super) async fn sleep(app: &App, args: BranchArg) -> Result<()> {
+    let config = app.load_config()?;
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot put the sandbox to sleep")?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch).await?;
+    let holder = crate::lock::holder_identity(&app.env.owner);
+    let outcome =
+        pipeline::sleep::sleep(&cluster, &namespace, &config.name, &holder, &app.reporter).await?;
+    match outcome {
+        Outcome::Slept(replicas) => println!(
+            "{namespace} is asleep: {} workloads scaled to 0 (`sandbox wake --branch {}` brings them back)",
+            replicas.len(),
+            args.branch
+        ),
+        Outcome::AlreadyAsleep(since) => println!(
+            "{namespace} was already asleep (since {})",
+            since.map(|t| t.to_string()).unwrap_or_default()
+        ),
+        Outcome::Woken(_) | Outcome::AlreadyAwake => unreachable!("sleep only sleeps"),
+    }
+    Ok(())
+}
+
+pub(super) async fn wake(app: &App, args: BranchArg) -> Result<()> {
+    let config = app.load_config()?;
+    let cluster = connect(&app.cluster)
+        .await
+        .context("cannot wake the sandbox")?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch).await?;
+    let holder = crate::lock::holder_identity(&app.env.owner);
+    let timeout = config.timeouts.service;
+    let woken = pipeline::sleep::wake(
+        &cluster,
+        &namespace,
+        &config.name,
+        timeout,
+        &holder,
+        &app.reporter,
+    );
+    match woken.await? {
+        Outcome::Woken(replicas) => println!(
+            "{namespace} is awake: {} workloads ready again",
+            replicas.len()
+        ),
+        Outcome::AlreadyAwake => println!("{namespace} was awake"),
+        Outcome::Slept(_) | Outcome::AlreadyAsleep(_) => unreachable!("wake only wakes"),
+    }
     Ok(())
 }
 

@@ -79,6 +79,8 @@ async fn dispatch(app: &App, command: Command) -> Result<i32> {
         Command::Logs(args) => commands::logs(app, args).await,
         Command::Validate(args) => commands::validate(app, args).await,
         Command::Extend(args) => commands::extend(app, args).await,
+        Command::Sleep(args) => commands::sleep(app, args).await,
+        Command::Wake(args) => commands::wake(app, args).await,
         Command::Reap(args) => commands::reap(app, args).await,
         Command::ReaperManifests(args) => commands::reaper_manifests(app, args).await,
         Command::Cache(CacheCommand::Prune(args)) => commands::cache_prune(app, args).await,

@@ -107,12 +107,16 @@ pub(super) fn reaped(rows: &[Reaped], output: Output) -> Result<()> {
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(rows)?),
         Output::Text => {
             if rows.is_empty() {
-                println!("no expired sandboxes");
+                println!("no expired or idle sandboxes");
             }
             for r in rows {
+                let when = match &r.idle_since {
+                    Some(used) => format!("unused since {used}"),
+                    None => format!("expired at {}", r.expired_at),
+                };
                 println!(
-                    "{}: {} (branch {}, owner {}, expired at {})",
-                    r.action, r.namespace, r.branch, r.owner, r.expired_at
+                    "{}: {} (branch {}, owner {}, {when})",
+                    r.action, r.namespace, r.branch, r.owner
                 );
             }
         }

@@ -183,6 +183,15 @@ fn apply_rank(kind: &str) -> u8 {
     }
 }
 
+/// Kinds whose controller makes pods (and so meets the namespace's quota after the apply).
+const POD_MAKERS: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+];
+
 /// How long each step took, for progress and `--timings`.
 #[derive(Debug, Clone)]
 pub(crate) struct StepTiming {
@@ -277,6 +286,8 @@ async fn run_step(
     reporter: &Reporter,
 ) -> Result<(), ApplyError> {
     let timeout = readiness.timeout;
+    // A little before now: the controllers' event clocks and ours may differ by a moment.
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2);
     let mut objects: Vec<&serde_json::Value> = step.objects.iter().collect();
     objects.sort_by_key(|o| apply_rank(o.kind()));
     for object in objects.iter().filter(|o| !live.unchanged(o)) {
@@ -307,9 +318,16 @@ async fn run_step(
         step.role.as_str()
     );
     let stuck = wait::first_stuck_pod(&cluster.client, namespace, &selector, 20);
+    let owners: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| POD_MAKERS.contains(&o.kind()))
+        .map(|o| (o.kind().to_owned(), o.name().to_owned()))
+        .collect();
+    let refused = wait::first_refused_pod(&cluster.client, namespace, &owners, since);
     let result = tokio::select! {
         ready = all_ready => ready.map(|_| ()).map_err(not_ready),
         stuck = stuck => Err(not_ready(stuck)),
+        refused = refused => Err(not_ready(refused)),
     };
     let deleted = delete_finished_hooks(cluster, namespace, &step.objects, result.is_ok()).await;
     result.and(deleted)

@@ -10,6 +10,11 @@ use std::time::Duration;
 use crate::error::Hint;
 use serde::Deserialize;
 
+mod isolation;
+pub(crate) use isolation::{
+    parse_quantity, AllowFrom, Caps, Isolation, NetworkPolicy, PodSecurity, Quota,
+};
+
 /// The file name looked up in the working directory when `--config` is not given.
 pub(crate) const FILE_NAME: &str = "sandbox.yaml";
 
@@ -36,6 +41,8 @@ pub(crate) struct Config {
     pub(crate) repo_files: RepoFileLimits,
     /// Services in file order.
     pub(crate) services: Vec<Service>,
+    /// Quota, caps, network policy, pod security, idle time.
+    pub(crate) isolation: Isolation,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -318,6 +325,10 @@ struct RawConfig {
     services: serde_yaml_ng::Mapping,
     #[serde(default)]
     allow: BTreeSet<Privilege>,
+    limits: Option<isolation::RawLimits>,
+    network_policy: Option<isolation::RawNetworkPolicy>,
+    pod_security: Option<PodSecurity>,
+    idle_after: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -449,6 +460,10 @@ const TOP_FIELDS: &[&str] = &[
     "repo_files",
     "services",
     "allow",
+    "limits",
+    "network_policy",
+    "pod_security",
+    "idle_after",
 ];
 
 // --- loading ------------------------------------------------------------------------------------
@@ -505,6 +520,15 @@ pub(crate) fn parse(
     let helm = helm_settings(&file, raw.helm)?;
     let sops_binary = sops_binary(&file, raw.sops.binary)?;
     let repo_files = repo_file_limits(&file, &raw.repo_files)?;
+    let isolation = isolation::isolation(
+        &file,
+        isolation::RawIsolation {
+            limits: raw.limits,
+            network_policy: raw.network_policy,
+            pod_security: raw.pod_security,
+            idle_after: raw.idle_after,
+        },
+    )?;
     Ok(Config {
         path: path.to_owned(),
         dir,
@@ -519,6 +543,7 @@ pub(crate) fn parse(
         repos,
         repo_files,
         services,
+        isolation,
     })
 }
 
@@ -1706,6 +1731,58 @@ services:
         )
         .unwrap_err();
         assert!(err.to_string().contains("DNS-1123"), "{err}");
+    }
+
+    #[test]
+    fn isolation_defaults_and_mistakes_are_named_with_their_line() {
+        let c = load_text(GOOD).unwrap();
+        assert_eq!(c.isolation.quota, None);
+        assert!(c.isolation.network_policy.enabled);
+        assert_eq!(c.isolation.pod_security, PodSecurity::Baseline);
+        assert_eq!(c.isolation.idle_after, None);
+        let with = |extra: &str| load_text(&format!("{GOOD}{extra}"));
+        let c = with("limits:\n  limits: {memory: 2Gi}\n  max_sandboxes: 5\nidle_after: 8h\npod_security: restricted\n").unwrap();
+        let quota = c.isolation.quota.unwrap();
+        assert_eq!(quota.hard["limits.memory"], "2Gi");
+        // The quota caps memory: containers without resources get the built-in memory defaults.
+        assert_eq!(quota.default_limits["memory"], "256Mi");
+        assert!(!quota.default_limits.contains_key("cpu"));
+        assert_eq!(c.isolation.caps.max_sandboxes, Some(5));
+        assert_eq!(c.isolation.idle_after, Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(c.isolation.pod_security, PodSecurity::Restricted);
+
+        let err = with("limits:\n  limits: {memory: lots}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":15: `limits.limits.memory`: `lots` is not a Kubernetes quantity"),
+            "{err}"
+        );
+        let err = with("limits:\n  max_sandbox: 3\n").unwrap_err();
+        assert_eq!(
+            err.hint().as_deref(),
+            Some("did you mean `max_sandboxes`?"),
+            "{err}"
+        );
+        let err = with("limits:\n  max_per_owner: 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("a cap of 0 allows no sandbox"),
+            "{err}"
+        );
+        let err = with("pod_security: strict\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `strict`"),
+            "{err}"
+        );
+        let err = with("network_policy:\n  allow_from: [{cidr: everywhere}]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`everywhere` is not a CIDR"),
+            "{err}"
+        );
+        let err = with(
+            "limits:\n  container_defaults:\n    requests: {cpu: '2'}\n    limits: {cpu: 500m}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("above the default limit"), "{err}");
     }
 
     #[test]

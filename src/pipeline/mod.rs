@@ -29,11 +29,13 @@ pub(crate) mod values;
 pub(crate) mod wait;
 
 pub(crate) mod cache;
+pub(crate) mod caps;
 pub(crate) mod context;
 pub(crate) mod down;
 pub(crate) mod prepare;
 pub(crate) mod rollback;
 pub(crate) mod settings;
+pub(crate) mod sleep;
 pub(crate) mod up;
 
 pub(crate) use self::down::{down, down_dry_run, DownOptions};
@@ -72,6 +74,7 @@ crate::error::hint_registry!(
         smoke::SmokeError,
         handover::HandoverError,
         up::Interrupted,
+        caps::CapError,
     ]
 );
 

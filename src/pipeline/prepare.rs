@@ -328,7 +328,10 @@ pub(crate) async fn render_and_plan(
     }
     let rendered = futures::future::try_join_all(renders).await?;
     let plan = plan::plan(&settings.namespace, rendered)
-        .context("the rendered objects cannot be deployed")?;
+        .context("the rendered objects cannot be deployed")?
+        .with_namespace_objects(plan::isolation::namespace_objects(
+            &settings.config.isolation,
+        ));
     Ok(Prepared {
         checkouts: gathered.checkouts,
         values: gathered.values,

@@ -2,7 +2,7 @@
 //! sandbox on its namespace, take its lock, then [`rollout`] — and on failure do what
 //! `--on-failure` says.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,16 @@ use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::lock;
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::apply::{self, StepTiming};
+use crate::pipeline::caps;
 use crate::pipeline::checkout::Checkout;
+use crate::pipeline::config::PodSecurity;
 use crate::pipeline::context::SandboxInfo;
 use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
 use crate::pipeline::images::Mode;
 use crate::pipeline::prepare::{self, Prepared, Secrets};
 use crate::pipeline::rollback;
 use crate::pipeline::settings::Settings;
-use crate::pipeline::{inventory, smoke};
+use crate::pipeline::{inventory, sleep, smoke};
 use crate::progress::Reporter;
 use crate::record::{self, Lookup, RepoAt, SandboxRecord, Status, Update};
 
@@ -110,9 +112,16 @@ async fn locked(
         .with_context(|| format!("could not prepare namespace `{ns}`"))?;
     let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
     if new {
-        record::ensure(cluster, &wanted)
+        // A new sandbox must fit the product's caps; the count's lock is held until its
+        // namespace exists, so that it counts for whoever looks next.
+        let counted = caps::admit(cluster, settings, reporter).await?;
+        let made = record::ensure(cluster, &wanted)
             .await
-            .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+            .with_context(|| format!("could not prepare namespace `{ns}`"));
+        if let Some(counted) = counted {
+            counted.release().await;
+        }
+        made?;
     }
     // The accounts that work in sandboxes get their rights here before the lock is taken in it.
     if let Some(access) = &settings.access {
@@ -295,8 +304,22 @@ fn sandbox_record(
             .collect(),
         prs: settings.prs.clone(),
         made_by: Some(settings.made_by.to_owned()),
+        labels: pod_security_labels(settings.config.isolation.pod_security),
+        idle_after: settings.config.isolation.idle_after,
         ..SandboxRecord::default()
     }
+}
+
+/// The namespace labels that make the API server (Kubernetes 1.25+) enforce `level` on the
+/// sandbox's pods, and warn of what it refuses.
+fn pod_security_labels(level: PodSecurity) -> BTreeMap<String, String> {
+    ["enforce", "warn"]
+        .into_iter()
+        .map(|mode| {
+            let key = format!("pod-security.kubernetes.io/{mode}");
+            (key, level.as_str().to_owned())
+        })
+        .collect()
 }
 
 /// What a successful rollout measured and found.
@@ -329,6 +352,12 @@ async fn rollout(
         record::update(cluster, ns, Update::inventory(union)).await?;
     }
     record::update(cluster, ns, Update::status(Status::Deploying)).await?;
+    // An `up` wakes a sleeping sandbox: what it does not apply anew gets its replicas back here.
+    let asleep = previous.and_then(|r| r.sleep.as_ref());
+    if let Some(asleep) = asleep {
+        reporter.info("waking the sandbox (it was asleep)");
+        sleep::restore(cluster, ns, asleep).await?;
+    }
 
     let deploy_started = Instant::now();
     let timeouts = settings.config.timeouts;
@@ -345,15 +374,8 @@ async fn rollout(
     let nothing_changed = changed.lock().expect("not poisoned").is_empty() && stale.is_empty();
     let was_ready = previous.is_some_and(|r| r.status == Some(Status::Ready));
     let smoke_started = Instant::now();
-    if !wait {
-        reporter.info("--wait=false: applied without waiting for readiness; no smoke tests");
-    } else if nothing_changed && was_ready {
-        reporter.info("nothing changed since the last successful up: its smoke tests stand");
-    } else {
-        smoke::run(cluster, plan, timeouts.smoke, reporter)
-            .await
-            .with_context(|| format!("sandbox `{ns}` is up but its smoke tests failed"))?;
-    }
+    let standing = nothing_changed && was_ready;
+    smoke_tests(cluster, plan, timeouts.smoke, wait, standing, reporter).await?;
     let smoke = smoke_started.elapsed();
 
     let context = serde_json::json!({ "sandbox": SandboxInfo::for_url(settings) });
@@ -374,6 +396,7 @@ async fn rollout(
     let done = Update {
         url: Some(url.clone()),
         last_error: Some(None),
+        sleep: asleep.map(|_| None),
         ..Update::status(if wait { Status::Ready } else { Status::Applied })
     };
     record::update(cluster, ns, done).await?;
@@ -383,6 +406,29 @@ async fn rollout(
         smoke,
         url,
     })
+}
+
+/// Run the smoke tests, unless `up --wait=false` (nothing was seen ready) or nothing changed
+/// since they last passed (`standing`).
+async fn smoke_tests(
+    cluster: &Cluster,
+    plan: &super::plan::Plan,
+    timeout: Duration,
+    wait: bool,
+    standing: bool,
+    reporter: &Reporter,
+) -> Result<()> {
+    if !wait {
+        reporter.info("--wait=false: applied without waiting for readiness; no smoke tests");
+    } else if standing {
+        reporter.info("nothing changed since the last successful up: its smoke tests stand");
+    } else {
+        let ns = plan.namespace.as_str();
+        smoke::run(cluster, plan, timeout, reporter)
+            .await
+            .with_context(|| format!("sandbox `{ns}` is up but its smoke tests failed"))?;
+    }
+    Ok(())
 }
 
 /// A failed rollout, and what `--on-failure` needs to act on it.

@@ -1,14 +1,16 @@
 //! Readiness, from watches: pure predicates over objects (unit-tested on YAML fixtures below), the
 //! watch loop that applies them, and the diagnosis of pods that will never become ready.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use crate::error::Hint;
+use crate::pipeline::config::parse_quantity;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, ResourceQuota, Service};
 use kube::api::{ListParams, LogParams};
 use kube::runtime::watcher::{self, watch_object, watcher};
 use kube::{Api, Client, Resource};
@@ -44,6 +46,20 @@ pub(crate) enum WaitError {
         reason: String,
         diagnosis: Option<Diagnosis>,
     },
+    /// The namespace's ResourceQuota refuses the pods a controller makes.
+    #[error("{kind} `{name}` cannot create its pods: {refusal}")]
+    QuotaExceeded {
+        kind: String,
+        name: String,
+        refusal: QuotaRefusal,
+    },
+    /// The namespace's Pod Security level refuses the pods a controller makes.
+    #[error("{kind} `{name}` cannot create its pods: {violation}")]
+    PodSecurity {
+        kind: String,
+        name: String,
+        violation: String,
+    },
     /// The watch itself broke.
     #[error("watching {kind} `{name}` failed")]
     Watch {
@@ -60,7 +76,9 @@ impl WaitError {
             WaitError::Timeout { diagnosis, .. } | WaitError::Failed { diagnosis, .. } => {
                 diagnosis.as_ref()
             }
-            WaitError::Watch { .. } => None,
+            WaitError::Watch { .. }
+            | WaitError::QuotaExceeded { .. }
+            | WaitError::PodSecurity { .. } => None,
         }
     }
 }
@@ -75,6 +93,12 @@ impl Hint for WaitError {
             }
             WaitError::Failed { .. } => "fix the cause and run `sandbox up` again: it resumes where it stopped",
             WaitError::Watch { .. } => "check that the cluster is reachable",
+            WaitError::PodSecurity { .. } => {
+                "the namespace enforces `pod_security` of sandbox.yaml (default baseline): make the pods meet it (`sandbox validate` warns of what each violates) or choose a lower level"
+            }
+            WaitError::QuotaExceeded { .. } => {
+                "the sandbox's quota is `limits` in sandbox.yaml: raise it there, or have the service ask for less (its containers' `resources`); `kubectl describe resourcequota -n NAMESPACE` shows what is used"
+            }
         };
         out.push_str(advice);
         Some(out)
@@ -106,6 +130,120 @@ impl std::fmt::Display for Diagnosis {
             }
         }
         Ok(())
+    }
+}
+
+/// A pod the namespace's ResourceQuota refused, as the API server said it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QuotaRefusal {
+    pub(crate) quota: String,
+    /// Resource → amount, for `exceeded quota`.
+    pub(crate) asked: Vec<(String, String)>,
+    pub(crate) used: BTreeMap<String, String>,
+    pub(crate) limited: BTreeMap<String, String>,
+    /// For `must specify`: the resources the pod's containers do not declare.
+    pub(crate) unspecified: Vec<String>,
+}
+
+impl std::fmt::Display for QuotaRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quota = &self.quota;
+        if !self.unspecified.is_empty() {
+            let missing = self.unspecified.join(", ");
+            return write!(
+                f,
+                "ResourceQuota `{quota}` needs every container to declare {missing}"
+            );
+        }
+        let parts: Vec<String> = self
+            .asked
+            .iter()
+            .map(|(resource, amount)| {
+                let used = self.used.get(resource).map_or("0", String::as_str);
+                let Some(limit) = self.limited.get(resource) else {
+                    return format!("{resource}: asked {amount}");
+                };
+                let left = match (parse_quantity(limit), parse_quantity(used)) {
+                    (Some(l), Some(u)) => format_quantity(resource, (l - u).max(0.0)),
+                    _ => "?".into(),
+                };
+                format!("{resource}: asked {amount}, {left} left of {limit} ({used} used)")
+            })
+            .collect();
+        write!(
+            f,
+            "ResourceQuota `{quota}` refuses them ({})",
+            parts.join("; ")
+        )
+    }
+}
+
+/// Parse the API server's quota refusal out of an event's message: `… forbidden: exceeded
+/// quota: NAME, requested: r=a,…, used: r=u,…, limited: r=l,…` or `… forbidden: failed quota:
+/// NAME: must specify r,…`.
+pub(crate) fn quota_refusal(message: &str) -> Option<QuotaRefusal> {
+    let pairs = |list: &str| -> Vec<(String, String)> {
+        list.split(',')
+            .filter_map(|p| p.trim().split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    if let Some((_, rest)) = message.split_once("exceeded quota: ") {
+        let (quota, rest) = rest.split_once(", requested: ")?;
+        let (asked, rest) = rest.split_once(", used: ")?;
+        let (used, limited) = rest.split_once(", limited: ")?;
+        return Some(QuotaRefusal {
+            quota: quota.trim().to_owned(),
+            asked: pairs(asked),
+            used: pairs(used).into_iter().collect(),
+            limited: pairs(limited.trim_end_matches(['.', ' ']))
+                .into_iter()
+                .collect(),
+            unspecified: Vec::new(),
+        });
+    }
+    let (_, rest) = message.split_once("failed quota: ")?;
+    let (quota, missing) = rest.split_once(": must specify ")?;
+    Some(QuotaRefusal {
+        quota: quota.trim().to_owned(),
+        asked: Vec::new(),
+        used: BTreeMap::new(),
+        limited: BTreeMap::new(),
+        unspecified: missing.trim().split(',').map(str::to_owned).collect(),
+    })
+}
+
+/// An amount of `resource` for people: `1.5Gi`, `250m`, `3`.
+fn format_quantity(resource: &str, value: f64) -> String {
+    if resource.contains("memory") || resource.contains("storage") {
+        let mi = value / (1024.0 * 1024.0);
+        return match mi >= 1024.0 {
+            true => format!("{}Gi", round2(mi / 1024.0)),
+            false => format!("{}Mi", round2(mi)),
+        };
+    }
+    if resource.contains("cpu") && value < 1.0 {
+        return format!("{}m", (value * 1000.0).round());
+    }
+    round2(value).to_string()
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Whether a controller object named in an event (`ReplicaSet` `api-5d8f9`) makes the pods of
+/// the step's object `kind`/`name` (a Deployment's ReplicaSets are named after it).
+fn makes_pods_of(event_kind: &str, event_name: &str, kind: &str, name: &str) -> bool {
+    match kind {
+        "Deployment" => {
+            event_kind == "ReplicaSet"
+                && event_name
+                    .strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|hash| !hash.is_empty() && !hash.contains('-'))
+        }
+        _ => event_kind == kind && event_name == name,
     }
 }
 
@@ -258,6 +396,21 @@ pub(crate) fn job(j: Option<&Job>) -> Progress {
     Progress::Pending(format!("{active} pods running"))
 }
 
+/// A ResourceQuota counts once the quota controller has written its status: until then the
+/// API server refuses every pod of the namespace ("status unknown for quota").
+pub(crate) fn resource_quota(q: Option<&ResourceQuota>) -> Progress {
+    let Some(q) = q else {
+        return Progress::Pending("not created yet".into());
+    };
+    let want = q.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let counted = q.status.as_ref().and_then(|s| s.hard.as_ref());
+    if want.is_some() && counted == want {
+        Progress::Ready
+    } else {
+        Progress::Pending("the quota controller has not counted it yet".into())
+    }
+}
+
 pub(crate) fn load_balancer(s: Option<&Service>) -> Progress {
     let Some(s) = s else {
         return Progress::Pending("not created yet".into());
@@ -408,6 +561,10 @@ pub(crate) async fn until_ready(
                 .await
             }
             "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
+            "ResourceQuota" => {
+                let quotas = Api::<ResourceQuota>::namespaced(c, namespace);
+                watch_until(quotas, name, resource_quota, &last).await
+            }
             "Pod" => watch_until(Api::<Pod>::namespaced(c, namespace), name, pod, &last).await,
             "Service" => {
                 let services = Api::<Service>::namespaced(c.clone(), namespace);
@@ -515,6 +672,106 @@ pub(crate) async fn first_stuck_pod(
             };
         }
     }
+}
+
+/// Resolve only when the API server refuses a pod of one of `owners` (kind, name) for the
+/// namespace's ResourceQuota or Pod Security level: the controller's `FailedCreate` event says
+/// so, and no pod ever appears to be stuck. Events older than `since` (a refusal before this
+/// run) do not count.
+pub(crate) async fn first_refused_pod(
+    client: &Client,
+    namespace: &str,
+    owners: &[(String, String)],
+    since: jiff::Timestamp,
+) -> WaitError {
+    if owners.is_empty() {
+        return std::future::pending().await;
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let config = watcher::Config::default().fields("reason=FailedCreate");
+    let mut stream = std::pin::pin!(crate::outage::ride_out(watcher(events, config)).boxed());
+    loop {
+        let (event, fresh) = match stream.try_next().await {
+            Ok(Some(watcher::Event::Apply(e))) => (e, true),
+            Ok(Some(watcher::Event::InitApply(e))) => (e, false),
+            Ok(Some(_)) => continue,
+            Ok(None) => std::future::pending().await,
+            Err(source) => {
+                return WaitError::Watch {
+                    kind: "Event".into(),
+                    name: "FailedCreate".into(),
+                    source,
+                }
+            }
+        };
+        let when = event
+            .last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or(event.event_time.as_ref().map(|t| t.0));
+        if !fresh && when.is_none_or(|t| t < since) {
+            continue;
+        }
+        let involved = &event.involved_object;
+        let (event_kind, event_name) = (
+            involved.kind.as_deref().unwrap_or_default(),
+            involved.name.as_deref().unwrap_or_default(),
+        );
+        let owner = owners
+            .iter()
+            .find(|(kind, name)| makes_pods_of(event_kind, event_name, kind, name));
+        let Some((kind, name)) = owner else { continue };
+        if !makes_current_pods(client, namespace, kind, name, event_name).await {
+            continue;
+        }
+        let message = event.message.as_deref().unwrap_or_default();
+        if let Some(refusal) = quota_refusal(message) {
+            return WaitError::QuotaExceeded {
+                kind: kind.clone(),
+                name: name.clone(),
+                refusal,
+            };
+        }
+        if let Some((_, violation)) = message.split_once("forbidden: violates PodSecurity") {
+            return WaitError::PodSecurity {
+                kind: kind.clone(),
+                name: name.clone(),
+                violation: format!("it violates PodSecurity{violation}"),
+            };
+        }
+    }
+}
+
+/// Whether the ReplicaSet `replica_set` is the one a Deployment now makes pods with: the old
+/// one of a fixed Deployment may still report its last refusals. Other kinds: always.
+async fn makes_current_pods(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    replica_set: &str,
+) -> bool {
+    if kind != "Deployment" {
+        return true;
+    }
+    const REVISION: &str = "deployment.kubernetes.io/revision";
+    let revision = |meta: &kube::api::ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned()
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let (Ok(Some(d)), Ok(Some(rs))) = (
+        deployments.get_opt(name).await,
+        sets.get_opt(replica_set).await,
+    ) else {
+        return false;
+    };
+    // Until the controller has seen the latest spec, its revision is the previous one's.
+    let seen = d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
+    seen && revision(&d.metadata).is_some() && revision(&d.metadata) == revision(&rs.metadata)
 }
 
 /// The events of a pod and the last `tail` log lines of a container (the previous run's, for a
@@ -673,6 +930,21 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_is_ready_once_counted() {
+        let counted: ResourceQuota =
+            yaml("metadata: {name: q}\nspec: {hard: {pods: '4'}}\nstatus: {hard: {pods: '4'}, used: {pods: '0'}}");
+        assert_eq!(resource_quota(Some(&counted)), Progress::Ready);
+        let fresh: ResourceQuota = yaml("metadata: {name: q}\nspec: {hard: {pods: '4'}}");
+        assert!(matches!(resource_quota(Some(&fresh)), Progress::Pending(_)));
+        let changed: ResourceQuota =
+            yaml("metadata: {name: q}\nspec: {hard: {pods: '8'}}\nstatus: {hard: {pods: '4'}}");
+        assert!(matches!(
+            resource_quota(Some(&changed)),
+            Progress::Pending(_)
+        ));
+    }
+
+    #[test]
     fn endpoints_are_ready_with_an_address() {
         let none: Endpoints =
             yaml("metadata: {name: s}\nsubsets: [{notReadyAddresses: [{ip: 10.0.0.1}]}]");
@@ -680,6 +952,46 @@ mod tests {
         let some: Endpoints = yaml("metadata: {name: s}\nsubsets: [{addresses: [{ip: 10.0.0.1}]}]");
         assert_eq!(endpoints_ready(Some(&some)), Progress::Ready);
         assert!(matches!(endpoints_ready(None), Progress::Pending(_)));
+    }
+
+    #[test]
+    fn quota_refusals_are_read_from_the_event_message() {
+        let message = r#"Error creating: pods "worker-6d4cf56db6-x7k2p" is forbidden: exceeded quota: sandbox-quota, requested: limits.memory=2Gi,requests.memory=2Gi, used: limits.memory=1536Mi,requests.memory=384Mi, limited: limits.memory=2Gi,requests.memory=2Gi"#;
+        let r = quota_refusal(message).unwrap();
+        assert_eq!(r.quota, "sandbox-quota");
+        assert_eq!(r.asked[0], ("limits.memory".into(), "2Gi".into()));
+        assert_eq!(
+            r.to_string(),
+            "ResourceQuota `sandbox-quota` refuses them (limits.memory: asked 2Gi, 512Mi left of 2Gi (1536Mi used); requests.memory: asked 2Gi, 1.63Gi left of 2Gi (384Mi used))"
+        );
+        let unspecified = quota_refusal(r#"Error creating: pods "a-1" is forbidden: failed quota: sandbox-quota: must specify limits.cpu,limits.memory"#).unwrap();
+        assert_eq!(unspecified.unspecified, ["limits.cpu", "limits.memory"]);
+        assert!(unspecified
+            .to_string()
+            .contains("limits.cpu, limits.memory"));
+        assert!(quota_refusal(
+            "Error creating: pods \"a\" is forbidden: error looking up service account"
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn a_deployments_replica_sets_make_its_pods() {
+        assert!(makes_pods_of(
+            "ReplicaSet",
+            "api-5d8f9c",
+            "Deployment",
+            "api"
+        ));
+        assert!(!makes_pods_of(
+            "ReplicaSet",
+            "api-extra-5d8f9c",
+            "Deployment",
+            "api"
+        ));
+        assert!(!makes_pods_of("ReplicaSet", "api", "Deployment", "api"));
+        assert!(makes_pods_of("Job", "migrate", "Job", "migrate"));
+        assert!(!makes_pods_of("StatefulSet", "db", "Job", "db"));
     }
 
     #[test]

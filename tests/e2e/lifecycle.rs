@@ -399,7 +399,7 @@ async fn list_status_logs_diff_validate_extend_and_down() {
 
     let diff = run(&["diff", "--branch", "feature-x"]);
     assert!(
-        diff.ends_with("0 to create, 0 to update, 0 to prune, 31 unchanged\n"),
+        diff.ends_with("0 to create, 0 to update, 0 to prune, 32 unchanged\n"),
         "{diff}"
     );
     // As `kubectl diff`: 0 when nothing would change (above, `run` checks), 1 when something
@@ -459,7 +459,7 @@ async fn list_status_logs_diff_validate_extend_and_down() {
     );
 
     let validate = run(&["validate", "--branch", "feature-x"]);
-    assert!(validate.contains("31 objects accepted"), "{validate}");
+    assert!(validate.contains("32 objects accepted"), "{validate}");
 
     let extended = run(&["extend", "--branch", "feature-x", "--ttl", "5d"]);
     assert!(extended.contains("now expires at"), "{extended}");

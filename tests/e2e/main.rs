@@ -13,6 +13,7 @@ mod cache;
 mod charts;
 mod cluster;
 mod images;
+mod isolation;
 mod lifecycle;
 mod lock;
 mod outage;

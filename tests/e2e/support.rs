@@ -280,7 +280,8 @@ pub fn http_get(url: &str) -> String {
     body.to_owned()
 }
 
-/// Server-side apply every document of `yaml` (cluster-scoped ones too) into `ns`.
+/// Server-side apply every document of `yaml` (cluster-scoped ones too) into `ns`, or the
+/// namespace a document names.
 pub async fn apply_yaml(client: &Client, ns: &str, yaml: &str) {
     let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
     for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
@@ -291,7 +292,9 @@ pub async fn apply_yaml(client: &Client, ns: &str, yaml: &str) {
         let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
             Api::all_with(client.clone(), &resource)
         } else {
-            Api::namespaced_with(client.clone(), ns, &resource)
+            // An object that names its namespace (deploy/serve.yaml's Role in `default`) goes there.
+            let target = object.metadata.namespace.as_deref().unwrap_or(ns);
+            Api::namespaced_with(client.clone(), target, &resource)
         };
         let name = object.metadata.name.clone().unwrap();
         api.patch(

@@ -1,6 +1,8 @@
 //! Stage 5: turn rendered manifests into a plan — the namespace, the labels every object carries,
 //! and the dependency graph of services (with their preflight Jobs) that apply walks.
 
+pub(crate) mod isolation;
+pub(crate) mod pod_security;
 mod privileges;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +17,8 @@ use crate::record::{HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, S
 /// What part of the sandbox an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Role {
+    /// The sandbox's own objects (quota, limit range, network policies), before everything.
+    Namespace,
     Preflight,
     Service,
     /// A chart's post-install hooks: after the service is ready, before its dependents start.
@@ -25,6 +29,7 @@ pub(crate) enum Role {
 impl Role {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Role::Namespace => "namespace",
             Role::Preflight => "preflight",
             Role::Service => "service",
             Role::PostInstall => "post-install",
@@ -370,7 +375,57 @@ pub(crate) fn object_hash(object: &serde_json::Value) -> String {
     hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..12])
 }
 
+/// The step id and service label of the sandbox's own objects.
+pub(crate) const NAMESPACE_STEP: &str = "sandbox-namespace";
+
 impl Plan {
+    /// Put `objects` (the sandbox's own: [`isolation::namespace_objects`]) first: a step that
+    /// every step without another to wait for waits for, so no workload starts before them.
+    pub(crate) fn with_namespace_objects(mut self, objects: Vec<Manifest>) -> Plan {
+        if objects.is_empty() {
+            return self;
+        }
+        let namespace = self.namespace.clone();
+        for step in &mut self.steps {
+            step.after.iter_mut().for_each(|i| *i += 1);
+            if step.after.is_empty() {
+                step.after.push(0);
+            }
+        }
+        let first = Step {
+            id: NAMESPACE_STEP.into(),
+            service: NAMESPACE_STEP.into(),
+            role: Role::Namespace,
+            after: Vec::new(),
+            objects: objects
+                .iter()
+                .map(|m| stamp(m, &namespace, NAMESPACE_STEP, Role::Namespace))
+                .collect(),
+        };
+        self.steps.insert(0, first);
+        self
+    }
+
+    /// What the namespace's Pod Security `level` would refuse: per object (`Deployment `api``,
+    /// service `api`), each field it violates.
+    pub(crate) fn pod_security_violations(
+        &self,
+        level: crate::pipeline::config::PodSecurity,
+    ) -> Vec<(String, pod_security::Violation)> {
+        let mut out = Vec::new();
+        for object in self.objects() {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let service = object["metadata"]["labels"][SERVICE_LABEL]
+                .as_str()
+                .unwrap_or_default();
+            for v in pod_security::violations(object, level) {
+                out.push((format!("{kind} `{name}` (service `{service}`)"), v));
+            }
+        }
+        out
+    }
+
     /// Every object the plan deploys, steps first, then smoke.
     pub(crate) fn objects(&self) -> impl Iterator<Item = &serde_json::Value> {
         self.steps
@@ -494,6 +549,45 @@ mod tests {
         assert_eq!(
             o["spec"]["template"]["metadata"]["labels"][SERVICE_LABEL],
             "db"
+        );
+    }
+
+    #[test]
+    fn the_namespace_objects_come_first_and_every_root_waits_for_them() {
+        let services = vec![
+            service("db", &[], true),
+            service("api", &["db"], false),
+            service("cache", &[], false),
+        ];
+        let p = plan("sb-x", services).unwrap();
+        let before: Vec<(String, Vec<usize>)> = p
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), s.after.clone()))
+            .collect();
+        let p = p.with_namespace_objects(vec![manifest("ResourceQuota", "sandbox-quota")]);
+        assert_eq!(p.steps[0].id, NAMESPACE_STEP);
+        assert_eq!(
+            p.steps[0].objects[0]["metadata"]["labels"][ROLE_LABEL],
+            "namespace"
+        );
+        for (i, (id, after)) in before.iter().enumerate() {
+            let step = &p.steps[i + 1];
+            assert_eq!(&step.id, id);
+            let want: Vec<usize> = match after.is_empty() {
+                true => vec![0],
+                false => after.iter().map(|a| a + 1).collect(),
+            };
+            assert_eq!(step.after, want, "{id}");
+        }
+        let unchanged = plan("sb-x", vec![service("db", &[], false)]).unwrap();
+        assert_eq!(
+            unchanged
+                .clone()
+                .with_namespace_objects(Vec::new())
+                .steps
+                .len(),
+            unchanged.steps.len()
         );
     }
 

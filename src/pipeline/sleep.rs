@@ -1,0 +1,217 @@
+//! Sleep and wake: an idle sandbox's Deployments and StatefulSets scaled to zero and back.
+//!
+//! The replica counts are written into the sandbox's record *before* anything is scaled, so a
+//! sleep cut short still knows what to restore. Waking touches nothing but the workloads'
+//! replicas — no render, no apply — so ConfigMaps, Secrets and Services keep their
+//! resourceVersions, and it takes as long as the pods take to become ready.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use kube::Api;
+
+use crate::kube::Cluster;
+use crate::lock;
+use crate::pipeline::wait;
+use crate::progress::Reporter;
+use crate::record::{self, Sleep, Status, Update, MANAGED_BY, MANAGED_BY_VALUE};
+
+/// The kinds that sleep scales to zero.
+const WORKLOADS: [&str; 2] = ["Deployment", "StatefulSet"];
+
+fn workload_api(cluster: &Cluster, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    };
+    Api::namespaced_with(cluster.client.clone(), namespace, &resource)
+}
+
+/// What a sleep or wake did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// Put to sleep now: these workloads scaled to zero (`Deployment/api` → its replicas).
+    Slept(BTreeMap<String, i32>),
+    /// It was asleep already (since then).
+    AlreadyAsleep(Option<jiff::Timestamp>),
+    /// Woken: these workloads scaled back.
+    Woken(BTreeMap<String, i32>),
+    /// It was awake.
+    AlreadyAwake,
+}
+
+/// `sandbox sleep`: take the sandbox's lock and put it to sleep.
+pub(crate) async fn sleep(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+    holder: &str,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    let sandbox = record::ensure_ours(cluster, namespace, product).await?;
+    if let Some(asleep) = &sandbox.sleep {
+        return Ok(Outcome::AlreadyAsleep(asleep.since));
+    }
+    let held = lock::acquire(cluster, namespace, holder, None, reporter).await?;
+    let result = sleep_locked(cluster, namespace, product).await;
+    held.release().await;
+    result.map(|s| Outcome::Slept(s.replicas))
+}
+
+/// Put a sandbox to sleep; its lock is held by the caller. The record is read again here, so
+/// a sleep interrupted earlier is finished with the counts it recorded.
+pub(crate) async fn sleep_locked(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+) -> Result<Sleep> {
+    let sandbox = record::ensure_ours(cluster, namespace, product).await?;
+    let mut asleep = sandbox.sleep.unwrap_or(Sleep {
+        since: Some(jiff::Timestamp::now()),
+        replicas: BTreeMap::new(),
+    });
+    let running = running_workloads(cluster, namespace).await?;
+    for (workload, replicas) in &running {
+        asleep.replicas.entry(workload.clone()).or_insert(*replicas);
+    }
+    let update = Update {
+        sleep: Some(Some(asleep.clone())),
+        ..Update::status(Status::Sleeping)
+    };
+    record::update(cluster, namespace, update).await?;
+    for workload in running.keys() {
+        scale(cluster, namespace, workload, 0).await?;
+    }
+    Ok(asleep)
+}
+
+/// The tool's Deployments and StatefulSets that run pods, with their replicas.
+async fn running_workloads(cluster: &Cluster, namespace: &str) -> Result<BTreeMap<String, i32>> {
+    let mut running = BTreeMap::new();
+    let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
+    for kind in WORKLOADS {
+        let list = workload_api(cluster, namespace, kind)
+            .list(&ours)
+            .await
+            .with_context(|| format!("could not list the {kind}s of `{namespace}`"))?;
+        for item in list.items {
+            let replicas = item.data["spec"]["replicas"].as_i64().unwrap_or(1);
+            if replicas > 0 {
+                let name = item.metadata.name.unwrap_or_default();
+                running.insert(format!("{kind}/{name}"), replicas as i32);
+            }
+        }
+    }
+    Ok(running)
+}
+
+/// Set the replicas of `workload` (`Deployment/api`). One the tool no longer renders (pruned
+/// since) is skipped.
+async fn scale(cluster: &Cluster, namespace: &str, workload: &str, replicas: i32) -> Result<()> {
+    let Some((kind, name)) = workload.split_once('/') else {
+        return Ok(());
+    };
+    let api = workload_api(cluster, namespace, kind);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::kube::status_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("could not scale {workload} to {replicas}")),
+    }
+}
+
+/// Scale every workload of `asleep` back to its replicas (the caller holds the lock and waits).
+pub(crate) async fn restore(cluster: &Cluster, namespace: &str, asleep: &Sleep) -> Result<()> {
+    for (workload, replicas) in &asleep.replicas {
+        scale(cluster, namespace, workload, *replicas).await?;
+    }
+    Ok(())
+}
+
+/// `sandbox wake`: take the lock, scale back, wait until every workload and Service is ready,
+/// and mark the sandbox ready and used now.
+pub(crate) async fn wake(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+    timeout: Duration,
+    holder: &str,
+    reporter: &Reporter,
+) -> Result<Outcome> {
+    record::ensure_ours(cluster, namespace, product).await?;
+    let held = lock::acquire(cluster, namespace, holder, None, reporter).await?;
+    let result = wake_locked(cluster, namespace, product, timeout).await;
+    held.release().await;
+    result
+}
+
+async fn wake_locked(
+    cluster: &Cluster,
+    namespace: &str,
+    product: &str,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let sandbox = record::ensure_ours(cluster, namespace, product).await?;
+    let now = jiff::Timestamp::now();
+    let Some(asleep) = sandbox.sleep else {
+        let used = Update {
+            last_used: Some(now),
+            ..Update::default()
+        };
+        record::update(cluster, namespace, used).await?;
+        return Ok(Outcome::AlreadyAwake);
+    };
+    restore(cluster, namespace, &asleep).await?;
+    wait_ready(cluster, namespace, &asleep, timeout).await?;
+    let awake = Update {
+        last_used: Some(now),
+        sleep: Some(None),
+        ..Update::status(Status::Ready)
+    };
+    record::update(cluster, namespace, awake).await?;
+    Ok(Outcome::Woken(asleep.replicas))
+}
+
+/// Until the woken workloads, and every Service of the tool's that routes to pods, are ready.
+async fn wait_ready(
+    cluster: &Cluster,
+    namespace: &str,
+    asleep: &Sleep,
+    timeout: Duration,
+) -> Result<()> {
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(cluster.client.clone(), namespace);
+    let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
+    let services = services
+        .list(&ours)
+        .await
+        .context("could not list the sandbox's Services")?;
+    let mut waits: Vec<(String, String)> = asleep
+        .replicas
+        .keys()
+        .filter_map(|w| w.split_once('/'))
+        .map(|(k, n)| (k.to_owned(), n.to_owned()))
+        .collect();
+    waits.extend(
+        services
+            .items
+            .into_iter()
+            .map(|s| ("Service".to_owned(), s.metadata.name.unwrap_or_default())),
+    );
+    let all = waits.iter().map(|(kind, name)| async move {
+        wait::until_ready(&cluster.client, namespace, kind, name, timeout)
+            .await
+            .with_context(|| format!("{kind} `{name}` did not wake"))
+    });
+    futures::future::try_join_all(all).await?;
+    Ok(())
+}
