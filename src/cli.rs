@@ -82,9 +82,9 @@ pub(crate) enum Command {
     /// Move a sandbox's expiry: now + TTL.
     Extend(ExtendArgs),
     /// Scale a sandbox's Deployments and StatefulSets to zero (remembering their replicas).
-    Sleep(BranchArg),
+    Sleep(SleepArgs),
     /// Scale a sleeping sandbox back and wait until every service is ready (`up` wakes too).
-    Wake(BranchArg),
+    Wake(WakeArgs),
     /// Delete every sandbox whose expiry has passed, and put to sleep those unused for their
     /// `idle_after` (never anything without the tool's label).
     Reap(ReapArgs),
@@ -253,6 +253,25 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CompletionsArgs {
     pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SleepArgs {
+    #[command(flatten)]
+    pub(crate) branch: BranchArg,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WakeArgs {
+    #[command(flatten)]
+    pub(crate) branch: BranchArg,
+    #[command(flatten)]
+    pub(crate) lock: LockArgs,
+    /// How long the workloads may take to be ready again: overrides `timeouts.service`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -671,6 +690,16 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert!(up(&["--no-wait", "--lock-timeout", "5s"]).is_err());
+        let wake = Cli::try_parse_from(["sandbox", "wake", "-b", "x", "--timeout", "2m"]).unwrap();
+        let Command::Wake(wake) = wake.command else {
+            panic!("wake");
+        };
+        assert_eq!(wake.timeout, Some(Duration::from_secs(120)));
+        let sleep = Cli::try_parse_from(["sandbox", "sleep", "-b", "x", "--lock-timeout", "0"]);
+        assert!(matches!(
+            sleep.unwrap().command,
+            Command::Sleep(SleepArgs { ref lock, .. }) if lock.timeout() == Some(Duration::ZERO)
+        ));
         assert!(
             up(&["--wait", "false"]).is_err(),
             "`--wait false` is not `--wait=false`"

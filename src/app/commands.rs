@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    BranchArg, CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs,
-    ObjectsOutput, Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, StatusArgs,
-    TableOutputArg, UpArgs, ValidateArgs, ValuesArgs,
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, ObjectsOutput,
+    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, SleepArgs, StatusArgs,
+    TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
 };
 use crate::kube::connect;
 use crate::pipeline::apply;
@@ -339,20 +339,27 @@ pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn sleep(app: &App, args: BranchArg) -> Result<()> {
+pub(super) async fn sleep(app: &App, args: SleepArgs) -> Result<()> {
     let config = app.load_config()?;
     let cluster = connect(&app.cluster)
         .await
         .context("cannot put the sandbox to sleep")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch).await?;
+    let branch = &args.branch.branch;
+    let namespace = sandbox_namespace(&cluster, &config, branch).await?;
     let holder = crate::lock::holder_identity(&app.env.owner);
-    let outcome =
-        pipeline::sleep::sleep(&cluster, &namespace, &config.name, &holder, &app.reporter).await?;
+    let outcome = pipeline::sleep::sleep(
+        &cluster,
+        &namespace,
+        &config.name,
+        &holder,
+        args.lock.timeout(),
+        &app.reporter,
+    )
+    .await?;
     match outcome {
         Outcome::Slept(replicas) => println!(
-            "{namespace} is asleep: {} workloads scaled to 0 (`sandbox wake --branch {}` brings them back)",
+            "{namespace} is asleep: {} workloads scaled to 0 (`sandbox wake --branch {branch}` brings them back)",
             replicas.len(),
-            args.branch
         ),
         Outcome::AlreadyAsleep(since) => println!(
             "{namespace} was already asleep (since {})",
@@ -363,20 +370,21 @@ pub(super) async fn sleep(app: &App, args: BranchArg) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn wake(app: &App, args: BranchArg) -> Result<()> {
+pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
     let config = app.load_config()?;
     let cluster = connect(&app.cluster)
         .await
         .context("cannot wake the sandbox")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch).await?;
+    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
     let holder = crate::lock::holder_identity(&app.env.owner);
-    let timeout = config.timeouts.service;
+    let timeout = args.timeout.unwrap_or(config.timeouts.service);
     let woken = pipeline::sleep::wake(
         &cluster,
         &namespace,
         &config.name,
         timeout,
         &holder,
+        args.lock.timeout(),
         &app.reporter,
     );
     match woken.await? {

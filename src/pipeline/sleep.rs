@@ -52,13 +52,14 @@ pub(crate) async fn sleep(
     namespace: &str,
     product: &str,
     holder: &str,
+    lock_timeout: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<Outcome> {
     let sandbox = record::ensure_ours(cluster, namespace, product).await?;
     if let Some(asleep) = &sandbox.sleep {
         return Ok(Outcome::AlreadyAsleep(asleep.since));
     }
-    let held = lock::acquire(cluster, namespace, holder, None, reporter).await?;
+    let held = lock::acquire(cluster, namespace, holder, lock_timeout, reporter).await?;
     let result = sleep_locked(cluster, namespace, product).await;
     held.release().await;
     result.map(|s| Outcome::Slept(s.replicas))
@@ -145,10 +146,11 @@ pub(crate) async fn wake(
     product: &str,
     timeout: Duration,
     holder: &str,
+    lock_timeout: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<Outcome> {
     record::ensure_ours(cluster, namespace, product).await?;
-    let held = lock::acquire(cluster, namespace, holder, None, reporter).await?;
+    let held = lock::acquire(cluster, namespace, holder, lock_timeout, reporter).await?;
     let result = wake_locked(cluster, namespace, product, timeout).await;
     held.release().await;
     result

@@ -273,7 +273,14 @@ pub(crate) fn plan(scope: &Scope, open: &OpenLists, sandboxes: &[SandboxRecord])
         }
     }
     for sandbox in sandboxes {
-        if sandbox.terminating || !made_by_serve(sandbox) || wanted.contains_key(&sandbox.branch) {
+        // A preview that records no pull request (a `deployment` event's) has nothing GitHub
+        // could say is closed: it is left to its expiry, not deleted on a guess.
+        let no_pull_request = sandbox.prs.is_empty();
+        if sandbox.terminating
+            || !made_by_serve(sandbox)
+            || no_pull_request
+            || wanted.contains_key(&sandbox.branch)
+        {
             continue;
         }
         if let Some(candidate) = down_candidate(scope, open, sandbox) {
@@ -525,6 +532,11 @@ mod tests {
             sandbox("shared", &[("o/frontend", 2)], "x"),
             // Made by hand (`sandbox up`): never serve's to delete.
             sandbox("main", &[], "m"),
+            // Made by serve for a `deployment` event: no pull request to be closed.
+            SandboxRecord {
+                made_by: Some(record::MADE_BY_SERVE.into()),
+                ..sandbox("deployed", &[], "d")
+            },
             SandboxRecord {
                 terminating: true,
                 ..sandbox("going", &[("o/backend", 3)], "g")
