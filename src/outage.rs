@@ -100,11 +100,25 @@ impl Retrying {
             return Ok(self.inner.send(request).await?);
         };
         let repeatable = repeatable(&request);
+        let streaming = streaming(&request);
         let mut backoff = FIRST_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         let mut next = request;
         loop {
-            match self.inner.send(next).await {
+            let sent = self.inner.send(next).await;
+            // A connection reset while the answer's body is read is the same broken connection
+            // as one before it: the body is read here, where the request can still be sent
+            // again (not a watch's or a followed log's, which stream as long as they last).
+            let answered = match sent {
+                Ok(response) if !streaming => {
+                    let (parts, body) = response.into_parts();
+                    body.collect_bytes()
+                        .await
+                        .map(|bytes| Response::from_parts(parts, Body::from(bytes)))
+                }
+                other => other,
+            };
+            match answered {
                 Ok(response) => {
                     self.answered.store(true, Ordering::Relaxed);
                     if failing_since.is_some() || HEALTH.borrow().is_some() {
@@ -179,6 +193,14 @@ fn try_clone(request: &Request<Body>) -> Option<Request<Body>> {
 /// Whether sending the request twice has the effect of sending it once: reads, and patches
 /// (a server-side apply or merge patch sets fields to values; it does not add to them). JSON
 /// patches can add to lists, so they are not.
+/// Whether the answer is a stream that lasts (a watch, a followed log), not a document.
+fn streaming(request: &Request<Body>) -> bool {
+    request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true" | "follow=1"))
+    })
+}
+
 fn repeatable(request: &Request<Body>) -> bool {
     match *request.method() {
         Method::GET | Method::HEAD => true,
@@ -301,6 +323,23 @@ fn transient(error: &watcher::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watches_and_followed_logs_stream_everything_else_is_read_whole() {
+        let request = |uri: &str| Request::get(uri).body(Body::from(Vec::new())).unwrap();
+        assert!(streaming(&request(
+            "/api/v1/namespaces?watch=true&resourceVersion=1"
+        )));
+        assert!(streaming(&request(
+            "/api/v1/namespaces/x/pods/p/log?container=c&follow=true"
+        )));
+        assert!(!streaming(&request(
+            "/api/v1/namespaces/x/pods/p/log?container=c"
+        )));
+        assert!(!streaming(&request(
+            "/apis/apps/v1/namespaces/x/deployments/db?fieldManager=sandbox"
+        )));
+    }
 
     fn request(method: Method, content_type: Option<&str>) -> Request<Body> {
         let mut r = Request::builder()
