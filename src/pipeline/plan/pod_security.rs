@@ -5,6 +5,8 @@
 //! non-root, no privilege escalation, every capability dropped, a seccomp profile, and only
 //! the volume types that hold no host access).
 
+// The capabilities baseline lets a container add: the list the plan's privilege check allows.
+use super::privileges::BASELINE_CAPABILITIES;
 use serde_json::Value;
 
 use crate::pipeline::config::PodSecurity;
@@ -16,23 +18,6 @@ pub(crate) struct Violation {
     pub(crate) field: String,
     pub(crate) problem: String,
 }
-
-/// Capabilities baseline lets a container add.
-const BASELINE_CAPABILITIES: &[&str] = &[
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-];
 
 /// Volume types restricted allows.
 const RESTRICTED_VOLUMES: &[&str] = &[

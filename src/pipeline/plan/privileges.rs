@@ -65,7 +65,7 @@ fn walk(value: &Value, path: &str, found: &mut Vec<Claim>) {
 }
 
 /// Pod Security's baseline: the capabilities a container may add without being privileged.
-const BASELINE_CAPABILITIES: &[&str] = &[
+pub(super) const BASELINE_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
     "CHOWN",
     "DAC_OVERRIDE",
