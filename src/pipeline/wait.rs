@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, ResourceQuota, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, LogParams};
 use kube::runtime::watcher::{self, watch_object, watcher};
 use kube::{Api, Client, Resource};
@@ -658,6 +659,9 @@ pub(crate) async fn first_stuck_pod(
             }
         };
         if let Some((container, reason, message)) = stuck_container(&pod) {
+            if !is_current_pod(client, namespace, &pod).await {
+                continue;
+            }
             let name = pod.metadata.name.clone().unwrap_or_default();
             let diagnosis = diagnose(client, namespace, &name, Some(&container), tail).await;
             return WaitError::Failed {
@@ -739,6 +743,34 @@ pub(crate) async fn first_refused_pod(
                 violation: format!("it violates PodSecurity{violation}"),
             };
         }
+    }
+}
+
+/// Whether a stuck pod speaks for the workload as it is now: not one being deleted, and not one
+/// of a Deployment's superseded ReplicaSet (after a rollback the failed revision's pods linger
+/// for a while, and a later run must not take them for its own).
+async fn is_current_pod(client: &Client, namespace: &str, pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let owned_by = |refs: Option<&Vec<OwnerReference>>, kind: &str| {
+        refs.into_iter()
+            .flatten()
+            .find(|r| r.kind == kind && r.controller == Some(true))
+            .map(|r| r.name.clone())
+    };
+    let Some(replica_set) = owned_by(pod.metadata.owner_references.as_ref(), "ReplicaSet") else {
+        return true;
+    };
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let Ok(Some(rs)) = sets.get_opt(&replica_set).await else {
+        return false;
+    };
+    match owned_by(rs.metadata.owner_references.as_ref(), "Deployment") {
+        Some(deployment) => {
+            makes_current_pods(client, namespace, "Deployment", &deployment, &replica_set).await
+        }
+        None => true,
     }
 }
 
