@@ -154,11 +154,7 @@ mod tests {
         .unwrap();
         let mut config = crate::pipeline::config::load(&path, &|_| None).unwrap();
         config.isolation.caps = caps;
-        let env = crate::pipeline::Environment {
-            cache_dir: dir.path().into(),
-            owner: owner.into(),
-            access: None,
-        };
+        let env = crate::pipeline::Environment::for_tests(owner, dir.path());
         Settings::new(config, "new-branch", Vec::new(), None, &env).unwrap()
     }
 

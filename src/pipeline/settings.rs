@@ -95,31 +95,39 @@ pub(crate) fn example(branch: &str) -> Settings {
         &|_| None,
     )
     .expect("the example config parses");
-    let env = Environment {
-        cache_dir: "/tmp/cache".into(),
-        owner: "ada".into(),
-        access: None,
-    };
+    let env = Environment::for_tests("ada", "/tmp/cache");
     Settings::new(config, branch, Vec::new(), None, &env).expect("valid settings")
+}
+
+#[cfg(test)]
+impl Environment {
+    /// What unit tests run in: `owner` asking, the cache in `cache_dir`, no accounts to bind.
+    pub(crate) fn for_tests(owner: &str, cache_dir: impl Into<PathBuf>) -> Environment {
+        Environment {
+            cache_dir: cache_dir.into(),
+            owner: owner.into(),
+            access: None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_set_for_an_unknown_service_is_refused_with_a_suggestion() {
+    /// Why settings of the example's config with `set` are refused.
+    fn refusal(set: SetValue) -> String {
         let config = example("x").config;
-        let set: SetValue = "order-apj.replicas=2".parse().unwrap();
-        let env = Environment {
-            cache_dir: "/tmp".into(),
-            owner: "ada".into(),
-            access: None,
-        };
+        let env = Environment::for_tests("ada", "/tmp");
         let Err(e) = Settings::new(config, "x", vec![set], None, &env) else {
             panic!("an unknown service is refused");
         };
-        let text = e.to_string();
+        e.to_string()
+    }
+
+    #[test]
+    fn a_set_for_an_unknown_service_is_refused_with_a_suggestion() {
+        let text = refusal("order-apj.replicas=2".parse().unwrap());
         assert!(
             text.starts_with("--set names service `order-apj`, which is not in /"),
             "{text}"
@@ -132,20 +140,10 @@ mod tests {
 
     #[test]
     fn a_values_file_naming_an_unknown_service_is_refused_naming_the_file() {
-        let config = example("x").config;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("extra.yaml");
         std::fs::write(&file, "order-api: {replicas: 2}\nfrontend: {replicas: 1}\n").unwrap();
-        let set = SetValue::values_file(&file).unwrap();
-        let env = Environment {
-            cache_dir: "/tmp".into(),
-            owner: "ada".into(),
-            access: None,
-        };
-        let Err(e) = Settings::new(config, "x", vec![set], None, &env) else {
-            panic!("an unknown service is refused");
-        };
-        let text = e.to_string();
+        let text = refusal(SetValue::values_file(&file).unwrap());
         let want = format!(
             "values file `{}` names service `frontend`, which is not in /",
             file.display()

@@ -19,5 +19,6 @@ mod lock;
 mod outage;
 mod serve;
 mod serve_ha;
+mod serve_support;
 mod up;
 mod verbosity;

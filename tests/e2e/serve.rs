@@ -2,9 +2,7 @@
 //! (payloads shaped like GitHub's, from tests/fixtures/github) and deploys on the real cluster;
 //! a local server stands in for GitHub's API and records every call.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -13,263 +11,14 @@ use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
+use super::serve_support::fake_github::{Canned, FakeGitHub, FakeStatus};
+use super::serve_support::{
+    accepted, assert_api_built_from, create_sandbox_namespace, deliver, deployments_for, field,
+    fixture, page_line, pr_event, pull_request, succeeded, success_url, wait_for_inactive,
+    wait_for_status, wait_for_success, wait_for_teardown, wait_until, wait_until_gone, Serve,
+    ServeFixture, DB_PASSWORD, REPO, SECRET, TOKEN,
+};
 use crate::support::{apply_yaml, cluster, http_get, root, run_ok, Product, TestNamespace};
-
-#[path = "../support/fake_github.rs"]
-pub(crate) mod fake_github;
-use fake_github::{Canned, FakeGitHub};
-
-pub(crate) const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
-const TOKEN: &str = "ghp_e2eServeToken000000000000000000000000";
-/// The example's decrypted database password: it must never show anywhere.
-const DB_PASSWORD: &str = "sandbox-demo-db-password-7f3a";
-pub(crate) const REPO: &str = "octo-org/backend";
-
-/// `sandbox serve` as a child process; its stderr (the structured log) is collected.
-pub(crate) struct Serve {
-    pub(crate) child: Child,
-    pub(crate) addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    /// Serve keeping its state in namespace `state` (a test's own: replicas share it).
-    pub(crate) fn start(
-        product: &Product,
-        github: &FakeGitHub,
-        state: &str,
-        extra: &[&str],
-    ) -> Serve {
-        let mut cmd = product.sandbox(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--github-api-url",
-            &github.url,
-            "--comment",
-            "--state-namespace",
-            state,
-        ]);
-        if !extra.contains(&"--shutdown-grace") {
-            cmd.args(["--shutdown-grace", "20s"]);
-        }
-        cmd.args(extra)
-            .env("SANDBOX_WEBHOOK_SECRET", SECRET)
-            .env("GITHUB_TOKEN", TOKEN)
-            .env_remove("SANDBOX_GITHUB_TOKEN")
-            .env("SANDBOX_SLACK_WEBHOOK_URL", github.slack_url())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let collected = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("event=listening") {
-                    if let Some(addr) = field(&line, "addr") {
-                        let _ = tx.send(addr);
-                    }
-                }
-                // The same line with `--log-format json`.
-                if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                    if let (Some("listening"), Some(addr)) =
-                        (json["event"].as_str(), json["addr"].as_str())
-                    {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-                collected.lock().unwrap().push_str(&line);
-                collected.lock().unwrap().push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "`sandbox serve` did not start listening:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Serve { child, addr, log }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The peak resident memory of the process (VmHWM), in KiB.
-    pub(crate) fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the serve process is alive");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
-    }
-
-    /// SIGKILL: no clean-up, no hand-back, as when a node dies.
-    pub(crate) fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGTERM, then wait for the exit.
-    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
-        run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(40),
-                "`sandbox serve` did not stop after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- sandbox serve log\n{}", self.log());
-        }
-    }
-}
-
-/// `key=value` (or `key="value"`) from a log line.
-pub(crate) fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    let rest = &line[start..];
-    if let Some(quoted) = rest.strip_prefix('"') {
-        return quoted.split('"').next().map(str::to_owned);
-    }
-    rest.split_whitespace().next().map(str::to_owned)
-}
-
-pub(crate) fn fixture(name: &str) -> Value {
-    let path = root().join("tests/fixtures/github").join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
-/// GitHub's `pull_request` payload for `action` with the head at `sha`.
-pub(crate) fn pull_request(action: &str, sha: &str) -> Vec<u8> {
-    let mut event = fixture(&format!("pull_request.{action}.json"));
-    event["pull_request"]["head"]["sha"] = sha.into();
-    if action == "synchronize" {
-        event["after"] = sha.into();
-    }
-    serde_json::to_vec(&event).unwrap()
-}
-
-/// POST a delivery the way GitHub does; `secret: None` sends no signature.
-pub(crate) async fn deliver(
-    url: &str,
-    event: &str,
-    delivery: &str,
-    body: &[u8],
-    secret: Option<&str>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("user-agent", "GitHub-Hookshot/044aadd")
-        .header("x-github-event", event)
-        .header("x-github-delivery", delivery)
-        .header("x-github-hook-id", "509821371")
-        .body(body.to_vec());
-    if let Some(secret) = secret {
-        request = request.header(
-            "x-hub-signature-256",
-            sandbox::serve::signature::sign(secret.as_bytes(), body),
-        );
-    }
-    let response = request.send().await.expect("the service answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Poll `check` until it holds, or fail with everything that helps.
-pub(crate) async fn wait_until(
-    what: &str,
-    limit: Duration,
-    serve: &Serve,
-    github: &FakeGitHub,
-    mut check: impl FnMut() -> bool,
-) {
-    let started = Instant::now();
-    while !check() {
-        if started.elapsed() > limit {
-            panic!(
-                "not within {limit:?}: {what}\n--- GitHub calls\n{}--- serve log\n{}",
-                github.dump(),
-                serve.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The deployments created for `sha`, and whether one of them got a `success` status.
-pub(crate) fn deployments_for(github: &FakeGitHub, sha: &str) -> Vec<u64> {
-    github
-        .deployments()
-        .into_iter()
-        .filter(|d| d.sha == sha)
-        .map(|d| d.id)
-        .collect()
-}
-
-pub(crate) fn succeeded(github: &FakeGitHub, sha: &str) -> bool {
-    deployments_for(github, sha)
-        .iter()
-        .any(|id| github.states_of(*id).iter().any(|s| s == "success"))
-}
-
-/// Wait for a `success` status for `sha`; a `failure` ends the wait at once, with its reason.
-pub(crate) async fn wait_for_success(what: &str, serve: &Serve, github: &FakeGitHub, sha: &str) {
-    wait_until(what, Duration::from_secs(300), serve, github, || {
-        let ids = deployments_for(github, sha);
-        if let Some(failure) = github
-            .statuses()
-            .into_iter()
-            .find(|s| ids.contains(&s.deployment) && s.state == "failure")
-        {
-            panic!(
-                "{what}: the deploy failed: {}\n--- comments\n{:?}\n--- serve log\n{}",
-                failure.description,
-                github.comments(),
-                serve.log()
-            );
-        }
-        succeeded(github, sha)
-    })
-    .await;
-}
-
-/// The line of the gateway's page that says where a service was built from.
-fn page_line(service: &str, repo: &str, sha: &str) -> String {
-    format!("service={service} repo={repo} branch=feature-x sha={sha}")
-}
 
 #[tokio::test]
 async fn serve_previews_a_pull_request_from_opened_to_closed() {
@@ -277,21 +26,19 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         return;
     };
     let started = Instant::now();
-    let product = Product::new("serve");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-state").await;
-    let github = FakeGitHub::start().await;
-    let mut serve = Serve::start(&product, &github, &state.name, &[]);
+    let fx = ServeFixture::new(&client, "serve").await;
+    let (ns, github) = (&fx.preview, &fx.github);
+    let mut serve = fx.serve(&[]);
     let webhook = serve.url("/webhook");
 
     let health = reqwest::get(serve.url("/healthz")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
     let ping = serde_json::to_vec(&fixture("ping.json")).unwrap();
-    let (status, answer) = deliver(&webhook, "ping", "e2e-ping", &ping, Some(SECRET)).await;
+    let (status, answer) = serve.deliver("ping", "e2e-ping", &ping).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("pong")));
 
     // A bad signature, or none: 401, and nothing happens.
-    let sha1 = product.sha("backend", "feature-x");
+    let sha1 = fx.head();
     let opened = pull_request("opened", &sha1);
     let (status, _) = deliver(
         &webhook,
@@ -305,18 +52,15 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     let (status, _) = deliver(&webhook, "pull_request", "e2e-bad-2", &opened, None).await;
     assert_eq!(status, 401);
     // Signed, but without a delivery id: a replay could not be told from a new event.
-    let (status, answer) = deliver(&webhook, "pull_request", "", &opened, Some(SECRET)).await;
+    let (status, answer) = serve.deliver_pr("", "opened", &sha1).await;
     assert_eq!(status, 400, "{answer}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!ns.exists().await, "a refused delivery created the sandbox");
     assert!(github.deployments().is_empty(), "{}", github.dump());
 
     // Opened, delivered twice (GitHub retries): one sandbox, one deployment, a success with the URL.
-    let (status, answer) =
-        deliver(&webhook, "pull_request", "e2e-open", &opened, Some(SECRET)).await;
-    assert_eq!(status, 202, "{answer}");
-    let (status, answer) =
-        deliver(&webhook, "pull_request", "e2e-open", &opened, Some(SECRET)).await;
+    accepted(serve.deliver_pr("e2e-open", "opened", &sha1).await);
+    let (status, answer) = serve.deliver_pr("e2e-open", "opened", &sha1).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["status"]
@@ -329,12 +73,12 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     wait_for_success(
         "a success status for the opened head",
         &serve,
-        &github,
+        github,
         &sha1,
     )
     .await;
     let first_up = up_started.elapsed();
-    let ids = deployments_for(&github, &sha1);
+    let ids = deployments_for(github, &sha1);
     assert_eq!(
         ids.len(),
         1,
@@ -354,22 +98,9 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         github.states_of(ids[0]),
         ["queued", "in_progress", "success"]
     );
-    let success = github
-        .statuses()
-        .into_iter()
-        .find(|s| s.deployment == ids[0] && s.state == "success")
-        .unwrap();
-    let url = success
-        .environment_url
-        .clone()
-        .expect("the URL on the success status");
+    let url = success_url(github, ids[0]);
     assert!(url.starts_with("http://"), "{url}");
-    let page = http_get(&url);
-    let api_line = page_line("api", "backend", &sha1);
-    assert!(
-        page.lines().any(|l| l == api_line),
-        "missing `{api_line}`:\n{page}"
-    );
+    assert_api_built_from(&url, &sha1);
     for call in github
         .calls()
         .iter()
@@ -403,30 +134,20 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     assert!(slack.len() == 1 && slack[0].contains(&url), "{slack:?}");
 
     // Two pushes in quick succession: only the newest is deployed and succeeds.
-    let sha2 = product.commit("backend", "feature-x", "second push", |dir| {
-        std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
-    });
-    let sha3 = product.commit("backend", "feature-x", "third push", |dir| {
-        std::fs::write(dir.join("NOTES.md"), "third push\n").unwrap();
-    });
-    let (s2, _) = deliver(
-        &webhook,
-        "pull_request",
-        "e2e-sync-2",
-        &pull_request("synchronize", &sha2),
-        Some(SECRET),
-    )
-    .await;
+    let sha2 = fx
+        .product
+        .commit("backend", "feature-x", "second push", |dir| {
+            std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
+        });
+    let sha3 = fx
+        .product
+        .commit("backend", "feature-x", "third push", |dir| {
+            std::fs::write(dir.join("NOTES.md"), "third push\n").unwrap();
+        });
+    let (s2, _) = serve.deliver_pr("e2e-sync-2", "synchronize", &sha2).await;
     // The first update is under way (fetching, applying) when the second push arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (s3, answer) = deliver(
-        &webhook,
-        "pull_request",
-        "e2e-sync-3",
-        &pull_request("synchronize", &sha3),
-        Some(SECRET),
-    )
-    .await;
+    let (s3, answer) = serve.deliver_pr("e2e-sync-3", "synchronize", &sha3).await;
     assert_eq!((s2, s3), (202, 202), "{answer}");
     assert_eq!(
         answer["superseding"], true,
@@ -436,17 +157,12 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     wait_for_success(
         "a success status for the newest head",
         &serve,
-        &github,
+        github,
         &sha3,
     )
     .await;
     let second_up = sync_started.elapsed();
-    assert_eq!(
-        deployments_for(&github, &sha3).len(),
-        1,
-        "{}",
-        github.dump()
-    );
+    assert_eq!(deployments_for(github, &sha3).len(), 1, "{}", github.dump());
     assert!(
         serve
             .log()
@@ -455,11 +171,11 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         serve.log()
     );
     assert!(
-        !succeeded(&github, &sha2),
+        !succeeded(github, &sha2),
         "the superseded push got a success:\n{}",
         github.dump()
     );
-    let newest = deployments_for(&github, &sha3)[0];
+    let newest = deployments_for(github, &sha3)[0];
     let final_success = github
         .statuses()
         .into_iter()
@@ -469,22 +185,11 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         final_success.deployment, newest,
         "the last success belongs to the newest push"
     );
-    for id in deployments_for(&github, &sha2) {
-        wait_until(
-            "the superseded deployment is inactive",
-            Duration::from_secs(10),
-            &serve,
-            &github,
-            || github.states_of(id).last().map(String::as_str) == Some("inactive"),
-        )
-        .await;
+    for id in deployments_for(github, &sha2) {
+        let what = "the superseded deployment is inactive";
+        wait_for_inactive(what, Duration::from_secs(10), &serve, github, id).await;
     }
-    let page = http_get(final_success.environment_url.as_deref().unwrap());
-    let api_line = page_line("api", "backend", &sha3);
-    assert!(
-        page.lines().any(|l| l == api_line),
-        "missing `{api_line}`:\n{page}"
-    );
+    assert_api_built_from(final_success.environment_url.as_deref().unwrap(), &sha3);
     let comments = github.comments();
     assert_eq!(
         comments.len(),
@@ -498,39 +203,8 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     );
 
     // Closed: the sandbox goes away and its deployment becomes inactive.
-    let (status, _) = deliver(
-        &webhook,
-        "pull_request",
-        "e2e-close",
-        &pull_request("closed", &sha3),
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202);
-    let close_started = Instant::now();
-    let gone = kube::runtime::wait::await_condition(
-        namespaces.clone(),
-        &ns.name,
-        |n: Option<&Namespace>| n.is_none(),
-    );
-    if tokio::time::timeout(Duration::from_secs(240), gone)
-        .await
-        .is_err()
-    {
-        panic!(
-            "the sandbox of the closed pull request is still there\n{}",
-            serve.log()
-        );
-    }
-    let teardown = close_started.elapsed();
-    wait_until(
-        "the closed pull request's deployment is inactive",
-        Duration::from_secs(20),
-        &serve,
-        &github,
-        || github.states_of(newest).last().map(String::as_str) == Some("inactive"),
-    )
-    .await;
+    accepted(serve.deliver_pr("e2e-close", "closed", &sha3).await);
+    let teardown = wait_for_teardown(&serve, github, ns, newest, Duration::from_secs(20)).await;
 
     // SIGTERM: a clean stop.
     let status = serve.terminate();
@@ -562,76 +236,38 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
     );
 }
 
-/// A sandbox's namespace as `made_by` (`serve`, `up`, or none: an older version) would have
-/// made it.
-pub(crate) async fn create_sandbox_namespace(
-    client: &Client,
-    name: &str,
-    branch: &str,
-    pr: Option<u64>,
-    made_by: Option<&str>,
-) {
-    let mut annotations = json!({"sandbox.dev/branch": branch, "sandbox.dev/owner": "e2e"});
-    if let Some(made_by) = made_by {
-        annotations["sandbox.dev/made-by"] = made_by.into();
-    }
-    if let Some(n) = pr {
-        annotations["sandbox.dev/pr-repo"] = REPO.into();
-        annotations["sandbox.dev/pr-number"] = n.to_string().into();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {
-        "name": name,
-        "labels": {"app.kubernetes.io/managed-by": "sandbox", "sandbox.dev/sandbox": "shop"},
-        "annotations": annotations,
-    }}))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn serve_deletes_sandboxes_of_pull_requests_closed_while_it_was_away() {
     let Some(client) = cluster("serve: resync at start").await else {
         return;
     };
-    let product = Product::new("serve-reconcile");
+    let fx = ServeFixture::new(&client, "serve-reconcile").await;
+    let (product, github) = (&fx.product, &fx.github);
     let closed = TestNamespace::claim(&client, &product.namespace("closed-pr")).await;
     let open = TestNamespace::claim(&client, &product.namespace("open-pr")).await;
     let plain = TestNamespace::claim(&client, &product.namespace("no-pr")).await;
     // Closed too, but made by hand (`sandbox up`), or by a version that did not say: kept.
     let by_hand = TestNamespace::claim(&client, &product.namespace("by-hand")).await;
     let unsaid = TestNamespace::claim(&client, &product.namespace("unsaid")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-reconcile-state").await;
     let serve_made = Some("serve");
     create_sandbox_namespace(&client, &closed.name, "closed-pr", Some(7), serve_made).await;
     create_sandbox_namespace(&client, &open.name, "open-pr", Some(8), serve_made).await;
     create_sandbox_namespace(&client, &plain.name, "no-pr", None, serve_made).await;
     create_sandbox_namespace(&client, &by_hand.name, "by-hand", Some(9), Some("up")).await;
     create_sandbox_namespace(&client, &unsaid.name, "unsaid", Some(10), None).await;
-    let github = FakeGitHub::start().await;
     for closed in [7, 9, 10] {
         github.close(REPO, closed);
     }
 
-    let serve = Serve::start(&product, &github, &state.name, &[]);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let gone = kube::runtime::wait::await_condition(
-        namespaces.clone(),
-        &closed.name,
-        |n: Option<&Namespace>| n.is_none(),
-    );
-    if tokio::time::timeout(Duration::from_secs(120), gone)
-        .await
-        .is_err()
-    {
-        panic!(
-            "the closed pull request's sandbox was not deleted\n{}\n{}",
-            github.dump(),
-            serve.log()
-        );
-    }
+    let serve = fx.serve(&[]);
+    wait_until_gone(
+        "the closed pull request's sandbox is deleted",
+        Duration::from_secs(120),
+        &closed,
+        &serve,
+        github,
+    )
+    .await;
     let asked: Vec<String> = github.calls().into_iter().map(|c| c.path).collect();
     for path in [
         "/repos/octo-org/backend/pulls/7",
@@ -692,6 +328,32 @@ fn chromium_dom(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The row of namespace `ns` in the status page's DOM.
+fn row_of<'d>(dom: &'d str, ns: &str) -> &'d str {
+    let start = dom
+        .find(&format!(r#"<tr id="sandbox-{ns}""#))
+        .unwrap_or_else(|| panic!("no row for {ns} in the page:\n{dom}"));
+    let row = &dom[start..];
+    &row[..row.find("</tr>").expect("the row ends")]
+}
+
+/// Sandbox `ns` as serve's `/api/sandboxes` lists it.
+async fn listed_sandbox(serve: &Serve, ns: &str) -> Value {
+    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    api["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["namespace"] == ns)
+        .cloned()
+        .unwrap_or_else(|| panic!("{ns} not in /api/sandboxes: {api}"))
+}
+
 /// The status page lists the preview serve brought up, in a real browser, with working links;
 /// `/api/sandboxes` says the same; `/metrics` counted it; and every JSON log line of the work
 /// carries its delivery, repository, pull request and branch.
@@ -700,23 +362,12 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
     let Some(client) = cluster("serve: status page").await else {
         return;
     };
-    let product = Product::new("serve-page");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let github = FakeGitHub::start().await;
-    let state = TestNamespace::claim(&client, "e2e-serve-page-state").await;
-    let serve = Serve::start(&product, &github, &state.name, &["--log-format", "json"]);
-    let sha = product.sha("backend", "feature-x");
-    let opened = pull_request("opened", &sha);
-    let (status, answer) = deliver(
-        &serve.url("/webhook"),
-        "pull_request",
-        "e2e-page-open",
-        &opened,
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    wait_for_success("the preview is up", &serve, &github, &sha).await;
+    let fx = ServeFixture::new(&client, "serve-page").await;
+    let (ns, github) = (&fx.preview, &fx.github);
+    let serve = fx.serve(&["--log-format", "json"]);
+    let sha = fx.head();
+    accepted(serve.deliver_pr("e2e-page-open", "opened", &sha).await);
+    wait_for_success("the preview is up", &serve, github, &sha).await;
     let url = github
         .statuses()
         .into_iter()
@@ -725,11 +376,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
 
     // The page, as a browser renders it: the sandbox's row, its pull request and URL as links.
     let dom = chromium_dom(&serve.url("/"));
-    let row_start = dom
-        .find(&format!(r#"<tr id="sandbox-{}""#, ns.name))
-        .unwrap_or_else(|| panic!("no row for {} in the page:\n{dom}", ns.name));
-    let row = &dom[row_start..];
-    let row = &row[..row.find("</tr>").expect("the row ends")];
+    let row = row_of(&dom, &ns.name);
     let pr_link = format!(
         r#"<a class="pr" href="{}/{REPO}/pull/42">{REPO}#42</a>"#,
         github.url.trim_end_matches('/')
@@ -750,18 +397,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
     );
     assert!(row.contains(&sha[..7]), "{row}");
 
-    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sandbox = api["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["namespace"] == ns.name.as_str())
-        .unwrap_or_else(|| panic!("{} not in /api/sandboxes: {api}", ns.name));
+    let sandbox = listed_sandbox(&serve, &ns.name).await;
     assert_eq!(sandbox["branch"], "feature-x");
     assert_eq!(sandbox["status"], "ready");
     assert_eq!(sandbox["url"], url.as_str());
@@ -815,44 +451,26 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
 
     // A push that cannot deploy (its values do not parse): the row keeps the running revision's
     // status and shows why the last deploy failed, as text.
-    let broken = product.commit("backend", "feature-x", "broken values", |dir| {
-        std::fs::write(dir.join("api/values.yaml"), "replicas: [1, <b>2\n").unwrap();
-    });
-    let (status, answer) = deliver(
-        &serve.url("/webhook"),
-        "pull_request",
-        "e2e-page-broken",
-        &pull_request("synchronize", &broken),
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    wait_until(
+    let broken = fx
+        .product
+        .commit("backend", "feature-x", "broken values", |dir| {
+            std::fs::write(dir.join("api/values.yaml"), "replicas: [1, <b>2\n").unwrap();
+        });
+    accepted(
+        serve
+            .deliver_pr("e2e-page-broken", "synchronize", &broken)
+            .await,
+    );
+    wait_for_status(
         "a failure status for the broken push",
         Duration::from_secs(300),
         &serve,
-        &github,
-        || {
-            let ids = deployments_for(&github, &broken);
-            github
-                .statuses()
-                .iter()
-                .any(|s| ids.contains(&s.deployment) && s.state == "failure")
-        },
+        github,
+        &broken,
+        "failure",
     )
     .await;
-    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sandbox = api["sandboxes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["namespace"] == ns.name.as_str())
-        .unwrap();
+    let sandbox = listed_sandbox(&serve, &ns.name).await;
     let last_error = sandbox["last_error"]
         .as_str()
         .unwrap_or_else(|| panic!("{sandbox}"));
@@ -862,10 +480,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
         "the previous revision still runs"
     );
     let dom = chromium_dom(&serve.url("/"));
-    let row = &dom[dom
-        .find(&format!(r#"<tr id="sandbox-{}""#, ns.name))
-        .unwrap()..];
-    let row = &row[..row.find("</tr>").unwrap()];
+    let row = row_of(&dom, &ns.name);
     assert!(row.contains(r#"<div class="error">"#), "{row}");
     assert!(!row.contains("<b>"), "the error is text, not markup: {row}");
 }
@@ -895,12 +510,49 @@ fn git_daemon_path() -> std::path::PathBuf {
 }
 
 /// `git daemon` serving the product's repositories over git:// (to pods), stopped on drop.
-struct GitDaemon(Child);
+struct GitDaemon {
+    child: Child,
+    /// `git://IP:PORT`: a repository's URL is this and its name.
+    url: String,
+}
+
+impl GitDaemon {
+    /// Serving the repositories in `repos` on `ip`, at a free port; listening once started.
+    fn start(ip: &str, repos: &std::path::Path) -> GitDaemon {
+        let port = free_port(ip);
+        let daemon = GitDaemon {
+            // git-daemon itself, not the `git daemon` wrapper: killing the wrapper would leave
+            // the daemon running (and holding the test's output open).
+            child: Command::new(git_daemon_path())
+                .arg("--export-all")
+                .arg("--reuseaddr")
+                .arg(format!("--listen={ip}"))
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", repos.display()))
+                .arg(repos)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("git daemon runs"),
+            url: format!("git://{ip}:{port}"),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "git daemon did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+}
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -912,64 +564,19 @@ fn free_port(ip: &str) -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
-    let Some(client) = cluster("serve: in the cluster").await else {
-        return;
-    };
-    let product = Product::new("serve-pod");
-    let system = TestNamespace::claim(&client, "e2e-serve-pod-system").await;
-    let sandbox_ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let ip = node_ip(&client).await;
-
-    // The repositories over git://, and the GitHub stand-in, where the pod reaches them.
-    let port = free_port(&ip);
-    let repos = product.path().join("repos");
-    let daemon = GitDaemon(
-        // git-daemon itself, not the `git daemon` wrapper: killing the wrapper would leave the
-        // daemon running (and holding the test's output open).
-        Command::new(git_daemon_path())
-            .arg("--export-all")
-            .arg("--reuseaddr")
-            .arg(format!("--listen={ip}"))
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", repos.display()))
-            .arg(&repos)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon runs"),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "git daemon did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let github = FakeGitHub::start_on(&format!("{ip}:0")).await;
-    // CI's part: the backend's image for the branch's commit is in the registry (serve in a pod
-    // resolves images but does not build them).
-    run_ok(&mut product.sandbox(&["images", "--branch", "feature-x"]));
-
-    // The sandbox binary in an image; deploy/serve.yaml with this test's names.
-    run_ok(Command::new(root().join("scripts/images")).args([
-        "sandbox",
-        env!("CARGO_BIN_EXE_sandbox"),
-        "e2e-serve",
-    ]));
+/// deploy/serve.yaml with this test's names: namespace `system`, the image of this test's
+/// binary, GitHub at `github_url` and the repositories at `git_url`.
+fn serve_manifests(system: &str, github_url: &str, git_url: &str) -> String {
     let manifests = std::fs::read_to_string(root().join("deploy/serve.yaml"))
         .unwrap()
-        .replace("sandbox-system", &system.name)
+        .replace("sandbox-system", system)
         .replace("sandbox-serve", "e2e-serve-pod")
         .replace(
             "docker.io/local/sandbox:dev",
             "docker.io/local/sandbox:e2e-serve",
         )
-        .replace("https://api.github.com", &github.url)
-        .replace("https://github.com/octo-org", &format!("git://{ip}:{port}"))
+        .replace("https://api.github.com", github_url)
+        .replace("https://github.com/octo-org", git_url)
         .replace("--shutdown-grace=300s", "--shutdown-grace=20s");
     for expected in [
         "kind: ClusterRole\n",
@@ -982,14 +589,19 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
             "deploy/serve.yaml has no {expected}"
         );
     }
-    // The namespace, the secret and the product's files first, so the pod starts at once.
+    manifests
+}
+
+/// What the serve pods need before they start: namespace `system`, the secret (webhook secret,
+/// GitHub token, age key) and the product's files.
+async fn create_serve_inputs(client: &Client, system: &str, product: &Product) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": system.name}})).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": system}})).unwrap();
     namespaces
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &system.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), system);
     let age_key = std::fs::read_to_string(root().join("example/age-test-key.txt")).unwrap();
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "e2e-serve-pod"},
@@ -1018,11 +630,15 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         json!({"metadata": {"name": "e2e-serve-pod-product"}, "data": files}),
     )
     .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), &system.name)
+    Api::<ConfigMap>::namespaced(client.clone(), system)
         .create(&PostParams::default(), &configmap)
         .await
         .unwrap();
-    // A cluster before Kubernetes 1.21 serves PodDisruptionBudgets as policy/v1beta1 only.
+}
+
+/// `manifests` as this cluster takes them: before Kubernetes 1.21 it serves
+/// PodDisruptionBudgets as policy/v1beta1 only.
+async fn for_this_cluster(client: &Client, manifests: String) -> String {
     let policy_v1 = kube::Discovery::new(client.clone())
         .filter(&["policy"])
         .run()
@@ -1034,180 +650,236 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
             "PodDisruptionBudget",
         ))
         .is_some();
-    let manifests = if policy_v1 {
+    if policy_v1 {
         manifests
     } else {
         manifests.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+    }
+}
+
+/// The serve Deployment `e2e-serve-pod` of deploy/serve.yaml, in namespace `system`.
+struct ServePods {
+    client: Client,
+    system: String,
+}
+
+impl ServePods {
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.system)
+    }
+
+    /// Every pod's container statuses and log.
+    async fn log(&self) -> String {
+        let pods = self.pods();
+        let mut out = String::new();
+        for pod in pods.list(&ListParams::default()).await.unwrap().items {
+            let name = pod.metadata.name.clone().unwrap();
+            out += &format!(
+                "--- pod {name}: {:?}\n",
+                pod.status.and_then(|s| s.container_statuses)
+            );
+            out += &pods
+                .logs(&name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+        }
+        out
+    }
+
+    /// Delete its cluster-wide objects (deleting the test's namespace leaves them).
+    async fn cleanup(&self) {
+        let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(self.client.clone());
+        let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
+            Api::all(self.client.clone());
+        let _ = roles
+            .delete("e2e-serve-pod", &DeleteParams::default())
+            .await;
+        let _ = roles
+            .delete("e2e-serve-pod-in-sandbox", &DeleteParams::default())
+            .await;
+        let _ = bindings
+            .delete("e2e-serve-pod", &DeleteParams::default())
+            .await;
+    }
+
+    /// The pods' log, then [`ServePods::cleanup`]: what a failure shows, and does first.
+    async fn log_and_cleanup(&self) -> String {
+        let log = self.log().await;
+        self.cleanup().await;
+        log
+    }
+
+    /// What its service account may do in a namespace that is not a sandbox's, of: get Secrets,
+    /// create Jobs, update Leases.
+    async fn rights_outside_sandboxes(&self) -> Vec<String> {
+        let account = format!("system:serviceaccount:{}:e2e-serve-pod", self.system);
+        let mut outside = Vec::new();
+        for (verb, group, resource) in [
+            ("get", "", "secrets"),
+            ("create", "batch", "jobs"),
+            ("update", "coordination.k8s.io", "leases"),
+        ] {
+            let review: k8s_openapi::api::authorization::v1::SubjectAccessReview =
+                serde_json::from_value(json!({"spec": {"user": account, "resourceAttributes": {
+                    "namespace": "kube-node-lease", "verb": verb, "group": group, "resource": resource}}}))
+                .unwrap();
+            let answer = Api::all(self.client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap();
+            if answer.status.is_some_and(|s| s.allowed) {
+                outside.push(format!("{verb} {resource}"));
+            }
+        }
+        outside
+    }
+
+    /// Whether both replicas are ready (the readiness probe is /healthz) within `limit`.
+    async fn ready_within(&self, limit: Duration) -> bool {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.system);
+        let ready = kube::runtime::wait::await_condition(
+            deployments,
+            "e2e-serve-pod",
+            |d: Option<&Deployment>| {
+                d.and_then(|d| d.status.as_ref())
+                    .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 2)
+            },
+        );
+        tokio::time::timeout(limit, ready).await.is_ok()
+    }
+
+    /// Its Service's `http://IP`, once it answers /healthz there within `limit` (a pod is ready
+    /// before kube-proxy has programmed the Service's endpoints).
+    async fn reachable_service(&self, limit: Duration) -> Option<String> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.system);
+        let cluster_ip = services
+            .get("e2e-serve-pod")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let health = reqwest::get(format!("http://{cluster_ip}/healthz")).await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Some(format!("http://{cluster_ip}"));
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The first final status (`success` or `failure`) GitHub is given within `limit`.
+async fn first_outcome(github: &FakeGitHub, limit: Duration) -> Option<FakeStatus> {
+    let started = Instant::now();
+    loop {
+        let done = github
+            .statuses()
+            .into_iter()
+            .find(|s| s.state == "success" || s.state == "failure");
+        if done.is_some() {
+            return done;
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
+    let Some(client) = cluster("serve: in the cluster").await else {
+        return;
     };
+    let product = Product::new("serve-pod");
+    let system = TestNamespace::claim(&client, "e2e-serve-pod-system").await;
+    let sandbox_ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
+    let ip = node_ip(&client).await;
+
+    // The repositories over git://, and the GitHub stand-in, where the pod reaches them.
+    let daemon = GitDaemon::start(&ip, &product.path().join("repos"));
+    let github = FakeGitHub::start_on(&format!("{ip}:0")).await;
+    // CI's part: the backend's image for the branch's commit is in the registry (serve in a pod
+    // resolves images but does not build them).
+    run_ok(&mut product.sandbox(&["images", "--branch", "feature-x"]));
+
+    // The sandbox binary in an image; deploy/serve.yaml with this test's names.
+    run_ok(Command::new(root().join("scripts/images")).args([
+        "sandbox",
+        env!("CARGO_BIN_EXE_sandbox"),
+        "e2e-serve",
+    ]));
+    let manifests = serve_manifests(&system.name, &github.url, &daemon.url);
+    // The namespace, the secret and the product's files first, so the pod starts at once.
+    create_serve_inputs(&client, &system.name, &product).await;
+    let manifests = for_this_cluster(&client, manifests).await;
     assert!(
         manifests.contains("kind: PodDisruptionBudget\n") && manifests.contains("replicas: 2\n"),
         "deploy/serve.yaml runs two replicas with a disruption budget"
     );
     apply_yaml(&client, &system.name, &manifests).await;
-
-    let cleanup = || {
-        let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
-        let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> =
-            Api::all(client.clone());
-        async move {
-            let _ = roles
-                .delete("e2e-serve-pod", &DeleteParams::default())
-                .await;
-            let _ = roles
-                .delete("e2e-serve-pod-in-sandbox", &DeleteParams::default())
-                .await;
-            let _ = bindings
-                .delete("e2e-serve-pod", &DeleteParams::default())
-                .await;
-        }
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &system.name);
-    let pod_log = || {
-        let pods = pods.clone();
-        async move {
-            let mut out = String::new();
-            for pod in pods.list(&ListParams::default()).await.unwrap().items {
-                let name = pod.metadata.name.clone().unwrap();
-                out += &format!(
-                    "--- pod {name}: {:?}\n",
-                    pod.status.and_then(|s| s.container_statuses)
-                );
-                out += &pods
-                    .logs(&name, &LogParams::default())
-                    .await
-                    .unwrap_or_default();
-            }
-            out
-        }
+    let serve = ServePods {
+        client: client.clone(),
+        system: system.name.clone(),
     };
 
     // Its rights stop at the sandboxes: no Secrets, Jobs or Leases in any other namespace.
-    let account = format!("system:serviceaccount:{}:e2e-serve-pod", system.name);
-    let mut outside = Vec::new();
-    for (verb, group, resource) in [
-        ("get", "", "secrets"),
-        ("create", "batch", "jobs"),
-        ("update", "coordination.k8s.io", "leases"),
-    ] {
-        let review: k8s_openapi::api::authorization::v1::SubjectAccessReview =
-            serde_json::from_value(json!({"spec": {"user": account, "resourceAttributes": {
-                "namespace": "kube-node-lease", "verb": verb, "group": group, "resource": resource}}}))
-            .unwrap();
-        let answer = Api::all(client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .unwrap();
-        if answer.status.is_some_and(|s| s.allowed) {
-            outside.push(format!("{verb} {resource}"));
-        }
-    }
+    let outside = serve.rights_outside_sandboxes().await;
     if !outside.is_empty() {
-        cleanup().await;
+        serve.cleanup().await;
         panic!("serve may {outside:?} outside its sandboxes");
     }
-
-    // Both replicas ready (the readiness probe is /healthz).
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system.name);
-    let ready = kube::runtime::wait::await_condition(
-        deployments,
-        "e2e-serve-pod",
-        |d: Option<&Deployment>| {
-            d.and_then(|d| d.status.as_ref())
-                .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 2)
-        },
-    );
-    if tokio::time::timeout(Duration::from_secs(120), ready)
-        .await
-        .is_err()
-    {
-        let log = pod_log().await;
-        cleanup().await;
+    if !serve.ready_within(Duration::from_secs(120)).await {
+        let log = serve.log_and_cleanup().await;
         panic!("the serve Deployment did not become ready:\n{log}");
     }
-
     // Through its Service, as GitHub would (via whatever exposes it).
-    let services: Api<Service> = Api::namespaced(client.clone(), &system.name);
-    let cluster_ip = services
-        .get("e2e-serve-pod")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    let webhook = format!("http://{cluster_ip}/webhook");
-    // Ready pod, but kube-proxy may not have programmed the Service's endpoints yet.
-    let started = Instant::now();
-    loop {
-        let health = reqwest::get(format!("http://{cluster_ip}/healthz")).await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let log = pod_log().await;
-            cleanup().await;
-            panic!("the Service does not reach the serve pod:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let Some(service) = serve.reachable_service(Duration::from_secs(60)).await else {
+        let log = serve.log_and_cleanup().await;
+        panic!("the Service does not reach the serve pod:\n{log}");
+    };
+    let webhook = format!("{service}/webhook");
+
     let sha = product.sha("backend", "feature-x");
-    let (status, answer) = deliver(
+    let opened = pull_request("opened", &sha);
+    let reply = deliver(
         &webhook,
         "pull_request",
         "e2e-pod-open",
-        &pull_request("opened", &sha),
+        &opened,
         Some(SECRET),
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
+    accepted(reply);
     let started = Instant::now();
-    let outcome = loop {
-        let done = github
-            .statuses()
-            .into_iter()
-            .find(|s| s.state == "success" || s.state == "failure");
-        if let Some(done) = done {
-            break Some(done);
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let outcome = first_outcome(&github, Duration::from_secs(300)).await;
     let in_pod_up = started.elapsed();
     let Some(outcome) = outcome.filter(|s| s.state == "success") else {
-        let log = pod_log().await;
-        cleanup().await;
+        let log = serve.log_and_cleanup().await;
         panic!("no success from the pod (RBAC?):\n{}\n{log}", github.dump());
     };
     let page = http_get(outcome.environment_url.as_deref().unwrap());
-    assert!(
-        page.contains(&format!(
-            "service=api repo=backend branch=feature-x sha={sha}"
-        )),
-        "{page}"
-    );
+    assert!(page.contains(&page_line("api", "backend", &sha)), "{page}");
 
     // Closed: the pod deletes the sandbox (its RBAC allows that too).
-    let (status, _) = deliver(
+    let closed = pull_request("closed", &sha);
+    let reply = deliver(
         &webhook,
         "pull_request",
         "e2e-pod-close",
-        &pull_request("closed", &sha),
+        &closed,
         Some(SECRET),
     )
     .await;
-    assert_eq!(status, 202);
-    let gone = kube::runtime::wait::await_condition(
-        namespaces.clone(),
-        &sandbox_ns.name,
-        |n: Option<&Namespace>| n.is_none(),
-    );
-    let gone = tokio::time::timeout(Duration::from_secs(240), gone)
-        .await
-        .is_ok();
-    let log = pod_log().await;
-    cleanup().await;
+    accepted(reply);
+    let gone = sandbox_ns.gone_within(Duration::from_secs(240)).await;
+    let log = serve.log_and_cleanup().await;
     drop(daemon);
     assert!(
         gone,
@@ -1233,7 +905,8 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
         .await
         .unwrap();
     let stopping = Instant::now();
-    while !pods
+    while !serve
+        .pods()
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -1252,23 +925,14 @@ async fn serve_runs_in_the_cluster_from_deploy_serve_yaml() {
     );
 }
 
-/// The pull request's payload of `tests/fixtures/github` moved to another repository.
-fn pull_request_of(repo: &str, action: &str, sha: &str) -> Vec<u8> {
-    let mut event: Value = serde_json::from_slice(&pull_request(action, sha)).unwrap();
-    event["repository"]["full_name"] = repo.into();
-    event["pull_request"]["head"]["repo"]["full_name"] = repo.into();
-    serde_json::to_vec(&event).unwrap()
-}
-
 #[tokio::test]
 async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
     let Some(client) = cluster("serve: resync without webhooks").await else {
         return;
     };
-    let product = Product::new("serve-resync");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let github = FakeGitHub::start().await;
-    let sha = product.sha("backend", "feature-x");
+    let fx = ServeFixture::new(&client, "serve-resync").await;
+    let (ns, github) = (&fx.preview, &fx.github);
+    let sha = fx.head();
     // Opened on GitHub while no webhook reaches serve; an older push's deployment is there.
     github.open_pull(REPO, 42, "feature-x", &sha);
     let old = github.add_deployment(REPO, &"0".repeat(40), "sandbox/feature-x");
@@ -1293,19 +957,13 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         &create,
         vec![Canned::status(500), Canned::status(500)],
     );
-    let state = TestNamespace::claim(&client, "e2e-serve-resync-state").await;
-    let serve = Serve::start(&product, &github, &state.name, &["--resync", "3s"]);
+    let serve = fx.serve(&["--resync", "3s"]);
 
     // A pull request of a repository sandbox.yaml does not list: acknowledged, logged, ignored.
-    let stranger = pull_request_of("someone-else/backend", "opened", &sha);
-    let (status, answer) = deliver(
-        &serve.url("/webhook"),
-        "pull_request",
-        "e2e-stranger",
-        &stranger,
-        Some(SECRET),
-    )
-    .await;
+    let stranger = pr_event("opened", "someone-else/backend", 42, "feature-x", &sha);
+    let (status, answer) = serve
+        .deliver("pull_request", "e2e-stranger", &stranger)
+        .await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("ignored")),
@@ -1316,7 +974,7 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
     wait_for_success(
         "the open pull request's preview, from a resync",
         &serve,
-        &github,
+        github,
         &sha,
     )
     .await;
@@ -1337,25 +995,15 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         .map(|c| c.status)
         .collect();
     assert_eq!(created, [500, 500, 201], "{}", github.dump());
-    let ids = deployments_for(&github, &sha);
+    let ids = deployments_for(github, &sha);
     assert_eq!(ids.len(), 1, "{}", github.dump());
-    let success = github
-        .statuses()
-        .into_iter()
-        .find(|s| s.deployment == ids[0] && s.state == "success")
-        .unwrap();
-    let page = http_get(success.environment_url.as_deref().unwrap());
-    let api_line = page_line("api", "backend", &sha);
-    assert!(
-        page.lines().any(|l| l == api_line),
-        "missing `{api_line}`:\n{page}"
-    );
-    wait_until(
+    assert_api_built_from(&success_url(github, ids[0]), &sha);
+    wait_for_inactive(
         "the older push's deployment is marked inactive",
         Duration::from_secs(30),
         &serve,
-        &github,
-        || github.states_of(old).last().map(String::as_str) == Some("inactive"),
+        github,
+        old,
     )
     .await;
     // Unchanged lists are asked again conditionally: GitHub answers 304.
@@ -1363,7 +1011,7 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         "a conditional list answered 304",
         Duration::from_secs(30),
         &serve,
-        &github,
+        github,
         || {
             github
                 .calls()
@@ -1380,7 +1028,7 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
         "two more resyncs",
         Duration::from_secs(30),
         &serve,
-        &github,
+        github,
         || passes() >= before + 2,
     )
     .await;
@@ -1391,31 +1039,7 @@ async fn serve_converges_to_githubs_open_pull_requests_without_webhooks() {
 
     // Closed on GitHub, still no webhook: the next resync deletes the preview.
     github.close(REPO, 42);
-    let closed = Instant::now();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let gone =
-        kube::runtime::wait::await_condition(namespaces, &ns.name, |n: Option<&Namespace>| {
-            n.is_none()
-        });
-    if tokio::time::timeout(Duration::from_secs(240), gone)
-        .await
-        .is_err()
-    {
-        panic!(
-            "the closed pull request's preview is still there\n{}\n{}",
-            github.dump(),
-            serve.log()
-        );
-    }
-    let down = closed.elapsed();
-    wait_until(
-        "the closed pull request's deployment is inactive",
-        Duration::from_secs(30),
-        &serve,
-        &github,
-        || github.states_of(ids[0]).last().map(String::as_str) == Some("inactive"),
-    )
-    .await;
+    let down = wait_for_teardown(&serve, github, ns, ids[0], Duration::from_secs(30)).await;
     let log = serve.log();
     assert!(!log.contains("event=webhook.accepted"), "{log}");
     assert!(
@@ -1442,27 +1066,18 @@ async fn serve_brings_a_branch_up_for_a_deployment_event_and_reports_on_it() {
     let Some(client) = cluster("serve: deployment event").await else {
         return;
     };
-    let product = Product::new("serve-depev");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let github = FakeGitHub::start().await;
-    let state = TestNamespace::claim(&client, "e2e-serve-depev-state").await;
-    let serve = Serve::start(&product, &github, &state.name, &[]);
-    let sha = product.sha("backend", "feature-x");
+    let fx = ServeFixture::new(&client, "serve-depev").await;
+    let github = &fx.github;
+    let serve = fx.serve(&[]);
+    let sha = fx.head();
     // A deployment someone asked GitHub for (e.g. from chat).
     let id = github.add_deployment(REPO, &sha, "sandbox/feature-x");
     let mut event = fixture("deployment.json");
     event["deployment"]["id"] = id.into();
     event["deployment"]["sha"] = sha.clone().into();
-    let (status, answer) = deliver(
-        &serve.url("/webhook"),
-        "deployment",
-        "e2e-deployment",
-        &serde_json::to_vec(&event).unwrap(),
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    wait_for_success("a success on the event's deployment", &serve, &github, &sha).await;
+    let event = serde_json::to_vec(&event).unwrap();
+    accepted(serve.deliver("deployment", "e2e-deployment", &event).await);
+    wait_for_success("a success on the event's deployment", &serve, github, &sha).await;
     assert_eq!(github.states_of(id), ["queued", "in_progress", "success"]);
     assert_eq!(
         github.deployments().len(),
@@ -1470,16 +1085,6 @@ async fn serve_brings_a_branch_up_for_a_deployment_event_and_reports_on_it() {
         "no deployment of its own:\n{}",
         github.dump()
     );
-    let success = github
-        .statuses()
-        .into_iter()
-        .find(|s| s.deployment == id && s.state == "success")
-        .unwrap();
-    let page = http_get(success.environment_url.as_deref().unwrap());
-    let api_line = page_line("api", "backend", &sha);
-    assert!(
-        page.lines().any(|l| l == api_line),
-        "missing `{api_line}`:\n{page}"
-    );
-    assert!(ns.exists().await);
+    assert_api_built_from(&success_url(github, id), &sha);
+    assert!(fx.preview.exists().await);
 }

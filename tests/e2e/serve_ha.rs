@@ -10,25 +10,13 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::serve::fake_github::FakeGitHub;
-use super::serve::{
-    create_sandbox_namespace, deliver, deployments_for, fixture, pull_request, succeeded,
-    wait_for_success, wait_until, Serve, SECRET,
+use super::serve_support::fake_github::FakeGitHub;
+use super::serve_support::{
+    accepted, create_sandbox_namespace, deployments_for, pr_event, pull_request, succeeded,
+    wait_for_status, wait_for_success, wait_until, wait_until_exists, wait_until_gone,
+    ServeFixture,
 };
-use crate::support::{cluster, Product, TestNamespace};
-
-/// A `pull_request` delivery of `repo`#`number` with head `branch` at `sha`.
-fn pr_event(action: &str, repo: &str, number: u64, branch: &str, sha: &str) -> Vec<u8> {
-    let mut event = fixture("pull_request.opened.json");
-    event["action"] = action.into();
-    event["number"] = number.into();
-    event["pull_request"]["number"] = number.into();
-    event["pull_request"]["head"]["ref"] = branch.into();
-    event["pull_request"]["head"]["sha"] = sha.into();
-    event["pull_request"]["head"]["repo"]["full_name"] = repo.into();
-    event["repository"]["full_name"] = repo.into();
-    serde_json::to_vec(&event).unwrap()
-}
+use crate::support::{cluster, TestNamespace};
 
 /// Every recorded preview state in `namespace`, by branch.
 async fn states(client: &Client, namespace: &str) -> Vec<Value> {
@@ -61,58 +49,44 @@ async fn serve_finishes_an_up_interrupted_by_kill_9() {
     let Some(client) = cluster("serve: kill -9 in the middle of an up").await else {
         return;
     };
-    let product = Product::new("serve-kill");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-kill-state").await;
-    let github = FakeGitHub::start().await;
-    let mut serve = Serve::start(&product, &github, &state.name, &[]);
-    let sha = product.sha("backend", "feature-x");
-    let (status, answer) = deliver(
-        &serve.url("/webhook"),
-        "pull_request",
-        "e2e-kill-open",
-        &pull_request("opened", &sha),
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
+    let fx = ServeFixture::new(&client, "serve-kill").await;
+    let (github, state) = (&fx.github, &fx.state);
+    let mut serve = fx.serve(&[]);
+    let sha = fx.head();
+    accepted(serve.deliver_pr("e2e-kill-open", "opened", &sha).await);
 
     // In the middle of the up: deploying (in_progress), its namespace made.
-    wait_until(
+    wait_for_status(
         "the up is under way",
         Duration::from_secs(300),
         &serve,
-        &github,
-        || {
-            deployments_for(&github, &sha)
-                .iter()
-                .any(|id| github.states_of(*id).iter().any(|s| s == "in_progress"))
-        },
+        github,
+        &sha,
+        "in_progress",
     )
     .await;
-    let started = Instant::now();
-    while !ns.exists().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no namespace:\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_exists(
+        "the sandbox's namespace exists",
+        Duration::from_secs(120),
+        &fx.preview,
+        &serve,
+        github,
+    )
+    .await;
     serve.kill9();
     assert!(
-        !succeeded(&github, &sha),
+        !succeeded(github, &sha),
         "the up finished before the kill: the test proves nothing\n{}",
         serve.log()
     );
     let killed_at = Instant::now();
 
     // Started again: it finds the pending work in its state and finishes it.
-    let serve = Serve::start(&product, &github, &state.name, &[]);
+    let serve = fx.serve(&[]);
     wait_for_success(
         "the preview is finished after the restart",
         &serve,
-        &github,
+        github,
         &sha,
     )
     .await;
@@ -125,12 +99,12 @@ async fn serve_finishes_an_up_interrupted_by_kill_9() {
         .collect();
     assert_eq!(successes.len(), 1, "{}", github.dump());
     assert_eq!(
-        deployments_for(&github, &sha),
+        deployments_for(github, &sha),
         successes,
         "the interrupted deployment is taken over, not made again:\n{}",
         github.dump()
     );
-    assert!(unfinished(&github).is_empty(), "{}", github.dump());
+    assert!(unfinished(github).is_empty(), "{}", github.dump());
     assert!(
         serve.log().contains("event=github.deployment.resumed"),
         "{}",
@@ -209,39 +183,36 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
     let Some(client) = cluster("serve: two replicas, a burst of deliveries").await else {
         return;
     };
-    let product = Product::new("serve-ha");
-    let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-ha-state").await;
+    let fx = ServeFixture::new(&client, "serve-ha").await;
+    let (github, state) = (&fx.github, &fx.state);
     const PRS: u64 = 20;
     const OPEN: u64 = 3;
     let mut burst_namespaces = Vec::new();
     for n in 1..=PRS {
-        let name = product.namespace(&format!("burst-{n}"));
+        let name = fx.product.namespace(&format!("burst-{n}"));
         burst_namespaces.push(TestNamespace::claim(&client, &name).await);
     }
-    let github = FakeGitHub::start().await;
-    let a = Serve::start(&product, &github, &state.name, &[]);
-    let b = Serve::start(&product, &github, &state.name, &[]);
-    let (url_a, url_b) = (a.url("/webhook"), b.url("/webhook"));
+    let a = fx.serve(&[]);
+    let b = fx.serve(&[]);
 
     // The same delivery to both replicas at once: one takes it, one deployment.
-    let sha = product.sha("backend", "feature-x");
+    let sha = fx.head();
     let opened = pull_request("opened", &sha);
     let (ra, rb) = tokio::join!(
-        deliver(&url_a, "pull_request", "e2e-ha-open", &opened, Some(SECRET)),
-        deliver(&url_b, "pull_request", "e2e-ha-open", &opened, Some(SECRET)),
+        a.deliver("pull_request", "e2e-ha-open", &opened),
+        b.deliver("pull_request", "e2e-ha-open", &opened),
     );
     let mut codes = [ra.0, rb.0];
     codes.sort();
     assert_eq!(codes, [200, 202], "{} {}", ra.1, rb.1);
-    wait_for_success("the preview of the one delivery", &a, &github, &sha).await;
+    wait_for_success("the preview of the one delivery", &a, github, &sha).await;
     assert_eq!(
-        deployments_for(&github, &sha).len(),
+        deployments_for(github, &sha).len(),
         1,
         "one deployment for one delivery:\n{}",
         github.dump()
     );
-    assert!(ns.exists().await);
+    assert!(fx.preview.exists().await);
 
     // 200 signed deliveries for 20 PRs, to both replicas in turn; every fifth one also to the
     // other replica (GitHub's retry of a delivery whose answer got lost): taken once. The PRs'
@@ -250,23 +221,17 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
     assert_eq!(events.len(), 200);
     let sent_at = Instant::now();
     let streams = (1..=PRS).map(|pr| {
-        let (events, url_a, url_b) = (&events, &url_a, &url_b);
+        let (events, a, b) = (&events, &a, &b);
         async move {
             for (i, (n, action, sha, _)) in events.iter().enumerate().filter(|e| e.1 .0 == pr) {
                 let branch = format!("burst-{n}");
                 let body = pr_event(action, "octo-org/backend", 100 + n, &branch, sha);
                 let id = format!("e2e-burst-{i}");
-                let (first, second) = if i % 2 == 0 {
-                    (url_a, url_b)
-                } else {
-                    (url_b, url_a)
-                };
-                let (status, answer) =
-                    deliver(first, "pull_request", &id, &body, Some(SECRET)).await;
+                let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                let (status, answer) = first.deliver("pull_request", &id, &body).await;
                 assert!(status == 202 || status == 200, "{i}: {status} {answer}");
                 if i % 5 == 0 {
-                    let (status, answer) =
-                        deliver(second, "pull_request", &id, &body, Some(SECRET)).await;
+                    let (status, answer) = second.deliver("pull_request", &id, &body).await;
                     assert_eq!(status, 200, "{i}: {answer}");
                     assert!(answer["status"].as_str().unwrap().contains("duplicate"));
                 }
@@ -284,20 +249,20 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
         let recorded = states(&client, &state.name).await;
         let done = recorded.len() as u64 == PRS + 1
             && recorded.iter().all(|s| s["completed"] == s["generation"]);
-        let open_up = (1..=OPEN).all(|n| succeeded(&github, &last_sha(n)));
+        let open_up = (1..=OPEN).all(|n| succeeded(github, &last_sha(n)));
         let mut closed_gone = true;
         for (i, ns) in burst_namespaces.iter().enumerate() {
             if i as u64 >= OPEN && ns.exists().await {
                 closed_gone = false;
             }
         }
-        if done && open_up && closed_gone && unfinished(&github).is_empty() {
+        if done && open_up && closed_gone && unfinished(github).is_empty() {
             break;
         }
         if started.elapsed() > Duration::from_secs(900) {
             panic!(
                 "the burst did not converge: states done {done}, open ones up {open_up}, closed ones gone {closed_gone}, unfinished deployments {:?}\n{recorded:#?}\n--- replica a\n{}\n--- replica b\n{}",
-                unfinished(&github),
+                unfinished(github),
                 a.log(),
                 b.log()
             );
@@ -320,7 +285,7 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
         );
     }
     for n in 1..=OPEN {
-        let ids = deployments_for(&github, &last_sha(n));
+        let ids = deployments_for(github, &last_sha(n));
         let successes = ids
             .iter()
             .filter(|id| github.states_of(**id).iter().any(|s| s == "success"))
@@ -347,28 +312,24 @@ async fn serve_deletes_only_what_the_previews_made_and_no_other_pr_uses() {
     let Some(client) = cluster("serve: only what it owns").await else {
         return;
     };
-    let product = Product::new("serve-own");
+    let fx = ServeFixture::new(&client, "serve-own").await;
+    let (product, shared, github) = (&fx.product, &fx.preview, &fx.github);
     let main = TestNamespace::claim(&client, &product.namespace("main")).await;
-    let shared = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-own-state").await;
     // Someone's `sandbox up --branch main`, made by hand.
     create_sandbox_namespace(&client, &main.name, "main", None, Some("up")).await;
-    let github = FakeGitHub::start().await;
-    let serve = Serve::start(&product, &github, &state.name, &[]);
-    let webhook = serve.url("/webhook");
+    let serve = fx.serve(&[]);
 
     // A pull request whose head is `main`, opened and closed: the hand-made sandbox stays.
     let main_sha = product.sha("backend", "main");
     for (id, action) in [("e2e-main-open", "opened"), ("e2e-main-close", "closed")] {
         let body = pr_event(action, "octo-org/backend", 60, "main", &main_sha);
-        let (status, answer) = deliver(&webhook, "pull_request", id, &body, Some(SECRET)).await;
-        assert_eq!(status, 202, "{answer}");
+        accepted(serve.deliver("pull_request", id, &body).await);
     }
     wait_until(
         "the close of the main pull request is done",
         Duration::from_secs(300),
         &serve,
-        &github,
+        github,
         || serve.log().contains("event=job.kept"),
     )
     .await;
@@ -387,38 +348,23 @@ async fn serve_deletes_only_what_the_previews_made_and_no_other_pr_uses() {
     let frontend_sha = product.sha("frontend", "feature-x");
     let backend = |action| pr_event(action, "octo-org/backend", 42, "feature-x", &backend_sha);
     let frontend = |action| pr_event(action, "octo-org/frontend", 7, "feature-x", &frontend_sha);
-    deliver(
-        &webhook,
-        "pull_request",
-        "e2e-own-b1",
-        &backend("opened"),
-        Some(SECRET),
-    )
-    .await;
-    wait_for_success("the shared preview", &serve, &github, &backend_sha).await;
-    deliver(
-        &webhook,
-        "pull_request",
-        "e2e-own-f1",
-        &frontend("opened"),
-        Some(SECRET),
-    )
-    .await;
+    serve
+        .deliver("pull_request", "e2e-own-b1", &backend("opened"))
+        .await;
+    wait_for_success("the shared preview", &serve, github, &backend_sha).await;
+    serve
+        .deliver("pull_request", "e2e-own-f1", &frontend("opened"))
+        .await;
     wait_for_success(
         "the shared preview, for both",
         &serve,
-        &github,
+        github,
         &frontend_sha,
     )
     .await;
-    let (status, answer) = deliver(
-        &webhook,
-        "pull_request",
-        "e2e-own-f2",
-        &frontend("closed"),
-        Some(SECRET),
-    )
-    .await;
+    let (status, answer) = serve
+        .deliver("pull_request", "e2e-own-f2", &frontend("closed"))
+        .await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (202, Some("kept")),
@@ -429,24 +375,19 @@ async fn serve_deletes_only_what_the_previews_made_and_no_other_pr_uses() {
         shared.exists().await,
         "closing one of two PRs deleted the sandbox"
     );
-    let (status, _) = deliver(
-        &webhook,
-        "pull_request",
-        "e2e-own-b2",
-        &backend("closed"),
-        Some(SECRET),
+    accepted(
+        serve
+            .deliver("pull_request", "e2e-own-b2", &backend("closed"))
+            .await,
+    );
+    wait_until_gone(
+        "the sandbox of the last closed PR is gone",
+        Duration::from_secs(240),
+        shared,
+        &serve,
+        github,
     )
     .await;
-    assert_eq!(status, 202);
-    let started = Instant::now();
-    while shared.exists().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "the sandbox of the last closed PR is still there\n{}",
-            serve.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test]
@@ -454,36 +395,24 @@ async fn serve_hands_running_work_to_the_other_replica_on_sigterm() {
     let Some(client) = cluster("serve: SIGTERM hands work back").await else {
         return;
     };
-    let product = Product::new("serve-handback");
-    let _ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
-    let state = TestNamespace::claim(&client, "e2e-serve-handback-state").await;
-    let github = FakeGitHub::start().await;
+    let fx = ServeFixture::new(&client, "serve-handback").await;
+    let github = &fx.github;
     // A grace period too short for an up: what runs at SIGTERM is handed back.
     let quick = ["--shutdown-grace", "1s"];
-    let mut replicas = [
-        Serve::start(&product, &github, &state.name, &quick),
-        Serve::start(&product, &github, &state.name, &quick),
-    ];
-    let sha = product.sha("backend", "feature-x");
-    let (status, answer) = deliver(
-        &replicas[0].url("/webhook"),
-        "pull_request",
-        "e2e-handback-open",
-        &pull_request("opened", &sha),
-        Some(SECRET),
-    )
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    wait_until(
+    let mut replicas = [fx.serve(&quick), fx.serve(&quick)];
+    let sha = fx.head();
+    accepted(
+        replicas[0]
+            .deliver_pr("e2e-handback-open", "opened", &sha)
+            .await,
+    );
+    wait_for_status(
         "the up is under way",
         Duration::from_secs(300),
         &replicas[0],
-        &github,
-        || {
-            deployments_for(&github, &sha)
-                .iter()
-                .any(|id| github.states_of(*id).iter().any(|s| s == "in_progress"))
-        },
+        github,
+        &sha,
+        "in_progress",
     )
     .await;
     // Whichever replica works on it stops.
@@ -496,13 +425,13 @@ async fn serve_hands_running_work_to_the_other_replica_on_sigterm() {
     let log = replicas[working].log();
     assert!(log.contains("handed back"), "{log}");
     assert!(
-        !succeeded(&github, &sha),
+        !succeeded(github, &sha),
         "it finished before SIGTERM: the test proves nothing"
     );
     let other = &replicas[1 - working];
-    wait_for_success("the other replica finishes it", other, &github, &sha).await;
-    assert_eq!(deployments_for(&github, &sha).len(), 1, "{}", github.dump());
-    assert!(unfinished(&github).is_empty(), "{}", github.dump());
+    wait_for_success("the other replica finishes it", other, github, &sha).await;
+    assert_eq!(deployments_for(github, &sha).len(), 1, "{}", github.dump());
+    assert!(unfinished(github).is_empty(), "{}", github.dump());
     assert!(
         other.log().contains("event=github.deployment.resumed"),
         "{}",

@@ -207,6 +207,26 @@ impl TestNamespace {
             .expect("namespaces readable")
             .is_some()
     }
+
+    /// Whether the namespace exists within `limit` (watched, not polled).
+    pub async fn exists_within(&self, limit: Duration) -> bool {
+        self.comes_to(true, limit).await
+    }
+
+    /// Whether the namespace is gone within `limit` (watched, not polled).
+    pub async fn gone_within(&self, limit: Duration) -> bool {
+        self.comes_to(false, limit).await
+    }
+
+    /// A failed watch ends the wait as well (what follows checks the cluster again).
+    async fn comes_to(&self, exists: bool, limit: Duration) -> bool {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let reached =
+            kube::runtime::wait::await_condition(api, &self.name, move |n: Option<&Namespace>| {
+                n.is_some() == exists
+            });
+        tokio::time::timeout(limit, reached).await.is_ok()
+    }
 }
 
 impl Drop for TestNamespace {

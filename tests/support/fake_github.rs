@@ -1,7 +1,7 @@
 //! A stand-in for GitHub's REST API (and a Slack webhook) on 127.0.0.1, for tests: it records
 //! every call and answers the few endpoints `sandbox serve` uses the way GitHub does.
 //!
-//! Shared by the unit tests (`src/serve`) and the end-to-end tests (`tests/e2e/serve.rs`
+//! Shared by the unit tests (`src/serve`) and the end-to-end tests (`tests/e2e/serve_support.rs`
 //! includes this file), so it uses nothing of the crate.
 
 #![allow(dead_code)]
