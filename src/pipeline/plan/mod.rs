@@ -3,6 +3,7 @@
 
 pub(crate) mod isolation;
 pub(crate) mod pod_security;
+mod pod_specs;
 mod privileges;
 
 use std::collections::{BTreeMap, BTreeSet};

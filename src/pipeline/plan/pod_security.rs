@@ -5,9 +5,11 @@
 //! non-root, no privilege escalation, every capability dropped, a seccomp profile, and only
 //! the volume types that hold no host access).
 
+use serde_json::Value;
+
+use super::pod_specs::{items, join, pod_specs, PodSpec};
 // The capabilities baseline lets a container add: the list the plan's privilege check allows.
 use super::privileges::BASELINE_CAPABILITIES;
-use serde_json::Value;
 
 use crate::pipeline::config::PodSecurity;
 
@@ -35,38 +37,14 @@ const RESTRICTED_VOLUMES: &[&str] = &[
 pub(crate) fn violations(object: &Value, level: PodSecurity) -> Vec<Violation> {
     let mut found = Vec::new();
     if level != PodSecurity::Privileged {
-        walk(object, "", level, &mut found);
+        for pod in pod_specs(object) {
+            pod_spec(&pod, level, &mut found);
+        }
     }
     found
 }
 
-fn walk(value: &Value, path: &str, level: PodSecurity, found: &mut Vec<Violation>) {
-    match value {
-        Value::Object(map) => {
-            if map.get("containers").is_some_and(Value::is_array) {
-                pod_spec(value, path, level, found);
-            }
-            for (key, child) in map {
-                walk(child, &join(path, key), level, found);
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                walk(item, &format!("{path}[{i}]"), level, found);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    match path {
-        "" => key.to_owned(),
-        _ => format!("{path}.{key}"),
-    }
-}
-
-fn pod_spec(spec: &Value, path: &str, level: PodSecurity, found: &mut Vec<Violation>) {
+fn pod_spec(pod: &PodSpec, level: PodSecurity, found: &mut Vec<Violation>) {
     let mut bad = |field: String, problem: &str| {
         found.push(Violation {
             field,
@@ -74,16 +52,16 @@ fn pod_spec(spec: &Value, path: &str, level: PodSecurity, found: &mut Vec<Violat
         })
     };
     for host in ["hostNetwork", "hostPID", "hostIPC"] {
-        if spec[host] == true {
-            bad(join(path, host), "host namespaces are not allowed");
+        if pod.spec[host] == true {
+            bad(pod.field(host), "host namespaces are not allowed");
         }
     }
-    for (i, volume) in items(&spec["volumes"]) {
-        let at = format!("{}[{i}]", join(path, "volumes"));
-        if !volume["hostPath"].is_null() {
+    for volume in pod.items("volumes") {
+        let at = volume.path;
+        if !volume.value["hostPath"].is_null() {
             bad(join(&at, "hostPath"), "hostPath volumes are not allowed");
         } else if level == PodSecurity::Restricted {
-            let kind = volume.as_object().and_then(|m| {
+            let kind = volume.value.as_object().and_then(|m| {
                 m.keys()
                     .find(|k| *k != "name" && !RESTRICTED_VOLUMES.contains(&k.as_str()))
             });
@@ -92,8 +70,8 @@ fn pod_spec(spec: &Value, path: &str, level: PodSecurity, found: &mut Vec<Violat
             }
         }
     }
-    let pod_context = &spec["securityContext"];
-    let pod_at = join(path, "securityContext");
+    let pod_context = &pod.spec["securityContext"];
+    let pod_at = pod.field("securityContext");
     if pod_context["seccompProfile"]["type"] == "Unconfined" {
         bad(
             join(&pod_at, "seccompProfile.type"),
@@ -106,11 +84,8 @@ fn pod_spec(spec: &Value, path: &str, level: PodSecurity, found: &mut Vec<Violat
             "restricted forbids running as root (0)",
         );
     }
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for (i, container) in items(&spec[list]) {
-            let at = format!("{}[{i}]", join(path, list));
-            container_violations(container, pod_context, &at, level, found);
-        }
+    for container in pod.containers() {
+        container_violations(container.value, pod_context, &container.path, level, found);
     }
 }
 
@@ -216,10 +191,6 @@ fn restricted_violations(
     }
 }
 
-fn items(list: &Value) -> impl Iterator<Item = (usize, &Value)> {
-    list.as_array().into_iter().flatten().enumerate()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +249,20 @@ mod tests {
                 "spec.containers[0].securityContext.privileged",
                 "spec.containers[0].ports[0].hostPort",
                 "spec.containers[0].securityContext.capabilities.add",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_container_list_is_checked_wherever_the_pod_spec_sits() {
+        let cron = yaml(
+            "kind: CronJob\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          initContainers: [{name: i, securityContext: {procMount: Unmasked}}]\n          containers: [{name: a}]\n          ephemeralContainers: [{name: e, securityContext: {privileged: true}}]\n",
+        );
+        assert_eq!(
+            fields(&cron, PodSecurity::Baseline),
+            [
+                "spec.jobTemplate.spec.template.spec.initContainers[0].securityContext.procMount",
+                "spec.jobTemplate.spec.template.spec.ephemeralContainers[0].securityContext.privileged",
             ]
         );
     }

@@ -3,15 +3,14 @@
 //! containers, extra capabilities) or to the cluster's network (a Service's external IPs).
 //!
 //! Rendered objects come from a branch, which anyone who can push controls; sandbox.yaml is the
-//! product owner's. So the check looks at the objects themselves, not at their kinds: every
-//! mapping with a `containers` list is taken for a pod spec, wherever it sits (a Pod, the
-//! template of a Deployment, a CronJob's job template, or a custom resource whose operator
-//! makes pods of it).
+//! product owner's. So the check looks at the objects themselves, not at their kinds: it looks
+//! into every pod spec that `pod_specs` finds, wherever it sits.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::pod_specs::{items, pod_specs, PodSpec};
 use crate::pipeline::config::Privilege;
 
 /// A privilege an object claims, and where.
@@ -40,28 +39,10 @@ pub(crate) fn claims(object: &Value) -> Vec<Claim> {
             found.push(claim(Privilege::ExternalIps, "spec.externalIPs", ips));
         }
     }
-    walk(object, "", &mut found);
-    found
-}
-
-/// Find pod specs anywhere under `value` (at `path`).
-fn walk(value: &Value, path: &str, found: &mut Vec<Claim>) {
-    match value {
-        Value::Object(map) => {
-            if map.get("containers").is_some_and(Value::is_array) {
-                pod_spec(value, path, found);
-            }
-            for (key, child) in map {
-                walk(child, &join(path, key), found);
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                walk(item, &format!("{path}[{i}]"), found);
-            }
-        }
-        _ => {}
+    for pod in pod_specs(object) {
+        pod_spec(&pod, &mut found);
     }
+    found
 }
 
 /// Pod Security's baseline: the capabilities a container may add without being privileged.
@@ -81,30 +62,27 @@ pub(super) const BASELINE_CAPABILITIES: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-fn pod_spec(spec: &Value, path: &str, found: &mut Vec<Claim>) {
+fn pod_spec(pod: &PodSpec, found: &mut Vec<Claim>) {
     let host = [
         ("hostNetwork", Privilege::HostNetwork),
         ("hostPID", Privilege::HostPid),
         ("hostIPC", Privilege::HostIpc),
     ];
     for (field, privilege) in host {
-        if spec[field] == true {
-            found.push(claim(privilege, &join(path, field), &spec[field]));
+        if pod.spec[field] == true {
+            found.push(claim(privilege, &pod.field(field), &pod.spec[field]));
         }
     }
-    for (i, volume) in items(&spec["volumes"]) {
-        let host_path = &volume["hostPath"];
+    for volume in pod.items("volumes") {
+        let host_path = &volume.value["hostPath"];
         if !host_path.is_null() {
-            let field = format!("{}[{i}].hostPath", join(path, "volumes"));
+            let field = format!("{}.hostPath", volume.path);
             let shown = host_path.get("path").unwrap_or(host_path);
             found.push(claim(Privilege::HostPath, &field, shown));
         }
     }
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for (i, container) in items(&spec[list]) {
-            let at = format!("{}[{i}]", join(path, list));
-            container_claims(container, &at, found);
-        }
+    for container in pod.containers() {
+        container_claims(container.value, &container.path, found);
     }
 }
 
@@ -132,18 +110,6 @@ fn container_claims(container: &Value, at: &str, found: &mut Vec<Claim>) {
             let field = format!("{at}.ports[{j}].hostPort");
             found.push(claim(Privilege::HostPort, &field, host_port));
         }
-    }
-}
-
-fn items(list: &Value) -> impl Iterator<Item = (usize, &Value)> {
-    list.as_array().into_iter().flatten().enumerate()
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
     }
 }
 
