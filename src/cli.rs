@@ -81,9 +81,11 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Move a sandbox's expiry: now + TTL.
     Extend(ExtendArgs),
-    /// Scale a sandbox's Deployments and StatefulSets to zero (remembering their replicas).
+    /// Scale a sandbox's Deployments and StatefulSets to zero and suspend its CronJobs
+    /// (remembering their replicas, and which CronJobs ran).
     Sleep(SleepArgs),
-    /// Scale a sleeping sandbox back and wait until every service is ready (`up` wakes too).
+    /// Scale a sleeping sandbox back, resume the CronJobs its sleep suspended, and wait until
+    /// every service is ready (`up` wakes too).
     Wake(WakeArgs),
     /// Delete every sandbox whose expiry has passed, and put to sleep those unused for their
     /// `idle_after` (never anything without the tool's label).

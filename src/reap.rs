@@ -151,6 +151,10 @@ const REAPER_RULES: &str = r#"rules:
   - apiGroups: [apps]
     resources: [deployments, statefulsets]
     verbs: [list, patch]
+  # …and their CronJobs suspended (`spec.suspend`), those not suspended already recorded too.
+  - apiGroups: [batch]
+    resources: [cronjobs]
+    verbs: [list, patch]
   # The lock of each sandbox is the Lease `sandbox-lock` in its namespace: only that name may be
   # read, renewed and released (so not the nodes' heartbeats in kube-node-lease)…
   - apiGroups: [coordination.k8s.io]
@@ -331,7 +335,7 @@ mod tests {
             ]
         );
         let rules = docs[2]["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 5);
+        assert_eq!(rules.len(), 6);
         // Leases only by name, except create (which RBAC cannot limit by name).
         for rule in rules.iter().filter(|r| r["resources"][0] == "leases") {
             let verbs = rule["verbs"].as_array().unwrap();

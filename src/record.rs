@@ -36,6 +36,10 @@ pub(crate) const PRODUCT_LABEL: &str = "sandbox.dev/sandbox";
 /// alone (and their resourceVersion with them) without asking the server to compare.
 pub(crate) const HASH_ANNOTATION: &str = "sandbox.dev/rendered-hash";
 
+/// The Secret in a sandbox holding the objects of its last successful `up` (it contains
+/// rendered Secrets, so it is a Secret itself); written by `pipeline::inventory`.
+pub(crate) const LAST_GOOD_SECRET: &str = "sandbox-last-good";
+
 /// The record's annotations, after [`PREFIX`].
 const PREFIX: &str = "sandbox.dev/";
 mod key {
@@ -64,6 +68,8 @@ mod key {
     /// Since when it sleeps, and the replicas its workloads had (`{"Deployment/api": 2}`).
     pub(super) const SLEEPING_SINCE: &str = "sleeping-since";
     pub(super) const SLEEP_REPLICAS: &str = "sleep-replicas";
+    /// The CronJobs the sleep suspended (`["nightly"]`): not those suspended before it.
+    pub(super) const SLEEP_SUSPENDED: &str = "sleep-suspended";
 }
 
 /// The longest last error recorded (annotations share 256 KiB per object).
@@ -234,12 +240,16 @@ pub(crate) struct SandboxRecord {
     pub(crate) sleep: Option<Sleep>,
 }
 
-/// A sandbox put to sleep: since when, and what each workload ran before.
+/// A sandbox put to sleep: since when, what each workload ran before, and which CronJobs it
+/// suspended.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Sleep {
     pub(crate) since: Option<jiff::Timestamp>,
     /// `Deployment/api` → replicas.
     pub(crate) replicas: BTreeMap<String, i32>,
+    /// The names of the CronJobs the sleep suspended: only these are resumed on waking, so one
+    /// the template (or someone) suspended stays suspended.
+    pub(crate) suspended: BTreeSet<String>,
 }
 
 impl SandboxRecord {
@@ -287,6 +297,9 @@ impl SandboxRecord {
             sleep: get(key::SLEEP_REPLICAS).map(|r| Sleep {
                 since: time(key::SLEEPING_SINCE),
                 replicas: serde_json::from_str(r).unwrap_or_default(),
+                suspended: get(key::SLEEP_SUSPENDED)
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default(),
             }),
         })
     }
@@ -421,10 +434,15 @@ impl Update {
                 put(key::SLEEPING_SINCE, sleep.since.map(|t| t.to_string()));
                 let replicas = serde_json::to_string(&sleep.replicas).expect("serializable");
                 put(key::SLEEP_REPLICAS, Some(replicas));
+                // None suspended (most sandboxes have no CronJob): no annotation.
+                let suspended = (!sleep.suspended.is_empty())
+                    .then(|| serde_json::to_string(&sleep.suspended).expect("serializable"));
+                put(key::SLEEP_SUSPENDED, suspended);
             }
             Some(None) => {
                 put(key::SLEEPING_SINCE, None);
                 put(key::SLEEP_REPLICAS, None);
+                put(key::SLEEP_SUSPENDED, None);
             }
             None => {}
         }
@@ -1102,13 +1120,15 @@ mod tests {
             sleep: Some(Some(Sleep {
                 since: Some(now),
                 replicas: BTreeMap::from([("Deployment/api".into(), 2)]),
+                ..Sleep::default()
             })),
             ..Update::status(Status::Sleeping)
         };
         let a = asleep.annotations();
+        // (None suspended: `sleep-suspended` is removed, not written.)
         let pairs: Vec<(&str, &str)> = a
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref().unwrap()))
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
             .collect();
         let record =
             SandboxRecord::from_namespace(&namespace(&[(MANAGED_BY, MANAGED_BY_VALUE)], &pairs))
@@ -1138,6 +1158,61 @@ mod tests {
         r.sleep = None;
         r.idle_after = None;
         assert!(!r.idle(now + hour * 100), "no idle_after, never idle");
+    }
+
+    #[test]
+    fn the_cronjobs_a_sleep_suspended_are_recorded_read_back_and_forgotten() {
+        let read = |update: &Update| {
+            let a = update.annotations();
+            let pairs: Vec<(&str, &str)> = a
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
+                .collect();
+            let labels = [(MANAGED_BY, MANAGED_BY_VALUE)];
+            SandboxRecord::from_namespace(&namespace(&labels, &pairs)).unwrap()
+        };
+        let suspended = BTreeSet::from(["nightly".to_owned(), "report".to_owned()]);
+        let asleep = Update {
+            sleep: Some(Some(Sleep {
+                suspended: suspended.clone(),
+                ..Sleep::default()
+            })),
+            ..Update::status(Status::Sleeping)
+        };
+        assert_eq!(
+            asleep.annotations()["sandbox.dev/sleep-suspended"].as_deref(),
+            Some(r#"["nightly","report"]"#)
+        );
+        assert_eq!(read(&asleep).sleep.unwrap().suspended, suspended);
+
+        // None suspended: no annotation (and none left from an earlier sleep).
+        let none = Update {
+            sleep: Some(Some(Sleep::default())),
+            ..Update::default()
+        };
+        assert_eq!(none.annotations()["sandbox.dev/sleep-suspended"], None);
+        assert!(read(&none).sleep.unwrap().suspended.is_empty());
+
+        // A sleep recorded before CronJobs were suspended reads as none suspended.
+        let older = [
+            ("sandbox.dev/sleep-replicas", r#"{"Deployment/api":2}"#),
+            ("sandbox.dev/status", "sleeping"),
+        ];
+        let record =
+            SandboxRecord::from_namespace(&namespace(&[(MANAGED_BY, MANAGED_BY_VALUE)], &older))
+                .unwrap();
+        let sleep = record.sleep.unwrap();
+        assert_eq!(sleep.replicas["Deployment/api"], 2);
+        assert!(sleep.suspended.is_empty());
+
+        let awake = Update {
+            sleep: Some(None),
+            ..Update::default()
+        };
+        assert_eq!(awake.annotations()["sandbox.dev/sleep-suspended"], None);
+        assert!(awake
+            .annotations()
+            .contains_key("sandbox.dev/sleep-suspended"));
     }
 
     #[test]

@@ -357,9 +357,10 @@ pub(super) async fn sleep(app: &App, args: SleepArgs) -> Result<()> {
     )
     .await?;
     match outcome {
-        Outcome::Slept(replicas) => println!(
-            "{namespace} is asleep: {} workloads scaled to 0 (`sandbox wake --branch {branch}` brings them back)",
-            replicas.len(),
+        Outcome::Slept(asleep) => println!(
+            "{namespace} is asleep: {} workloads scaled to 0{} (`sandbox wake --branch {branch}` brings them back)",
+            asleep.replicas.len(),
+            cronjobs(&asleep, "suspended"),
         ),
         Outcome::AlreadyAsleep(since) => println!(
             "{namespace} was already asleep (since {})",
@@ -368,6 +369,15 @@ pub(super) async fn sleep(app: &App, args: SleepArgs) -> Result<()> {
         Outcome::Woken(_) | Outcome::AlreadyAwake => unreachable!("sleep only sleeps"),
     }
     Ok(())
+}
+
+/// `, 2 CronJobs suspended` when the sleep suspended any.
+fn cronjobs(asleep: &record::Sleep, done: &str) -> String {
+    match asleep.suspended.len() {
+        0 => String::new(),
+        1 => format!(", 1 CronJob {done}"),
+        n => format!(", {n} CronJobs {done}"),
+    }
 }
 
 pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
@@ -388,9 +398,10 @@ pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
         &app.reporter,
     );
     match woken.await? {
-        Outcome::Woken(replicas) => println!(
-            "{namespace} is awake: {} workloads ready again",
-            replicas.len()
+        Outcome::Woken(asleep) => println!(
+            "{namespace} is awake: {} workloads ready again{}",
+            asleep.replicas.len(),
+            cronjobs(&asleep, "resumed"),
         ),
         Outcome::AlreadyAwake => println!("{namespace} was awake"),
         Outcome::Slept(_) | Outcome::AlreadyAsleep(_) => unreachable!("wake only wakes"),

@@ -15,11 +15,9 @@ use crate::error::Hint;
 use crate::kube::{Cluster, FIELD_MANAGER};
 use crate::object::{Object, ObjectRef};
 use crate::pipeline::plan::Plan;
-use crate::record::{is_managed, HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL};
-
-/// The Secret holding the objects of the last successful `up` (it contains rendered Secrets, so
-/// it is a Secret itself).
-pub(crate) const LAST_GOOD_SECRET: &str = "sandbox-last-good";
+use crate::record::{
+    is_managed, HASH_ANNOTATION, LAST_GOOD_SECRET, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL,
+};
 
 /// Reading or changing what a sandbox holds failed.
 #[derive(Debug, thiserror::Error)]

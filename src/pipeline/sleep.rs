@@ -1,11 +1,14 @@
-//! Sleep and wake: an idle sandbox's Deployments and StatefulSets scaled to zero and back.
+//! Sleep and wake: an idle sandbox's Deployments and StatefulSets scaled to zero and back, its
+//! CronJobs suspended and resumed.
 //!
-//! The replica counts are written into the sandbox's record *before* anything is scaled, so a
-//! sleep cut short still knows what to restore. Waking touches nothing but the workloads'
-//! replicas — no render, no apply — so ConfigMaps, Secrets and Services keep their
-//! resourceVersions, and it takes as long as the pods take to become ready.
+//! The replica counts, and which CronJobs were running, are written into the sandbox's record
+//! *before* anything is scaled or suspended, so a sleep cut short still knows what to restore.
+//! Only the CronJobs the sleep suspended are resumed: one the template suspends stays so. Waking
+//! touches nothing but the workloads' replicas and those CronJobs' `suspend` — no render, no
+//! apply — so ConfigMaps, Secrets and Services keep their resourceVersions, and it takes as long
+//! as the pods take to become ready.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -33,15 +36,33 @@ fn workload_api(cluster: &Cluster, namespace: &str, kind: &str) -> Api<DynamicOb
     Api::namespaced_with(cluster.client.clone(), namespace, &resource)
 }
 
+/// The CronJobs of `namespace`, in the API the cluster serves (`batch/v1beta1` before
+/// Kubernetes 1.21); None when it serves neither.
+fn cronjob_api(cluster: &Cluster, namespace: &str) -> Option<Api<DynamicObject>> {
+    let (resource, _) = ["batch/v1", "batch/v1beta1"]
+        .into_iter()
+        .find_map(|version| cluster.resolve(version, "CronJob"))?;
+    Some(Api::namespaced_with(
+        cluster.client.clone(),
+        namespace,
+        &resource,
+    ))
+}
+
+/// Only what the tool created and labelled.
+fn ours() -> ListParams {
+    ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"))
+}
+
 /// What a sleep or wake did.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
-    /// Put to sleep now: these workloads scaled to zero (`Deployment/api` → its replicas).
-    Slept(BTreeMap<String, i32>),
+    /// Put to sleep now: these workloads scaled to zero and CronJobs suspended.
+    Slept(Sleep),
     /// It was asleep already (since then).
     AlreadyAsleep(Option<jiff::Timestamp>),
-    /// Woken: these workloads scaled back.
-    Woken(BTreeMap<String, i32>),
+    /// Woken: these workloads scaled back and CronJobs resumed.
+    Woken(Sleep),
     /// It was awake.
     AlreadyAwake,
 }
@@ -62,7 +83,7 @@ pub(crate) async fn sleep(
     let held = lock::acquire(cluster, namespace, holder, lock_timeout, reporter).await?;
     let result = sleep_locked(cluster, namespace, product).await;
     held.release().await;
-    result.map(|s| Outcome::Slept(s.replicas))
+    result.map(Outcome::Slept)
 }
 
 /// Put a sandbox to sleep; its lock is held by the caller. The record is read again here, so
@@ -75,12 +96,16 @@ pub(crate) async fn sleep_locked(
     let sandbox = record::ensure_ours(cluster, namespace, product).await?;
     let mut asleep = sandbox.sleep.unwrap_or(Sleep {
         since: Some(jiff::Timestamp::now()),
-        replicas: BTreeMap::new(),
+        ..Sleep::default()
     });
     let running = running_workloads(cluster, namespace).await?;
+    let scheduled = scheduled_cronjobs(cluster, namespace).await?;
     for (workload, replicas) in &running {
         asleep.replicas.entry(workload.clone()).or_insert(*replicas);
     }
+    // Added to what an interrupted sleep recorded: those it suspended look suspended by the
+    // template now.
+    asleep.suspended.extend(scheduled.iter().cloned());
     let update = Update {
         sleep: Some(Some(asleep.clone())),
         ..Update::status(Status::Sleeping)
@@ -89,16 +114,18 @@ pub(crate) async fn sleep_locked(
     for workload in running.keys() {
         scale(cluster, namespace, workload, 0).await?;
     }
+    for cronjob in &scheduled {
+        suspend(cluster, namespace, cronjob, true).await?;
+    }
     Ok(asleep)
 }
 
 /// The tool's Deployments and StatefulSets that run pods, with their replicas.
 async fn running_workloads(cluster: &Cluster, namespace: &str) -> Result<BTreeMap<String, i32>> {
     let mut running = BTreeMap::new();
-    let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
     for kind in WORKLOADS {
         let list = workload_api(cluster, namespace, kind)
-            .list(&ours)
+            .list(&ours())
             .await
             .with_context(|| format!("could not list the {kind}s of `{namespace}`"))?;
         for item in list.items {
@@ -110,6 +137,46 @@ async fn running_workloads(cluster: &Cluster, namespace: &str) -> Result<BTreeMa
         }
     }
     Ok(running)
+}
+
+/// The names of the tool's CronJobs that are not suspended: those a sleep suspends.
+async fn scheduled_cronjobs(cluster: &Cluster, namespace: &str) -> Result<BTreeSet<String>> {
+    let Some(api) = cronjob_api(cluster, namespace) else {
+        return Ok(BTreeSet::new());
+    };
+    let list = api
+        .list(&ours())
+        .await
+        .with_context(|| format!("could not list the CronJobs of `{namespace}`"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|c| !is_suspended(&c.data))
+        .filter_map(|c| c.metadata.name)
+        .collect())
+}
+
+/// Whether a CronJob's `spec.suspend` is true (absent is false, as Kubernetes reads it).
+fn is_suspended(cronjob: &serde_json::Value) -> bool {
+    cronjob["spec"]["suspend"].as_bool() == Some(true)
+}
+
+/// Suspend or resume the CronJob `name`. One the tool no longer renders (pruned since) is
+/// skipped.
+async fn suspend(cluster: &Cluster, namespace: &str, name: &str, suspend: bool) -> Result<()> {
+    let Some(api) = cronjob_api(cluster, namespace) else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({"spec": {"suspend": suspend}});
+    let what = if suspend { "suspend" } else { "resume" };
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::kube::status_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("could not {what} CronJob `{name}`")),
+    }
 }
 
 /// Set the replicas of `workload` (`Deployment/api`). One the tool no longer renders (pruned
@@ -130,10 +197,14 @@ async fn scale(cluster: &Cluster, namespace: &str, workload: &str, replicas: i32
     }
 }
 
-/// Scale every workload of `asleep` back to its replicas (the caller holds the lock and waits).
+/// Scale every workload of `asleep` back to its replicas and resume the CronJobs it suspended
+/// (the caller holds the lock and waits).
 pub(crate) async fn restore(cluster: &Cluster, namespace: &str, asleep: &Sleep) -> Result<()> {
     for (workload, replicas) in &asleep.replicas {
         scale(cluster, namespace, workload, *replicas).await?;
+    }
+    for cronjob in &asleep.suspended {
+        suspend(cluster, namespace, cronjob, false).await?;
     }
     Ok(())
 }
@@ -180,7 +251,7 @@ async fn wake_locked(
         ..Update::status(Status::Ready)
     };
     record::update(cluster, namespace, awake).await?;
-    Ok(Outcome::Woken(asleep.replicas))
+    Ok(Outcome::Woken(asleep))
 }
 
 /// Until the woken workloads, and every Service of the tool's that routes to pods, are ready.
@@ -192,9 +263,8 @@ async fn wait_ready(
 ) -> Result<()> {
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(cluster.client.clone(), namespace);
-    let ours = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
     let services = services
-        .list(&ours)
+        .list(&ours())
         .await
         .context("could not list the sandbox's Services")?;
     let mut waits: Vec<(String, String)> = asleep
@@ -216,4 +286,23 @@ async fn wait_ready(
     });
     futures::future::try_join_all(all).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_cronjob_whose_suspend_is_true_counts_as_suspended() {
+        let cronjob =
+            |spec: serde_json::Value| serde_json::json!({"kind": "CronJob", "spec": spec});
+        assert!(is_suspended(&cronjob(serde_json::json!({"suspend": true}))));
+        assert!(!is_suspended(&cronjob(
+            serde_json::json!({"suspend": false})
+        )));
+        assert!(!is_suspended(&cronjob(
+            serde_json::json!({"schedule": "0 * * * *"})
+        )));
+        assert!(!is_suspended(&serde_json::json!({"kind": "CronJob"})));
+    }
 }

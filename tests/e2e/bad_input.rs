@@ -635,3 +635,41 @@ async fn a_quadratic_alias_bomb_in_a_values_file_is_refused_quickly() {
     assert!(stderr.contains("hint: each alias"), "{stderr}");
     assert_cluster_untouched(&product, "feature-x", "alias bomb").await;
 }
+
+/// A template's object of the kind and name of one the tool makes in every sandbox (here the
+/// quota) is refused by `render` (offline), `validate` and `up`, before the cluster is touched.
+#[tokio::test]
+async fn an_object_named_as_one_of_the_tools_own_is_refused_by_render_validate_and_up() {
+    let product = Product::new("bad-reserved");
+    let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: sandbox-quota\nspec:\n  hard: {pods: \"100\"}\n";
+    std::fs::write(product.path().join("templates/quota.yaml"), quota).unwrap();
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    smoke: [templates/smoke.yaml]\n",
+        "    templates: [templates/service.yaml, templates/quota.yaml]\n    smoke: [templates/smoke.yaml]\n",
+    );
+    let expected = "templates/quota.yaml: ResourceQuota `sandbox-quota` of service `api` has a name reserved by sandbox for the sandbox's quota (`limits` in sandbox.yaml)";
+    let hint = "hint: rename it in the template, e.g. `api-sandbox-quota`";
+
+    let offline = product.path().join("no-kubeconfig");
+    for command in ["render", "validate"] {
+        let mut cmd = product.sandbox(&[command, "--branch", "feature-x"]);
+        if command == "render" {
+            cmd.env("KUBECONFIG", &offline);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(sandbox::error::EXIT_FAILURE),
+            "{}",
+            describe(&cmd, &out)
+        );
+        assert!(stderr.contains(expected), "{command}: {stderr}");
+        assert!(stderr.contains(hint), "{command}: {stderr}");
+    }
+
+    let stderr = up_fails(&product, "feature-x", &[], &[]);
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(stderr.contains(hint), "{stderr}");
+    assert_cluster_untouched(&product, "feature-x", "reserved name").await;
+}

@@ -269,9 +269,89 @@ async fn annotation(client: &kube::Client, ns: &str, key: &str) -> Option<String
     annotations.unwrap_or_default().get(key).cloned()
 }
 
-/// `sleep` scales every workload to zero and says so in the record and in `list`; `wake`
-/// brings every service back without writing a ConfigMap, Secret or Service; `reap` puts to
-/// sleep a sandbox unused for its `idle_after`, and leaves one used within its own alone.
+/// The CronJob API the cluster serves (`batch/v1beta1` before Kubernetes 1.21).
+async fn cronjob_resource(client: &kube::Client) -> kube::discovery::ApiResource {
+    for version in ["v1", "v1beta1"] {
+        let gvk = kube::api::GroupVersionKind::gvk("batch", version, "CronJob");
+        if let Ok((resource, _)) = kube::discovery::pinned_kind(client, &gvk).await {
+            return resource;
+        }
+    }
+    panic!("the cluster serves no CronJob API");
+}
+
+/// The worker gets two CronJobs: `nightly`, and `paused`, which its template suspends.
+fn worker_has_cronjobs(product: &Product, api_version: &str) {
+    let cronjob = |name: &str, suspend: &str| {
+        format!(
+            r#"apiVersion: {api_version}
+kind: CronJob
+metadata:
+  name: {name}
+spec:
+  schedule: "0 3 * * *"{suspend}
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: report
+              image: docker.io/local/busybox:1
+              imagePullPolicy: IfNotPresent
+              command: ["true"]
+"#
+        )
+    };
+    let text = [
+        cronjob("nightly", ""),
+        cronjob("paused", "\n  suspend: true"),
+    ]
+    .join("---\n");
+    std::fs::write(product.path().join("templates/cron.yaml"), text).unwrap();
+    product.edit_config(
+        "    templates: [templates/service.yaml]\n    values: {script: worker/run.sh}",
+        "    templates: [templates/service.yaml, templates/cron.yaml]\n    values: {script: worker/run.sh}",
+    );
+}
+
+/// Each of the tool's CronJobs in `ns`: whether it is suspended, and its resourceVersion.
+async fn cronjobs(
+    client: &kube::Client,
+    resource: &kube::discovery::ApiResource,
+    ns: &str,
+) -> std::collections::BTreeMap<String, (bool, String)> {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    let ours = kube::api::ListParams::default().labels(crate::support::OURS);
+    let list = api.list(&ours).await.unwrap().items;
+    list.into_iter()
+        .map(|c| {
+            let suspended = c.data["spec"]["suspend"].as_bool() == Some(true);
+            let version = c.metadata.resource_version.unwrap();
+            (c.metadata.name.unwrap(), (suspended, version))
+        })
+        .collect()
+}
+
+/// Which of the tool's CronJobs in `ns` are suspended.
+async fn suspended(
+    client: &kube::Client,
+    resource: &kube::discovery::ApiResource,
+    ns: &str,
+) -> Vec<(String, bool)> {
+    let all = cronjobs(client, resource, ns).await;
+    all.into_iter().map(|(name, (s, _))| (name, s)).collect()
+}
+
+fn pairs(list: &[(&str, bool)]) -> Vec<(String, bool)> {
+    list.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+}
+
+/// `sleep` scales every workload to zero and suspends the CronJobs, and says so in the record
+/// and in `list`; `wake` brings every service back without writing a ConfigMap, Secret or
+/// Service, and resumes only the CronJobs it suspended (not one the template suspends); an
+/// unchanged `up` after it applies nothing; `reap` puts to sleep a sandbox unused for its
+/// `idle_after`, and leaves one used within its own alone.
 /// (The reaper CronJob of another test may run `reap --all-products` meanwhile: the idle
 /// sandbox may be asleep already when this test's `reap` looks.)
 #[tokio::test]
@@ -283,6 +363,8 @@ async fn sleep_wake_and_reap_of_idle_sandboxes() {
     // A product of its own, so `reap` looks at no one else's sandboxes.
     product.edit_config("name: shop\n", "name: e2e-sleepy\n");
     add_to_config(&product, "\nidle_after: 1h\n");
+    let cronjob_api = cronjob_resource(&client).await;
+    worker_has_cronjobs(&product, &cronjob_api.api_version);
     let a = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
     let b = TestNamespace::claim(&client, &product.namespace("main")).await;
     // `idle_after` is recorded at each `up`: an hour for `main`, 15 s for `feature-x`.
@@ -291,7 +373,19 @@ async fn sleep_wake_and_reap_of_idle_sandboxes() {
     up_ok(&product, &[]);
     let before = crate::support::versions(&client, &a.name).await;
 
-    crate::support::run_ok(&mut product.sandbox(&["sleep", "--branch", "feature-x"]));
+    let running = pairs(&[("nightly", false), ("paused", true)]);
+    assert_eq!(suspended(&client, &cronjob_api, &a.name).await, running);
+
+    let slept = crate::support::run_ok(&mut product.sandbox(&["sleep", "--branch", "feature-x"]));
+    let said = String::from_utf8_lossy(&slept.stdout);
+    assert!(said.contains(", 1 CronJob suspended"), "{said}");
+    let asleep = pairs(&[("nightly", true), ("paused", true)]);
+    assert_eq!(suspended(&client, &cronjob_api, &a.name).await, asleep);
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/sleep-suspended").await,
+        Some(r#"["nightly"]"#.to_owned()),
+        "only the CronJob the sleep suspended is remembered"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &a.name);
     for d in deployments.list(&Default::default()).await.unwrap().items {
         assert_eq!(d.spec.unwrap().replicas, Some(0));
@@ -319,7 +413,10 @@ async fn sleep_wake_and_reap_of_idle_sandboxes() {
     assert_eq!(row["status"], "sleeping");
     assert!(row["sleeping_since"].is_string(), "{row}");
 
-    crate::support::run_ok(&mut product.sandbox(&["wake", "--branch", "feature-x"]));
+    let woken = crate::support::run_ok(&mut product.sandbox(&["wake", "--branch", "feature-x"]));
+    let said = String::from_utf8_lossy(&woken.stdout);
+    assert!(said.contains(", 1 CronJob resumed"), "{said}");
+    assert_eq!(suspended(&client, &cronjob_api, &a.name).await, running);
     for d in deployments.list(&Default::default()).await.unwrap().items {
         let name = d.metadata.name.clone().unwrap();
         let want = d.spec.unwrap().replicas.unwrap();
@@ -349,6 +446,17 @@ async fn sleep_wake_and_reap_of_idle_sandboxes() {
         annotation(&client, &a.name, "sandbox.dev/sleep-replicas").await,
         None
     );
+    assert_eq!(
+        annotation(&client, &a.name, "sandbox.dev/sleep-suspended").await,
+        None
+    );
+    // An unchanged `up` after the wake applies nothing: no CronJob is written (or suspended).
+    let woken_cronjobs = cronjobs(&client, &cronjob_api, &a.name).await;
+    up_ok(&product, &[]);
+    assert_eq!(
+        cronjobs(&client, &cronjob_api, &a.name).await,
+        woken_cronjobs
+    );
 
     // `feature-x` unused past its 15 s, `main` within its hour: `reap` sleeps only the first.
     tokio::time::sleep(std::time::Duration::from_secs(16)).await;
@@ -373,12 +481,15 @@ async fn sleep_wake_and_reap_of_idle_sandboxes() {
         Some("ready")
     );
     assert!(!live_pods(&client, &b.name).await.is_empty());
+    assert_eq!(suspended(&client, &cronjob_api, &a.name).await, asleep);
+    assert_eq!(suspended(&client, &cronjob_api, &b.name).await, running);
 
-    // `up` wakes it too.
+    // `up` wakes it too, CronJobs and all.
     up_ok(&product, &[]);
     assert_eq!(
         annotation(&client, &a.name, "sandbox.dev/sleep-replicas").await,
         None
     );
     assert!(!live_pods(&client, &a.name).await.is_empty());
+    assert_eq!(suspended(&client, &cronjob_api, &a.name).await, running);
 }

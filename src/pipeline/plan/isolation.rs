@@ -177,6 +177,29 @@ mod tests {
     }
 
     #[test]
+    fn every_object_made_here_has_a_name_no_template_may_render() {
+        let quota = Quota {
+            hard: BTreeMap::from([("pods".into(), "5".into())]),
+            default_requests: BTreeMap::from([("cpu".into(), "50m".into())]),
+            default_limits: BTreeMap::new(),
+        };
+        let policy = NetworkPolicy {
+            restrict_egress: true,
+            ..NetworkPolicy::default()
+        };
+        let objects = namespace_objects(&isolation(Some(quota), policy));
+        assert_eq!(objects.len(), 4);
+        for m in objects {
+            assert!(
+                super::super::reserved(m.kind(), m.name()).is_some(),
+                "{} `{}` is not reserved",
+                m.kind(),
+                m.name()
+            );
+        }
+    }
+
+    #[test]
     fn turned_off_means_no_policy() {
         let off = NetworkPolicy {
             enabled: false,

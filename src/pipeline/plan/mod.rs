@@ -105,6 +105,16 @@ pub(crate) enum PlanError {
         kind: String,
         name: String,
     },
+    /// An object has the kind and name of one the tool makes in every sandbox namespace itself:
+    /// applying it would overwrite the tool's (or be overwritten by it).
+    #[error("{template}: {kind} `{name}` of service `{service}` has a name reserved by sandbox for {purpose}")]
+    Reserved {
+        template: String,
+        service: String,
+        kind: String,
+        name: String,
+        purpose: &'static str,
+    },
     /// An object claims a right over the node or the network that sandbox.yaml does not grant.
     /// (`object`: `TEMPLATE: KIND `NAME``.)
     #[error("{object} of service `{service}` sets `{field}` ({value}), which sandbox.yaml does not allow")]
@@ -129,6 +139,15 @@ impl Hint for PlanError {
             PlanError::NotAJob { .. } => {
                 Some("move the object to the service's `templates`".into())
             }
+            PlanError::Reserved {
+                service,
+                kind,
+                name,
+                ..
+            } => Some(format!(
+                "rename it in the template, e.g. `{service}-{name}`: sandbox makes its own {} in every sandbox namespace",
+                reserved_list(kind)
+            )),
             PlanError::NotAllowed {
                 service, privilege, ..
             } => Some(format!(
@@ -138,6 +157,61 @@ impl Hint for PlanError {
             )),
         }
     }
+}
+
+/// The objects the tool makes in every sandbox namespace itself — kind, name, what for — which
+/// no template may render, whether or not this sandbox has them (sandbox.yaml may add them
+/// later).
+const RESERVED: &[(&str, &str, &str)] = &[
+    (
+        "ResourceQuota",
+        isolation::QUOTA_NAME,
+        "the sandbox's quota (`limits` in sandbox.yaml)",
+    ),
+    (
+        "LimitRange",
+        isolation::LIMIT_RANGE_NAME,
+        "the sandbox's container defaults (`limits.container_defaults` in sandbox.yaml)",
+    ),
+    (
+        "NetworkPolicy",
+        isolation::INGRESS_POLICY_NAME,
+        "the sandbox's network isolation (`network_policy` in sandbox.yaml)",
+    ),
+    (
+        "NetworkPolicy",
+        isolation::EGRESS_POLICY_NAME,
+        "the sandbox's egress rules (`network_policy.restrict_egress` in sandbox.yaml)",
+    ),
+    ("Lease", crate::lock::LEASE_NAME, "the sandbox's lock"),
+    (
+        "Secret",
+        crate::record::LAST_GOOD_SECRET,
+        "the sandbox's last good revision (for rollbacks)",
+    ),
+    (
+        "RoleBinding",
+        crate::access::BINDING_NAME,
+        "the rights of `serve`'s accounts in the sandbox",
+    ),
+];
+
+/// What `kind` and `name` are reserved for, if they are.
+fn reserved(kind: &str, name: &str) -> Option<&'static str> {
+    RESERVED
+        .iter()
+        .find(|(k, n, _)| *k == kind && *n == name)
+        .map(|(_, _, purpose)| *purpose)
+}
+
+/// The reserved names of `kind`, for the hint (`NetworkPolicy `sandbox-isolation`, …`).
+fn reserved_list(kind: &str) -> String {
+    let names: Vec<String> = RESERVED
+        .iter()
+        .filter(|(k, _, _)| *k == kind)
+        .map(|(k, n, _)| format!("{k} `{n}`"))
+        .collect();
+    names.join(", ")
 }
 
 const CLUSTER_SCOPED: &[&str] = &[
@@ -174,9 +248,9 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
     })
 }
 
-/// Refuse cluster-scoped objects, objects rendered twice, rights over the node or the network
-/// that sandbox.yaml does not allow, and preflight or smoke templates that render more than Jobs
-/// (and what Jobs need).
+/// Refuse cluster-scoped objects, objects rendered twice, objects named as the tool's own,
+/// rights over the node or the network that sandbox.yaml does not allow, and preflight or smoke
+/// templates that render more than Jobs (and what Jobs need).
 fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
@@ -203,6 +277,7 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
         let all = preflight.iter().copied();
         for m in all.chain(&s.objects).chain(&s.post_install).chain(&s.smoke) {
             check(m)?;
+            check_reserved(s, m)?;
             check_privileges(s, m)?;
         }
         let runs: [(&str, Vec<&Manifest>); 3] = [
@@ -222,6 +297,19 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+fn check_reserved(service: &RenderedService, m: &Manifest) -> Result<(), PlanError> {
+    match reserved(m.kind(), m.name()) {
+        None => Ok(()),
+        Some(purpose) => Err(PlanError::Reserved {
+            template: m.template.clone(),
+            service: service.name.clone(),
+            kind: m.kind().into(),
+            name: m.name().into(),
+            purpose,
+        }),
+    }
 }
 
 fn check_privileges(service: &RenderedService, m: &Manifest) -> Result<(), PlanError> {
@@ -551,6 +639,64 @@ mod tests {
             o["spec"]["template"]["metadata"]["labels"][SERVICE_LABEL],
             "db"
         );
+    }
+
+    /// Service `api` with one more object, of `kind` and `name`, from templates/extra.yaml.
+    fn api_with(kind: &str, name: &str) -> RenderedService {
+        let mut api = service("api", &[], false);
+        api.objects.push(Manifest {
+            template: "templates/extra.yaml".into(),
+            object: serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}}),
+        });
+        api
+    }
+
+    #[test]
+    fn an_object_named_as_one_of_the_tools_own_is_refused_saying_where_and_what_to_do() {
+        let err = plan("sb-x", vec![api_with("ResourceQuota", "sandbox-quota")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "templates/extra.yaml: ResourceQuota `sandbox-quota` of service `api` has a name reserved by sandbox for the sandbox's quota (`limits` in sandbox.yaml)"
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.starts_with("rename it in the template, e.g. `api-sandbox-quota`"),
+            "{hint}"
+        );
+        assert!(!hint.contains("NetworkPolicy"), "{hint}");
+        let err = plan("sb-x", vec![api_with("NetworkPolicy", "sandbox-egress")]).unwrap_err();
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains("NetworkPolicy `sandbox-isolation`, NetworkPolicy `sandbox-egress`"),
+            "{hint}"
+        );
+        for (kind, name, _) in RESERVED {
+            let err = plan("sb-x", vec![api_with(kind, name)]).unwrap_err();
+            assert!(
+                matches!(err, PlanError::Reserved { .. }),
+                "{kind} `{name}`: {err}"
+            );
+        }
+        // In a preflight phase as well as in the service's objects.
+        let mut api = service("api", &[], true);
+        api.preflight[0].push(api_with("Secret", "sandbox-last-good").objects.remove(1));
+        let err = plan("sb-x", vec![api]).unwrap_err();
+        assert!(matches!(err, PlanError::Reserved { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_same_name_of_another_kind_or_another_name_is_the_templates_to_use() {
+        for (kind, name) in [
+            ("ConfigMap", "sandbox-quota"),
+            ("ResourceQuota", "api-quota"),
+            ("Lease", "sandbox-lock-2"),
+            ("Secret", "sandbox-access"),
+        ] {
+            assert!(
+                plan("sb-x", vec![api_with(kind, name)]).is_ok(),
+                "{kind} `{name}`"
+            );
+        }
     }
 
     #[test]
