@@ -144,10 +144,18 @@ async fn scheduled_cronjobs(cluster: &Cluster, namespace: &str) -> Result<BTreeS
     let Some(api) = cronjob_api(cluster, namespace) else {
         return Ok(BTreeSet::new());
     };
-    let list = api
-        .list(&ours())
-        .await
-        .with_context(|| format!("could not list the CronJobs of `{namespace}`"))?;
+    let list = api.list(&ours()).await.map_err(|e| {
+        // A reaper installed before sleep suspended CronJobs lacks the right to list them.
+        let forbidden = matches!(&e, kube::Error::Api(s) if s.code == 403);
+        anyhow::Error::new(e).context(if forbidden {
+            format!(
+                "could not list the CronJobs of `{namespace}` (a reaper installed by an older \
+                 version needs its manifests again: sandbox reaper-manifests | kubectl apply -f -)"
+            )
+        } else {
+            format!("could not list the CronJobs of `{namespace}`")
+        })
+    })?;
     Ok(list
         .items
         .into_iter()
