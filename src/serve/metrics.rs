@@ -327,6 +327,93 @@ mod tests {
         assert!(!m.render().contains("status=\"failed\""));
     }
 
+    /// The text with each family's series sorted (a family keeps its series in a hash map, so
+    /// their order varies from one process to the next; the families' order does not).
+    fn sorted_series(text: &str) -> String {
+        let mut out = Vec::new();
+        let mut series: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') {
+                series.sort_unstable();
+                out.append(&mut series);
+                out.push(line);
+            } else {
+                series.push(line);
+            }
+        }
+        series.sort_unstable();
+        out.append(&mut series);
+        out.join("\n")
+    }
+
+    /// A whole scrape, to the letter: how the families are registered may change, what a
+    /// Prometheus scrape gets may not.
+    #[test]
+    fn a_scrape_is_exactly_this() {
+        let m = Metrics::new();
+        m.delivery("accepted");
+        m.up_finished("success", Duration::from_secs(42));
+        m.deletion("kept");
+        m.github_call_failed(&endpoint_of("GET /repos/o/r/pulls/1"));
+        m.set_sandboxes(&[("ready".into(), 2)]);
+        let mut entry = QueueEntry::waiting_in(&m);
+        entry.running();
+        assert_eq!(sorted_series(&m.render()), sorted_series(SCRAPE));
+    }
+
+    const SCRAPE: &str = r#"# HELP sandbox_serve_deliveries Webhook deliveries by outcome.
+# TYPE sandbox_serve_deliveries counter
+sandbox_serve_deliveries_total{outcome="accepted"} 1
+sandbox_serve_deliveries_total{outcome="duplicate"} 0
+sandbox_serve_deliveries_total{outcome="bad_signature"} 0
+sandbox_serve_deliveries_total{outcome="refused"} 0
+sandbox_serve_deliveries_total{outcome="ignored"} 0
+sandbox_serve_deliveries_total{outcome="ping"} 0
+sandbox_serve_deliveries_total{outcome="unavailable"} 0
+# HELP sandbox_serve_queue Pieces of work running, and waiting for a free slot.
+# TYPE sandbox_serve_queue gauge
+sandbox_serve_queue{state="running"} 1
+sandbox_serve_queue{state="waiting"} 0
+# HELP sandbox_serve_up_duration_seconds Duration of preview deploys by outcome.
+# TYPE sandbox_serve_up_duration_seconds histogram
+sandbox_serve_up_duration_seconds_sum{outcome="success"} 42.0
+sandbox_serve_up_duration_seconds_count{outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="5.0",outcome="success"} 0
+sandbox_serve_up_duration_seconds_bucket{le="10.0",outcome="success"} 0
+sandbox_serve_up_duration_seconds_bucket{le="30.0",outcome="success"} 0
+sandbox_serve_up_duration_seconds_bucket{le="60.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="120.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="300.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="600.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="1200.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="1800.0",outcome="success"} 1
+sandbox_serve_up_duration_seconds_bucket{le="+Inf",outcome="success"} 1
+sandbox_serve_up_duration_seconds_sum{outcome="failure"} 0.0
+sandbox_serve_up_duration_seconds_count{outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="5.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="10.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="30.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="60.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="120.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="300.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="600.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="1200.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="1800.0",outcome="failure"} 0
+sandbox_serve_up_duration_seconds_bucket{le="+Inf",outcome="failure"} 0
+# HELP sandbox_serve_deletions Preview deletions by outcome.
+# TYPE sandbox_serve_deletions counter
+sandbox_serve_deletions_total{outcome="deleted"} 0
+sandbox_serve_deletions_total{outcome="kept"} 1
+sandbox_serve_deletions_total{outcome="failed"} 0
+# HELP sandbox_serve_github_call_failures Failed GitHub API calls by endpoint.
+# TYPE sandbox_serve_github_call_failures counter
+sandbox_serve_github_call_failures_total{endpoint="GET /repos/:owner/:repo/pulls/:id"} 1
+# HELP sandbox_serve_sandboxes The product's sandboxes by status, as recorded in the cluster.
+# TYPE sandbox_serve_sandboxes gauge
+sandbox_serve_sandboxes{status="ready"} 2
+# EOF
+"#;
+
     #[test]
     fn endpoints_leave_out_repositories_and_ids() {
         for (call, endpoint) in [
