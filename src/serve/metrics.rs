@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// One label and its value.
 type Label = Vec<(&'static str, String)>;
@@ -49,6 +49,33 @@ fn up_histogram() -> Histogram {
     Histogram::new(UP_BUCKETS)
 }
 
+/// A new metric of its type's default, registered as `name` with `help`.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    registered_as(registry, name, help, M::default())
+}
+
+/// `metric`, registered as `name` with `help`: the struct keeps one handle, the registry the other.
+fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// The series of `family` for each of `values` of the label `key`, made now (at zero).
+fn at_zero<M, C: MetricConstructor<M>>(
+    family: &Family<Label, M, C>,
+    key: &'static str,
+    values: &[&str],
+) {
+    for value in values {
+        drop(family.get_or_create(&label(key, value)));
+    }
+}
+
 /// The service's metrics and the registry that shows them.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -63,69 +90,45 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sandbox_serve");
+        // Registered in this order, the order a scrape shows them in.
+        let r = &mut registry;
         let metrics = Metrics {
-            registry: Registry::default(),
-            deliveries: Family::default(),
-            queue: Family::default(),
-            up_duration: Family::new_with_constructor(up_histogram),
-            deletions: Family::default(),
-            github_failures: Family::default(),
-            sandboxes: Family::default(),
+            deliveries: registered(r, "deliveries", "Webhook deliveries by outcome"),
+            queue: registered(
+                r,
+                "queue",
+                "Pieces of work running, and waiting for a free slot",
+            ),
+            up_duration: registered_as(
+                r,
+                "up_duration_seconds",
+                "Duration of preview deploys by outcome",
+                Family::new_with_constructor(up_histogram),
+            ),
+            deletions: registered(r, "deletions", "Preview deletions by outcome"),
+            github_failures: registered(
+                r,
+                "github_call_failures",
+                "Failed GitHub API calls by endpoint",
+            ),
+            sandboxes: registered(
+                r,
+                "sandboxes",
+                "The product's sandboxes by status, as recorded in the cluster",
+            ),
+            registry,
         };
-        registry.register(
-            "deliveries",
-            "Webhook deliveries by outcome",
-            metrics.deliveries.clone(),
-        );
-        registry.register(
-            "queue",
-            "Pieces of work running, and waiting for a free slot",
-            metrics.queue.clone(),
-        );
-        registry.register(
-            "up_duration_seconds",
-            "Duration of preview deploys by outcome",
-            metrics.up_duration.clone(),
-        );
-        registry.register(
-            "deletions",
-            "Preview deletions by outcome",
-            metrics.deletions.clone(),
-        );
-        registry.register(
-            "github_call_failures",
-            "Failed GitHub API calls by endpoint",
-            metrics.github_failures.clone(),
-        );
-        registry.register(
-            "sandboxes",
-            "The product's sandboxes by status, as recorded in the cluster",
-            metrics.sandboxes.clone(),
-        );
         // Every known series is shown from the start, at zero: an alert on a rate of
         // `bad_signature` must not wait for the first one to exist.
-        for outcome in DELIVERY_OUTCOMES {
-            metrics
-                .deliveries
-                .get_or_create_owned(&label("outcome", outcome));
-        }
-        for state in ["running", "waiting"] {
-            metrics.queue.get_or_create_owned(&label("state", state));
-        }
-        for outcome in ["success", "failure"] {
-            metrics
-                .up_duration
-                .get_or_create_owned(&label("outcome", outcome));
-        }
-        for outcome in ["deleted", "kept", "failed"] {
-            metrics
-                .deletions
-                .get_or_create_owned(&label("outcome", outcome));
-        }
-        Metrics {
-            registry,
-            ..metrics
-        }
+        at_zero(&metrics.deliveries, "outcome", &DELIVERY_OUTCOMES);
+        at_zero(&metrics.queue, "state", &["running", "waiting"]);
+        at_zero(&metrics.up_duration, "outcome", &["success", "failure"]);
+        at_zero(
+            &metrics.deletions,
+            "outcome",
+            &["deleted", "kept", "failed"],
+        );
+        metrics
     }
 
     fn delivery(&self, outcome: &str) {
