@@ -632,23 +632,28 @@ impl GitHub {
     }
 }
 
-/// Whom a call goes to, for its log lines and errors.
+/// Whom a call goes to, for its log lines, errors and metrics.
 struct Service {
     name: &'static str,
     retry_event: &'static str,
     rate_limited_event: &'static str,
+    /// Counts a failed attempt of the call named.
+    count_failure: fn(&str),
 }
 
 const GITHUB: Service = Service {
     name: "GitHub",
     retry_event: "github.retry",
     rate_limited_event: "github.rate_limited",
+    count_failure: super::metrics::github_call_failed,
 };
 
 const SLACK: Service = Service {
     name: "Slack",
     retry_event: "slack.retry",
     rate_limited_event: "slack.rate_limited",
+    // Not by call: there is one, and its URL is a secret.
+    count_failure: |_| super::metrics::slack_call_failed(),
 };
 
 /// An answer, read whole.
@@ -718,8 +723,8 @@ async fn send_retried(
         let failed = result.as_ref().map_or(true, |a| {
             a.status.is_client_error() || a.status.is_server_error()
         });
-        if failed && service.name == GITHUB.name {
-            super::metrics::github_call_failed(what);
+        if failed {
+            (service.count_failure)(what);
         }
         let attempt = match &result {
             Ok(a) => Attempt::Answered(a.status, &a.headers),
@@ -1071,8 +1076,30 @@ mod tests {
         slack.retry = quick();
         let path = Url::parse(&fake.slack_url()).unwrap().path().to_owned();
         fake.fail_next("POST", &path, vec![Canned::status(502)]);
+        let failures_before = slack_failures();
         slack.post("hello").await.unwrap();
         assert_eq!(answered(&fake, "POST", &path), [502, 200]);
         assert_eq!(fake.slack_messages(), ["hello"]);
+        // Other tests' failures may count too, never fewer.
+        assert!(slack_failures() > failures_before);
+        fake.fail_next("POST", &path, vec![Canned::status(404)]);
+        assert!(slack.post("again").await.is_err());
+        assert!(slack_failures() > failures_before + 1);
+        let scrape = super::super::metrics::render(None);
+        assert!(
+            !scrape.contains(&path),
+            "the webhook's URL is in a label:\n{scrape}"
+        );
+    }
+
+    /// `sandbox_serve_slack_call_failures_total` as a scrape shows it now.
+    fn slack_failures() -> u64 {
+        let scrape = super::super::metrics::render(None);
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("sandbox_serve_slack_call_failures_total "))
+            .unwrap_or_else(|| panic!("no Slack failures in:\n{scrape}"))
+            .parse()
+            .unwrap()
     }
 }

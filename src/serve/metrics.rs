@@ -8,6 +8,8 @@
 //! - `sandbox_serve_deletions_total{outcome}`: previews deleted (deleted, failed);
 //! - `sandbox_serve_github_call_failures_total{endpoint}`: failed GitHub API calls, by endpoint
 //!   with the repository and ids left out (`POST /repos/:owner/:repo/deployments`);
+//! - `sandbox_serve_slack_call_failures_total`: failed calls to the Slack webhook (no label: its
+//!   URL is a secret, and there is one);
 //! - `sandbox_serve_sandboxes{status}`: the product's sandboxes by status, read from the cluster
 //!   at each scrape (so every replica says the same).
 //!
@@ -84,6 +86,7 @@ pub(crate) struct Metrics {
     up_duration: Family<Label, Histogram, fn() -> Histogram>,
     deletions: Family<Label, Counter>,
     github_failures: Family<Label, Counter>,
+    slack_failures: Counter,
     sandboxes: Family<Label, Gauge>,
 }
 
@@ -110,6 +113,11 @@ impl Metrics {
                 r,
                 "github_call_failures",
                 "Failed GitHub API calls by endpoint",
+            ),
+            slack_failures: registered(
+                r,
+                "slack_call_failures",
+                "Failed calls to the Slack webhook",
             ),
             sandboxes: registered(
                 r,
@@ -153,6 +161,10 @@ impl Metrics {
         self.github_failures
             .get_or_create(&label("endpoint", endpoint))
             .inc();
+    }
+
+    fn slack_call_failed(&self) {
+        self.slack_failures.inc();
     }
 
     fn set_sandboxes(&self, by_status: &[(String, i64)]) {
@@ -212,6 +224,12 @@ pub(crate) fn deletion(outcome: &str) {
 /// ([`endpoint_of`]) so that the series stay few.
 pub(crate) fn github_call_failed(endpoint: &str) {
     METRICS.github_call_failed(&endpoint_of(endpoint));
+}
+
+/// A call to the Slack webhook failed. It has no label: the webhook's URL is a secret, and the
+/// service posts to one.
+pub(crate) fn slack_call_failed() {
+    METRICS.slack_call_failed();
 }
 
 /// `POST /repos/octo/app/deployments/7/statuses` → `POST /repos/:owner/:repo/deployments/:id/statuses`.
@@ -292,6 +310,7 @@ mod tests {
             "sandbox_serve_deliveries_total{outcome=\"unavailable\"} 0",
             "sandbox_serve_up_duration_seconds_count{outcome=\"failure\"} 0",
             "sandbox_serve_deletions_total{outcome=\"failed\"} 0",
+            "sandbox_serve_slack_call_failures_total 0",
         ] {
             assert!(fresh.lines().any(|l| l == line), "no `{line}` in:\n{fresh}");
         }
@@ -301,6 +320,8 @@ mod tests {
         m.up_finished("success", Duration::from_secs(42));
         m.deletion("deleted");
         m.github_call_failed(&endpoint_of("POST /repos/o/r/deployments"));
+        m.slack_call_failed();
+        m.slack_call_failed();
         m.set_sandboxes(&[("ready".into(), 3), ("failed".into(), 1)]);
         let text = m.render();
         for line in [
@@ -319,6 +340,8 @@ mod tests {
             "sandbox_serve_up_duration_seconds_count{outcome=\"success\"} 1",
             "sandbox_serve_deletions_total{outcome=\"deleted\"} 1",
             "sandbox_serve_github_call_failures_total{endpoint=\"POST /repos/:owner/:repo/deployments\"} 1",
+            "# TYPE sandbox_serve_slack_call_failures counter",
+            "sandbox_serve_slack_call_failures_total 2",
             "sandbox_serve_sandboxes{status=\"ready\"} 3",
             "sandbox_serve_sandboxes{status=\"failed\"} 1",
             "# EOF",
@@ -411,6 +434,9 @@ sandbox_serve_deletions_total{outcome="failed"} 0
 # HELP sandbox_serve_github_call_failures Failed GitHub API calls by endpoint.
 # TYPE sandbox_serve_github_call_failures counter
 sandbox_serve_github_call_failures_total{endpoint="GET /repos/:owner/:repo/pulls/:id"} 1
+# HELP sandbox_serve_slack_call_failures Failed calls to the Slack webhook.
+# TYPE sandbox_serve_slack_call_failures counter
+sandbox_serve_slack_call_failures_total 0
 # HELP sandbox_serve_sandboxes The product's sandboxes by status, as recorded in the cluster.
 # TYPE sandbox_serve_sandboxes gauge
 sandbox_serve_sandboxes{status="ready"} 2
