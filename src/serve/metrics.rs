@@ -3,7 +3,8 @@
 //!
 //! - `sandbox_serve_deliveries_total{outcome}`: webhook deliveries by what became of them
 //!   (accepted, duplicate, bad_signature, refused, ignored, ping, unavailable);
-//! - `sandbox_serve_queue{state}`: work running, and work waiting for a free slot;
+//! - `sandbox_serve_queue{state}`: work running, and work waiting (for a free slot, or behind
+//!   the same branch's running work);
 //! - `sandbox_serve_up_duration_seconds{outcome}`: how long deploys took (success, failure);
 //! - `sandbox_serve_deletions_total{outcome}`: previews deleted (deleted, failed);
 //! - `sandbox_serve_github_call_failures_total{endpoint}`: failed GitHub API calls, by endpoint
@@ -100,7 +101,7 @@ impl Metrics {
             queue: registered(
                 r,
                 "queue",
-                "Pieces of work running, and waiting for a free slot",
+                "Pieces of work running, and waiting for a slot or their branch's running work",
             ),
             up_duration: registered_as(
                 r,
@@ -178,6 +179,13 @@ impl Metrics {
 
     fn queue_gauge(&self, state: &str) -> Gauge {
         self.queue.get_or_create_owned(&label("state", state))
+    }
+
+    pub(crate) fn queue_gauges(&self) -> QueueGauges {
+        QueueGauges {
+            waiting: self.queue_gauge("waiting"),
+            running: self.queue_gauge("running"),
+        }
     }
 
     /// The text a scrape gets.
@@ -261,40 +269,53 @@ pub(crate) fn endpoint_of(call: &str) -> String {
     }
 }
 
-/// A piece of work counted in the queue gauge: waiting until [`QueueEntry::running`], and out
-/// of the gauge when dropped (finished, superseded or cancelled alike).
-pub(crate) struct QueueEntry {
-    /// The gauge it counts in now.
-    gauge: Gauge,
+/// The queue gauge's two series, for the queue to count its work in.
+#[derive(Clone)]
+pub(crate) struct QueueGauges {
+    waiting: Gauge,
     running: Gauge,
 }
 
-impl QueueEntry {
-    /// Work that waits for a free slot.
-    pub(crate) fn waiting() -> QueueEntry {
-        QueueEntry::waiting_in(&METRICS)
-    }
+/// The process's queue gauge.
+pub(crate) fn queue_gauges() -> QueueGauges {
+    METRICS.queue_gauges()
+}
 
-    fn waiting_in(metrics: &Metrics) -> QueueEntry {
-        let gauge = metrics.queue_gauge("waiting");
-        gauge.inc();
+/// A piece of work counted in the queue gauge: waiting from when it is submitted until
+/// [`QueueEntry::running`], and out of the gauge when dropped (finished, superseded, cancelled
+/// or dropped at shutdown alike).
+pub(crate) struct QueueEntry {
+    gauges: QueueGauges,
+    running: bool,
+}
+
+impl QueueEntry {
+    /// Work that waits for a free slot, or for its branch's running work to end.
+    pub(crate) fn waiting(gauges: &QueueGauges) -> QueueEntry {
+        gauges.waiting.inc();
         QueueEntry {
-            gauge,
-            running: metrics.queue_gauge("running"),
+            gauges: gauges.clone(),
+            running: false,
         }
     }
 
-    /// It got its slot.
+    /// It got its slot (a second time changes nothing).
     pub(crate) fn running(&mut self) {
-        self.gauge.dec();
-        self.gauge = self.running.clone();
-        self.gauge.inc();
+        if !self.running {
+            self.gauges.waiting.dec();
+            self.gauges.running.inc();
+            self.running = true;
+        }
     }
 }
 
 impl Drop for QueueEntry {
     fn drop(&mut self) {
-        self.gauge.dec();
+        if self.running {
+            self.gauges.running.dec();
+        } else {
+            self.gauges.waiting.dec();
+        }
     }
 }
 
@@ -382,7 +403,7 @@ mod tests {
         m.deletion("kept");
         m.github_call_failed(&endpoint_of("GET /repos/o/r/pulls/1"));
         m.set_sandboxes(&[("ready".into(), 2)]);
-        let mut entry = QueueEntry::waiting_in(&m);
+        let mut entry = QueueEntry::waiting(&m.queue_gauges());
         entry.running();
         assert_eq!(sorted_series(&m.render()), sorted_series(SCRAPE));
     }
@@ -396,7 +417,7 @@ sandbox_serve_deliveries_total{outcome="refused"} 0
 sandbox_serve_deliveries_total{outcome="ignored"} 0
 sandbox_serve_deliveries_total{outcome="ping"} 0
 sandbox_serve_deliveries_total{outcome="unavailable"} 0
-# HELP sandbox_serve_queue Pieces of work running, and waiting for a free slot.
+# HELP sandbox_serve_queue Pieces of work running, and waiting for a slot or their branch's running work.
 # TYPE sandbox_serve_queue gauge
 sandbox_serve_queue{state="running"} 1
 sandbox_serve_queue{state="waiting"} 0
@@ -473,11 +494,19 @@ sandbox_serve_sandboxes{status="ready"} 2
         let waiting = || m.queue_gauge("waiting").get();
         let running = || m.queue_gauge("running").get();
         let (w0, r0) = (waiting(), running());
-        let mut entry = QueueEntry::waiting_in(&m);
+        let mut entry = QueueEntry::waiting(&m.queue_gauges());
         assert_eq!((waiting(), running()), (w0 + 1, r0));
         entry.running();
         assert_eq!((waiting(), running()), (w0, r0 + 1));
+        entry.running();
+        assert_eq!(
+            (waiting(), running()),
+            (w0, r0 + 1),
+            "running twice is running"
+        );
         drop(entry);
         assert_eq!((waiting(), running()), (w0, r0));
+        drop(QueueEntry::waiting(&m.queue_gauges()));
+        assert_eq!((waiting(), running()), (w0, r0), "dropped while waiting");
     }
 }
