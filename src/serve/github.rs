@@ -24,13 +24,9 @@ pub(crate) const DESCRIPTION_LIMIT: usize = 140;
 
 #[derive(Clone)]
 pub(crate) struct GitHub {
-    http: reqwest::Client,
+    caller: Caller,
     api: Url,
     token: Option<String>,
-    retry: RetryPolicy,
-    /// Until when GitHub said the rate limit is spent: every call waits for it, not only the
-    /// one that was told.
-    blocked_until: Arc<Mutex<Option<Instant>>>,
     /// The last answer to each listed page, by URL, with its `ETag`: asking again with
     /// `If-None-Match` costs a 304, which GitHub does not count against the rate limit.
     pages: Arc<Mutex<HashMap<String, CachedPage>>>,
@@ -122,15 +118,6 @@ impl State {
     }
 }
 
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent("sandbox")
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("could not set up the HTTP client")
-}
-
 /// `owner/name`, and nothing that could walk elsewhere in the API.
 pub(crate) fn valid_repo(full_name: &str) -> bool {
     let ok = |s: &str| {
@@ -214,11 +201,9 @@ impl GitHub {
         let path = format!("{}/", api.path().trim_end_matches('/'));
         api.set_path(&path);
         Ok(GitHub {
-            http: client()?,
+            caller: Caller::new(&GITHUB)?,
             api,
             token,
-            retry: RetryPolicy::default(),
-            blocked_until: Arc::default(),
             pages: Arc::default(),
         })
     }
@@ -226,12 +211,13 @@ impl GitHub {
     /// The same client with another retry policy (tests make the backoff short).
     #[cfg(test)]
     pub(crate) fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.retry = retry;
+        self.caller.retry = retry;
         self
     }
 
     fn request(&self, method: &Method, url: Url) -> reqwest::RequestBuilder {
         let mut request = self
+            .caller
             .http
             .request(method.clone(), url)
             .header("Accept", "application/vnd.github+json")
@@ -260,21 +246,16 @@ impl GitHub {
     ) -> Result<serde_json::Value> {
         let url = self.url(path, query);
         let what = format!("{method} /{path}");
-        let answer = send_retried(
-            &GITHUB,
-            &what,
-            &self.retry,
-            idempotence,
-            Some(&self.blocked_until),
-            || {
+        let answer = self
+            .caller
+            .send(&what, idempotence, || {
                 let request = self.request(&method, url.clone());
                 match &body {
                     Some(body) => request.json(body),
                     None => request,
                 }
-            },
-        )
-        .await?;
+            })
+            .await?;
         if !answer.status.is_success() {
             return Err(self.api_error(method, path, &answer).into());
         }
@@ -304,21 +285,16 @@ impl GitHub {
         let cached = self.pages.lock().expect("not poisoned").get(&key).cloned();
         let path = url.path().to_owned();
         let what = format!("GET {path}");
-        let answer = send_retried(
-            &GITHUB,
-            &what,
-            &self.retry,
-            Idempotence::Idempotent,
-            Some(&self.blocked_until),
-            || {
+        let answer = self
+            .caller
+            .send(&what, Idempotence::Idempotent, || {
                 let request = self.request(&Method::GET, url.clone());
                 match &cached {
                     Some(c) => request.header("If-None-Match", &c.etag),
                     None => request,
                 }
-            },
-        )
-        .await?;
+            })
+            .await?;
         if answer.status == StatusCode::NOT_MODIFIED {
             if let Some(cached) = cached {
                 return Ok((cached, true));
@@ -632,23 +608,33 @@ impl GitHub {
     }
 }
 
-/// Whom a call goes to, for its log lines and errors.
+/// Whom a call goes to: what differs between GitHub's calls and Slack's, once they are built.
 struct Service {
+    /// For log lines and errors.
     name: &'static str,
     retry_event: &'static str,
     rate_limited_event: &'static str,
+    /// Counts a failed attempt of the call named.
+    count_failure: fn(&str),
+    /// Whether a rate limit one call was told of holds back every call (GitHub's is per token).
+    shared_rate_limit: bool,
 }
 
 const GITHUB: Service = Service {
     name: "GitHub",
     retry_event: "github.retry",
     rate_limited_event: "github.rate_limited",
+    count_failure: super::metrics::github_call_failed,
+    shared_rate_limit: true,
 };
 
 const SLACK: Service = Service {
     name: "Slack",
     retry_event: "slack.retry",
     rate_limited_event: "slack.rate_limited",
+    // Not by call: there is one, and its URL is a secret.
+    count_failure: |_| super::metrics::slack_call_failed(),
+    shared_rate_limit: false,
 };
 
 /// An answer, read whole.
@@ -686,24 +672,113 @@ async fn wait_for_gate(gate: &Mutex<Option<Instant>>) {
     }
 }
 
-/// Send what `request` builds, again as [`retry::decide`] says (see [`super::retry`]). Errors
-/// and logs name `what`, never the URL (Slack's is a secret). Every failed attempt passes
-/// through here: the place for a counter of failed calls.
-async fn send_retried(
-    service: &Service,
-    what: &str,
-    policy: &RetryPolicy,
-    idempotence: Idempotence,
-    gate: Option<&Mutex<Option<Instant>>>,
-    request: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<Answer> {
-    let (mut n, mut limited) = (0, 0);
-    loop {
-        n += 1;
-        if let Some(gate) = gate {
-            wait_for_gate(gate).await;
+/// What calls to GitHub and to Slack share: the HTTP client, the retries, and whom they go to.
+/// Each side builds its requests and reads the answers.
+#[derive(Clone)]
+struct Caller {
+    http: reqwest::Client,
+    service: &'static Service,
+    retry: RetryPolicy,
+    /// Until when the service said its rate limit is spent, when it [shares
+    /// one](Service::shared_rate_limit): every call waits for it, not only the one that was told.
+    blocked_until: Option<Arc<Mutex<Option<Instant>>>>,
+}
+
+impl Caller {
+    fn new(service: &'static Service) -> Result<Caller> {
+        let http = reqwest::Client::builder()
+            .user_agent("sandbox")
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("could not set up the HTTP client")?;
+        Ok(Caller {
+            http,
+            service,
+            retry: RetryPolicy::default(),
+            blocked_until: service.shared_rate_limit.then(Arc::default),
+        })
+    }
+
+    /// Send what `request` builds, again as [`retry::decide`] says (see [`super::retry`]).
+    /// Errors and logs name `what`, never the URL (Slack's is a secret).
+    async fn send(
+        &self,
+        what: &str,
+        idempotence: Idempotence,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer> {
+        let (mut n, mut limited) = (0, 0);
+        loop {
+            n += 1;
+            if let Some(gate) = &self.blocked_until {
+                wait_for_gate(gate).await;
+            }
+            let result = self.attempt(what, request()).await;
+            let now = SystemTime::now();
+            let attempt = match &result {
+                Ok(a) => Attempt::Answered(a.status, &a.headers),
+                Err(e) if e.is_connect() => Attempt::NotSent,
+                Err(_) => Attempt::Lost,
+            };
+            let rate_limit = match &result {
+                Ok(a) => retry::rate_limit_wait(a.status, &a.headers, now),
+                Err(_) => None,
+            };
+            let service = self.service;
+            match retry::decide(&self.retry, n, limited, idempotence, &attempt, now) {
+                Decision::Done => {
+                    return result
+                        .map_err(|e| e.without_url())
+                        .with_context(|| format!("could not reach {} for {what}", service.name))
+                }
+                Decision::RateLimitedTooLong { wait } => {
+                    log!(
+                        Warn,
+                        service.rate_limited_event,
+                        call = what,
+                        wait = format!("{}s", wait.as_secs()),
+                        gave_up = true
+                    );
+                    anyhow::bail!(
+                        "{} rate-limited {what} for {}s more, longer than serve waits ({}s): the next resync or push tries again",
+                        service.name,
+                        wait.as_secs(),
+                        self.retry.max_rate_limit_wait.as_secs()
+                    );
+                }
+                Decision::Retry { wait, reason } => {
+                    if rate_limit.is_some() {
+                        limited += 1;
+                        self.hold_back(what, n, wait);
+                    } else {
+                        let error = result
+                            .err()
+                            .map(|e| format!("{:#}", anyhow::Error::from(e.without_url())));
+                        log!(
+                            Warn,
+                            service.retry_event,
+                            call = what,
+                            attempt = n,
+                            reason = reason,
+                            error = error.unwrap_or_default(),
+                            wait = format!("{}ms", wait.as_millis())
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
-        let result = match request().send().await {
+    }
+
+    /// One attempt, its answer read whole. Every failed attempt passes through here, and is
+    /// counted.
+    async fn attempt(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<Answer> {
+        let result = match request.send().await {
             Ok(response) => {
                 let (status, headers) = (response.status(), response.headers().clone());
                 response.text().await.map(|text| Answer {
@@ -714,82 +789,35 @@ async fn send_retried(
             }
             Err(e) => Err(e),
         };
-        let now = SystemTime::now();
         let failed = result.as_ref().map_or(true, |a| {
             a.status.is_client_error() || a.status.is_server_error()
         });
-        if failed && service.name == GITHUB.name {
-            super::metrics::github_call_failed(what);
+        if failed {
+            (self.service.count_failure)(what);
         }
-        let attempt = match &result {
-            Ok(a) => Attempt::Answered(a.status, &a.headers),
-            Err(e) if e.is_connect() => Attempt::NotSent,
-            Err(_) => Attempt::Lost,
-        };
-        let rate_limit = match &result {
-            Ok(a) => retry::rate_limit_wait(a.status, &a.headers, now),
-            Err(_) => None,
-        };
-        match retry::decide(policy, n, limited, idempotence, &attempt, now) {
-            Decision::Done => {
-                return result
-                    .map_err(|e| e.without_url())
-                    .with_context(|| format!("could not reach {} for {what}", service.name))
-            }
-            Decision::RateLimitedTooLong { wait } => {
-                log!(
-                    Warn,
-                    service.rate_limited_event,
-                    call = what,
-                    wait = format!("{}s", wait.as_secs()),
-                    gave_up = true
-                );
-                anyhow::bail!(
-                    "{} rate-limited {what} for {}s more, longer than serve waits ({}s): the next resync or push tries again",
-                    service.name,
-                    wait.as_secs(),
-                    policy.max_rate_limit_wait.as_secs()
-                );
-            }
-            Decision::Retry { wait, reason } => {
-                let error = result
-                    .err()
-                    .map(|e| format!("{:#}", anyhow::Error::from(e.without_url())));
-                if rate_limit.is_some() {
-                    limited += 1;
-                    if let Some(gate) = gate {
-                        *gate.lock().expect("not poisoned") = Some(Instant::now() + wait);
-                    }
-                    log!(
-                        Warn,
-                        service.rate_limited_event,
-                        call = what,
-                        wait = format!("{}s", wait.as_secs()),
-                        attempt = n
-                    );
-                } else {
-                    log!(
-                        Warn,
-                        service.retry_event,
-                        call = what,
-                        attempt = n,
-                        reason = reason,
-                        error = error.unwrap_or_default(),
-                        wait = format!("{}ms", wait.as_millis())
-                    );
-                }
-                tokio::time::sleep(wait).await;
-            }
+        result
+    }
+
+    /// A rate limit lifts after `wait`: every call that shares it waits too; said in the log.
+    fn hold_back(&self, what: &str, n: u32, wait: Duration) {
+        if let Some(gate) = &self.blocked_until {
+            *gate.lock().expect("not poisoned") = Some(Instant::now() + wait);
         }
+        log!(
+            Warn,
+            self.service.rate_limited_event,
+            call = what,
+            wait = format!("{}s", wait.as_secs()),
+            attempt = n
+        );
     }
 }
 
 /// A Slack incoming webhook.
 #[derive(Clone)]
 pub(crate) struct Slack {
-    http: reqwest::Client,
+    caller: Caller,
     url: Url,
-    retry: RetryPolicy,
 }
 
 impl Slack {
@@ -798,24 +826,20 @@ impl Slack {
         let url = Url::parse(url)
             .map_err(|e| anyhow::anyhow!("the Slack webhook URL is not a URL: {e}"))?;
         Ok(Slack {
-            http: client()?,
+            caller: Caller::new(&SLACK)?,
             url,
-            retry: RetryPolicy::default(),
         })
     }
 
     pub(crate) async fn post(&self, text: &str) -> Result<()> {
         let body = json!({ "text": text });
         // A message twice is a nuisance, not a harm, but still only repeated when Slack failed.
-        let answer = send_retried(
-            &SLACK,
-            "a message",
-            &self.retry,
-            Idempotence::Creates,
-            None,
-            || self.http.post(self.url.clone()).json(&body),
-        )
-        .await?;
+        let answer = self
+            .caller
+            .send("a message", Idempotence::Creates, || {
+                self.caller.http.post(self.url.clone()).json(&body)
+            })
+            .await?;
         if !answer.status.is_success() {
             anyhow::bail!("Slack answered {}", answer.status);
         }
@@ -1068,11 +1092,33 @@ mod tests {
     async fn slack_is_retried_on_its_server_errors() {
         let fake = FakeGitHub::start().await;
         let mut slack = Slack::new(&fake.slack_url()).unwrap();
-        slack.retry = quick();
+        slack.caller.retry = quick();
         let path = Url::parse(&fake.slack_url()).unwrap().path().to_owned();
         fake.fail_next("POST", &path, vec![Canned::status(502)]);
+        let failures_before = slack_failures();
         slack.post("hello").await.unwrap();
         assert_eq!(answered(&fake, "POST", &path), [502, 200]);
         assert_eq!(fake.slack_messages(), ["hello"]);
+        // Other tests' failures may count too, never fewer.
+        assert!(slack_failures() > failures_before);
+        fake.fail_next("POST", &path, vec![Canned::status(404)]);
+        assert!(slack.post("again").await.is_err());
+        assert!(slack_failures() > failures_before + 1);
+        let scrape = super::super::metrics::render(None);
+        assert!(
+            !scrape.contains(&path),
+            "the webhook's URL is in a label:\n{scrape}"
+        );
+    }
+
+    /// `sandbox_serve_slack_call_failures_total` as a scrape shows it now.
+    fn slack_failures() -> u64 {
+        let scrape = super::super::metrics::render(None);
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("sandbox_serve_slack_call_failures_total "))
+            .unwrap_or_else(|| panic!("no Slack failures in:\n{scrape}"))
+            .parse()
+            .unwrap()
     }
 }

@@ -8,6 +8,10 @@
 //! cancellation-safe, the next `up` repairs whatever the cancelled one left). A running deletion
 //! is never cancelled; what comes next waits for it. The replaced work's pull requests are kept
 //! in the new work, so each one still hears how its sandbox ended up.
+//!
+//! The queue gauge (`sandbox_serve_queue`) counts each piece of work from when it is submitted:
+//! waiting (for its branch's running work to end, or for a free slot) until it has a slot, then
+//! running until it has ended.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +22,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::log::log;
+use super::metrics::{self, QueueEntry, QueueGauges};
 
 /// A pull request that asked for the work, at the commit it asked for (or, with `number` 0 and
 /// a `deployment`, a GitHub deployment that did).
@@ -122,15 +127,22 @@ pub(crate) struct Job {
     cancelled: Arc<Mutex<Option<String>>>,
     /// A slot taken early (see [`Job::keep`]).
     kept: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The work in the queue gauge; out of it once the work has ended.
+    queued: Arc<Mutex<Option<QueueEntry>>>,
 }
 
 impl Job {
     /// Wait for one of the `concurrency` slots; `None` once the service is shutting down.
     pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        if let Some(kept) = self.kept.lock().expect("not poisoned").take() {
-            return Some(kept);
+        let kept = self.kept.lock().expect("not poisoned").take();
+        let slot = match kept {
+            Some(kept) => kept,
+            None => self.permits.clone().acquire_owned().await.ok()?,
+        };
+        if let Some(queued) = self.queued.lock().expect("not poisoned").as_mut() {
+            queued.running();
         }
-        self.permits.clone().acquire_owned().await.ok()
+        Some(slot)
     }
 
     /// Keep a slot taken early, for the next [`Job::slot`] of this job.
@@ -168,6 +180,7 @@ struct Inner {
     state: Mutex<State>,
     /// How many branches have work waiting or running.
     busy: watch::Sender<usize>,
+    gauges: QueueGauges,
 }
 
 #[derive(Default)]
@@ -179,8 +192,14 @@ struct State {
 
 #[derive(Default)]
 struct Slot {
-    pending: Option<Work>,
+    pending: Option<Pending>,
     running: Option<Running>,
+}
+
+/// Work not started yet, counted as waiting.
+struct Pending {
+    work: Work,
+    queued: QueueEntry,
 }
 
 struct Running {
@@ -198,12 +217,18 @@ impl Running {
 
 impl Queue {
     pub(crate) fn new(concurrency: usize, executor: Arc<dyn Executor>) -> Queue {
+        Queue::counted_in(concurrency, executor, metrics::queue_gauges())
+    }
+
+    /// A queue that counts its work in `gauges`.
+    fn counted_in(concurrency: usize, executor: Arc<dyn Executor>, gauges: QueueGauges) -> Queue {
         Queue {
             inner: Arc::new(Inner {
                 executor,
                 permits: Arc::new(Semaphore::new(concurrency.max(1))),
                 state: Mutex::new(State::default()),
                 busy: watch::Sender::new(0),
+                gauges,
             }),
         }
     }
@@ -219,7 +244,7 @@ impl Queue {
         let slot = state.slots.entry(branch.clone()).or_default();
         let mut work = work;
         let mut outcome = Submitted::Queued;
-        if let Some(older) = slot.pending.take() {
+        if let Some(Pending { work: older, .. }) = slot.pending.take() {
             log!(
                 Info,
                 "work.superseded",
@@ -248,7 +273,10 @@ impl Queue {
                 outcome = Submitted::Superseding;
             }
         }
-        slot.pending = Some(work);
+        slot.pending = Some(Pending {
+            work,
+            queued: QueueEntry::waiting(&self.inner.gauges),
+        });
         if new_worker {
             let count = state.slots.len();
             self.inner.busy.send_replace(count);
@@ -282,6 +310,7 @@ impl Queue {
                 .slots
                 .values_mut()
                 .filter_map(|s| s.pending.take())
+                .map(|p| p.work)
                 .collect()
         };
         for work in dropped {
@@ -335,24 +364,26 @@ impl Queue {
 /// Serves one branch: runs its work one piece after the other until none is left.
 async fn worker(inner: Arc<Inner>, branch: String) {
     loop {
-        let handle = {
+        let (handle, queued) = {
             let mut state = inner.state.lock().expect("not poisoned");
             let slot = state
                 .slots
                 .get_mut(&branch)
                 .expect("a branch keeps its slot while its worker runs");
             slot.running = None;
-            let Some(work) = slot.pending.take() else {
+            let Some(Pending { work, queued }) = slot.pending.take() else {
                 state.slots.remove(&branch);
                 let count = state.slots.len();
                 inner.busy.send_replace(count);
                 return;
             };
             let cancelled = Arc::new(Mutex::new(None));
+            let queued = Arc::new(Mutex::new(Some(queued)));
             let job = Job {
                 permits: inner.permits.clone(),
                 cancelled: cancelled.clone(),
                 kept: Arc::default(),
+                queued: queued.clone(),
             };
             let handle = tokio::spawn(inner.executor.clone().execute(work.clone(), job));
             slot.running = Some(Running {
@@ -360,7 +391,7 @@ async fn worker(inner: Arc<Inner>, branch: String) {
                 abort: handle.abort_handle(),
                 cancelled,
             });
-            handle
+            (handle, queued)
         };
         match handle.await {
             Ok(()) => {}
@@ -368,6 +399,8 @@ async fn worker(inner: Arc<Inner>, branch: String) {
             Err(e) if e.is_cancelled() => {}
             Err(e) => log!(Error, "work.panicked", branch = branch, error = e),
         }
+        // Out of the gauge now that it has ended, whoever still holds a clone of its job.
+        *queued.lock().expect("not poisoned") = None;
     }
 }
 
@@ -565,6 +598,92 @@ pub(crate) mod tests {
                 .count(),
             5
         );
+    }
+
+    /// Holds each piece of work, once it has its slot, until the test lets one go.
+    struct Held {
+        started: Semaphore,
+        go: Semaphore,
+    }
+
+    impl Executor for Held {
+        fn execute(self: Arc<Self>, _work: Work, job: Job) -> BoxFuture<'static, ()> {
+            async move {
+                let Some(_slot) = job.slot().await else {
+                    return;
+                };
+                self.started.add_permits(1);
+                self.go.acquire().await.unwrap().forget();
+            }
+            .boxed()
+        }
+    }
+
+    impl Held {
+        fn new() -> Arc<Held> {
+            Arc::new(Held {
+                started: Semaphore::new(0),
+                go: Semaphore::new(0),
+            })
+        }
+
+        /// Wait until one more piece of work has started.
+        async fn started(&self) {
+            self.started.acquire().await.unwrap().forget();
+        }
+    }
+
+    #[tokio::test]
+    async fn work_held_back_behind_its_branchs_running_work_counts_as_waiting() {
+        let m = metrics::Metrics::new();
+        let held = Held::new();
+        let queue = Queue::counted_in(2, held.clone(), m.queue_gauges());
+        let counted = || {
+            let scrape = m.render();
+            let count = |state: &str| {
+                let prefix = format!("sandbox_serve_queue{{state=\"{state}\"}} ");
+                let line = scrape.lines().find_map(|l| l.strip_prefix(&prefix));
+                line.unwrap_or_else(|| panic!("no {state} in:\n{scrape}"))
+                    .parse::<i64>()
+                    .unwrap()
+            };
+            (count("waiting"), count("running"))
+        };
+        queue.submit(work("feat", Action::Destroy, "o/b", 1, "s1"));
+        held.started().await;
+        assert_eq!(counted(), (0, 1));
+        // A deletion is not cancelled: the push after it waits for it, and is counted so.
+        assert_eq!(
+            queue.submit(work("feat", Action::Deploy, "o/b", 1, "s2")),
+            Submitted::Queued
+        );
+        assert_eq!(counted(), (1, 1));
+        // Newest wins: the push after that replaces it, still one piece waiting.
+        assert_eq!(
+            queue.submit(work("feat", Action::Deploy, "o/b", 1, "s3")),
+            Submitted::Superseding
+        );
+        assert_eq!(counted(), (1, 1));
+        held.go.add_permits(1);
+        held.started().await;
+        assert_eq!(
+            counted(),
+            (0, 1),
+            "the deletion is gone, the newest push runs"
+        );
+        held.go.add_permits(1);
+        queue.idle().await;
+        assert_eq!(counted(), (0, 0));
+
+        // Shutting down: what waits is dropped from the gauge, what runs once it is cancelled.
+        queue.submit(work("feat", Action::Destroy, "o/b", 1, "s4"));
+        held.started().await;
+        queue.submit(work("feat", Action::Deploy, "o/b", 1, "s5"));
+        assert_eq!(counted(), (1, 1));
+        queue
+            .shutdown(Duration::from_secs(60), std::future::ready(()))
+            .await;
+        assert_eq!(counted(), (0, 0));
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! - Transient failures (5xx, a connection that could not be made, a timeout) are retried with
 //!   exponential backoff and full jitter, a bounded number of times.
 //! - Rate limits (429, or 403 with `Retry-After` or `X-RateLimit-Remaining: 0`) wait for the
-//!   time GitHub names (`Retry-After` seconds, or `X-RateLimit-Reset` epoch seconds), capped.
+//!   time GitHub names (`Retry-After` seconds or HTTP date, or `X-RateLimit-Reset` epoch
+//!   seconds), capped.
 //! - Every other 4xx is final: asking again cannot change the answer.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,8 +139,8 @@ pub(crate) fn rate_limit_wait(
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(seconds) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(seconds));
+    if let Some(wait) = header("retry-after").and_then(|v| retry_after(v, now)) {
+        return Some(wait);
     }
     if header("x-ratelimit-remaining") == Some("0") {
         let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
@@ -152,6 +153,23 @@ pub(crate) fn rate_limit_wait(
     // GitHub's advice for a secondary rate limit without headers: wait at least a minute. A 403
     // without any of this is a permission problem and final.
     (status == StatusCode::TOO_MANY_REQUESTS).then(|| Duration::from_secs(60))
+}
+
+/// The wait a `Retry-After` value names: delta-seconds (`120`) or an HTTP date (`Wed, 21 Oct
+/// 2015 07:28:00 GMT`, RFC 9110's IMF-fixdate; jiff reads it as the RFC 2822 date it also is).
+/// A date already past: no wait. Anything else: `None`, as if there were no such header.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    Some(
+        SystemTime::from(date)
+            .duration_since(now)
+            .unwrap_or_default(),
+    )
 }
 
 /// Full jitter: anywhere in `0..=min(max, base·2^(n-1))`, at least 50 ms, so that several
@@ -308,6 +326,58 @@ mod tests {
             after_limit,
             Decision::Done,
             "rate-limited attempts are bounded"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        // Wed, 21 Oct 2015 07:28:00 GMT is 1445412480 seconds after the epoch.
+        let date = [("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")];
+        assert!(matches!(
+            decide_on(1, Idempotence::Idempotent, 429, &date, 1_445_412_480 - 30),
+            Decision::Retry { wait, .. } if wait == Duration::from_secs(30)
+        ));
+        // A 403 naming a date is a rate limit, as one naming seconds is.
+        assert!(matches!(
+            decide_on(1, Idempotence::Creates, 403, &date, 1_445_412_480 - 5),
+            Decision::Retry { wait, .. } if wait == Duration::from_secs(5)
+        ));
+        // A date already past: try again at once.
+        assert!(matches!(
+            decide_on(1, Idempotence::Idempotent, 429, &date, 1_445_412_480 + 100),
+            Decision::Retry { wait, .. } if wait == Duration::ZERO
+        ));
+        // Further away than serve waits: given up on, saying how long.
+        assert_eq!(
+            decide_on(1, Idempotence::Idempotent, 429, &date, 1_445_412_480 - 7200),
+            Decision::RateLimitedTooLong {
+                wait: Duration::from_secs(7200)
+            }
+        );
+        let now = at(1_000);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after("0", now), Some(Duration::ZERO));
+        for garbage in [
+            "",
+            "soon",
+            "-5",
+            "1.5",
+            "Wed, 21 Oct 2015",
+            "Wed, 21 Oct 2015 07:28:00 GMT trailing",
+            "Thu, 21 Oct 2015 07:28:00 GMT", // the 21st was a Wednesday
+            "2015-10-21T07:28:00Z",
+        ] {
+            assert_eq!(retry_after(garbage, now), None, "{garbage:?}");
+        }
+        // Garbage is no wait named: a 429 waits the default minute, a 403 is about permissions.
+        let garbage = [("retry-after", "soon")];
+        assert!(matches!(
+            decide_on(1, Idempotence::Idempotent, 429, &garbage, 0),
+            Decision::Retry { wait, .. } if wait == Duration::from_secs(60)
+        ));
+        assert_eq!(
+            decide_on(1, Idempotence::Idempotent, 403, &garbage, 0),
+            Decision::Done
         );
     }
 

@@ -171,7 +171,6 @@ impl<D: Deployer> Worker<D> {
             span: tracing::Span::current(),
         };
         self.end_stale(journal.stale);
-        let mut queued = metrics::QueueEntry::waiting();
         self.create_deployments(&work, &namespace, &journal.reuse, &mut unfinished)
             .await;
         let deployments = unfinished.deployments.clone();
@@ -182,7 +181,6 @@ impl<D: Deployer> Worker<D> {
             // Shutting down; `unfinished` reports it.
             return Outcome::HandedBack;
         };
-        queued.running();
         let started = Instant::now();
         log!(
             Info,
@@ -408,11 +406,9 @@ impl<D: Deployer> Worker<D> {
     pub(crate) async fn destroy(self: Arc<Self>, work: Work, job: Job) -> Outcome {
         let branch = work.branch.as_str();
         let namespace = self.deployer.namespace(branch);
-        let mut queued = metrics::QueueEntry::waiting();
         let Some(_slot) = job.slot().await else {
             return Outcome::HandedBack;
         };
-        queued.running();
         let started = Instant::now();
         log!(
             Info,
