@@ -198,22 +198,7 @@ pub(crate) async fn run(
     config: Config,
     cluster: ClusterOptions,
 ) -> Result<()> {
-    let secret = webhook_secret(args.webhook_secret_file.as_deref())?;
-    log::add_secret(&secret);
-    if secret.chars().count() < 16 {
-        log!(
-            Warn,
-            "webhook.weak_secret",
-            reason = "the webhook secret is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 32`)"
-        );
-    }
-    let token = github_token();
-    if let Some(token) = &token {
-        log::add_secret(token);
-    }
-    if let Some(url) = &args.slack_webhook_url {
-        log::add_secret(url);
-    }
+    let (secret, token) = read_secrets(&args)?;
     // Check --set and --ttl once, now, rather than on every pull request.
     Settings::new(
         config.clone(),
@@ -224,24 +209,7 @@ pub(crate) async fn run(
     )?;
 
     let github = GitHub::new(&args.github_api_url, token.clone())?;
-    if token.is_none() {
-        log!(
-            Warn,
-            "github.disabled",
-            reason =
-                "no SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN or GH_TOKEN: nothing is reported to pull requests"
-        );
-    }
-    let reporting = Reporting {
-        github: token.is_some().then(|| github.clone()),
-        comment: args.comment,
-        slack: args
-            .slack_webhook_url
-            .as_deref()
-            .map(Slack::new)
-            .transpose()?,
-        environment_prefix: args.environment_prefix.clone(),
-    };
+    let reporting = reporting(&args, token.is_some(), &github)?;
     let scope = scope::Scope::new(
         &config,
         &args.github_api_url,
@@ -249,23 +217,7 @@ pub(crate) async fn run(
         &args.environment_prefix,
     );
     log_scope(&scope);
-    let status_page = status::StatusPage {
-        product: config.name.clone(),
-        github_web: status::github_web_url(&args.github_api_url),
-        sandboxes: Arc::new(status::ClusterSandboxes {
-            cluster: cluster.clone(),
-            product: config.name.clone(),
-            connected: tokio::sync::OnceCell::new(),
-        }),
-    };
-    let deployer = ClusterDeployer {
-        config: config.clone(),
-        cluster: cluster.clone(),
-        sets: args.sets.clone(),
-        ttl: args.ttl,
-        on_failure: args.on_failure,
-        env: args.env.clone(),
-    };
+    let deployer = deployer(&config, &cluster, &args);
     let connected = crate::kube::connect(&cluster)
         .await
         .context("serve keeps its previews' state in the cluster")?;
@@ -286,20 +238,8 @@ pub(crate) async fn run(
         slack = reporting.slack.is_some(),
         state_namespace = args.state_namespace,
     );
-    let options = Options {
-        secret: secret.into_bytes(),
-        concurrency: args.concurrency.get(),
-        max_body_bytes: args.max_body_bytes,
-        limits: http::Limits {
-            max_connections: args.max_connections.get(),
-            header_read_timeout: http::Limits::DEFAULT_HEADER_READ_TIMEOUT,
-            request_timeout: http::Limits::DEFAULT_REQUEST_TIMEOUT,
-        },
-        reporting,
-        shutdown_grace: args.shutdown_grace,
-        scope: scope.clone(),
-        status: status_page,
-    };
+    let status_page = status_page(&config, &cluster, &args.github_api_url);
+    let options = options(&args, secret, reporting, scope.clone(), status_page);
     prune::spawn(prune::PruneSchedule {
         cache_dir: args.env.cache_dir.clone(),
         cluster: cluster.clone(),
@@ -328,6 +268,103 @@ pub(crate) async fn run(
         },
     )
     .await
+}
+
+/// The webhook secret and the GitHub token, each registered to be scrubbed from every log line
+/// (the Slack webhook URL too: it is a credential).
+fn read_secrets(args: &ServeSettings) -> Result<(String, Option<String>)> {
+    let secret = webhook_secret(args.webhook_secret_file.as_deref())?;
+    log::add_secret(&secret);
+    if secret.chars().count() < 16 {
+        log!(
+            Warn,
+            "webhook.weak_secret",
+            reason = "the webhook secret is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    let token = github_token();
+    if let Some(token) = &token {
+        log::add_secret(token);
+    }
+    if let Some(url) = &args.slack_webhook_url {
+        log::add_secret(url);
+    }
+    Ok((secret, token))
+}
+
+/// Where serve reports: GitHub when there is a token, a comment, Slack.
+fn reporting(args: &ServeSettings, has_token: bool, github: &GitHub) -> Result<Reporting> {
+    if !has_token {
+        log!(
+            Warn,
+            "github.disabled",
+            reason =
+                "no SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN or GH_TOKEN: nothing is reported to pull requests"
+        );
+    }
+    Ok(Reporting {
+        github: has_token.then(|| github.clone()),
+        comment: args.comment,
+        slack: args
+            .slack_webhook_url
+            .as_deref()
+            .map(Slack::new)
+            .transpose()?,
+        environment_prefix: args.environment_prefix.clone(),
+    })
+}
+
+/// The status page, read from the sandboxes' records in the cluster.
+fn status_page(
+    config: &Config,
+    cluster: &ClusterOptions,
+    github_api_url: &str,
+) -> status::StatusPage {
+    status::StatusPage {
+        product: config.name.clone(),
+        github_web: status::github_web_url(github_api_url),
+        sandboxes: Arc::new(status::ClusterSandboxes {
+            cluster: cluster.clone(),
+            product: config.name.clone(),
+            connected: tokio::sync::OnceCell::new(),
+        }),
+    }
+}
+
+/// What runs `up` and `down` for the previews: the same pipeline as the CLI's.
+fn deployer(config: &Config, cluster: &ClusterOptions, args: &ServeSettings) -> ClusterDeployer {
+    ClusterDeployer {
+        config: config.clone(),
+        cluster: cluster.clone(),
+        sets: args.sets.clone(),
+        ttl: args.ttl,
+        on_failure: args.on_failure,
+        env: args.env.clone(),
+    }
+}
+
+/// How the webhook server, its queue and its reporting behave.
+fn options(
+    args: &ServeSettings,
+    secret: String,
+    reporting: Reporting,
+    scope: scope::Scope,
+    status: status::StatusPage,
+) -> Options {
+    Options {
+        secret: secret.into_bytes(),
+        concurrency: args.concurrency.get(),
+        max_body_bytes: args.max_body_bytes,
+        limits: http::Limits {
+            max_connections: args.max_connections.get(),
+            header_read_timeout: http::Limits::DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: http::Limits::DEFAULT_REQUEST_TIMEOUT,
+        },
+        reporting,
+        shutdown_grace: args.shutdown_grace,
+        scope,
+        status,
+    }
 }
 
 /// Serve webhooks on `listener` until `shutdown` resolves, then stop gracefully: no new
