@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::support::{cluster, describe, root, Product, TestNamespace};
+use crate::support::{cluster, describe, root, run_failing, Product, TestNamespace};
 
 const SECRET: &str = "sandbox-demo-db-password-7f3a";
 
@@ -534,17 +534,7 @@ async fn a_host_network_preflight_job_is_refused_offline_and_by_up_unless_allowe
 
     // Offline: `render` says so without a cluster.
     let mut render = product.sandbox(&["render", "--branch", "feature-x"]);
-    let out = render
-        .env("KUBECONFIG", product.path().join("no-kubeconfig"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(sandbox::error::EXIT_FAILURE),
-        "{}",
-        describe(&render, &out)
-    );
+    let stderr = run_failing(render.env("KUBECONFIG", product.path().join("no-kubeconfig")));
     assert!(stderr.contains(expected), "{stderr}");
     assert!(stderr.contains(hint), "{stderr}");
 
@@ -656,14 +646,7 @@ async fn an_object_named_as_one_of_the_tools_own_is_refused_by_render_validate_a
         if command == "render" {
             cmd.env("KUBECONFIG", &offline);
         }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(sandbox::error::EXIT_FAILURE),
-            "{}",
-            describe(&cmd, &out)
-        );
+        let stderr = run_failing(&mut cmd);
         assert!(stderr.contains(expected), "{command}: {stderr}");
         assert!(stderr.contains(hint), "{command}: {stderr}");
     }

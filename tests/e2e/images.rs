@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::Api;
 
-use crate::support::{cluster, describe, registry, run_ok, up, up_ok, Product, TestNamespace};
+use crate::support::{
+    cluster, describe, registry, run_failing, run_ok, up, up_ok, Product, TestNamespace,
+};
 
 /// The example product with the backend's image in a repository of its own, so that no earlier
 /// run has pushed it.
@@ -191,14 +193,7 @@ async fn an_unreachable_registry_is_named_with_a_hint_and_nothing_is_created() {
     let down = "10.200.0.2:5999";
     let mut cmd = product.sandbox(&["up", "--branch", "feature-x"]);
     cmd.env("SANDBOX_REGISTRY", down);
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(sandbox::error::EXIT_FAILURE),
-        "{}",
-        describe(&cmd, &out)
-    );
+    let stderr = run_failing(&mut cmd);
     assert!(
         stderr.contains(&format!(
             "error: service `api`: could not resolve image {down}/shop/backend:"
@@ -300,14 +295,7 @@ async fn a_registry_that_wants_credentials_gets_them_from_the_auth_file_or_says_
                 cmd.env_remove("REGISTRY_AUTH_FILE");
             }
         }
-        let out = cmd.output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(sandbox::error::EXIT_FAILURE),
-            "{}",
-            describe(&cmd, &out)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        run_failing(&mut cmd)
     };
     let registry = &private.address;
     let stderr = images(None);

@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 
 use crate::support::{
-    apply_yaml, changed_between, cluster, describe, root, run_ok, spawn_up, up, up_ok, versions,
-    Product, TestNamespace,
+    apply_yaml, changed_between, cluster, describe, root, run_failing, run_ok, spawn_up, up, up_ok,
+    versions, Product, TestNamespace,
 };
 
 #[tokio::test]
@@ -246,14 +246,7 @@ async fn concurrent_runs_on_one_sandbox_are_serialised() {
         .expect("the first up takes the lock")
         .unwrap();
     let mut no_wait = product.sandbox(&["up", "--branch", "feature-x", "--no-wait"]);
-    let out = no_wait.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(sandbox::error::EXIT_FAILURE),
-        "{}",
-        describe(&no_wait, &out)
-    );
+    let stderr = run_failing(&mut no_wait);
     assert!(
         stderr.contains("is locked by") && stderr.contains("(pid "),
         "{stderr}"
@@ -566,17 +559,7 @@ async fn two_products_with_one_prefix_never_touch_each_others_sandbox() {
         .metadata
         .resource_version;
 
-    let fails = |product: &Product, args: &[&str]| {
-        let mut cmd = product.sandbox(args);
-        let out = cmd.output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(sandbox::error::EXIT_FAILURE),
-            "{}",
-            describe(&cmd, &out)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let fails = |product: &Product, args: &[&str]| run_failing(&mut product.sandbox(args));
     let refused = format!(
         "namespace `{}` is a sandbox of product `shop`, not of `billing`",
         ns.name

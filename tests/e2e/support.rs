@@ -173,6 +173,20 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Run a command that must fail as bad input does (exit code 1); its stderr.
+pub fn run_failing(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert_eq!(
+        out.status.code(),
+        Some(sandbox::error::EXIT_FAILURE),
+        "{}",
+        describe(cmd, &out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The command, its status, stdout and stderr: what a failure message shows.
 pub fn describe(cmd: &Command, out: &Output) -> String {
     format!(
