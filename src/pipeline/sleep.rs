@@ -175,16 +175,12 @@ async fn suspend(cluster: &Cluster, namespace: &str, name: &str, suspend: bool) 
     let Some(api) = cronjob_api(cluster, namespace) else {
         return Ok(());
     };
-    let patch = serde_json::json!({"spec": {"suspend": suspend}});
     let what = if suspend { "suspend" } else { "resume" };
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if crate::kube::status_code(&e) == Some(404) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("could not {what} CronJob `{name}`")),
-    }
+    let spec = serde_json::json!({"suspend": suspend});
+    merge_spec(&api, name, spec, || {
+        format!("could not {what} CronJob `{name}`")
+    })
+    .await
 }
 
 /// Set the replicas of `workload` (`Deployment/api`). One the tool no longer renders (pruned
@@ -194,14 +190,29 @@ async fn scale(cluster: &Cluster, namespace: &str, workload: &str, replicas: i32
         return Ok(());
     };
     let api = workload_api(cluster, namespace, kind);
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    let spec = serde_json::json!({"replicas": replicas});
+    merge_spec(&api, name, spec, || {
+        format!("could not scale {workload} to {replicas}")
+    })
+    .await
+}
+
+/// Merge `spec` into the object `name`'s. One gone since (pruned) is skipped; `failed` says
+/// what could not be done otherwise.
+async fn merge_spec(
+    api: &Api<DynamicObject>,
+    name: &str,
+    spec: serde_json::Value,
+    failed: impl FnOnce() -> String,
+) -> Result<()> {
+    let patch = serde_json::json!({ "spec": spec });
     match api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if crate::kube::status_code(&e) == Some(404) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("could not scale {workload} to {replicas}")),
+        Err(e) => Err(e).with_context(failed),
     }
 }
 
