@@ -4,6 +4,7 @@
 //! function in [`commands`].
 
 mod commands;
+mod owner;
 mod print;
 
 use std::path::{Path, PathBuf};
@@ -155,9 +156,7 @@ impl App {
 fn environment() -> Environment {
     Environment {
         cache_dir: default_cache_dir(),
-        owner: std::env::var("SANDBOX_OWNER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "unknown".into()),
+        owner: owner::current(),
         access: None,
     }
 }

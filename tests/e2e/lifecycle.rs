@@ -348,17 +348,42 @@ async fn list_status_logs_diff_validate_extend_and_down() {
     );
 
     // kubectl's output flags: wide adds the owner and commits, name prints the first column.
+    // Other sandboxes may be listed too (the demo's, a developer's, other tests'): their cells
+    // set the columns' widths, so only the order of the columns and our own row are asserted.
     let wide = run(&["list", "-o", "wide"]);
     let header = wide.lines().next().unwrap();
-    assert!(
-        header.starts_with("NAMESPACE") && header.ends_with("OWNER   REPOS"),
+    let columns = [
+        "NAMESPACE",
+        "PRODUCT",
+        "BRANCH",
+        "STATUS",
+        "AGE",
+        "EXPIRES",
+        "URL",
+        "OWNER",
+        "REPOS",
+    ];
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        columns,
         "{wide}"
     );
     let line = wide
         .lines()
-        .find(|l| l.starts_with(&ns.name))
+        .find(|l| l.starts_with(&format!("{} ", ns.name)))
         .expect("listed");
-    assert!(line.contains(" ready ") && line.contains("data@"), "{wide}");
+    let cell = |column: &str| {
+        let start = header.find(column).unwrap();
+        assert!(
+            start == 0 || line[..start].ends_with(' '),
+            "`{column}` starts mid-cell in {line:?}\n{wide}"
+        );
+        line[start..].split_whitespace().next().unwrap_or_default()
+    };
+    assert_eq!(cell("STATUS"), "ready", "{wide}");
+    assert_eq!(cell("BRANCH"), "feature-x", "{wide}");
+    assert_eq!(cell("OWNER"), "e2e", "{wide}");
+    assert!(cell("REPOS").contains("data@"), "{wide}");
     assert!(
         run(&["list", "-o", "name"]).lines().any(|l| l == ns.name),
         "list -o name"
