@@ -17,7 +17,6 @@ use crate::pipeline::images::Mode;
 use crate::pipeline::settings::unknown_service;
 use crate::pipeline::sleep::Outcome;
 use crate::pipeline::{self, prepare, Interrupted, Secrets, UpOptions};
-use crate::progress::Reporter;
 use crate::record::{self, Update};
 use crate::{diff, inspect, reap, serve};
 
@@ -277,7 +276,6 @@ pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
         settings.config.services.len(),
         prepared.plan.objects().count()
     );
-    warn_pod_security(&settings.config, &prepared.plan, &app.reporter);
     match cluster {
         Some(cluster) => {
             apply::check_served(&cluster, &prepared.plan)
@@ -294,27 +292,6 @@ pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
         )),
     }
     Ok(())
-}
-
-/// Say which rendered pods the namespace's Pod Security level would refuse (the API server
-/// refuses them only when their controller creates them, deep into an `up`).
-fn warn_pod_security(config: &Config, plan: &pipeline::plan::Plan, reporter: &Reporter) {
-    let level = config.isolation.pod_security;
-    let violations = plan.pod_security_violations(level);
-    for (object, v) in &violations {
-        reporter.info(&format!(
-            "warning: {object} would be refused at pod_security `{}`: {}: {}",
-            level.as_str(),
-            v.field,
-            v.problem
-        ));
-    }
-    if !violations.is_empty() {
-        reporter.info(&format!(
-            "hint: make those pods meet the level, or set `pod_security` in {} to a lower one (privileged, baseline, restricted)",
-            config.path.display()
-        ));
-    }
 }
 
 pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {

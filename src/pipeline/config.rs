@@ -186,6 +186,110 @@ pub(crate) enum Privilege {
     Capabilities,
     /// A Service's `spec.externalIPs`.
     ExternalIps,
+    // What a pod spec may hold beyond the allow-list of volume types and past Pod Security's
+    // baseline (each also refused by the level, unless it is `privileged`).
+    /// A volume of a type other than configMap, secret, emptyDir, projected, downwardAPI,
+    /// persistentVolumeClaim and ephemeral: `volume:nfs`, `volume:gitRepo`, … (read by
+    /// `allow_list`; `hostPath` is `host_path`).
+    #[serde(skip_deserializing)]
+    Volume(VolumeType),
+    /// `nodeName`: the pod skips the scheduler.
+    NodeName,
+    /// A toleration of the control plane's taints, or of every taint (`operator: Exists`, no key).
+    ControlPlaneTolerations,
+    /// A seccomp profile `Unconfined` (field or annotation).
+    UnconfinedSeccomp,
+    /// A sysctl outside Pod Security's safe set.
+    UnsafeSysctls,
+    /// A `procMount` other than `Default`.
+    ProcMount,
+    /// An AppArmor profile other than the runtime's default or a local one (`unconfined`).
+    UnconfinedApparmor,
+    /// SELinux options Pod Security's baseline refuses (a type beyond the container types, a user
+    /// or a role).
+    SelinuxOptions,
+    /// `windowsOptions.hostProcess: true`
+    HostProcess,
+}
+
+/// A volume type a pod may use only when sandbox.yaml allows it: a field of Kubernetes' volume
+/// source, spelled in sandbox.yaml as `volume:FIELD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct VolumeType(&'static str);
+
+/// Every volume type of Kubernetes (up to 1.33) but hostPath (`host_path`) and those every
+/// sandbox may use, as sandbox.yaml spells them.
+const VOLUME_TYPES: &[&str] = &[
+    "volume:awsElasticBlockStore",
+    "volume:azureDisk",
+    "volume:azureFile",
+    "volume:cephfs",
+    "volume:cinder",
+    "volume:csi",
+    "volume:fc",
+    "volume:flexVolume",
+    "volume:flocker",
+    "volume:gcePersistentDisk",
+    "volume:gitRepo",
+    "volume:glusterfs",
+    "volume:image",
+    "volume:iscsi",
+    "volume:nfs",
+    "volume:photonPersistentDisk",
+    "volume:portworxVolume",
+    "volume:quobyte",
+    "volume:rbd",
+    "volume:scaleIO",
+    "volume:storageos",
+    "volume:vsphereVolume",
+];
+
+impl VolumeType {
+    /// A key of a volume that is no volume type of Kubernetes (a typo, or one newer than
+    /// sandbox): never allowed.
+    pub(crate) const UNKNOWN: VolumeType = VolumeType("volume:");
+
+    /// The type of the volume source `field` (`nfs`), if it is one sandbox.yaml can allow.
+    pub(crate) fn of_field(field: &str) -> Option<VolumeType> {
+        VOLUME_TYPES
+            .iter()
+            .find(|t| t.strip_prefix("volume:") == Some(field))
+            .copied()
+            .map(VolumeType)
+    }
+
+    /// As the volume source's field is named: `nfs`.
+    pub(crate) fn field(self) -> &'static str {
+        self.0.trim_start_matches("volume:")
+    }
+}
+
+/// `allow:`: privileges by name (`host_network`) and volume types as `volume:TYPE`.
+fn allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<Privilege>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    let privilege = |name: &String| -> Result<Privilege, String> {
+        if let Some(field) = name.strip_prefix("volume:") {
+            return VolumeType::of_field(field)
+                .map(Privilege::Volume)
+                .ok_or_else(|| {
+                    let expected: Vec<String> =
+                        VOLUME_TYPES.iter().map(|t| format!("`{t}`")).collect();
+                    format!(
+                        "unknown variant `{name}`, expected one of {}",
+                        expected.join(", ")
+                    )
+                });
+        }
+        use serde::de::IntoDeserializer;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            name.as_str().into_deserializer();
+        Privilege::deserialize(name)
+            .map_err(|e| format!("{e}, or `volume:TYPE` (e.g. `volume:nfs`)"))
+    };
+    names
+        .iter()
+        .map(|name| privilege(name).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl Privilege {
@@ -200,7 +304,21 @@ impl Privilege {
             Privilege::Privileged => "privileged",
             Privilege::Capabilities => "capabilities",
             Privilege::ExternalIps => "external_ips",
+            Privilege::Volume(volume) => volume.0,
+            Privilege::NodeName => "node_name",
+            Privilege::ControlPlaneTolerations => "control_plane_tolerations",
+            Privilege::UnconfinedSeccomp => "unconfined_seccomp",
+            Privilege::UnsafeSysctls => "unsafe_sysctls",
+            Privilege::ProcMount => "proc_mount",
+            Privilege::UnconfinedApparmor => "unconfined_apparmor",
+            Privilege::SelinuxOptions => "selinux_options",
+            Privilege::HostProcess => "host_process",
         }
+    }
+
+    /// Whether sandbox.yaml can allow it (a key that is no volume type it cannot).
+    pub(crate) fn can_be_allowed(self) -> bool {
+        self != Privilege::Volume(VolumeType::UNKNOWN)
     }
 }
 
@@ -323,7 +441,7 @@ struct RawConfig {
     #[serde(default)]
     repo_files: RawRepoFiles,
     services: serde_yaml_ng::Mapping,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "allow_list")]
     allow: BTreeSet<Privilege>,
     limits: Option<isolation::RawLimits>,
     network_policy: Option<isolation::RawNetworkPolicy>,
@@ -443,7 +561,7 @@ struct RawService {
     secrets_files: Vec<String>,
     #[serde(default)]
     depends_on: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "allow_list")]
     allow: BTreeSet<Privilege>,
 }
 
@@ -795,6 +913,7 @@ fn service(
         // Errors from a sub-value carry no position: point at the service instead.
         let message = e.to_string();
         let (field, hint) = unknown_field_hint(&message);
+        let hint = hint.or_else(|| unknown_variant_hint(&message));
         let mut keys = vec!["services", name.as_str()];
         if let Some(f) = field.as_deref() {
             keys.push(f);
@@ -1240,7 +1359,8 @@ fn parse_error(path: &Path, e: &serde_yaml_ng::Error) -> ConfigError {
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((1, 1));
-    let (_, mut hint) = unknown_field_hint(&clean);
+    let (_, hint) = unknown_field_hint(&clean);
+    let mut hint = hint.or_else(|| unknown_variant_hint(&clean));
     if hint.is_none() && clean.starts_with("missing field") && line <= 1 {
         hint = Some(format!("top-level fields: {}", TOP_FIELDS.join(", ")));
     }
@@ -1269,6 +1389,14 @@ fn unknown_field_hint(message: &str) -> (Option<String>, Option<String>) {
         .map(|(_, s)| s)
         .collect();
     (Some(field.to_owned()), suggest(field, &candidates))
+}
+
+/// From serde's "unknown variant `x`, expected one of `a`, `b`", a "did you mean".
+fn unknown_variant_hint(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unknown variant `")?;
+    let (word, expected) = rest.split_once('`')?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    suggest(word, &candidates)
 }
 
 /// "did you mean `x`?" for the closest candidate within a small edit distance.
@@ -1470,6 +1598,50 @@ services:
             err.contains("services.web")
                 && err.contains("host_networking")
                 && err.contains("host_network"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn volume_types_and_pod_rights_are_allowed_by_name_with_a_hint_for_typos() {
+        let text = GOOD.replace(
+            "name: shop\n",
+            "name: shop\nallow: [volume:nfs, node_name, \"volume:gitRepo\"]\n",
+        );
+        let c = load_text(&text).unwrap();
+        let names: Vec<&str> = c
+            .service("db")
+            .unwrap()
+            .allow
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(names, ["volume:gitRepo", "volume:nfs", "node_name"]);
+        let nfs = VolumeType::of_field("nfs").unwrap();
+        assert_eq!(nfs.field(), "nfs");
+        assert!(VolumeType::of_field("configMap").is_none() && VolumeType::of_field("").is_none());
+
+        let typo = GOOD.replace("name: shop\n", "name: shop\nallow: [volume:nfss]\n");
+        let err = load_text(&typo).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `volume:nfss`"),
+            "{err}"
+        );
+        assert_eq!(err.hint().unwrap(), "did you mean `volume:nfs`?");
+        let typo = GOOD.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    allow: [nodename]\n",
+        );
+        let err = load_text(&typo).unwrap_err();
+        assert!(
+            err.to_string().contains("services.web") && err.to_string().contains("`volume:TYPE`"),
+            "{err}"
+        );
+        assert_eq!(err.hint().unwrap(), "did you mean `node_name`?");
+        let err =
+            load_text(&GOOD.replace("name: shop\n", "name: shop\nallow: [Volume]\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `Volume`"),
             "{err}"
         );
     }

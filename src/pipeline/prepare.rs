@@ -327,6 +327,8 @@ pub(crate) async fn render_and_plan(
         });
     }
     let rendered = futures::future::try_join_all(renders).await?;
+    plan::check_pod_security(&rendered, settings.config.isolation.pod_security)
+        .context("the rendered objects cannot be deployed")?;
     let plan = plan::plan(&settings.namespace, rendered)
         .context("the rendered objects cannot be deployed")?
         .with_namespace_objects(plan::isolation::namespace_objects(

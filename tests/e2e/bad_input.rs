@@ -544,11 +544,20 @@ async fn a_host_network_preflight_job_is_refused_offline_and_by_up_unless_allowe
     assert!(stderr.contains(hint), "{stderr}");
     assert_cluster_untouched(&product, "feature-x", "host network refused").await;
 
-    // sandbox.yaml (the product owner's, not the branch's) may allow it.
+    // sandbox.yaml (the product owner's, not the branch's) may allow it; the sandbox's Pod
+    // Security level (baseline) still refuses it, until it is lowered too.
     product.edit_config(
         "    preflight: [templates/migrate.yaml]\n",
         "    preflight: [templates/migrate.yaml]\n    allow: [host_network]\n",
     );
+    let mut render = product.sandbox(&["render", "--branch", "feature-x"]);
+    let stderr = run_failing(&mut render);
+    assert!(
+        stderr.contains("Job `api-migrate` of service `api` is refused by Pod Security `baseline`")
+            && stderr.contains("set `pod_security: privileged` in sandbox.yaml"),
+        "{stderr}"
+    );
+    product.edit_config("name: shop\n", "name: shop\npod_security: privileged\n");
     let mut render = product.sandbox(&["render", "--branch", "feature-x"]);
     let out = render.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

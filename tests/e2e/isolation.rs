@@ -136,41 +136,31 @@ fn worker_asks_for_less(product: &Product) {
     std::fs::write(&path, text.replace("memory: 4Gi", "memory: 48Mi")).unwrap();
 }
 
-/// At `pod_security: restricted` the example's pods (root, no seccomp profile) are refused:
-/// `validate` warns of each; the namespace carries the level; on a cluster that enforces it
-/// (1.25+) `up` fails at once naming the violation, not at the timeout.
+/// At `pod_security: restricted` the example's pods (root, no seccomp profile) are refused by
+/// the tool itself, on every server version (1.20–1.24 enforce no Pod Security): `validate` and
+/// `up` name the object, each field and the level, and nothing is created.
 #[tokio::test]
-async fn pods_the_pod_security_level_refuses_are_warned_of_and_fail_fast() {
+async fn pods_the_pod_security_level_refuses_are_refused_before_anything_is_created() {
     let Some(client) = cluster("pod security").await else {
         return;
     };
     let product = Product::new("podsec");
     let ns = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
     add_to_config(&product, "\npod_security: restricted\n");
+    let expected = [
+        "templates/service.yaml: Deployment `db` of service `db` is refused by Pod Security `restricted` (`pod_security` in sandbox.yaml):",
+        "`spec.template.spec.containers[0].securityContext.runAsNonRoot` is unset: restricted needs it true",
+        "set `pod_security: baseline` in sandbox.yaml",
+    ];
     let mut validate = product.sandbox(&["validate", "--branch", "feature-x"]);
-    let out = crate::support::run_ok(&mut validate);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("warning: Deployment `db` (service `db`) would be refused at pod_security `restricted`: spec.template.spec.containers[0].securityContext.runAsNonRoot"),
-        "{stderr}"
-    );
-    let version = client.apiserver_version().await.unwrap();
-    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap();
-    let (ok, text) = up(&product, &[]);
-    if minor >= 25 {
-        assert!(!ok, "{text}");
-        assert!(
-            text.contains("cannot create its pods: it violates PodSecurity \"restricted:latest\""),
-            "{text}"
-        );
-        assert!(!text.contains("was not ready after"), "{text}");
-    } else {
-        eprintln!("Kubernetes 1.{minor} does not enforce Pod Security: only the label is checked");
-        assert!(ok, "{text}");
+    let mut up = product.sandbox(&["up", "--branch", "feature-x"]);
+    for cmd in [&mut validate, &mut up] {
+        let stderr = crate::support::run_failing(cmd);
+        for text in expected {
+            assert!(stderr.contains(text), "`{text}` missing in:\n{stderr}");
+        }
     }
-    let labels = namespace_labels(&client, &ns.name).await;
-    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
-    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+    assert!(!ns.exists().await, "{} was created", ns.name);
 }
 
 /// With `max_sandboxes: 2`, three `up`s of new branches at once: exactly two sandboxes are

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 
 use crate::error::Hint;
-use crate::pipeline::config::Privilege;
+use crate::pipeline::config::{PodSecurity, Privilege};
 use crate::pipeline::render::Manifest;
 use crate::record::{HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL};
 
@@ -125,6 +125,22 @@ pub(crate) enum PlanError {
         value: String,
         privilege: Privilege,
     },
+    /// Pods the namespace's Pod Security level refuses: every field of the first such object.
+    #[error("{object} of service `{service}` is refused by Pod Security `{level}` (`pod_security` in sandbox.yaml):{}", fields_refused(.violations))]
+    PodSecurity {
+        object: String,
+        service: String,
+        level: &'static str,
+        violations: Vec<pod_security::Violation>,
+    },
+}
+
+/// One line per field: `\n  spec.hostPID is true: host namespaces are not allowed`.
+fn fields_refused(violations: &[pod_security::Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("\n  `{}` is {}: {}", v.field, v.value, v.problem))
+        .collect()
 }
 
 impl Hint for PlanError {
@@ -148,6 +164,10 @@ impl Hint for PlanError {
                 "rename it in the template, e.g. `{service}-{name}`: sandbox makes its own {} in every sandbox namespace",
                 reserved_list(kind)
             )),
+            PlanError::NotAllowed { privilege, .. } if !privilege.can_be_allowed() => Some(format!(
+                "{}. Remove it from the template or the values",
+                privileges::reach(*privilege),
+            )),
             PlanError::NotAllowed {
                 service, privilege, ..
             } => Some(format!(
@@ -155,6 +175,18 @@ impl Hint for PlanError {
                 privileges::reach(*privilege),
                 privilege.as_str()
             )),
+            PlanError::PodSecurity { violations, .. } => {
+                // Baseline's rules give way only at privileged, restricted's at baseline.
+                let lower = if violations.iter().any(|v| v.level == PodSecurity::Baseline) {
+                    PodSecurity::Privileged
+                } else {
+                    PodSecurity::Baseline
+                };
+                Some(format!(
+                    "set the fields as the level asks in the template or the values; or, if the pods really need them, set `pod_security: {}` in sandbox.yaml (a branch cannot change it)",
+                    lower.as_str()
+                ))
+            }
         }
     }
 }
@@ -325,6 +357,36 @@ fn check_privileges(service: &RenderedService, m: &Manifest) -> Result<(), PlanE
     }
 }
 
+/// Refuse the pods that the namespace's Pod Security `level` refuses, before anything is created:
+/// API servers before 1.25 ignore the level, later ones refuse a pod only when its controller
+/// makes it. Rights sandbox.yaml does not allow are named first (as `plan` would): allowing one
+/// is the first step, lowering the level the second.
+pub(crate) fn check_pod_security(
+    services: &[RenderedService],
+    level: PodSecurity,
+) -> Result<(), PlanError> {
+    for s in services {
+        let preflight = s.preflight.iter().flatten();
+        for m in preflight
+            .chain(&s.objects)
+            .chain(&s.post_install)
+            .chain(&s.smoke)
+        {
+            check_privileges(s, m)?;
+            let violations = pod_security::violations(&m.object, level);
+            if !violations.is_empty() {
+                return Err(PlanError::PodSecurity {
+                    object: format!("{}: {} `{}`", m.template, m.kind(), m.name()),
+                    service: s.name.clone(),
+                    level: level.as_str(),
+                    violations,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What preflight, post-install and smoke steps may hold: what runs to completion, and what it
 /// needs (a chart's hooks often bring their own ServiceAccount and RBAC).
 const RUN_KINDS: &[&str] = &[
@@ -493,26 +555,6 @@ impl Plan {
         };
         self.steps.insert(0, first);
         self
-    }
-
-    /// What the namespace's Pod Security `level` would refuse: per object (`Deployment `api``,
-    /// service `api`), each field it violates.
-    pub(crate) fn pod_security_violations(
-        &self,
-        level: crate::pipeline::config::PodSecurity,
-    ) -> Vec<(String, pod_security::Violation)> {
-        let mut out = Vec::new();
-        for object in self.objects() {
-            let kind = object["kind"].as_str().unwrap_or_default();
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            let service = object["metadata"]["labels"][SERVICE_LABEL]
-                .as_str()
-                .unwrap_or_default();
-            for v in pod_security::violations(object, level) {
-                out.push((format!("{kind} `{name}` (service `{service}`)"), v));
-            }
-        }
-        out
     }
 
     /// Every object the plan deploys, steps first, then smoke.
@@ -793,5 +835,98 @@ mod tests {
             s.allow.insert(Privilege::Privileged);
             assert!(plan("sb-x", vec![s]).is_ok());
         }
+    }
+
+    /// Service `db` whose migration Job has `procMount: Unmasked` (what Pod Security's baseline
+    /// refuses and sandbox.yaml can allow as `proc_mount`).
+    fn unmasked_proc(allowed: bool) -> RenderedService {
+        let mut job = manifest("Job", "db-migrate");
+        job.object["spec"] = serde_json::json!({"template": {"spec": {"containers": [
+            {"name": "m", "securityContext": {"procMount": "Unmasked", "runAsUser": 0}}]}}});
+        let mut s = service("db", &[], false);
+        s.preflight = vec![vec![job]];
+        if allowed {
+            s.allow.insert(Privilege::ProcMount);
+        }
+        s
+    }
+
+    #[test]
+    fn pods_the_pod_security_level_refuses_are_refused_naming_each_field_and_the_level() {
+        let e = check_pod_security(&[unmasked_proc(true)], PodSecurity::Baseline).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "templates/db-migrate.yaml: Job `db-migrate` of service `db` is refused by Pod Security `baseline` (`pod_security` in sandbox.yaml):\n  `spec.template.spec.containers[0].securityContext.procMount` is Unmasked: only the Default procMount is allowed"
+        );
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("set `pod_security: privileged` in sandbox.yaml"),
+            "{hint}"
+        );
+        assert!(check_pod_security(&[unmasked_proc(true)], PodSecurity::Privileged).is_ok());
+
+        // Restricted's own rules give way at baseline; every field of the object is named.
+        let mut plain = service("db", &[], false);
+        plain.objects[0].object["spec"] = serde_json::json!({"template": {"spec": {
+            "containers": [{"name": "db"}]}}});
+        let e = check_pod_security(&[plain.clone()], PodSecurity::Restricted).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("templates/db.yaml: Deployment `db` of service `db` is refused by Pod Security `restricted`"), "{text}");
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains("\n  `spec.template.spec.containers[0].securityContext.runAsNonRoot` is unset: restricted needs it true"), "{text}");
+        assert!(e.hint().unwrap().contains("set `pod_security: baseline`"));
+        assert!(check_pod_security(&[plain], PodSecurity::Baseline).is_ok());
+    }
+
+    #[test]
+    fn a_right_sandbox_yaml_does_not_allow_is_named_before_the_level() {
+        let e = check_pod_security(&[unmasked_proc(false)], PodSecurity::Baseline).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PlanError::NotAllowed {
+                    privilege: Privilege::ProcMount,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e
+            .hint()
+            .unwrap()
+            .contains("add `allow: [proc_mount]` under `services.db`"));
+        // At privileged the allow-list still holds.
+        assert!(plan("sb-x", vec![unmasked_proc(false)]).is_err());
+        assert!(plan("sb-x", vec![unmasked_proc(true)]).is_ok());
+    }
+
+    #[test]
+    fn a_volume_type_is_allowed_by_name_and_an_unknown_one_never() {
+        let with_volume = |kind: &str| {
+            let mut s = service("db", &[], false);
+            s.objects[0].object["spec"] = serde_json::json!({"template": {"spec": {
+                "containers": [{"name": "db"}],
+                "volumes": [{"name": "v", kind: {"server": "nfs.example.com", "path": "/"}}]}}});
+            s
+        };
+        let e = plan("sb-x", vec![with_volume("nfs")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"templates/db.yaml: Deployment `db` of service `db` sets `spec.template.spec.volumes[0].nfs` ({"server":"nfs.example.com","path":"/"}), which sandbox.yaml does not allow"#
+        );
+        assert!(e
+            .hint()
+            .unwrap()
+            .contains("add `allow: [volume:nfs]` under `services.db`"));
+        let mut allowed = with_volume("nfs");
+        let nfs = crate::pipeline::config::VolumeType::of_field("nfs").unwrap();
+        allowed.allow.insert(Privilege::Volume(nfs));
+        assert!(plan("sb-x", vec![allowed]).is_ok());
+        let e = plan("sb-x", vec![with_volume("nfz")]).unwrap_err();
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("no volume type of Kubernetes") && !hint.contains("allow:"),
+            "{hint}"
+        );
     }
 }

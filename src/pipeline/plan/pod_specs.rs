@@ -17,6 +17,11 @@ pub(super) struct PodSpec<'a> {
     pub(super) spec: &'a Value,
     /// As `kubectl explain` writes it: `spec.template.spec`; empty when the object itself is one.
     pub(super) path: String,
+    /// The pod's `metadata` (annotations), beside the pod spec when it sits under `spec`: a
+    /// Pod's own, a template's `spec.template.metadata`; null where there is none.
+    pub(super) metadata: &'a Value,
+    /// Its path: `metadata`, `spec.template.metadata`.
+    pub(super) metadata_path: String,
 }
 
 /// One item of a list in a pod spec (a volume, a container), with its field path.
@@ -30,26 +35,36 @@ pub(super) struct Entry<'a> {
 /// Every pod spec in `object`, in document order (an outer one before those nested in it).
 pub(super) fn pod_specs(object: &Value) -> Vec<PodSpec<'_>> {
     let mut found = Vec::new();
-    walk(object, String::new(), &mut found);
+    walk(object, String::new(), None, &mut found);
     found
 }
 
-fn walk<'a>(value: &'a Value, path: String, found: &mut Vec<PodSpec<'a>>) {
+/// `value` at `path`, and the mapping that holds it under the key `spec` (with its path).
+fn walk<'a>(
+    value: &'a Value,
+    path: String,
+    holder: Option<(&'a Value, &str)>,
+    found: &mut Vec<PodSpec<'a>>,
+) {
     match value {
         Value::Object(map) => {
             if map.get("containers").is_some_and(Value::is_array) {
+                let (metadata, at) = holder.unwrap_or((&Value::Null, ""));
                 found.push(PodSpec {
                     spec: value,
                     path: path.clone(),
+                    metadata: &metadata["metadata"],
+                    metadata_path: join(at, "metadata"),
                 });
             }
             for (key, child) in map {
-                walk(child, join(&path, key), found);
+                let holder = (key == "spec").then_some((value, path.as_str()));
+                walk(child, join(&path, key), holder, found);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                walk(item, format!("{path}[{i}]"), found);
+                walk(item, format!("{path}[{i}]"), None, found);
             }
         }
         _ => {}
@@ -82,6 +97,15 @@ impl<'a> PodSpec<'a> {
 /// The items of `list` with their indexes (none when it is not a list).
 pub(super) fn items(list: &Value) -> impl Iterator<Item = (usize, &Value)> {
     list.as_array().into_iter().flatten().enumerate()
+}
+
+/// A field's value as it would be written: `true`, `SYS_ADMIN`, `{"server":"x"}`; `unset`.
+pub(super) fn shown(value: &Value) -> String {
+    match value {
+        Value::Null => "unset".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// `path.key`, or `key` at the object's root.
@@ -186,6 +210,26 @@ mod tests {
             container_paths(&yaml("containers: [{name: a}]")),
             ["containers[0]"]
         );
+    }
+
+    #[test]
+    fn the_pod_metadata_is_the_one_beside_the_spec() {
+        let pod =
+            yaml("kind: Pod\nmetadata: {name: p, annotations: {a: b}}\nspec: {containers: []}");
+        let spec = &pod_specs(&pod)[0];
+        assert_eq!(spec.metadata["annotations"]["a"], "b");
+        assert_eq!(spec.metadata_path, "metadata");
+        let cron = yaml(
+            "kind: CronJob\nmetadata: {name: c}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        metadata: {annotations: {a: c}}\n        spec: {containers: []}\n",
+        );
+        let spec = &pod_specs(&cron)[0];
+        assert_eq!(spec.metadata["annotations"]["a"], "c");
+        assert_eq!(
+            spec.metadata_path,
+            "spec.jobTemplate.spec.template.metadata"
+        );
+        let bare = yaml("podSpecPatch: {containers: []}");
+        assert!(pod_specs(&bare)[0].metadata.is_null());
     }
 
     #[test]
