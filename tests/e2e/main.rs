@@ -11,6 +11,7 @@ mod support;
 mod bad_input;
 mod cache;
 mod charts;
+mod hostile_serve;
 mod cluster;
 mod images;
 mod isolation;
