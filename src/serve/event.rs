@@ -82,7 +82,9 @@ pub(crate) enum EventError {
     },
     /// The body is another event's than the `X-GitHub-Event` header says (the header is not
     /// signed; the body is).
-    #[error("the body is not a `{event}` event: it has `{key}`, which only a `{belongs}` event has")]
+    #[error(
+        "the body is not a `{event}` event: it has `{key}`, which only a `{belongs}` event has"
+    )]
     Mislabelled {
         event: String,
         key: &'static str,
@@ -358,12 +360,18 @@ mod tests {
         let pr = fixture("pull_request.opened.json");
         assert!(matches!(
             parse("deployment", &pr),
-            Err(EventError::Mislabelled { key: "pull_request", .. })
+            Err(EventError::Mislabelled {
+                key: "pull_request",
+                ..
+            })
         ));
         let deployment = fixture("deployment.json");
         assert!(matches!(
             parse("pull_request", &deployment),
-            Err(EventError::Mislabelled { key: "deployment", .. })
+            Err(EventError::Mislabelled {
+                key: "deployment",
+                ..
+            })
         ));
         // A review of a pull request (it has `pull_request` and `review`).
         let mut review: serde_json::Value = serde_json::from_slice(&pr).unwrap();

@@ -967,8 +967,14 @@ mod tests {
         let comments = fake.comments();
         assert_eq!(comments.len(), 2, "its own, beside mallory's");
         assert_eq!(comments[0].id, theirs);
-        assert_eq!((comments[0].edits, comments[0].body.as_str()), (0, marked.as_str()));
-        assert_eq!(comments[1].author, super::super::fake_github::DEFAULT_IDENTITY);
+        assert_eq!(
+            (comments[0].edits, comments[0].body.as_str()),
+            (0, marked.as_str())
+        );
+        assert_eq!(
+            comments[1].author,
+            super::super::fake_github::DEFAULT_IDENTITY
+        );
         gh.upsert_comment("o/r", 4, &format!("{COMMENT_MARKER}\nsecond"))
             .await
             .unwrap();

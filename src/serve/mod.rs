@@ -323,9 +323,7 @@ fn reporting(args: &ServeSettings, has_token: bool, github: &GitHub) -> Result<R
 }
 
 /// The status pages' listener (never the webhook's) and the token they require, if any.
-async fn status_listener(
-    addr: SocketAddr,
-) -> Result<(tokio::net::TcpListener, Option<String>)> {
+async fn status_listener(addr: SocketAddr) -> Result<(tokio::net::TcpListener, Option<String>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not listen on {addr} (--status-listen)"))?;
@@ -367,10 +365,7 @@ fn status_page(
     status::StatusPage {
         product: config.name.clone(),
         github_web: status::github_web_url(github_api_url),
-        sandboxes: Arc::new(status::CachedSandboxes::new(
-            listing,
-            status::LISTING_TTL,
-        )),
+        sandboxes: Arc::new(status::CachedSandboxes::new(listing, status::LISTING_TTL)),
         token,
     }
 }

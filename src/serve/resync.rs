@@ -274,8 +274,7 @@ pub(crate) fn plan(scope: &Scope, open: &OpenLists, sandboxes: &[SandboxRecord])
     }
     let now = jiff::Timestamp::now();
     for sandbox in sandboxes {
-        if sandbox.terminating || !made_by_serve(sandbox) || wanted.contains_key(&sandbox.branch)
-        {
+        if sandbox.terminating || !made_by_serve(sandbox) || wanted.contains_key(&sandbox.branch) {
             continue;
         }
         // A preview that records no pull request (a `deployment` event's) has nothing GitHub

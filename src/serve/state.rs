@@ -1026,8 +1026,12 @@ mod tests {
                     prs: vec![pr("o/b", i, "s")],
                 };
                 // Every delivery twice, as two replicas would get it.
-                let a = record(&*store, &w, Some(&d(&format!("d-{i}")))).await.unwrap();
-                let b = record(&*store, &w, Some(&d(&format!("d-{i}")))).await.unwrap();
+                let a = record(&*store, &w, Some(&d(&format!("d-{i}"))))
+                    .await
+                    .unwrap();
+                let b = record(&*store, &w, Some(&d(&format!("d-{i}"))))
+                    .await
+                    .unwrap();
                 (a.0, b.0)
             }));
         }

@@ -129,15 +129,17 @@ pub(crate) fn router(page: StatusPage) -> Router {
         .route("/api/sandboxes", get(json_page))
         .route("/metrics", get(metrics_page))
         .with_state(page)
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            let refused = unauthorized(token.as_deref(), request.headers());
-            async move {
-                match refused {
-                    Some(refused) => refused,
-                    None => next.run(request).await,
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let refused = unauthorized(token.as_deref(), request.headers());
+                async move {
+                    match refused {
+                        Some(refused) => refused,
+                        None => next.run(request).await,
+                    }
                 }
-            }
-        }))
+            },
+        ))
 }
 
 /// The 401 for a request without the status token, when one is required.

@@ -484,7 +484,12 @@ async fn the_status_page_and_metrics_are_on_their_own_listener_not_the_webhooks(
 
     // The webhook's listener (exposed to GitHub) shows none of them.
     for path in ["/", "/api/sandboxes", "/metrics"] {
-        let answer = h.http.get(format!("{}{path}", h.base)).send().await.unwrap();
+        let answer = h
+            .http
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
         assert!(
             matches!(answer.status().as_u16(), 404 | 405),
             "{path}: {}",
@@ -492,7 +497,12 @@ async fn the_status_page_and_metrics_are_on_their_own_listener_not_the_webhooks(
         );
         assert!(!answer.text().await.unwrap().contains("page-x"), "{path}");
     }
-    let page = h.http.get(format!("{}/", h.status_base)).send().await.unwrap();
+    let page = h
+        .http
+        .get(format!("{}/", h.status_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<td class="branch">page-x</td>"#), "{html}");

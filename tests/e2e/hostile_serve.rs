@@ -85,16 +85,24 @@ async fn hostile_serve_replayed_deliveries_change_nothing_and_others_comments_st
     let deployments = github.deployments().len();
 
     // The captured bodies again, under fresh ids: the same bodies, so duplicates.
-    let fresh = serve.deliver("pull_request", "hs-close-again", &closed).await;
+    let fresh = serve
+        .deliver("pull_request", "hs-close-again", &closed)
+        .await;
     changed_nothing(fresh, &["duplicate"]);
-    let fresh = serve.deliver("pull_request", "hs-old-push-again", &old_push).await;
+    let fresh = serve
+        .deliver("pull_request", "hs-old-push-again", &old_push)
+        .await;
     changed_nothing(fresh, &["duplicate"]);
     // A signed body serve never took (captured elsewhere), older than what the preview saw.
     let unseen_close = pr_at("closed", &sha2, "2026-12-01T12:30:00Z");
-    let stale = serve.deliver("pull_request", "hs-unseen", &unseen_close).await;
+    let stale = serve
+        .deliver("pull_request", "hs-unseen", &unseen_close)
+        .await;
     changed_nothing(stale, &["stale"]);
     let unseen_push = pr_at("synchronize", &sha1, "2026-12-01T12:45:00Z");
-    let stale = serve.deliver("pull_request", "hs-unseen-2", &unseen_push).await;
+    let stale = serve
+        .deliver("pull_request", "hs-unseen-2", &unseen_push)
+        .await;
     changed_nothing(stale, &["stale"]);
 
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -165,7 +173,8 @@ async fn hostile_serve_deployments_deploy_exactly_their_commit_or_fail() {
     // `deployment_status` events, relabelled `deployment`.
     let id = github.add_deployment(REPO, &tip, "sandbox/feature-x");
     let mut status = deployment(id, &tip, "sandbox/feature-x");
-    status["deployment_status"] = json!({"id": 1, "state": "success", "environment": "sandbox/feature-x"});
+    status["deployment_status"] =
+        json!({"id": 1, "state": "success", "environment": "sandbox/feature-x"});
     let body = serde_json::to_vec(&status).unwrap();
     let (code, answer) = serve.deliver("deployment", "hs-relabelled", &body).await;
     assert_eq!(code, 400, "{answer}");
@@ -192,11 +201,17 @@ async fn hostile_serve_deployments_deploy_exactly_their_commit_or_fail() {
     let body = serde_json::to_vec(&deployment(stale, &other, "sandbox/feature-x")).unwrap();
     accepted(serve.deliver("deployment", "hs-not-tip", &body).await);
     let reason = failure_of(stale, &serve, github).await;
-    assert!(reason.contains(&other[..12]) || reason.contains(&other), "{reason}");
+    assert!(
+        reason.contains(&other[..12]) || reason.contains(&other),
+        "{reason}"
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!ns.exists().await, "a refused deployment made the sandbox");
-    assert!(!missing.exists().await, "a deployment of no branch made a sandbox");
+    assert!(
+        !missing.exists().await,
+        "a deployment of no branch made a sandbox"
+    );
     assert!(github.states_of(id).is_empty(), "{}", github.dump());
     assert!(
         !github.statuses().iter().any(|s| s.state == "success"),
@@ -222,8 +237,14 @@ async fn hostile_serve_status_pages_are_only_on_the_status_listener() {
         let answer = http.get(serve.url(path)).send().await.unwrap();
         let status = answer.status().as_u16();
         let text = answer.text().await.unwrap();
-        assert!(matches!(status, 404 | 405), "webhook listener {path}: {status} {text}");
-        assert!(!text.contains("sandbox_serve_") && !text.contains("sandboxes"), "{text}");
+        assert!(
+            matches!(status, 404 | 405),
+            "webhook listener {path}: {status} {text}"
+        );
+        assert!(
+            !text.contains("sandbox_serve_") && !text.contains("sandboxes"),
+            "{text}"
+        );
         let answer = http.get(serve.status_url(path)).send().await.unwrap();
         assert_eq!(answer.status().as_u16(), 401, "{path} without the token");
         let answer = http
@@ -241,5 +262,8 @@ async fn hostile_serve_status_pages_are_only_on_the_status_listener() {
             .unwrap();
         assert_eq!(answer.status().as_u16(), 200, "{path} with the token");
     }
-    assert!(!serve.log().contains(token), "the token is scrubbed from the log");
+    assert!(
+        !serve.log().contains(token),
+        "the token is scrubbed from the log"
+    );
 }
