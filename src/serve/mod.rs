@@ -210,11 +210,10 @@ pub(crate) async fn run(
         args.ttl,
         &args.env,
     )?;
-
-    // Whom the token acts as: only its comments are serve's to update (a GitHub App's
-    // installation token cannot ask GitHub, its bot's login is given instead).
-    let github = GitHub::new(&args.github_api_url, token.clone())?
-        .with_login(std::env::var("SANDBOX_GITHUB_LOGIN").ok());
+    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
+    // ask GitHub who it is: its bot's login is given).
+    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
+    let github = GitHub::new(&args.github_api_url, token.clone())?.with_login(login);
     let reporting = reporting(&args, token.is_some(), &github)?;
     let scope = scope::Scope::new(
         &config,
