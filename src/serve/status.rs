@@ -11,9 +11,11 @@
 //! not from this process's memory: every replica shows the same page, and a restart loses
 //! nothing. One listing serves every request for [`LISTING_TTL`] (the requests that arrive
 //! while it is made wait for it): a client polling the page cannot turn each GET into a LIST
-//! of every namespace. Branch names, errors and URLs are untrusted text (a branch is whatever its pusher
-//! named it): every one is HTML-escaped, a URL becomes a link only when it is http(s), and an
-//! error is scrubbed of every secret the service knows before it is shown.
+//! of every namespace.
+//!
+//! Branch names, errors and URLs are untrusted text (a branch is whatever its pusher named it):
+//! every one is HTML-escaped, a URL becomes a link only when it is http(s), and an error is
+//! scrubbed of every secret the service knows before it is shown.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
