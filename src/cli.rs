@@ -101,7 +101,7 @@ pub(crate) enum Command {
     /// Print the manual page, or write one per command into --dir (sandbox.1, sandbox-up.1, …).
     Man(ManArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
