@@ -101,7 +101,7 @@ pub(crate) enum Command {
     /// Print the manual page, or write one per command into --dir (sandbox.1, sandbox-up.1, …).
     Man(ManArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -433,9 +433,15 @@ pub(crate) enum ObjectsOutput {
 /// `SANDBOX_WEBHOOK_SECRET`, `SANDBOX_GITHUB_TOKEN`, `GITHUB_TOKEN` or `GH_TOKEN`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on (port 0: any free port; the bound address is logged).
+    /// Address to listen on for GitHub's webhooks and /healthz (port 0: any free port; the
+    /// bound address is logged).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub(crate) listen: std::net::SocketAddr,
+    /// Address of the status page, /api/sandboxes and /metrics: never the webhook's, which
+    /// faces the internet. Keep it internal (loopback, or the pod's port behind a
+    /// cluster-internal Service); $SANDBOX_STATUS_TOKEN also requires a bearer token.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub(crate) status_listen: std::net::SocketAddr,
     /// File holding the webhook secret (default: $SANDBOX_WEBHOOK_SECRET).
     #[arg(long, value_name = "PATH")]
     pub(crate) webhook_secret_file: Option<PathBuf>,

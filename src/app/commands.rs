@@ -460,6 +460,7 @@ pub(super) fn man(args: ManArgs) -> Result<()> {
 pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
     let settings = serve::ServeSettings {
         listen: args.listen,
+        status_listen: args.status_listen,
         webhook_secret_file: args.webhook_secret_file,
         concurrency: args.concurrency,
         max_body_bytes: args.max_body_bytes,

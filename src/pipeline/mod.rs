@@ -40,7 +40,7 @@ pub(crate) mod up;
 
 pub(crate) use self::down::{down, down_dry_run, DownOptions};
 pub(crate) use self::prepare::{prepare, Secrets};
-pub(crate) use self::settings::{Environment, Settings};
+pub(crate) use self::settings::{Environment, Pin, Settings};
 pub(crate) use self::up::{up, Interrupted, OnFailure, UpOptions};
 
 crate::error::hint_registry!(

@@ -438,6 +438,9 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
     )
     .await
     .with_context(|| format!("could not check out branch `{}`", settings.branch))?;
+    if let Some(pin) = &settings.pinned {
+        check_pin(pin, &settings.branch, &checkouts)?;
+    }
     for c in &checkouts {
         let note = if c.fell_back {
             format!(
@@ -455,6 +458,37 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
         ));
     }
     Ok(checkouts)
+}
+
+/// The pinned repository was checked out from the branch itself, at the pinned commit: what
+/// was asked for is exactly what is deployed, or nothing is.
+fn check_pin(pin: &super::Pin, branch: &str, checkouts: &[Checkout]) -> Result<()> {
+    let Some(c) = checkouts.iter().find(|c| c.repo == pin.repo) else {
+        anyhow::bail!(
+            "{} names a commit of repository `{}`, which no service of sandbox.yaml uses: nothing of it would be deployed",
+            pin.asked_by,
+            pin.repo
+        );
+    };
+    if c.fell_back {
+        anyhow::bail!(
+            "{} is for branch `{branch}`, which repository `{}` does not have (the sandbox would fall back to `{}`): only an existing branch is deployed",
+            pin.asked_by,
+            pin.repo,
+            c.branch
+        );
+    }
+    if c.sha != pin.sha {
+        anyhow::bail!(
+            "{} is for commit {}, but branch `{branch}` of repository `{}` is at {}: only the branch's tip can be deployed, and nothing else is deployed in its place (create the deployment again for {})",
+            pin.asked_by,
+            pin.sha,
+            pin.repo,
+            c.sha,
+            c.short_sha()
+        );
+    }
+    Ok(())
 }
 
 /// Stage 4 for one service's Handlebars templates: preflight, own and smoke.
@@ -512,5 +546,50 @@ fn redact_secret_object(m: &mut Manifest) {
                 *v = REDACTED.into();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkout(branch: &str, fell_back: bool, sha: &str) -> Checkout {
+        Checkout {
+            repo: "backend".into(),
+            url: "/srv/backend.git".into(),
+            requested_branch: "feat".into(),
+            branch: branch.into(),
+            fell_back,
+            sha: sha.into(),
+            dir: PathBuf::from("/tmp/none"),
+        }
+    }
+
+    #[test]
+    fn a_pinned_commit_is_exactly_what_is_deployed_or_nothing() {
+        let pin = super::super::Pin {
+            repo: "backend".into(),
+            sha: "a".repeat(40),
+            asked_by: "GitHub deployment 7 of o/backend".into(),
+        };
+        assert!(check_pin(&pin, "feat", &[checkout("feat", false, &"a".repeat(40))]).is_ok());
+        let moved = check_pin(&pin, "feat", &[checkout("feat", false, &"b".repeat(40))]);
+        let moved = moved.unwrap_err().to_string();
+        assert!(
+            moved.contains(&"a".repeat(40)) && moved.contains("is at bbbbbbb"),
+            "{moved}"
+        );
+        let missing = check_pin(&pin, "feat", &[checkout("main", true, &"a".repeat(40))]);
+        let missing = missing.unwrap_err().to_string();
+        assert!(
+            missing.contains("does not have") && missing.contains("fall back to `main`"),
+            "{missing}"
+        );
+        let unused = super::super::Pin {
+            repo: "data".into(),
+            ..pin
+        };
+        let unused = check_pin(&unused, "feat", &[checkout("feat", false, "a")]);
+        assert!(unused.unwrap_err().to_string().contains("no service"));
     }
 }

@@ -28,6 +28,19 @@ pub(crate) struct Settings {
     pub(crate) access: Option<Access>,
     /// Recorded as what made the sandbox, when this run makes it ([`record::MADE_BY_UP`]).
     pub(crate) made_by: &'static str,
+    /// A commit the branch must be at in one repository (a GitHub deployment names its
+    /// commit): checked right after the checkout, before anything is made.
+    pub(crate) pinned: Option<Pin>,
+}
+
+/// Repository `repo` (its name in sandbox.yaml) must be checked out from the branch itself (no
+/// fallback) at exactly commit `sha`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pin {
+    pub(crate) repo: String,
+    pub(crate) sha: String,
+    /// Who asked for it, for the error (e.g. `GitHub deployment 7`).
+    pub(crate) asked_by: String,
 }
 
 /// What comes from the machine rather than from the command: where the cache is, who is asking.
@@ -68,6 +81,7 @@ impl Settings {
             prs: Vec::new(),
             access: env.access.clone(),
             made_by: record::MADE_BY_UP,
+            pinned: None,
             config,
         })
     }

@@ -7,11 +7,12 @@ use anyhow::Context;
 
 use super::log::{log, scrub};
 use super::queue::PrRef;
+use super::scope::Scope;
 use super::worker::{Deployed, Deployer, Destroyed, Failure};
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
-use crate::pipeline::{self, Environment, OnFailure, Settings, UpOptions};
+use crate::pipeline::{self, Environment, OnFailure, Pin, Settings, UpOptions};
 use crate::progress::Reporter;
 use crate::record::{self, Lookup, PrNumber};
 
@@ -22,6 +23,24 @@ pub(crate) struct ClusterDeployer {
     pub(crate) ttl: Option<Duration>,
     pub(crate) on_failure: OnFailure,
     pub(crate) env: Environment,
+    /// The repositories' GitHub names, for a deployment's commit.
+    pub(crate) scope: Scope,
+}
+
+/// The commit a GitHub deployment asked for, when the newest work is a deployment's: `up`
+/// checks the branch is exactly there (and exists) before it makes anything. A deployment
+/// names a commit; deploying the branch's tip and reporting success on that commit would
+/// be a lie.
+pub(crate) fn pin_of(scope: &Scope, prs: &[PrRef]) -> Option<Pin> {
+    let newest = prs.last()?;
+    let id = newest.deployment.filter(|_| newest.number == 0)?;
+    Some(Pin {
+        repo: scope
+            .configured(&newest.repo)
+            .map_or_else(|| newest.repo.clone(), |c| c.name.clone()),
+        sha: newest.sha.clone(),
+        asked_by: format!("GitHub deployment {id} of {}", newest.repo),
+    })
 }
 
 impl ClusterDeployer {
@@ -79,6 +98,7 @@ impl Deployer for ClusterDeployer {
             if let Some(newest) = prs.last().filter(|p| !p.author.is_empty()) {
                 settings.owner = newest.author.clone();
             }
+            settings.pinned = pin_of(&self.scope, prs);
             // A deployment event's work (number 0) is no pull request's.
             settings.prs = prs
                 .iter()

@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::log::log;
 use super::queue::{Action, Executor, Job, PrRef, Queue, Work};
-use super::state::{self, Accepted, Claim, Desired, OpenDeployment, Store};
+use super::state::{self, Accepted, Claim, Delivered, Desired, OpenDeployment, Store};
 use super::worker::{Deployer, Journal, Outcome, Worker};
 
 /// How often every state is looked at, besides the watch.
@@ -54,7 +54,7 @@ pub(crate) trait Intake: Send + Sync + 'static {
     fn submit<'a>(
         &'a self,
         work: Work,
-        delivery: Option<&'a str>,
+        delivery: Option<&'a Delivered>,
     ) -> BoxFuture<'a, Result<Submitted>>;
     /// How many branches have work waiting or running here.
     fn busy(&self) -> usize;
@@ -67,7 +67,7 @@ impl<S: Store> Intake for Previews<S> {
     fn submit<'a>(
         &'a self,
         work: Work,
-        delivery: Option<&'a str>,
+        delivery: Option<&'a Delivered>,
     ) -> BoxFuture<'a, Result<Submitted>> {
         Previews::submit(self, work, delivery).boxed()
     }
@@ -190,7 +190,11 @@ impl<S: Store> Previews<S> {
 
     /// Record `work` (from `delivery`, if it came in one) as the preview's desired state. Once
     /// this returns `Ok`, the work is durable: some replica will do it.
-    pub(crate) async fn submit(&self, work: Work, delivery: Option<&str>) -> Result<Submitted> {
+    pub(crate) async fn submit(
+        &self,
+        work: Work,
+        delivery: Option<&Delivered>,
+    ) -> Result<Submitted> {
         let (accepted, written) = state::record(&*self.shared.store, &work, delivery).await?;
         if let Accepted::Kept { by } = &accepted {
             let others: Vec<String> = by

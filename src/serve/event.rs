@@ -34,6 +34,8 @@ pub(crate) struct PullRequestEvent {
     pub(crate) author: String,
     /// A draft pull request (with `--skip-drafts`, not previewed until it is ready).
     pub(crate) draft: bool,
+    /// When the pull request last changed, as this event says (orders replays).
+    pub(crate) updated_at: Option<String>,
 }
 
 /// A `deployment` event: GitHub made deployment `id` of `sha` to `environment`.
@@ -78,11 +80,76 @@ pub(crate) enum EventError {
         #[source]
         source: serde_json::Error,
     },
+    /// The body is another event's than the `X-GitHub-Event` header says (the header is not
+    /// signed; the body is).
+    #[error(
+        "the body is not a `{event}` event: it has `{key}`, which only a `{belongs}` event has"
+    )]
+    Mislabelled {
+        event: String,
+        key: &'static str,
+        belongs: &'static str,
+    },
+    #[error("the body is not a `{event}` event: its action is `{action}`, not `{expected}`")]
+    Action {
+        event: String,
+        action: String,
+        expected: &'static str,
+    },
 }
 
 impl Hint for EventError {
     fn hint(&self) -> Option<String> {
-        Some("the sender is not GitHub, or GitHub changed the payload: check the webhook's content type (application/json)".into())
+        Some(match self {
+            EventError::Mislabelled { .. } | EventError::Action { .. } => {
+                "the X-GitHub-Event header is not covered by the signature: a signed body sent under another event's name is refused".into()
+            }
+            _ => "the sender is not GitHub, or GitHub changed the payload: check the webhook's content type (application/json)".into(),
+        })
+    }
+}
+
+/// Top-level keys that only other events' bodies have, and the event each belongs to: a body
+/// with one of them is not the event its header claims.
+const FOREIGN_KEYS: [(&str, &str); 9] = [
+    ("deployment_status", "deployment_status"),
+    ("review", "pull_request_review"),
+    ("comment", "issue_comment or pull_request_review_comment"),
+    ("issue", "issues or issue_comment"),
+    ("thread", "pull_request_review_thread"),
+    ("check_run", "check_run"),
+    ("check_suite", "check_suite"),
+    ("workflow_job", "workflow_job"),
+    ("release", "release"),
+];
+
+/// Refuse a body that is not the `event` its header names: it must not have another event's
+/// keys (a `deployment_status` body has a `deployment` too, and must not pass as one).
+fn check_shape(event: &str, value: &serde_json::Value) -> Result<(), EventError> {
+    let other = match event {
+        "pull_request" => Some(("deployment", "deployment")),
+        "deployment" => Some(("pull_request", "pull_request")),
+        _ => return Ok(()),
+    };
+    let foreign = FOREIGN_KEYS
+        .iter()
+        .chain(other.iter())
+        .find(|(key, _)| value.get(key).is_some());
+    if let Some((key, belongs)) = foreign {
+        return Err(EventError::Mislabelled {
+            event: event.to_owned(),
+            key,
+            belongs,
+        });
+    }
+    // GitHub's `deployment` event has one action; anything else is another event's body.
+    match value.get("action").and_then(|a| a.as_str()) {
+        Some(action) if event == "deployment" && action != "created" => Err(EventError::Action {
+            event: event.to_owned(),
+            action: action.to_owned(),
+            expected: "created",
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -97,6 +164,8 @@ struct PullRequestPayload {
 #[derive(Deserialize)]
 struct PullRequest {
     head: Head,
+    #[serde(default)]
+    updated_at: Option<String>,
     user: Option<User>,
     #[serde(default)]
     draft: bool,
@@ -146,6 +215,7 @@ pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Incoming, EventError> {
         event: event.to_owned(),
         source,
     };
+    check_shape(event, &value)?;
     Ok(match event {
         "ping" => {
             let p: PingPayload = serde_json::from_value(value).map_err(shape)?;
@@ -162,6 +232,7 @@ pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Incoming, EventError> {
                 head_repo: p.pull_request.head.repo.map(|r| r.full_name),
                 author: p.pull_request.user.map(|u| u.login).unwrap_or_default(),
                 draft: p.pull_request.draft,
+                updated_at: p.pull_request.updated_at,
             })
         }
         "deployment" => {
@@ -271,6 +342,56 @@ mod tests {
         assert_eq!(d.sha.len(), 40);
         assert!(d.id > 0);
         assert_eq!(d.creator, "octocat");
+    }
+
+    #[test]
+    fn a_body_sent_under_another_events_name_is_refused() {
+        // A `deployment_status` body (it has a `deployment` too) relabelled `deployment`.
+        let mut status: serde_json::Value =
+            serde_json::from_slice(&fixture("deployment.json")).unwrap();
+        status["deployment_status"] = serde_json::json!({"state": "success", "id": 9});
+        let err = parse("deployment", status.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the body is not a `deployment` event: it has `deployment_status`, which only a `deployment_status` event has"
+        );
+        assert!(err.hint().unwrap().contains("not covered by the signature"));
+        // A pull request's body sent as a deployment, and the other way round.
+        let pr = fixture("pull_request.opened.json");
+        assert!(matches!(
+            parse("deployment", &pr),
+            Err(EventError::Mislabelled {
+                key: "pull_request",
+                ..
+            })
+        ));
+        let deployment = fixture("deployment.json");
+        assert!(matches!(
+            parse("pull_request", &deployment),
+            Err(EventError::Mislabelled {
+                key: "deployment",
+                ..
+            })
+        ));
+        // A review of a pull request (it has `pull_request` and `review`).
+        let mut review: serde_json::Value = serde_json::from_slice(&pr).unwrap();
+        review["review"] = serde_json::json!({"state": "approved"});
+        assert!(matches!(
+            parse("pull_request", review.to_string().as_bytes()),
+            Err(EventError::Mislabelled { key: "review", .. })
+        ));
+        let mut other_action: serde_json::Value = serde_json::from_slice(&deployment).unwrap();
+        other_action["action"] = "deleted".into();
+        assert!(matches!(
+            parse("deployment", other_action.to_string().as_bytes()),
+            Err(EventError::Action { .. })
+        ));
+        // GitHub's own bodies pass, with the time that orders them.
+        let Incoming::PullRequest(pr) = parse("pull_request", &pr).unwrap() else {
+            panic!()
+        };
+        assert_eq!(pr.updated_at.as_deref(), Some("2026-11-23T10:15:03Z"));
+        assert!(parse("deployment", &deployment).is_ok());
     }
 
     #[test]

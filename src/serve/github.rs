@@ -30,6 +30,9 @@ pub(crate) struct GitHub {
     /// The last answer to each listed page, by URL, with its `ETag`: asking again with
     /// `If-None-Match` costs a 304, which GitHub does not count against the rate limit.
     pages: Arc<Mutex<HashMap<String, CachedPage>>>,
+    /// The login the token acts as (`SANDBOX_GITHUB_LOGIN`, else `GET /user`, asked once):
+    /// only comments by it are the service's to update.
+    login: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// A listed page as GitHub last sent it.
@@ -205,7 +208,37 @@ impl GitHub {
             api,
             token,
             pages: Arc::default(),
+            login: Arc::default(),
         })
+    }
+
+    /// The same client, acting as `login` (a GitHub App's installation token cannot ask
+    /// `GET /user`: its comments are by `APP-NAME[bot]`).
+    pub(crate) fn with_login(self, login: Option<String>) -> GitHub {
+        if let Some(login) = login.filter(|l| !l.trim().is_empty()) {
+            let _ = self.login.set(login.trim().to_owned());
+        }
+        self
+    }
+
+    /// Who the token acts as: its comments are the service's own.
+    pub(crate) async fn own_login(&self) -> Result<&str> {
+        let login = self
+            .login
+            .get_or_try_init(|| async {
+                let answer = self
+                    .call(Method::GET, "user", &[], None, Idempotence::Idempotent)
+                    .await
+                    .context(
+                        "could not learn whom the GitHub token acts as (GET /user); with a GitHub App's token set SANDBOX_GITHUB_LOGIN to the app's bot login (e.g. `my-app[bot]`)",
+                    )?;
+                answer["login"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("GitHub's GET /user answer has no `login`")
+            })
+            .await?;
+        Ok(login.as_str())
     }
 
     /// The same client with another retry policy (tests make the backoff short).
@@ -554,8 +587,10 @@ impl GitHub {
     }
 
     /// Create the service's comment on the pull request, or update the one it made before
-    /// (found by [`COMMENT_MARKER`]). `body` should contain the marker.
+    /// (found by [`COMMENT_MARKER`] and written by [`GitHub::own_login`]: anyone can write the
+    /// marker, and someone else's comment is never edited). `body` should contain the marker.
     pub(crate) async fn upsert_comment(&self, repo: &str, number: u64, body: &str) -> Result<()> {
+        let own = self.own_login().await?;
         let mut existing = None;
         'pages: for page in 1..=10u32 {
             let page = page.to_string();
@@ -570,10 +605,7 @@ impl GitHub {
                 .await?;
             let list = answer.as_array().cloned().unwrap_or_default();
             for comment in &list {
-                if comment["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains(COMMENT_MARKER))
-                {
+                if is_own_comment(comment, own) {
                     existing = comment["id"].as_u64();
                     break 'pages;
                 }
@@ -606,6 +638,18 @@ impl GitHub {
         }
         Ok(())
     }
+}
+
+/// Whether `comment` (as GitHub lists it) is one the service wrote as `own`: by that login and
+/// with the marker.
+pub(crate) fn is_own_comment(comment: &serde_json::Value, own: &str) -> bool {
+    let by_us = comment["user"]["login"]
+        .as_str()
+        .is_some_and(|login| login.eq_ignore_ascii_case(own));
+    let marked = comment["body"]
+        .as_str()
+        .is_some_and(|b| b.contains(COMMENT_MARKER));
+    by_us && marked
 }
 
 /// Whom a call goes to: what differs between GitHub's calls and Slack's, once they are built.
@@ -910,6 +954,42 @@ mod tests {
             .filter(|c| c.method == method && c.path == path)
             .map(|c| c.status)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn only_a_comment_the_token_wrote_is_updated() {
+        let (fake, gh) = stand_in().await;
+        let marked = format!("{COMMENT_MARKER}\nlooks like serve's");
+        let theirs = fake.add_comment("o/r", 4, "mallory", &marked);
+        gh.upsert_comment("o/r", 4, &format!("{COMMENT_MARKER}\nfirst"))
+            .await
+            .unwrap();
+        let comments = fake.comments();
+        assert_eq!(comments.len(), 2, "its own, beside mallory's");
+        assert_eq!(comments[0].id, theirs);
+        assert_eq!(
+            (comments[0].edits, comments[0].body.as_str()),
+            (0, marked.as_str())
+        );
+        assert_eq!(
+            comments[1].author,
+            super::super::fake_github::DEFAULT_IDENTITY
+        );
+        gh.upsert_comment("o/r", 4, &format!("{COMMENT_MARKER}\nsecond"))
+            .await
+            .unwrap();
+        let comments = fake.comments();
+        assert_eq!(comments.len(), 2, "its own is updated");
+        assert!(comments[1].body.ends_with("second") && comments[1].edits == 1);
+        assert_eq!(comments[0].edits, 0);
+        // Asked once: the login is cached.
+        assert_eq!(answered(&fake, "GET", "/user"), [200]);
+        // A configured login (a GitHub App's bot) is not asked for.
+        let app = GitHub::new(&fake.url, Some("t".into()))
+            .unwrap()
+            .with_login(Some("my-app[bot]".into()));
+        assert_eq!(app.own_login().await.unwrap(), "my-app[bot]");
+        assert_eq!(answered(&fake, "GET", "/user").len(), 1);
     }
 
     #[tokio::test]

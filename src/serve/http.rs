@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service as _;
@@ -38,7 +39,7 @@ use super::metrics;
 use super::queue::{PrRef, Work};
 use super::scope::Scope;
 use super::signature;
-use super::state::Accepted;
+use super::state::{Accepted, Delivered};
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
 const REMEMBERED_DELIVERIES: usize = 4096;
@@ -157,6 +158,15 @@ impl Deliveries {
         true
     }
 
+    /// Remember a delivery's `id` and body `digest`; false (and nothing remembered) if either
+    /// was remembered already.
+    pub(crate) fn insert_both(&mut self, id: &str, digest: &str) -> bool {
+        if self.seen.contains(id) || self.seen.contains(digest) {
+            return false;
+        }
+        self.insert(id) && self.insert(digest)
+    }
+
     /// Forget `id` (its delivery was refused, so a redelivery must be processed).
     pub(crate) fn forget(&mut self, id: &str) {
         if self.seen.remove(id) {
@@ -223,6 +233,9 @@ struct Delivery {
     id: String,
     event: String,
     peer: SocketAddr,
+    /// `sha256:` and the hex SHA-256 of the body, once it is read: what a replay under a
+    /// fresh id is recognised by (the id is not signed, the body is).
+    digest: String,
 }
 
 impl Delivery {
@@ -287,17 +300,23 @@ async fn webhook(
             .unwrap_or("")
             .to_owned(),
         peer,
+        digest: String::new(),
     };
     let body = match checked_body(&state, &delivery, &headers, body) {
         Ok(body) => body,
         Err((status, reason)) => return delivery.refuse(status, reason),
     };
-    // Check and remember in one step, so two copies arriving at once are not both taken.
+    let delivery = Delivery {
+        digest: format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        ..delivery
+    };
+    // Check and remember in one step, so two copies arriving at once are not both taken; the
+    // body's digest too, so that a body replayed under a fresh id is not taken either.
     if !state
         .deliveries
         .lock()
         .expect("not poisoned")
-        .insert(&delivery.id)
+        .insert_both(&delivery.id, &delivery.digest)
     {
         metrics::delivery("duplicate");
         log!(
@@ -313,14 +332,19 @@ async fn webhook(
     }
     // A delivery that is refused from here on may be sent again and must then be taken.
     let forget = || {
-        state
-            .deliveries
-            .lock()
-            .expect("not poisoned")
-            .forget(&delivery.id);
+        let mut deliveries = state.deliveries.lock().expect("not poisoned");
+        deliveries.forget(&delivery.id);
+        deliveries.forget(&delivery.digest);
     };
     match work_of(&state.scope, &delivery, &body) {
-        Next::Queue(work) => queue(&state, &delivery, work, forget).await,
+        Next::Queue(work, updated_at) => {
+            let delivered = Delivered {
+                id: delivery.id.clone(),
+                digest: delivery.digest.clone(),
+                updated_at,
+            };
+            queue(&state, &delivery, work, &delivered, forget).await
+        }
         Next::Answered(response) => response,
         Next::Refused(status, reason) => {
             forget();
@@ -385,8 +409,8 @@ fn valid_delivery_id(id: &str) -> bool {
 
 /// What an event asks for.
 enum Next {
-    /// Work to queue.
-    Queue(Work),
+    /// Work to queue, and the pull request's `updated_at` in the body (orders replays).
+    Queue(Work, Option<String>),
     /// Answered without work: a ping, or an event that changes nothing.
     Answered(Response),
     /// Malformed: refused, and the delivery forgotten so that a fixed one is taken.
@@ -413,7 +437,7 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
         }
         Incoming::Deployment(deployment) => {
             return match scope.deployment(&deployment) {
-                Ok(work) => Next::Queue(work),
+                Ok(work) => Next::Queue(work, None),
                 Err(reason) => Next::Answered(delivery.ignore(reason)),
             }
         }
@@ -447,7 +471,8 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
         branch = pr.head_ref,
         sha = pr.head_sha,
     );
-    Next::Queue(Work {
+    let updated_at = pr.updated_at.clone();
+    let work = Work {
         branch: pr.head_ref,
         action,
         prs: vec![PrRef {
@@ -458,15 +483,22 @@ fn work_of(scope: &Scope, delivery: &Delivery, body: &[u8]) -> Next {
             deployment: None,
             delivery: delivery.id.clone(),
         }],
-    })
+    };
+    Next::Queue(work, updated_at)
 }
 
 /// Record the work and say so: 202 once it is recorded, 200 when it changes nothing, 503 with
 /// Retry-After when it could not be recorded (the cluster did not answer).
-async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl Fn()) -> Response {
+async fn queue(
+    state: &AppState,
+    delivery: &Delivery,
+    work: Work,
+    delivered: &Delivered,
+    forget: impl Fn(),
+) -> Response {
     let (branch, action) = (work.branch.clone(), work.action);
     let sha = work.prs.first().map(|p| p.sha.clone()).unwrap_or_default();
-    let submitted = match state.previews.submit(work, Some(&delivery.id)).await {
+    let submitted = match state.previews.submit(work, Some(delivered)).await {
         Ok(submitted) => submitted,
         Err(e) => {
             forget();
@@ -497,9 +529,21 @@ async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl F
     );
     metrics::delivery(match submitted.accepted {
         Accepted::Duplicate => "duplicate",
+        Accepted::Stale { .. } => "ignored",
         _ => "accepted",
     });
-    match submitted.accepted {
+    recorded(delivery, submitted.accepted, &branch, action, &sha)
+}
+
+/// The answer to a delivery whose work the state took as `accepted`.
+fn recorded(
+    delivery: &Delivery,
+    accepted: Accepted,
+    branch: &str,
+    action: super::queue::Action,
+    sha: &str,
+) -> Response {
+    match accepted {
         Accepted::Duplicate => {
             log!(
                 Info,
@@ -513,6 +557,22 @@ async fn queue(state: &AppState, delivery: &Delivery, work: Work, forget: impl F
             )
         }
         Accepted::Unchanged => answer(StatusCode::OK, json!({ "status": "unchanged" })),
+        Accepted::Stale { newer } => {
+            let reason = format!(
+                "the pull request changed since this event (at {newer}): a replayed or overtaken delivery changes nothing"
+            );
+            log!(
+                Warn,
+                "webhook.stale",
+                delivery = delivery.id,
+                branch = branch,
+                reason = reason
+            );
+            answer(
+                StatusCode::OK,
+                json!({ "status": "stale", "reason": reason }),
+            )
+        }
         Accepted::Kept { by } => {
             let others: Vec<String> = by
                 .iter()

@@ -70,6 +70,8 @@ use crate::pipeline::{Environment, OnFailure, Settings};
 /// `sandbox serve` as the command line and the environment configured it.
 pub(crate) struct ServeSettings {
     pub(crate) listen: SocketAddr,
+    /// Where the status page, `/api/sandboxes` and `/metrics` are served.
+    pub(crate) status_listen: SocketAddr,
     pub(crate) webhook_secret_file: Option<std::path::PathBuf>,
     pub(crate) concurrency: std::num::NonZeroUsize,
     pub(crate) max_body_bytes: usize,
@@ -106,8 +108,9 @@ pub(crate) struct Options {
     pub(crate) reporting: Reporting,
     pub(crate) shutdown_grace: Duration,
     pub(crate) scope: scope::Scope,
-    /// What `/`, `/api/sandboxes` and `/metrics` show.
+    /// What `/`, `/api/sandboxes` and `/metrics` show, and where (`None`: nowhere).
     pub(crate) status: status::StatusPage,
+    pub(crate) status_listener: Option<tokio::net::TcpListener>,
 }
 
 /// The webhook secret: from `--webhook-secret-file`, else `$SANDBOX_WEBHOOK_SECRET`.
@@ -207,8 +210,10 @@ pub(crate) async fn run(
         args.ttl,
         &args.env,
     )?;
-
-    let github = GitHub::new(&args.github_api_url, token.clone())?;
+    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
+    // ask GitHub who it is: its bot's login is given).
+    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
+    let github = GitHub::new(&args.github_api_url, token.clone())?.with_login(login);
     let reporting = reporting(&args, token.is_some(), &github)?;
     let scope = scope::Scope::new(
         &config,
@@ -217,7 +222,7 @@ pub(crate) async fn run(
         &args.environment_prefix,
     );
     log_scope(&scope);
-    let deployer = deployer(&config, &cluster, &args);
+    let deployer = deployer(&config, &cluster, &args, &scope);
     let connected = crate::kube::connect(&cluster)
         .await
         .context("serve keeps its previews' state in the cluster")?;
@@ -238,8 +243,10 @@ pub(crate) async fn run(
         slack = reporting.slack.is_some(),
         state_namespace = args.state_namespace,
     );
-    let status_page = status_page(&config, &cluster, &args.github_api_url);
-    let options = options(&args, secret, reporting, scope.clone(), status_page);
+    let (status_listener, status_token) = status_listener(args.status_listen).await?;
+    let status_page = status_page(&config, &cluster, &args.github_api_url, status_token);
+    let mut options = options(&args, secret, reporting, scope.clone(), status_page);
+    options.status_listener = Some(status_listener);
     prune::spawn(prune::PruneSchedule {
         cache_dir: args.env.cache_dir.clone(),
         cluster: cluster.clone(),
@@ -314,26 +321,63 @@ fn reporting(args: &ServeSettings, has_token: bool, github: &GitHub) -> Result<R
     })
 }
 
-/// The status page, read from the sandboxes' records in the cluster.
+/// The status pages' listener (never the webhook's) and the token they require, if any.
+async fn status_listener(addr: SocketAddr) -> Result<(tokio::net::TcpListener, Option<String>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on {addr} (--status-listen)"))?;
+    let token = status_token();
+    log!(
+        Info,
+        "status.listening",
+        addr = listener.local_addr()?,
+        token = token.is_some(),
+        paths = "/ /api/sandboxes /metrics",
+    );
+    Ok((listener, token))
+}
+
+/// `$SANDBOX_STATUS_TOKEN`, registered to be scrubbed: the bearer token the status pages
+/// require, when set.
+fn status_token() -> Option<String> {
+    let token = std::env::var("SANDBOX_STATUS_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())?;
+    log::add_secret(&token);
+    Some(token)
+}
+
+/// The status page, read from the sandboxes' records in the cluster (one listing every few
+/// seconds at most, whatever the number of requests).
 fn status_page(
     config: &Config,
     cluster: &ClusterOptions,
     github_api_url: &str,
+    token: Option<String>,
 ) -> status::StatusPage {
+    let listing = Arc::new(status::ClusterSandboxes {
+        cluster: cluster.clone(),
+        product: config.name.clone(),
+        connected: tokio::sync::OnceCell::new(),
+    });
     status::StatusPage {
         product: config.name.clone(),
         github_web: status::github_web_url(github_api_url),
-        sandboxes: Arc::new(status::ClusterSandboxes {
-            cluster: cluster.clone(),
-            product: config.name.clone(),
-            connected: tokio::sync::OnceCell::new(),
-        }),
+        sandboxes: Arc::new(status::CachedSandboxes::new(listing, status::LISTING_TTL)),
+        token,
     }
 }
 
 /// What runs `up` and `down` for the previews: the same pipeline as the CLI's.
-fn deployer(config: &Config, cluster: &ClusterOptions, args: &ServeSettings) -> ClusterDeployer {
+fn deployer(
+    config: &Config,
+    cluster: &ClusterOptions,
+    args: &ServeSettings,
+    scope: &scope::Scope,
+) -> ClusterDeployer {
     ClusterDeployer {
+        scope: scope.clone(),
         config: config.clone(),
         cluster: cluster.clone(),
         sets: args.sets.clone(),
@@ -364,6 +408,7 @@ fn options(
         shutdown_grace: args.shutdown_grace,
         scope,
         status,
+        status_listener: None,
     }
 }
 
@@ -389,8 +434,22 @@ pub(crate) async fn serve<D: Deployer, S: Store>(
     ));
     let driver = previews.drive();
     on_start(intake);
-    let router = http::router(state).merge(status::router(options.status));
-    http::serve_http(listener, router, options.limits, shutdown).await;
+    // The webhook's listener faces GitHub (the internet): it serves the webhook and /healthz
+    // only. The status pages are on their own listener, stopped with it.
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let status_server = options.status_listener.map(|listener| {
+        let router = status::router(options.status);
+        tokio::spawn(http::serve_http(
+            listener,
+            router,
+            options.limits,
+            shutdown.clone(),
+        ))
+    });
+    http::serve_http(listener, http::router(state), options.limits, shutdown).await;
+    if let Some(status_server) = status_server {
+        let _ = status_server.await;
+    }
     driver.abort();
     previews
         .queue()

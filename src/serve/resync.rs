@@ -272,15 +272,18 @@ pub(crate) fn plan(scope: &Scope, open: &OpenLists, sandboxes: &[SandboxRecord])
             plan.current.extend(pulls.iter().map(|p| (*p).clone()));
         }
     }
+    let now = jiff::Timestamp::now();
     for sandbox in sandboxes {
+        if sandbox.terminating || !made_by_serve(sandbox) || wanted.contains_key(&sandbox.branch) {
+            continue;
+        }
         // A preview that records no pull request (a `deployment` event's) has nothing GitHub
-        // could say is closed: it is left to its expiry, not deleted on a guess.
-        let no_pull_request = sandbox.prs.is_empty();
-        if sandbox.terminating
-            || !made_by_serve(sandbox)
-            || no_pull_request
-            || wanted.contains_key(&sandbox.branch)
-        {
+        // could say is closed: it lives until its expiry (each deployment renews it), then
+        // goes like any expired sandbox (`sandbox reap` deletes it too).
+        if sandbox.prs.is_empty() {
+            if sandbox.expired(now) {
+                plan.down.push(expired(sandbox));
+            }
             continue;
         }
         if let Some(candidate) = down_candidate(scope, open, sandbox) {
@@ -340,6 +343,20 @@ fn down_candidate(
         },
         confirm,
     })
+}
+
+/// An expired deployment's preview: it goes, whatever deployments asked for it (a Destroy that
+/// names nobody).
+fn expired(sandbox: &SandboxRecord) -> DownCandidate {
+    DownCandidate {
+        namespace: sandbox.namespace.clone(),
+        work: Work {
+            branch: sandbox.branch.clone(),
+            action: Action::Destroy,
+            prs: Vec::new(),
+        },
+        confirm: Vec::new(),
+    }
 }
 
 fn pr_ref(pull: &OpenPull) -> PrRef {
@@ -544,6 +561,20 @@ mod tests {
         ];
         let plan = plan(&scope(false), &open, &sandboxes);
         assert_eq!(plan.down.len(), 1, "{plan:?}");
+        // …until it has expired: then it goes, with no pull request to confirm.
+        let expired = SandboxRecord {
+            made_by: Some(record::MADE_BY_SERVE.into()),
+            expires_at: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)),
+            ..sandbox("deployed", &[], "d")
+        };
+        let by_hand = SandboxRecord {
+            expires_at: expired.expires_at,
+            ..sandbox("main", &[], "m")
+        };
+        let gone = super::plan(&scope(false), &open, &[expired, by_hand]);
+        assert_eq!(gone.down.len(), 1, "only serve's: {gone:?}");
+        assert_eq!(gone.down[0].work.branch, "deployed");
+        assert!(gone.down[0].work.prs.is_empty() && gone.down[0].confirm.is_empty());
         let down = &plan.down[0];
         assert_eq!(down.work.branch, "gone");
         assert_eq!(down.work.action, Action::Destroy);

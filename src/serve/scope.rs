@@ -247,6 +247,7 @@ mod tests {
             head_repo: Some(repo.into()),
             author: "octocat".into(),
             draft,
+            updated_at: None,
         }
     }
 

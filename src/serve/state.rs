@@ -63,6 +63,36 @@ pub(crate) enum Wanted {
     Down,
 }
 
+/// A webhook delivery, as the state remembers it.
+///
+/// Its id (`X-GitHub-Delivery`) is not signed, so a captured body replayed under a fresh id
+/// would pass as new: the SHA-256 of the body (which the signature covers) is remembered too,
+/// and the pull request's `updated_at` in it orders it against what the preview has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub(crate) id: String,
+    /// Hex SHA-256 of the body.
+    pub(crate) digest: String,
+    /// The pull request's `updated_at` in the body (RFC 3339), when it has one.
+    pub(crate) updated_at: Option<String>,
+}
+
+/// The newest `updated_at` of the deliveries taken for one pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seen {
+    pub(crate) repo: String,
+    pub(crate) number: u64,
+    pub(crate) updated_at: String,
+}
+
+/// Whether `a` is an earlier time than `b` (RFC 3339; as text when either does not parse).
+fn earlier(a: &str, b: &str) -> bool {
+    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => a < b,
+    }
+}
+
 /// A GitHub deployment made for a generation, not yet given its final status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OpenDeployment {
@@ -92,6 +122,14 @@ pub(crate) struct Desired {
     /// Recent delivery ids, oldest first.
     #[serde(default)]
     pub(crate) deliveries: Vec<String>,
+    /// The SHA-256 of recent deliveries' bodies, oldest first: a body replayed under a fresh
+    /// delivery id is still the same body.
+    #[serde(default)]
+    pub(crate) digests: Vec<String>,
+    /// Per pull request, the newest `updated_at` of the deliveries taken: a delivery older than
+    /// that is a replay (or arrived after a newer one) and changes nothing.
+    #[serde(default)]
+    pub(crate) seen: Vec<Seen>,
     /// GitHub deployments of attempts not finished.
     #[serde(default)]
     pub(crate) deployments: Vec<OpenDeployment>,
@@ -121,12 +159,56 @@ impl Desired {
         }
     }
 
-    fn remember(&mut self, delivery: Option<&str>) {
-        if let Some(id) = delivery {
-            self.deliveries.push(id.to_owned());
-            let extra = self.deliveries.len().saturating_sub(REMEMBERED_DELIVERIES);
-            self.deliveries.drain(..extra);
+    fn remember(&mut self, work: &Work, delivery: Option<&Delivered>) {
+        let Some(delivery) = delivery else {
+            return;
+        };
+        for (list, item) in [
+            (&mut self.deliveries, &delivery.id),
+            (&mut self.digests, &delivery.digest),
+        ] {
+            list.push(item.clone());
+            let extra = list.len().saturating_sub(REMEMBERED_DELIVERIES);
+            list.drain(..extra);
         }
+        let Some(at) = &delivery.updated_at else {
+            return;
+        };
+        for pr in work.prs.iter().filter(|p| p.number != 0) {
+            match self
+                .seen
+                .iter_mut()
+                .find(|s| s.repo == pr.repo && s.number == pr.number)
+            {
+                Some(seen) if earlier(&seen.updated_at, at) => seen.updated_at = at.clone(),
+                Some(_) => {}
+                None => self.seen.push(Seen {
+                    repo: pr.repo.clone(),
+                    number: pr.number,
+                    updated_at: at.clone(),
+                }),
+            }
+        }
+        let extra = self.seen.len().saturating_sub(REMEMBERED_DELIVERIES);
+        self.seen.drain(..extra);
+    }
+
+    /// Whether `delivery` was taken before: its id, or its body under another id.
+    fn taken(&self, delivery: &Delivered) -> bool {
+        self.deliveries.contains(&delivery.id) || self.digests.contains(&delivery.digest)
+    }
+
+    /// The newer `updated_at` already seen of a pull request `work` is for, when `delivery` is
+    /// older than that.
+    fn newer_seen(&self, work: &Work, delivery: &Delivered) -> Option<String> {
+        let at = delivery.updated_at.as_deref()?;
+        work.prs.iter().find_map(|pr| {
+            self.seen
+                .iter()
+                .find(|s| s.repo == pr.repo && s.number == pr.number && pr.number != 0)
+                .filter(|s| earlier(at, &s.updated_at))
+                .map(|s| s.updated_at.clone())
+        })
     }
 
     /// Record the outcome of an attempt at `generation`.
@@ -156,8 +238,12 @@ pub(crate) enum Accepted {
     Kept { by: Vec<PrRef> },
     /// Already what is wanted (e.g. a resync that found nothing new).
     Unchanged,
-    /// This delivery was recorded before (a retry, a redelivery, another replica).
+    /// This delivery was recorded before (a retry, a redelivery, another replica), or its body
+    /// was, under another delivery id (a replay).
     Duplicate,
+    /// The delivery is older than one already taken for its pull request (`newer`: that one's
+    /// `updated_at`): a replay, or a delivery overtaken by a newer one. Nothing changes.
+    Stale { newer: String },
 }
 
 /// The state after `work` (from `delivery`, if it came in one), and what that means. Pure: the
@@ -165,14 +251,19 @@ pub(crate) enum Accepted {
 pub(crate) fn accept(
     current: Option<&Desired>,
     work: &Work,
-    delivery: Option<&str>,
+    delivery: Option<&Delivered>,
 ) -> (Accepted, Option<Desired>) {
     let mut next = current.cloned().unwrap_or_else(|| Desired {
         branch: work.branch.clone(),
         ..Desired::default()
     });
-    if delivery.is_some_and(|id| next.deliveries.iter().any(|d| d == id)) {
-        return (Accepted::Duplicate, None);
+    if let Some(delivery) = delivery {
+        if next.taken(delivery) {
+            return (Accepted::Duplicate, None);
+        }
+        if let Some(newer) = next.newer_seen(work, delivery) {
+            return (Accepted::Stale { newer }, None);
+        }
     }
     let was_pending = current.is_some_and(Desired::pending);
     let wanted_before = current.map(|c| c.wanted);
@@ -186,8 +277,10 @@ pub(crate) fn accept(
             if wanted_before == Some(Wanted::Down) {
                 next.prs.clear(); // those were closed
             }
+            // A deployment event asks once, for its own commit: newer work is not its to report.
             let mut prs: Vec<PrRef> = std::mem::take(&mut next.prs)
                 .into_iter()
+                .filter(|o| o.deployment.is_none() || o.number != 0)
                 .filter(|o| !work.prs.iter().any(|n| n.same_pr(o)))
                 .collect();
             prs.extend(work.prs.iter().cloned());
@@ -197,11 +290,15 @@ pub(crate) fn accept(
         Action::Destroy => {
             let before = next.prs.len();
             next.prs.retain(|o| !work.prs.iter().any(|n| n.same_pr(o)));
+            if work.prs.is_empty() {
+                // The preview expired: the deployments that asked for it no longer keep it.
+                next.prs.retain(|o| o.number != 0);
+            }
             if !next.prs.is_empty() && wanted_before == Some(Wanted::Up) {
                 if next.prs.len() == before && delivery.is_none() {
                     return (Accepted::Unchanged, None); // a resync: not one of its PRs
                 }
-                next.remember(delivery);
+                next.remember(work, delivery);
                 return (
                     Accepted::Kept {
                         by: next.prs.clone(),
@@ -219,7 +316,7 @@ pub(crate) fn accept(
             next.wanted = Wanted::Down;
         }
     }
-    next.remember(delivery);
+    next.remember(work, delivery);
     next.generation += 1;
     next.attempts = 0;
     let accepted = Accepted::Pending {
@@ -297,7 +394,7 @@ pub(crate) async fn update<S: Store>(
 pub(crate) async fn record<S: Store>(
     store: &S,
     work: &Work,
-    delivery: Option<&str>,
+    delivery: Option<&Delivered>,
 ) -> Result<(Accepted, Option<Desired>)> {
     let mut accepted = Accepted::Unchanged;
     let written = update(store, &work.branch, |current| {
@@ -647,6 +744,15 @@ mod tests {
         }
     }
 
+    /// A delivery whose body is unique to its id.
+    fn d(id: &str) -> Delivered {
+        Delivered {
+            id: id.into(),
+            digest: format!("digest of {id}"),
+            updated_at: None,
+        }
+    }
+
     fn work(action: Action, prs: Vec<PrRef>) -> Work {
         Work {
             branch: "feat".into(),
@@ -658,7 +764,7 @@ mod tests {
     #[test]
     fn a_delivery_is_taken_once() {
         let open = work(Action::Deploy, vec![pr("o/b", 1, "s1")]);
-        let (accepted, state) = accept(None, &open, Some("d-1"));
+        let (accepted, state) = accept(None, &open, Some(&d("d-1")));
         assert_eq!(
             accepted,
             Accepted::Pending {
@@ -670,7 +776,7 @@ mod tests {
         assert!(state.pending());
         assert_eq!(state.deliveries, ["d-1"]);
         assert_eq!(
-            accept(Some(&state), &open, Some("d-1")),
+            accept(Some(&state), &open, Some(&d("d-1"))),
             (Accepted::Duplicate, None)
         );
         // Without a delivery (a resync): nothing new, nothing to do.
@@ -690,12 +796,12 @@ mod tests {
         let (_, s1) = accept(
             None,
             &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
-            Some("d-1"),
+            Some(&d("d-1")),
         );
         let (accepted, s2) = accept(
             s1.as_ref(),
             &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
-            Some("d-2"),
+            Some(&d("d-2")),
         );
         assert_eq!(
             accepted,
@@ -712,7 +818,7 @@ mod tests {
         let mut s3 = accept(
             Some(&s2),
             &work(Action::Deploy, vec![pr("o/f", 7, "f1")]),
-            Some("d-3"),
+            Some(&d("d-3")),
         )
         .1
         .unwrap();
@@ -727,11 +833,133 @@ mod tests {
     }
 
     #[test]
+    fn a_body_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
+        let open = work(Action::Deploy, vec![pr("o/b", 1, "s1")]);
+        let first = Delivered {
+            id: "d-1".into(),
+            digest: "body-1".into(),
+            updated_at: Some("2026-11-23T10:00:00Z".into()),
+        };
+        let (_, state) = accept(None, &open, Some(&first));
+        let state = state.unwrap();
+        assert_eq!(state.digests, ["body-1"]);
+        let replay = Delivered {
+            id: "fresh-id".into(),
+            ..first.clone()
+        };
+        assert_eq!(
+            accept(Some(&state), &open, Some(&replay)),
+            (Accepted::Duplicate, None)
+        );
+    }
+
+    #[test]
+    fn a_delivery_older_than_one_taken_for_its_pull_request_changes_nothing() {
+        let at = |id: &str, time: &str| Delivered {
+            id: id.into(),
+            digest: format!("body of {id}"),
+            updated_at: Some(time.into()),
+        };
+        let open = at("open", "2026-11-23T10:00:00Z");
+        let close = at("close", "2026-11-23T11:00:00Z");
+        let reopen = at("reopen", "2026-11-23T12:00:00Z");
+        let (_, s) = accept(
+            None,
+            &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
+            Some(&open),
+        );
+        let (_, s) = accept(
+            s.as_ref(),
+            &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
+            Some(&close),
+        );
+        let (_, s) = accept(
+            s.as_ref(),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
+            Some(&reopen),
+        );
+        let s = s.unwrap();
+        assert_eq!(s.wanted, Wanted::Up);
+        // The `closed` body again, under a new id and with its digest forgotten: older than the
+        // reopen, so the preview stays.
+        let mut forgetful = s.clone();
+        forgetful.digests.clear();
+        let replayed_close = Delivered {
+            id: "fresh".into(),
+            ..close.clone()
+        };
+        let (accepted, next) = accept(
+            Some(&forgetful),
+            &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
+            Some(&replayed_close),
+        );
+        assert_eq!(
+            accepted,
+            Accepted::Stale {
+                newer: "2026-11-23T12:00:00Z".into()
+            }
+        );
+        assert_eq!(next, None);
+        // An old push of the same pull request: no roll-back.
+        let (accepted, _) = accept(
+            Some(&forgetful),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
+            Some(&at("old-push", "2026-11-23T10:30:00Z")),
+        );
+        assert!(matches!(accepted, Accepted::Stale { .. }), "{accepted:?}");
+        // Another pull request's events are not ordered against this one's.
+        let (accepted, _) = accept(
+            Some(&forgetful),
+            &work(Action::Deploy, vec![pr("o/f", 7, "f1")]),
+            Some(&at("other", "2026-11-23T09:00:00Z")),
+        );
+        assert!(matches!(accepted, Accepted::Pending { .. }), "{accepted:?}");
+        // A delivery of the same second is taken (GitHub's times are whole seconds).
+        let (accepted, _) = accept(
+            Some(&forgetful),
+            &work(Action::Deploy, vec![pr("o/b", 1, "s3")]),
+            Some(&at("same-second", "2026-11-23T12:00:00Z")),
+        );
+        assert!(matches!(accepted, Accepted::Pending { .. }), "{accepted:?}");
+    }
+
+    #[test]
+    fn a_deployment_asks_once_and_an_expiry_takes_only_deployments_previews() {
+        let deployment = PrRef {
+            deployment: Some(77),
+            ..pr("o/b", 0, "s1")
+        };
+        let (_, s) = accept(
+            None,
+            &work(Action::Deploy, vec![deployment.clone()]),
+            Some(&d("d-1")),
+        );
+        let mut s = s.unwrap();
+        s.finish(1, None);
+        // The expiry (a resync's Destroy naming nobody) takes a deployment's preview down.
+        let (accepted, down) = accept(Some(&s), &work(Action::Destroy, vec![]), None);
+        assert!(matches!(accepted, Accepted::Pending { .. }), "{accepted:?}");
+        assert_eq!(down.unwrap().wanted, Wanted::Down);
+        // A push to a pull request of the branch: the deployment is not reported on again.
+        let (_, up) = accept(
+            Some(&s),
+            &work(Action::Deploy, vec![pr("o/b", 3, "s2")]),
+            Some(&d("d-2")),
+        );
+        let mut up = up.unwrap();
+        assert_eq!(up.prs, [pr("o/b", 3, "s2")]);
+        up.finish(2, None);
+        // …and an expiry leaves a preview a pull request uses.
+        let (accepted, _) = accept(Some(&up), &work(Action::Destroy, vec![]), None);
+        assert_eq!(accepted, Accepted::Unchanged);
+    }
+
+    #[test]
     fn the_deliveries_remembered_are_bounded() {
         let mut state: Option<Desired> = None;
         for i in 0..(REMEMBERED_DELIVERIES + 10) {
             let w = work(Action::Deploy, vec![pr("o/b", 1, &format!("s{i}"))]);
-            state = accept(state.as_ref(), &w, Some(&format!("d-{i}"))).1;
+            state = accept(state.as_ref(), &w, Some(&d(&format!("d-{i}")))).1;
         }
         let state = state.unwrap();
         assert_eq!(state.deliveries.len(), REMEMBERED_DELIVERIES);
@@ -743,19 +971,19 @@ mod tests {
         let (_, s) = accept(
             None,
             &work(Action::Deploy, vec![pr("o/b", 1, "s1")]),
-            Some("d-1"),
+            Some(&d("d-1")),
         );
         let (_, s) = accept(
             s.as_ref(),
             &work(Action::Deploy, vec![pr("o/f", 7, "f1")]),
-            Some("d-2"),
+            Some(&d("d-2")),
         );
         let mut s = s.unwrap();
         s.finish(2, None);
         let (accepted, kept) = accept(
             Some(&s),
             &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
-            Some("d-3"),
+            Some(&d("d-3")),
         );
         assert_eq!(
             accepted,
@@ -769,7 +997,7 @@ mod tests {
         let (accepted, down) = accept(
             Some(&kept),
             &work(Action::Destroy, vec![pr("o/f", 7, "f1")]),
-            Some("d-4"),
+            Some(&d("d-4")),
         );
         assert!(matches!(accepted, Accepted::Pending { generation: 3, .. }));
         let down = down.unwrap();
@@ -779,7 +1007,7 @@ mod tests {
         let (_, up) = accept(
             Some(&down),
             &work(Action::Deploy, vec![pr("o/f", 7, "f2")]),
-            Some("d-5"),
+            Some(&d("d-5")),
         );
         let up = up.unwrap();
         assert_eq!((up.wanted, up.prs), (Wanted::Up, vec![pr("o/f", 7, "f2")]));
@@ -798,8 +1026,12 @@ mod tests {
                     prs: vec![pr("o/b", i, "s")],
                 };
                 // Every delivery twice, as two replicas would get it.
-                let a = record(&*store, &w, Some(&format!("d-{i}"))).await.unwrap();
-                let b = record(&*store, &w, Some(&format!("d-{i}"))).await.unwrap();
+                let a = record(&*store, &w, Some(&d(&format!("d-{i}"))))
+                    .await
+                    .unwrap();
+                let b = record(&*store, &w, Some(&d(&format!("d-{i}"))))
+                    .await
+                    .unwrap();
                 (a.0, b.0)
             }));
         }
@@ -820,7 +1052,7 @@ mod tests {
         let (_, s) = accept(
             None,
             &work(Action::Destroy, vec![pr("o/b", 1, "s1")]),
-            Some("d-1"),
+            Some(&d("d-1")),
         );
         let mut s = s.unwrap();
         let now = jiff::Timestamp::now();
@@ -831,7 +1063,7 @@ mod tests {
         let (_, up) = accept(
             Some(&s),
             &work(Action::Deploy, vec![pr("o/b", 1, "s2")]),
-            Some("d-2"),
+            Some(&d("d-2")),
         );
         let mut up = up.unwrap();
         up.finish(2, None);

@@ -1,17 +1,29 @@
 //! What the service shows people and scrapers: the status page `GET /` (plain server-rendered
 //! HTML, no JavaScript), the same as JSON at `GET /api/sandboxes`, and `GET /metrics`.
 //!
+//! They are served on their own listener (`--status-listen`, loopback by default; in the
+//! cluster the pod's port 9090, reached through a cluster-internal Service that a
+//! NetworkPolicy opens to the monitoring namespace only), never on the webhook's, which faces
+//! GitHub and the internet; with `SANDBOX_STATUS_TOKEN` set, each request must also carry
+//! `Authorization: Bearer TOKEN`.
+//!
 //! The rows come from the sandboxes' records in the cluster (their namespaces' annotations),
 //! not from this process's memory: every replica shows the same page, and a restart loses
-//! nothing. Branch names, errors and URLs are untrusted text (a branch is whatever its pusher
-//! named it): every one is HTML-escaped, a URL becomes a link only when it is http(s), and an
-//! error is scrubbed of every secret the service knows before it is shown.
+//! nothing. One listing serves every request for [`LISTING_TTL`] (the requests that arrive
+//! while it is made wait for it): a client polling the page cannot turn each GET into a LIST
+//! of every namespace.
+//!
+//! Branch names, errors and URLs are untrusted text (a branch is whatever its pusher named it):
+//! every one is HTML-escaped, a URL becomes a link only when it is http(s), and an error is
+//! scrubbed of every secret the service knows before it is shown.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -49,6 +61,44 @@ impl Sandboxes for ClusterSandboxes {
     }
 }
 
+/// How long one listing of the sandboxes serves the pages.
+pub(crate) const LISTING_TTL: Duration = Duration::from_secs(5);
+
+/// `inner`'s listing, made at most once per [`LISTING_TTL`] and shared by every request (those
+/// that come while it is made wait for it). A failed listing is not kept.
+pub(crate) struct CachedSandboxes {
+    pub(crate) inner: Arc<dyn Sandboxes>,
+    pub(crate) ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Vec<SandboxRecord>)>>,
+}
+
+impl CachedSandboxes {
+    pub(crate) fn new(inner: Arc<dyn Sandboxes>, ttl: Duration) -> CachedSandboxes {
+        CachedSandboxes {
+            inner,
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Sandboxes for CachedSandboxes {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<SandboxRecord>>> {
+        Box::pin(async move {
+            // Held while listing: concurrent requests share the one listing.
+            let mut last = self.last.lock().await;
+            if let Some((at, records)) = last.as_ref() {
+                if at.elapsed() < self.ttl {
+                    return Ok(records.clone());
+                }
+            }
+            let records = self.inner.list().await?;
+            *last = Some((Instant::now(), records.clone()));
+            Ok(records)
+        })
+    }
+}
+
 /// What the pages need.
 #[derive(Clone)]
 pub(crate) struct StatusPage {
@@ -57,6 +107,8 @@ pub(crate) struct StatusPage {
     /// GitHub's web address (pull requests link there), e.g. https://github.com.
     pub(crate) github_web: String,
     pub(crate) sandboxes: Arc<dyn Sandboxes>,
+    /// When set (`SANDBOX_STATUS_TOKEN`), every request must carry it as a bearer token.
+    pub(crate) token: Option<String>,
 }
 
 /// GitHub's web address for its API's: `https://api.github.com` → `https://github.com`,
@@ -73,11 +125,49 @@ pub(crate) fn github_web_url(api_url: &str) -> String {
 }
 
 pub(crate) fn router(page: StatusPage) -> Router {
+    let token = page.token.clone();
     Router::new()
         .route("/", get(html_page))
         .route("/api/sandboxes", get(json_page))
         .route("/metrics", get(metrics_page))
         .with_state(page)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let refused = unauthorized(token.as_deref(), request.headers());
+                async move {
+                    match refused {
+                        Some(refused) => refused,
+                        None => next.run(request).await,
+                    }
+                }
+            },
+        ))
+}
+
+/// The 401 for a request without the status token, when one is required.
+fn unauthorized(token: Option<&str>, headers: &HeaderMap) -> Option<Response> {
+    use subtle::ConstantTimeEq;
+    let token = token?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return None;
+    }
+    let mut refused = (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({
+            "error": "the status pages need `Authorization: Bearer TOKEN` (SANDBOX_STATUS_TOKEN)"
+        })),
+    )
+        .into_response();
+    refused.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(refused)
 }
 
 /// One pull request a sandbox previews.
@@ -412,7 +502,72 @@ mod tests {
             product: "shop<&>".into(),
             github_web: "https://github.com".into(),
             sandboxes: Arc::new(Fixed(records)),
+            token: None,
         }
+    }
+
+    #[tokio::test]
+    async fn with_a_token_every_page_wants_it() {
+        let now = jiff::Timestamp::now();
+        let page = StatusPage {
+            token: Some("status-token-1".into()),
+            ..page(vec![record(now)])
+        };
+        for path in ["/", "/api/sandboxes", "/metrics"] {
+            let (status, _, body) = get(page.clone(), path).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(!body.contains("sb-feature-x"), "{body}");
+            for wrong in ["Bearer status-token-2", "status-token-1", "Bearer "] {
+                let request = axum::http::Request::get(path)
+                    .header(header::AUTHORIZATION, wrong)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let response = router(page.clone()).oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{wrong}");
+            }
+            let request = axum::http::Request::get(path)
+                .header(header::AUTHORIZATION, "Bearer status-token-1")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router(page.clone()).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
+
+    /// Counts its listings.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Sandboxes for Counting {
+        fn list(&self) -> BoxFuture<'_, Result<Vec<SandboxRecord>>> {
+            Box::pin(async move {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(vec![record(jiff::Timestamp::now())])
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn one_listing_serves_every_request_for_a_while() {
+        let counting = Arc::new(Counting(Default::default()));
+        let cached = Arc::new(CachedSandboxes::new(
+            counting.clone(),
+            Duration::from_millis(300),
+        ));
+        let page = StatusPage {
+            sandboxes: cached,
+            ..page(Vec::new())
+        };
+        let gets = (0..20).map(|_| get(page.clone(), "/api/sandboxes"));
+        for (status, _, body) in futures::future::join_all(gets).await {
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.contains("sb-feature-x"), "{body}");
+        }
+        let listings = || counting.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(listings(), 1, "twenty requests at once, one listing");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        get(page.clone(), "/metrics").await;
+        assert_eq!(listings(), 2, "listed again once it is old");
     }
 
     async fn get(page: StatusPage, path: &str) -> (StatusCode, String, String) {

@@ -120,6 +120,8 @@ impl FakeDeployer {
 
 struct Harness {
     base: String,
+    /// The status pages' listener.
+    status_base: String,
     github: Arc<FakeGitHub>,
     store: Arc<MemoryStore>,
     deployer: FakeDeployer,
@@ -188,6 +190,8 @@ impl Harness {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let status_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status_base = format!("http://{}", status_listener.local_addr().unwrap());
         let options = Options {
             secret: SECRET.as_bytes().to_vec(),
             concurrency: 2,
@@ -212,7 +216,9 @@ impl Harness {
                 product: "unit".into(),
                 github_web: "https://github.example".into(),
                 sandboxes: Arc::new(deployer.clone()),
+                token: None,
             },
+            status_listener: Some(status_listener),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (queue_tx, queue_rx) = tokio::sync::oneshot::channel();
@@ -230,6 +236,7 @@ impl Harness {
         ));
         Harness {
             base,
+            status_base,
             github,
             store,
             deployer,
@@ -465,7 +472,7 @@ async fn ping_other_events_and_other_actions_are_acknowledged() {
 }
 
 #[tokio::test]
-async fn the_status_page_metrics_and_webhook_share_the_port() {
+async fn the_status_page_and_metrics_are_on_their_own_listener_not_the_webhooks() {
     let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
     let opened = pull_request("opened", "page-x", SHA1);
     // The webhook on `/` (as before the page) still takes deliveries.
@@ -475,7 +482,27 @@ async fn the_status_page_metrics_and_webhook_share_the_port() {
     assert_eq!(status, StatusCode::OK, "a duplicate");
     h.queue.idle().await;
 
-    let page = h.http.get(format!("{}/", h.base)).send().await.unwrap();
+    // The webhook's listener (exposed to GitHub) shows none of them.
+    for path in ["/", "/api/sandboxes", "/metrics"] {
+        let answer = h
+            .http
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer.status().as_u16(), 404 | 405),
+            "{path}: {}",
+            answer.status()
+        );
+        assert!(!answer.text().await.unwrap().contains("page-x"), "{path}");
+    }
+    let page = h
+        .http
+        .get(format!("{}/", h.status_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<td class="branch">page-x</td>"#), "{html}");
@@ -484,7 +511,7 @@ async fn the_status_page_metrics_and_webhook_share_the_port() {
 
     let json: Value = h
         .http
-        .get(format!("{}/api/sandboxes", h.base))
+        .get(format!("{}/api/sandboxes", h.status_base))
         .send()
         .await
         .unwrap()
@@ -497,7 +524,7 @@ async fn the_status_page_metrics_and_webhook_share_the_port() {
     // The metrics are the process's: other tests count too, so only presence is certain.
     let text = h
         .http
-        .get(format!("{}/metrics", h.base))
+        .get(format!("{}/metrics", h.status_base))
         .send()
         .await
         .unwrap()

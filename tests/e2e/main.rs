@@ -13,6 +13,7 @@ mod cache;
 mod charts;
 mod cluster;
 mod hostile_pods;
+mod hostile_serve;
 mod images;
 mod isolation;
 mod lifecycle;

@@ -339,7 +339,7 @@ fn row_of<'d>(dom: &'d str, ns: &str) -> &'d str {
 
 /// Sandbox `ns` as serve's `/api/sandboxes` lists it.
 async fn listed_sandbox(serve: &Serve, ns: &str) -> Value {
-    let api: Value = reqwest::get(serve.url("/api/sandboxes"))
+    let api: Value = reqwest::get(serve.status_url("/api/sandboxes"))
         .await
         .unwrap()
         .json()
@@ -375,7 +375,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
         .expect("the URL on the success status");
 
     // The page, as a browser renders it: the sandbox's row, its pull request and URL as links.
-    let dom = chromium_dom(&serve.url("/"));
+    let dom = chromium_dom(&serve.status_url("/"));
     let row = row_of(&dom, &ns.name);
     let pr_link = format!(
         r#"<a class="pr" href="{}/{REPO}/pull/42">{REPO}#42</a>"#,
@@ -412,7 +412,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
     assert_eq!(backend["sha"], sha.as_str());
     assert_eq!(sandbox["last_error"], Value::Null);
 
-    let metrics = reqwest::get(serve.url("/metrics"))
+    let metrics = reqwest::get(serve.status_url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -470,6 +470,8 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
         "failure",
     )
     .await;
+    // The pages share one listing for 5 s: the error shows once it is newer.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let sandbox = listed_sandbox(&serve, &ns.name).await;
     let last_error = sandbox["last_error"]
         .as_str()
@@ -479,7 +481,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
         sandbox["status"], "ready",
         "the previous revision still runs"
     );
-    let dom = chromium_dom(&serve.url("/"));
+    let dom = chromium_dom(&serve.status_url("/"));
     let row = row_of(&dom, &ns.name);
     assert!(row.contains(r#"<div class="error">"#), "{row}");
     assert!(!row.contains("<b>"), "the error is text, not markup: {row}");

@@ -55,6 +55,11 @@ impl ServeFixture {
         Serve::start(&self.product, &self.github, &self.state.name, extra)
     }
 
+    /// [`ServeFixture::serve`] with more environment variables.
+    pub(crate) fn serve_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_with_env(&self.product, &self.github, &self.state.name, extra, env)
+    }
+
     /// The backend's `feature-x` commit: the head of the fixtures' pull request.
     pub(crate) fn head(&self) -> String {
         self.product.sha("backend", "feature-x")
@@ -64,7 +69,10 @@ impl ServeFixture {
 /// `sandbox serve` as a child process; its stderr (the structured log) is collected.
 pub(crate) struct Serve {
     pub(crate) child: Child,
+    /// The webhook's listener.
     pub(crate) addr: String,
+    /// The status page's, /api/sandboxes' and /metrics' listener.
+    pub(crate) status_addr: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -75,6 +83,17 @@ impl Serve {
         github: &FakeGitHub,
         state: &str,
         extra: &[&str],
+    ) -> Serve {
+        Serve::start_with_env(product, github, state, extra, &[])
+    }
+
+    /// [`Serve::start`] with more environment variables.
+    pub(crate) fn start_with_env(
+        product: &Product,
+        github: &FakeGitHub,
+        state: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Serve {
         let mut cmd = product.sandbox(&[
             "serve",
@@ -89,11 +108,15 @@ impl Serve {
         if !extra.contains(&"--shutdown-grace") {
             cmd.args(["--shutdown-grace", "20s"]);
         }
+        if !extra.contains(&"--status-listen") {
+            cmd.args(["--status-listen", "127.0.0.1:0"]);
+        }
         cmd.args(extra)
             .env("SANDBOX_WEBHOOK_SECRET", SECRET)
             .env("GITHUB_TOKEN", TOKEN)
             .env_remove("SANDBOX_GITHUB_TOKEN")
             .env("SANDBOX_SLACK_WEBHOOK_URL", github.slack_url())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -102,17 +125,26 @@ impl Serve {
             .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let listening = collect_log(&mut child, log.clone());
-        let addr = match listening.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "`sandbox serve` did not start listening:\n{}",
-                    log.lock().unwrap()
-                );
+        let (mut addr, mut status_addr) = (None, None);
+        while addr.is_none() || status_addr.is_none() {
+            match listening.recv_timeout(Duration::from_secs(30)) {
+                Ok((event, at)) if event == "listening" => addr = Some(at),
+                Ok((_, at)) => status_addr = Some(at),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "`sandbox serve` did not start listening:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
             }
-        };
-        Serve { child, addr, log }
+        }
+        Serve {
+            child,
+            addr: addr.unwrap(),
+            status_addr: status_addr.unwrap(),
+            log,
+        }
     }
 
     pub(crate) fn log(&self) -> String {
@@ -136,8 +168,14 @@ impl Serve {
         self.child.wait().unwrap();
     }
 
+    /// `path` on the webhook's listener.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the status listener (the status page, /api/sandboxes, /metrics).
+    pub(crate) fn status_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.status_addr)
     }
 
     /// SIGTERM, then wait for the exit.
@@ -182,25 +220,27 @@ impl Drop for Serve {
     }
 }
 
-/// Collect the child's stderr into `log`, from a thread; the answer is the address its
-/// `listening` line names (in the text or the JSON log format).
-fn collect_log(child: &mut Child, log: Arc<Mutex<String>>) -> mpsc::Receiver<String> {
+/// Collect the child's stderr into `log`, from a thread; the answers are the event and address
+/// of its `listening` and `status.listening` lines (in the text or the JSON log format).
+fn collect_log(child: &mut Child, log: Arc<Mutex<String>>) -> mpsc::Receiver<(String, String)> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if line.contains("event=listening") {
-                if let Some(addr) = field(&line, "addr") {
-                    let _ = tx.send(addr);
+            for event in ["listening", "status.listening"] {
+                if line.contains(&format!("event={event} ")) {
+                    if let Some(addr) = field(&line, "addr") {
+                        let _ = tx.send((event.to_owned(), addr));
+                    }
                 }
             }
-            // The same line with `--log-format json`.
+            // The same lines with `--log-format json`.
             if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                if let (Some("listening"), Some(addr)) =
+                if let (Some(event @ ("listening" | "status.listening")), Some(addr)) =
                     (json["event"].as_str(), json["addr"].as_str())
                 {
-                    let _ = tx.send(addr.to_owned());
+                    let _ = tx.send((event.to_owned(), addr.to_owned()));
                 }
             }
             log.lock().unwrap().push_str(&line);

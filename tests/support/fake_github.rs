@@ -92,7 +92,12 @@ pub(crate) struct FakeComment {
     pub(crate) issue: u64,
     pub(crate) body: String,
     pub(crate) edits: usize,
+    /// Who wrote it (the token's identity, for comments made through the API).
+    pub(crate) author: String,
 }
+
+/// Whom every token acts as, unless [`FakeGitHub::set_identity`] says otherwise.
+pub(crate) const DEFAULT_IDENTITY: &str = "sandbox-bot";
 
 #[derive(Default)]
 struct Recorded {
@@ -109,6 +114,8 @@ struct Recorded {
     canned: HashMap<(String, String), Vec<Canned>>,
     /// `http://127.0.0.1:PORT`, for Link headers.
     base: String,
+    /// The login the token acts as (`GET /user`, and the author of the comments it writes).
+    identity: String,
 }
 
 pub(crate) struct FakeGitHub {
@@ -135,6 +142,7 @@ impl FakeGitHub {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         state.lock().unwrap().base = url.clone();
+        state.lock().unwrap().identity = DEFAULT_IDENTITY.to_owned();
         let shared = state.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -214,6 +222,27 @@ impl FakeGitHub {
             sha: sha.to_owned(),
             environment: environment.to_owned(),
             body: json!({"ref": sha, "environment": environment}),
+        });
+        id
+    }
+
+    /// The token acts as `login` from now on.
+    pub(crate) fn set_identity(&self, login: &str) {
+        self.state.lock().unwrap().identity = login.to_owned();
+    }
+
+    /// A comment `author` wrote on issue (pull request) `issue` of `repo`; its id.
+    pub(crate) fn add_comment(&self, repo: &str, issue: u64, author: &str, body: &str) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = s.next_id;
+        s.comments.push(FakeComment {
+            id,
+            repo: repo.to_owned(),
+            issue,
+            body: body.to_owned(),
+            edits: 0,
+            author: author.to_owned(),
         });
         id
     }
@@ -410,6 +439,9 @@ fn answer(
             .push(body["text"].as_str().unwrap_or_default().to_owned());
         return (StatusCode::OK, "ok").into_response();
     }
+    if method == Method::GET && segments.as_slice() == ["user"] {
+        return Json(json!({"login": s.identity, "type": "User"})).into_response();
+    }
     let ["repos", owner, name, rest @ ..] = segments.as_slice() else {
         return not_found();
     };
@@ -519,7 +551,7 @@ fn answer(
                 .comments
                 .iter()
                 .filter(|c| c.repo == repo && c.issue == number)
-                .map(|c| json!({"id": c.id, "body": c.body}))
+                .map(|c| json!({"id": c.id, "body": c.body, "user": {"login": c.author}}))
                 .collect();
             Json(Value::Array(list)).into_response()
         }
@@ -532,6 +564,7 @@ fn answer(
                 issue: number.parse().unwrap_or(0),
                 body: body["body"].as_str().unwrap_or_default().to_owned(),
                 edits: 0,
+                author: s.identity.clone(),
             });
             created(json!({"id": id}))
         }
