@@ -101,7 +101,7 @@ fn symlinks_inside_the_commit_reach_helm_as_regular_files() {
         symlink("../shared", dir.join("web/linked")).unwrap();
         std::fs::write(
             dir.join("web/templates/links.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: links\ndata:\n  a: {{ .Files.Get \"a\" | quote }}\n  conf: {{ .Files.Get \"linked/conf.txt\" | quote }}\n  listed: {{ keys (.Files.Glob \"linked/*\") | sortAlpha | join \",\" | quote }}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: links\ndata:\n  a: {{ .Files.Get \"a\" | quote }}\n  conf: {{ .Files.Get \"linked/conf.txt\" | quote }}\n  listed: \"{{ range $path, $_ := .Files.Glob \"linked/*\" }}{{ $path }};{{ end }}\"\n",
         )
         .unwrap();
     });
@@ -116,7 +116,7 @@ fn symlinks_inside_the_commit_reach_helm_as_regular_files() {
         .expect("the links ConfigMap is rendered");
     assert_eq!(links["data"]["a"], "copied through two links");
     assert_eq!(links["data"]["conf"], "from a linked directory");
-    assert_eq!(links["data"]["listed"], "linked/conf.txt");
+    assert_eq!(links["data"]["listed"], "linked/conf.txt;");
 
     // What helm was given: the exported tree, with no symlink left in it.
     let tree = walk(&cached_trees(&product));
