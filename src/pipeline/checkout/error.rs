@@ -11,7 +11,7 @@ use git2::{ErrorClass, ErrorCode};
 use super::credentials::{
     AuthState, GH_TOKEN_ENV, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT, TOKEN_ENV,
 };
-use super::tree_plan::{Cap, LinkProblem, MAX_LINKS};
+use super::tree_plan::{Cap, LinkError, LinkProblem, MAX_LINKS};
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
@@ -138,8 +138,10 @@ pub(crate) enum CheckoutError {
     /// A symlink of the commit leads out of its tree, to nothing, or into a loop: the exported
     /// tree holds no symlinks, each is copied from what it leads to in the commit or refused.
     #[error(
-        "symlink `{path}` in repository `{repo}` ({url}) at {sha} leads {problem}: {}",
-        chain_text(.chain)
+        "symlink `{}` in repository `{repo}` ({url}) at {sha} leads {}: {}",
+        .link.path,
+        .link.problem,
+        chain_text(&.link.chain)
     )]
     Symlink {
         /// [`RepoSpec::name`].
@@ -148,13 +150,8 @@ pub(crate) enum CheckoutError {
         url: String,
         /// The commit.
         sha: String,
-        /// The link's path in the commit.
-        path: String,
-        /// Its target, as committed.
-        target: String,
-        /// Each link followed (path, target), this one first.
-        chain: Vec<(String, String)>,
-        problem: LinkProblem,
+        /// The link's path in the commit, its target, the chain and what is wrong.
+        link: Box<LinkError>,
     },
     /// The tree, or the trees of the sandbox together, would be over a cap of `repo_files:`.
     #[error("{}", over_cap_text(.repo, .url, .sha, *.cap, *.reached, *.limit, .at.as_deref()))]
@@ -248,19 +245,19 @@ impl Hint for CheckoutError {
                 "remove `{path}` from the branch (store large files outside git), or raise \
                  `repo_files.max_blob_size` in sandbox.yaml"
             )),
-            Self::Symlink {
-                path,
-                problem: LinkProblem::Missing(_),
-                ..
-            } => Some(format!(
-                "make `{path}` point to a file or directory of the commit, or remove it: \
-                 dangling symlinks are refused"
-            )),
-            Self::Symlink { path, .. } => Some(format!(
-                "make `{path}` point to a file or directory inside the repository (by a relative \
+            Self::Symlink { link, .. } if matches!(link.problem, LinkProblem::Missing(_)) => {
+                Some(format!(
+                    "make `{}` point to a file or directory of the commit, or remove it: \
+                     dangling symlinks are refused",
+                    link.path
+                ))
+            }
+            Self::Symlink { link, .. } => Some(format!(
+                "make `{}` point to a file or directory inside the repository (by a relative \
                  path), or commit a copy of the file instead: sandbox copies what a symlink \
                  leads to within the commit and refuses any other, since helm, builds and \
-                 sandbox itself would follow it to the host's files"
+                 sandbox itself would follow it to the host's files",
+                link.path
             )),
             Self::OverCap { cap, .. } => Some(format!(
                 "a blob repeated under many paths, or a symlink copying a directory many times, \

@@ -81,7 +81,6 @@ use self::fetch::{
 };
 pub(crate) use self::files::{resolves_inside, FileProblem, RepoFileError, RepoTree};
 pub(crate) use self::prune::{prune, EntryKind, PruneError, PrunePolicy, PruneReport};
-pub(crate) use self::tree_plan::{Cap, LinkProblem};
 use self::url::{cache_key, redact_url};
 use crate::pipeline::config::RepoFileLimits;
 
@@ -343,10 +342,7 @@ fn export_tip(
             repo: ctx.repo.to_owned(),
             url: ctx.url.clone(),
             sha: sha.clone(),
-            path: link.path,
-            target: link.target,
-            chain: link.chain,
-            problem: link.problem,
+            link: Box::new(link),
         },
         ExportError::Cap(crossed) => CheckoutError::OverCap {
             repo: ctx.repo.to_owned(),

@@ -2,6 +2,7 @@
 //! [`checkout_all`], over local paths, `git://` (a `git daemon`) and a refusing HTTP server.
 
 use super::credentials::TOKEN_ENV;
+use super::tree_plan::{Cap, LinkProblem};
 use super::*;
 use crate::error::Hint;
 use git2::build::TreeUpdateBuilder;
@@ -995,12 +996,9 @@ async fn refused(entries: &[(&str, Put<'_>)]) -> CheckoutError {
 /// The problem and chain of a refused symlink.
 fn link_problem(e: &CheckoutError) -> (String, LinkProblem, Vec<(String, String)>) {
     match e {
-        CheckoutError::Symlink {
-            path,
-            problem,
-            chain,
-            ..
-        } => (path.clone(), problem.clone(), chain.clone()),
+        CheckoutError::Symlink { link, .. } => {
+            (link.path.clone(), link.problem.clone(), link.chain.clone())
+        }
         other => panic!("not a symlink error: {other:?}"),
     }
 }

@@ -67,12 +67,11 @@ pub(crate) enum LinkProblem {
     TargetTooLong,
 }
 
-/// A refused symlink: its path in the commit, its target and, when links lead to other links,
-/// each one followed (path, target), the first being this one.
+/// A refused symlink: its path in the commit, and each link followed (path, target), the
+/// first being this one with its own target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LinkError {
     pub(crate) path: String,
-    pub(crate) target: String,
     pub(crate) chain: Vec<(String, String)>,
     pub(crate) problem: LinkProblem,
 }
@@ -231,7 +230,6 @@ impl<'r> Planner<'r> {
                 if copying.iter().any(|dir| dir.starts_with(&real)) {
                     return Err(link_error(
                         link,
-                        &target,
                         vec![(show(link), show_bytes(&target))],
                         LinkProblem::ContainsItself,
                     ));
@@ -250,9 +248,8 @@ impl<'r> Planner<'r> {
     /// Where the symlink at `link` with `target` leads, following every link on the way.
     fn resolve(&self, link: &[Vec<u8>], target: Vec<u8>) -> Result<Resolved, ExportError> {
         let mut chain = vec![(show(link), show_bytes(&target))];
-        let refuse = |chain: &[(String, String)], problem| {
-            Err(link_error(link, &target, chain.to_vec(), problem))
-        };
+        let refuse =
+            |chain: &[(String, String)], problem| Err(link_error(link, chain.to_vec(), problem));
         // Resolution starts in the link's directory; `dir` is always a real directory.
         let mut dir: RealPath = link[..link.len() - 1].to_vec();
         let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
@@ -351,10 +348,8 @@ impl<'r> Planner<'r> {
             let target = format!("({size} bytes)");
             let mut chain = chain.to_vec();
             chain.push((show(link), target.clone()));
-            let first = chain[0].0.clone();
             return Err(ExportError::Link(LinkError {
-                path: first,
-                target: chain[0].1.clone(),
+                path: chain[0].0.clone(),
                 chain,
                 problem: LinkProblem::TargetTooLong,
             }));
@@ -412,15 +407,9 @@ impl<'r> Planner<'r> {
     }
 }
 
-fn link_error(
-    link: &[Vec<u8>],
-    target: &[u8],
-    chain: Vec<(String, String)>,
-    problem: LinkProblem,
-) -> ExportError {
+fn link_error(link: &[Vec<u8>], chain: Vec<(String, String)>, problem: LinkProblem) -> ExportError {
     ExportError::Link(LinkError {
         path: show(link),
-        target: show_bytes(target),
         chain,
         problem,
     })
