@@ -72,6 +72,13 @@ pub(crate) struct RepoFileLimits {
     pub(crate) max_file_size: u64,
     /// The largest file (git blob) a checkout writes into its tree.
     pub(crate) max_blob_size: u64,
+    /// The most files and directories one repository's tree may hold, symlinks' copies
+    /// included, and their bytes.
+    pub(crate) max_tree_files: u64,
+    pub(crate) max_tree_size: u64,
+    /// The same for the trees of one sandbox (all its repositories) together.
+    pub(crate) max_sandbox_files: u64,
+    pub(crate) max_sandbox_size: u64,
 }
 
 impl Default for RepoFileLimits {
@@ -81,6 +88,15 @@ impl Default for RepoFileLimits {
             max_file_size: 1024 * 1024,
             // GitHub refuses files over 100 MiB, so this never stops a branch it accepted.
             max_blob_size: 100 * 1024 * 1024,
+            // What fills the disk is a blob repeated under many paths (or a directory symlink
+            // repeated): git packs it to almost nothing, the tree holds every copy. A chart may
+            // have 5000 files and 64 MiB; a repository also holds sources (image build
+            // contexts), so four times the files and eight times the bytes (five largest
+            // blobs); a sandbox four repositories' worth.
+            max_tree_files: 20_000,
+            max_tree_size: 512 * 1024 * 1024,
+            max_sandbox_files: 80_000,
+            max_sandbox_size: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -483,6 +499,10 @@ struct RawSopsBinary {
 struct RawRepoFiles {
     max_file_size: Option<RawSize>,
     max_blob_size: Option<RawSize>,
+    max_tree_files: Option<u64>,
+    max_tree_size: Option<RawSize>,
+    max_sandbox_files: Option<u64>,
+    max_sandbox_size: Option<RawSize>,
 }
 
 /// A size as written: bytes, or text like `1MiB`.
@@ -779,15 +799,34 @@ fn repo_file_limits(
     raw: &RawRepoFiles,
 ) -> Result<RepoFileLimits, ConfigError> {
     let default = RepoFileLimits::default();
+    let size = |field: &str, value: &Option<RawSize>, default: u64| match value {
+        Some(v) => file.size(&["repo_files", field], v),
+        None => Ok(default),
+    };
+    let count = |field: &str, value: Option<u64>, default: u64| match value {
+        Some(0) => Err(file.invalid(
+            &["repo_files", field],
+            "`0` would refuse every checkout".into(),
+            Some("give a number of files and directories, e.g. `20000`".into()),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
     Ok(RepoFileLimits {
-        max_file_size: match &raw.max_file_size {
-            Some(v) => file.size(&["repo_files", "max_file_size"], v)?,
-            None => default.max_file_size,
-        },
-        max_blob_size: match &raw.max_blob_size {
-            Some(v) => file.size(&["repo_files", "max_blob_size"], v)?,
-            None => default.max_blob_size,
-        },
+        max_file_size: size("max_file_size", &raw.max_file_size, default.max_file_size)?,
+        max_blob_size: size("max_blob_size", &raw.max_blob_size, default.max_blob_size)?,
+        max_tree_files: count("max_tree_files", raw.max_tree_files, default.max_tree_files)?,
+        max_tree_size: size("max_tree_size", &raw.max_tree_size, default.max_tree_size)?,
+        max_sandbox_files: count(
+            "max_sandbox_files",
+            raw.max_sandbox_files,
+            default.max_sandbox_files,
+        )?,
+        max_sandbox_size: size(
+            "max_sandbox_size",
+            &raw.max_sandbox_size,
+            default.max_sandbox_size,
+        )?,
     })
 }
 
@@ -1752,6 +1791,31 @@ services:
         assert_eq!(
             (limits.max_file_size, limits.max_blob_size),
             (256 * 1024, 1_000_000)
+        );
+
+        let caps = format!(
+            "{GOOD}repo_files: {{max_tree_files: 100, max_tree_size: 1MiB, max_sandbox_files: 300, max_sandbox_size: 3MiB}}\n"
+        );
+        let limits = load_text(&caps).unwrap().repo_files;
+        assert_eq!(
+            (
+                limits.max_tree_files,
+                limits.max_tree_size,
+                limits.max_sandbox_files,
+                limits.max_sandbox_size
+            ),
+            (100, 1 << 20, 300, 3 << 20)
+        );
+        let zero = format!("{GOOD}repo_files: {{max_tree_files: 0}}\n");
+        let err = load_text(&zero).unwrap_err();
+        assert!(
+            err.to_string().contains("`repo_files.max_tree_files`"),
+            "{err}"
+        );
+        let err = load_text(&format!("{GOOD}repo_files: {{max_tree_file: 1}}\n")).unwrap_err();
+        assert_eq!(
+            err.hint().as_deref(),
+            Some("did you mean `max_tree_files`?")
         );
 
         let typo = format!("{GOOD}repo_files: {{max_file_sise: 1MiB}}\n");

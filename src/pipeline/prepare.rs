@@ -434,7 +434,7 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
         &specs,
         &settings.branch,
         &crate::pipeline::cache::checkout_dir(&settings.cache_dir),
-        config.repo_files.max_blob_size,
+        &config.repo_files,
     )
     .await
     .with_context(|| format!("could not check out branch `{}`", settings.branch))?;

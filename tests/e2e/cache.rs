@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::support::{cluster, describe, run_ok, up_ok, Product, TestNamespace};
 
-/// Every exported tree of the product's cache: `cache/git/trees/<key>/<sha>`.
+/// Every exported tree of the product's cache: `cache/git/trees-v2/<key>/<sha>`.
 fn trees(product: &Product) -> Vec<PathBuf> {
-    let root = product.path().join("cache/git/trees");
+    let root = product.path().join("cache/git/trees-v2");
     let mut out = Vec::new();
     for key in std::fs::read_dir(&root).unwrap() {
         for tree in std::fs::read_dir(key.unwrap().path()).unwrap() {

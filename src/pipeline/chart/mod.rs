@@ -119,6 +119,8 @@ fn template_args(chart: &ChartSource, namespace: &str, capabilities: &Capabiliti
 
 /// The chart's directory exists, holds `Chart.yaml`, and nothing in it is a symlink leading out
 /// of `root` (helm follows symlinks: a branch could make `.Files.Get` read the user's files).
+/// A repository's checkout holds no symlinks (the checkout resolves and copies them); this
+/// check is kept as a cheap second line, and for charts in the config's directory.
 fn check_chart_dir(chart: &ChartSource) -> Result<(), ChartError> {
     let problem = |problem: String| ChartError::NotAChart {
         service: chart.service.clone(),

@@ -11,6 +11,7 @@ use git2::{ErrorClass, ErrorCode};
 use super::credentials::{
     AuthState, GH_TOKEN_ENV, GITHUB_TOKEN_ENV, SERVE_TOKEN_ENV, SSH_AGENT, TOKEN_ENV,
 };
+use super::tree_plan::{Cap, LinkError, LinkProblem, MAX_LINKS};
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
@@ -134,6 +135,40 @@ pub(crate) enum CheckoutError {
         size: u64,
         limit: u64,
     },
+    /// A symlink of the commit leads out of its tree, to nothing, or into a loop: the exported
+    /// tree holds no symlinks, each is copied from what it leads to in the commit or refused.
+    #[error(
+        "symlink `{}` in repository `{repo}` ({url}) at {sha} leads {}: {}",
+        .link.path,
+        .link.problem,
+        chain_text(&.link.chain)
+    )]
+    Symlink {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The commit.
+        sha: String,
+        /// The link's path in the commit, its target, the chain and what is wrong.
+        link: Box<LinkError>,
+    },
+    /// The tree, or the trees of the sandbox together, would be over a cap of `repo_files:`.
+    #[error("{}", over_cap_text(.repo, .url, .sha, *.cap, *.reached, *.limit, .at.as_deref()))]
+    OverCap {
+        /// [`RepoSpec::name`].
+        repo: String,
+        /// The URL (credentials redacted).
+        url: String,
+        /// The commit.
+        sha: String,
+        cap: Cap,
+        /// Files and directories, or bytes, counted when the cap was crossed.
+        reached: u64,
+        limit: u64,
+        /// The path in the tree that crossed a tree's cap.
+        at: Option<String>,
+    },
     /// The blocking task checking out the repository panicked or was cancelled.
     #[error("checking out `{repo}` ({url}) stopped unexpectedly")]
     Task {
@@ -158,6 +193,8 @@ impl CheckoutError {
             | Self::Cache { repo, .. }
             | Self::Io { repo, .. }
             | Self::BlobTooLarge { repo, .. }
+            | Self::Symlink { repo, .. }
+            | Self::OverCap { repo, .. }
             | Self::Task { repo, .. } => repo,
         }
     }
@@ -207,6 +244,26 @@ impl Hint for CheckoutError {
             Self::BlobTooLarge { path, .. } => Some(format!(
                 "remove `{path}` from the branch (store large files outside git), or raise \
                  `repo_files.max_blob_size` in sandbox.yaml"
+            )),
+            Self::Symlink { link, .. } if matches!(link.problem, LinkProblem::Missing(_)) => {
+                Some(format!(
+                    "make `{}` point to a file or directory of the commit, or remove it: \
+                     dangling symlinks are refused",
+                    link.path
+                ))
+            }
+            Self::Symlink { link, .. } => Some(format!(
+                "make `{}` point to a file or directory inside the repository (by a relative \
+                 path), or commit a copy of the file instead: sandbox copies what a symlink \
+                 leads to within the commit and refuses any other, since helm, builds and \
+                 sandbox itself would follow it to the host's files",
+                link.path
+            )),
+            Self::OverCap { cap, .. } => Some(format!(
+                "a blob repeated under many paths, or a symlink copying a directory many times, \
+                 packs small in git but is written out whole each time; if the branch really \
+                 needs this, raise `repo_files.{}` in sandbox.yaml",
+                cap.setting()
             )),
             Self::Task { .. } => None,
         }
@@ -315,6 +372,50 @@ impl<'a> ErrorContext<'a> {
     }
 }
 
+/// `a` -> `b`, then `b` -> `c`: the links followed.
+fn chain_text(chain: &[(String, String)]) -> String {
+    let hops: Vec<String> = chain
+        .iter()
+        .map(|(path, target)| format!("`{path}` -> `{target}`"))
+        .collect();
+    hops.join(", then ")
+}
+
+fn over_cap_text(
+    repo: &str,
+    url: &str,
+    sha: &str,
+    cap: Cap,
+    reached: u64,
+    limit: u64,
+    at: Option<&str>,
+) -> String {
+    let amount = |n: u64| {
+        if cap.counts_bytes() {
+            format_size(n)
+        } else {
+            format!("{n} files and directories")
+        }
+    };
+    let setting = format!("`repo_files.{}`", cap.setting());
+    if cap.is_per_sandbox() {
+        format!(
+            "the repositories of this sandbox would write more than {} to the cache together \
+             (the per-sandbox cap {setting}): {} with repository `{repo}` ({url}) at {sha}",
+            amount(limit),
+            amount(reached)
+        )
+    } else {
+        let at = at.map(|p| format!(" at `{p}`")).unwrap_or_default();
+        format!(
+            "repository `{repo}` ({url}) at {sha} would write more than {} to the cache (the \
+             per-repository cap {setting}), counting every copy of a file: {} reached{at}",
+            amount(limit),
+            amount(reached)
+        )
+    }
+}
+
 fn tried_text(tried: &[String], withheld: Option<&str>) -> String {
     match (tried.is_empty(), withheld) {
         (_, Some(why)) => format!("credentials withheld: {why}"),
@@ -356,6 +457,29 @@ fn credentials_advice(url: &str) -> String {
          set), or put it in ~/.ssh (id_ed25519, id_ecdsa, id_rsa) or in SANDBOX_GIT_SSH_KEY \
          (unencrypted: nothing prompts for a passphrase)"
             .to_owned()
+    }
+}
+
+impl fmt::Display for LinkProblem {
+    /// What follows "leads" in [`CheckoutError::Symlink`]'s message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkProblem::Absolute => f.write_str("out of the repository (to an absolute path)"),
+            LinkProblem::Escapes => f.write_str("out of the repository (`..` goes past its root)"),
+            LinkProblem::Missing(path) => {
+                write!(f, "to nothing: `{path}` does not exist in the commit")
+            }
+            LinkProblem::NotADirectory(path) => {
+                write!(f, "through `{path}`, a file, as if it were a directory")
+            }
+            LinkProblem::TooManyLinks => {
+                write!(f, "through more than {MAX_LINKS} symlinks (a loop)")
+            }
+            LinkProblem::ContainsItself => f.write_str(
+                "to a directory that holds the link itself (copying it would never end)",
+            ),
+            LinkProblem::TargetTooLong => f.write_str("nowhere: its target is too long a path"),
+        }
     }
 }
 

@@ -1,11 +1,16 @@
-//! Exporting a commit's tree as plain files (no `.git`) into the cache: written to a temporary
-//! directory first and renamed into place, so a tree directory that exists is complete.
+//! Exporting a commit's tree as plain files (no `.git`, no symlinks) into the cache: planned
+//! from git first (`tree_plan`: symlinks resolved, caps counted), then written to a temporary
+//! directory and renamed into place, so a tree directory that exists is complete.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use git2::{ObjectType, Repository, Tree};
+use git2::{Repository, Tree};
+
+use super::tree_plan::{self, Cap, CapExceeded, LinkError, Step, TreePlan};
+use crate::pipeline::config::RepoFileLimits;
 
 /// Why a tree could not be exported; the caller names the repository.
 pub(super) enum ExportError {
@@ -15,6 +20,10 @@ pub(super) enum ExportError {
     Git(git2::Error),
     /// A file is larger than the limit: its path in the commit and its size.
     TooLarge(String, u64),
+    /// A symlink leads out of the tree, to nothing, or into a loop.
+    Link(LinkError),
+    /// The tree, or the sandbox's trees together, would be over a cap.
+    Cap(CapExceeded),
 }
 
 impl From<git2::Error> for ExportError {
@@ -34,16 +43,63 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
-/// `trees_dir/<sha>`, exported unless it already exists; no file may be over `max_blob_size`
-/// bytes. The caller holds the mirror's lock, which also guards `trees_dir`. The tree's
-/// modification time is set to now either way: `cache prune` reads it as the time of last use.
+/// What the trees of one sandbox (all its repositories, checked out in parallel) may hold
+/// together, and what they hold so far. A reused tree counts as much as one written, so
+/// whether a sandbox fits does not depend on what the cache holds.
+pub(super) struct SandboxBudget {
+    max_files: u64,
+    max_bytes: u64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl SandboxBudget {
+    pub(super) fn new(limits: &RepoFileLimits) -> SandboxBudget {
+        SandboxBudget {
+            max_files: limits.max_sandbox_files,
+            max_bytes: limits.max_sandbox_size,
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Take a tree's files and bytes from the budget, or nothing if they do not fit.
+    fn reserve(&self, plan: &TreePlan) -> Result<(), ExportError> {
+        let files = self.files.fetch_add(plan.files, Ordering::SeqCst) + plan.files;
+        let bytes = self.bytes.fetch_add(plan.bytes, Ordering::SeqCst) + plan.bytes;
+        let crossed = match (files > self.max_files, bytes > self.max_bytes) {
+            (true, _) => Some((Cap::SandboxFiles, files, self.max_files)),
+            (false, true) => Some((Cap::SandboxSize, bytes, self.max_bytes)),
+            (false, false) => None,
+        };
+        let Some((cap, reached, limit)) = crossed else {
+            return Ok(());
+        };
+        self.files.fetch_sub(plan.files, Ordering::SeqCst);
+        self.bytes.fetch_sub(plan.bytes, Ordering::SeqCst);
+        Err(ExportError::Cap(CapExceeded {
+            cap,
+            reached,
+            limit,
+            at: None,
+        }))
+    }
+}
+
+/// `trees_dir/<sha>`, exported unless it already exists, within `limits` and `budget`. The
+/// tree is planned either way (it is what the caps count). The caller holds the mirror's lock,
+/// which also guards `trees_dir`. The tree's modification time is set to now: `cache prune`
+/// reads it as the time of last use.
 pub(super) fn materialize(
     repo: &Repository,
     tree: &Tree<'_>,
     trees_dir: &Path,
     sha: &str,
-    max_blob_size: u64,
+    limits: &RepoFileLimits,
+    budget: &SandboxBudget,
 ) -> Result<PathBuf, ExportError> {
+    let plan = tree_plan::plan(repo, tree, limits)?;
+    budget.reserve(&plan)?;
     let target = trees_dir.join(sha);
     if target.is_dir() {
         mark_used(&target).at(&target)?;
@@ -59,12 +115,10 @@ pub(super) fn materialize(
     }
     let tmp = trees_dir.join(format!(".tmp-{sha}"));
     fs::create_dir(&tmp).at(&tmp)?;
-    let export = Export {
-        repo,
-        odb: repo.odb()?,
-        max_blob_size,
-    };
-    export.tree(tree, &tmp, "")?;
+    if let Err(e) = write(repo, &plan, &tmp) {
+        let _ = fs::remove_dir_all(&tmp); // the error that matters is the first
+        return Err(e);
+    }
     fs::rename(&tmp, &target).at(&target)?;
     mark_used(&target).at(&target)?;
     Ok(target)
@@ -75,78 +129,41 @@ pub(super) fn mark_used(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.set_modified(std::time::SystemTime::now())
 }
 
-/// One tree's export.
-struct Export<'r> {
-    repo: &'r Repository,
-    /// To learn a blob's size before reading it (a blob is read into memory whole).
-    odb: git2::Odb<'r>,
-    max_blob_size: u64,
-}
-
-impl Export<'_> {
-    /// Write `tree`'s entries into `dir` (`prefix` is its path in the commit), recursively:
-    /// files with their executable bit, symlinks, and an empty directory for each submodule.
-    fn tree(&self, tree: &Tree<'_>, dir: &Path, prefix: &str) -> Result<(), ExportError> {
-        for entry in tree.iter() {
-            let name = entry_name(entry.name_bytes());
-            let Some(name) = name.filter(|n| is_safe_entry_name(n)) else {
-                return Err(ExportError::Io(
-                    dir.to_owned(),
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "refusing tree entry {:?}",
-                            String::from_utf8_lossy(entry.name_bytes())
-                        ),
-                    ),
-                ));
-            };
-            let path = dir.join(&name);
-            let in_commit = format!("{prefix}{}", name.to_string_lossy());
-            match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => {
-                    fs::create_dir(&path).at(&path)?;
-                    let subtree = self.repo.find_tree(entry.id())?;
-                    self.tree(&subtree, &path, &format!("{in_commit}/"))?;
-                }
-                (Some(ObjectType::Blob), 0o120000) => {
-                    let blob = self.blob(entry.id(), &in_commit)?;
-                    write_symlink(blob.content(), &path).at(&path)?;
-                }
-                (Some(ObjectType::Blob), mode) => {
-                    let blob = self.blob(entry.id(), &in_commit)?;
-                    write_file(blob.content(), mode & 0o111 != 0, &path).at(&path)?;
-                }
-                // A submodule (a commit entry): an empty directory, as `git checkout` leaves it.
-                _ => fs::create_dir(&path).at(&path)?,
+/// Write `plan`'s directories and files under `dir`.
+fn write(repo: &Repository, plan: &TreePlan, dir: &Path) -> Result<(), ExportError> {
+    for step in &plan.steps {
+        match step {
+            Step::Dir(path) => {
+                let path = dir.join(path);
+                fs::create_dir(&path).at(&path)?;
+            }
+            Step::File {
+                path,
+                id,
+                executable,
+            } => {
+                let path = dir.join(path);
+                let blob = repo.find_blob(*id)?;
+                write_file(blob.content(), *executable, &path).at(&path)?;
             }
         }
-        Ok(())
     }
-
-    /// The blob `id` (at `path` in the commit), unless it is over the limit.
-    fn blob(&self, id: git2::Oid, path: &str) -> Result<git2::Blob<'_>, ExportError> {
-        let (size, _) = self.odb.read_header(id)?;
-        if size as u64 > self.max_blob_size {
-            return Err(ExportError::TooLarge(path.to_owned(), size as u64));
-        }
-        Ok(self.repo.find_blob(id)?)
-    }
+    Ok(())
 }
 
 #[cfg(unix)]
-fn entry_name(bytes: &[u8]) -> Option<std::ffi::OsString> {
+pub(super) fn entry_name(bytes: &[u8]) -> Option<std::ffi::OsString> {
     use std::os::unix::ffi::OsStrExt;
     Some(std::ffi::OsStr::from_bytes(bytes).to_owned())
 }
 
 #[cfg(not(unix))]
-fn entry_name(bytes: &[u8]) -> Option<std::ffi::OsString> {
+pub(super) fn entry_name(bytes: &[u8]) -> Option<std::ffi::OsString> {
     std::str::from_utf8(bytes).ok().map(Into::into)
 }
 
 /// One path component, never escaping the directory nor planting a `.git`.
-fn is_safe_entry_name(name: &std::ffi::OsStr) -> bool {
+pub(super) fn is_safe_entry_name(name: &std::ffi::OsStr) -> bool {
     let s = name.to_string_lossy();
     !(s.is_empty()
         || s == "."
@@ -167,17 +184,6 @@ fn write_file(content: &[u8], executable: bool, path: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = executable;
     options.open(path)?.write_all(content)
-}
-
-#[cfg(unix)]
-fn write_symlink(target: &[u8], path: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
-}
-
-#[cfg(not(unix))]
-fn write_symlink(target: &[u8], path: &Path) -> io::Result<()> {
-    write_file(target, false, path)
 }
 
 #[cfg(test)]

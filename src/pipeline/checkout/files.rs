@@ -4,7 +4,9 @@
 //!
 //! - takes only relative paths without `..`, and resolves symlinks: the file must be inside the
 //!   tree (a committed `values.yaml -> ~/.docker/config.json` would otherwise merge the user's
-//!   credentials into values that a template can render into the sandbox);
+//!   credentials into values that a template can render into the sandbox). An exported tree
+//!   holds no symlinks (`tree_plan` copies or refuses them); this is the second line, and the
+//!   first for trees that are no checkout (the config's directory);
 //! - reads only regular files (not `/dev/zero`, a fifo, or a directory);
 //! - reads at most `max_file_size` bytes (plus one, to know it is more), so a huge file is never
 //!   loaded;

@@ -11,9 +11,11 @@
 //! 3. fetches **only that branch** into a bare mirror under the cache, shallow (`depth 1`) where
 //!    the transport supports it (every transport but local paths and `file://`), and skips the
 //!    fetch altogether when the mirror already has the advertised commit;
-//! 4. exports the commit's tree (plain files, no `.git`) into `trees/<key>/<sha>`, written to a
-//!    temporary directory first and renamed into place, so a directory that exists is complete
-//!    and is reused as it is by later runs.
+//! 4. exports the commit's tree (plain files, no `.git`, no symlinks: each is resolved in the
+//!    commit and copied, or refused; see `tree_plan`) into `trees-v2/<key>/<sha>`, within the
+//!    caps of `repo_files:` per repository and per sandbox, written to a temporary directory
+//!    first and renamed into place, so a directory that exists is complete and is reused as it
+//!    is by later runs.
 //!
 //! # Cache layout
 //!
@@ -23,8 +25,10 @@
 //! ```text
 //! <dir>/<key>.git                bare mirror of one repository URL (only fetched branches)
 //! <dir>/<key>.lock               lock file of that mirror and of its trees (never deleted)
-//! <dir>/trees/<key>/<sha>        exported working tree of one commit
-//! <dir>/trees/<key>/.tmp-<sha>   a tree being written (removed when found stale)
+//! <dir>/trees-v2/<key>/<sha>        exported working tree of one commit
+//! <dir>/trees-v2/<key>/.tmp-<sha>   a tree being written (removed when found stale)
+//! <dir>/trees/<key>/<sha>           a tree of older versions, which wrote symlinks as
+//!                                   symlinks: never used, pruned an hour after its last use
 //! ```
 //!
 //! Each checkout sets the modification time of `<key>.lock` and of the tree it uses to now:
@@ -32,7 +36,7 @@
 //!
 //! `<key>` is the URL without scheme, user info and `.git` suffix, reduced to
 //! `[A-Za-z0-9._-]` (at most 64 characters), then `-` and the first 12 hex digits of the
-//! SHA-256 of the URL as given: `github.com-acme-api-3f2a9c1b0d4e` (so no key is `trees`).
+//! SHA-256 of the URL as given: `github.com-acme-api-3f2a9c1b0d4e` (so no key is `trees` or `trees-v2`).
 //!
 //! # Credentials
 //!
@@ -46,7 +50,8 @@
 //!
 //! This file holds the stage's interface and the steps of one repository's checkout, in order;
 //! `fetch` talks to the remote and keeps the mirror, `credentials` answers libgit2's
-//! credential requests, `export` writes trees, `url` reads URLs, `error` holds the errors.
+//! credential requests, `tree_plan` decides what a tree's export writes (symlinks, caps),
+//! `export` writes it, `url` reads URLs, `error` holds the errors.
 
 mod credentials;
 mod error;
@@ -56,6 +61,7 @@ mod files;
 mod prune;
 #[cfg(test)]
 mod tests;
+mod tree_plan;
 mod url;
 
 use std::cell::RefCell;
@@ -68,7 +74,7 @@ use git2::Repository;
 use self::credentials::{AuthState, Credentials};
 use self::error::ErrorContext;
 pub(crate) use self::error::{CheckoutError, CheckoutErrors};
-use self::export::{mark_used, materialize, ExportError};
+use self::export::{mark_used, materialize, ExportError, SandboxBudget};
 use self::fetch::{
     connect, fetch_branch, lock_exclusive, mirror_has_tip, open_or_init_mirror, read_advertisement,
     remove_stale_git_locks, Advertisement,
@@ -76,6 +82,14 @@ use self::fetch::{
 pub(crate) use self::files::{resolves_inside, FileProblem, RepoFileError, RepoTree};
 pub(crate) use self::prune::{prune, EntryKind, PruneError, PrunePolicy, PruneReport};
 use self::url::{cache_key, redact_url};
+use crate::pipeline::config::RepoFileLimits;
+
+/// The directory of exported trees under the checkout cache. Its name changes when what a tree
+/// holds does (`trees`, before symlinks were resolved), so no tree of another kind is reused.
+pub(crate) const TREES_DIR: &str = "trees-v2";
+
+/// Where older versions exported trees; only pruned.
+pub(crate) const LEGACY_TREES_DIR: &str = "trees";
 
 /// One repository of the product, as configured in `sandbox.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -117,8 +131,9 @@ impl Checkout {
 
 /// Check out `branch` of every repo in parallel. `cache_dir` directly holds the mirrors and
 /// the trees (see "Cache layout" in the module documentation); it is created if missing.
-/// A file over `max_blob_size` bytes fails its repository's checkout (blobs are read whole).
-/// On failure returns every failing repo's error, not just the first.
+/// A tree over one of `limits` (a file over `max_blob_size`, a tree over its caps, the trees
+/// together over the sandbox's) fails its repository's checkout, as a symlink leading out of
+/// its tree does. On failure returns every failing repo's error, not just the first.
 ///
 /// The result is in the order of `specs`. Credentials come from the environment: see the
 /// module documentation.
@@ -126,16 +141,9 @@ pub(crate) async fn checkout_all(
     specs: &[RepoSpec],
     branch: &str,
     cache_dir: &Path,
-    max_blob_size: u64,
+    limits: &RepoFileLimits,
 ) -> Result<Vec<Checkout>, CheckoutErrors> {
-    checkout_all_with(
-        specs,
-        branch,
-        cache_dir,
-        max_blob_size,
-        Credentials::from_env(),
-    )
-    .await
+    checkout_all_with(specs, branch, cache_dir, limits, Credentials::from_env()).await
 }
 
 /// [`checkout_all`] with the given credentials instead of the environment's.
@@ -143,15 +151,21 @@ async fn checkout_all_with(
     specs: &[RepoSpec],
     branch: &str,
     cache_dir: &Path,
-    max_blob_size: u64,
+    limits: &RepoFileLimits,
     credentials: Credentials,
 ) -> Result<Vec<Checkout>, CheckoutErrors> {
     let credentials = Arc::new(credentials);
+    let budget = Arc::new(SandboxBudget::new(limits));
     let tasks = specs.iter().map(|spec| {
         let (spec, branch, cache_dir) = (spec.clone(), branch.to_owned(), cache_dir.to_owned());
-        let credentials = Arc::clone(&credentials);
+        let (credentials, budget, limits) =
+            (Arc::clone(&credentials), Arc::clone(&budget), *limits);
         tokio::task::spawn_blocking(move || {
-            checkout_one(&spec, &branch, &cache_dir, max_blob_size, &credentials)
+            let export = ExportLimits {
+                limits: &limits,
+                budget: &budget,
+            };
+            checkout_one(&spec, &branch, &cache_dir, &export, &credentials)
         })
     });
     let results = futures::future::join_all(tasks).await;
@@ -199,9 +213,16 @@ impl CachePaths {
         Ok(CachePaths {
             lock: dir.join(format!("{key}.lock")),
             mirror: dir.join(format!("{key}.git")),
-            trees: dir.join("trees").join(key),
+            trees: dir.join(TREES_DIR).join(key),
         })
     }
+}
+
+/// What one repository's export must stay within.
+struct ExportLimits<'a> {
+    limits: &'a RepoFileLimits,
+    /// Shared by the repositories of one `checkout_all`.
+    budget: &'a SandboxBudget,
 }
 
 /// The steps of the module documentation, for one repository.
@@ -209,7 +230,7 @@ fn checkout_one(
     spec: &RepoSpec,
     requested: &str,
     cache_dir: &Path,
-    max_blob_size: u64,
+    export: &ExportLimits<'_>,
     credentials: &Credentials,
 ) -> Result<Checkout, CheckoutError> {
     let ctx = ErrorContext::new(spec);
@@ -234,7 +255,7 @@ fn checkout_one(
     }
     drop(connection);
 
-    let (sha, dir) = export_tip(&repo, &refname, &paths, max_blob_size, &ctx)?;
+    let (sha, dir) = export_tip(&repo, &refname, &paths, export, &ctx)?;
     Ok(Checkout {
         repo: spec.name.clone(),
         url: spec.url.clone(),
@@ -287,7 +308,7 @@ fn export_tip(
     repo: &Repository,
     refname: &str,
     paths: &CachePaths,
-    max_blob_size: u64,
+    export: &ExportLimits<'_>,
     ctx: &ErrorContext<'_>,
 ) -> Result<(String, PathBuf), CheckoutError> {
     let oid = repo
@@ -298,7 +319,15 @@ fn export_tip(
         .and_then(|c| c.tree())
         .map_err(|e| ctx.cache(&paths.mirror, e))?;
     let sha = oid.to_string();
-    let dir = materialize(repo, &tree, &paths.trees, &sha, max_blob_size).map_err(|e| match e {
+    let dir = materialize(
+        repo,
+        &tree,
+        &paths.trees,
+        &sha,
+        export.limits,
+        export.budget,
+    )
+    .map_err(|e| match e {
         ExportError::Io(path, e) => ctx.io(&path, e),
         ExportError::Git(e) => ctx.cache(&paths.mirror, e),
         ExportError::TooLarge(path, size) => CheckoutError::BlobTooLarge {
@@ -307,7 +336,22 @@ fn export_tip(
             sha: sha.clone(),
             path,
             size,
-            limit: max_blob_size,
+            limit: export.limits.max_blob_size,
+        },
+        ExportError::Link(link) => CheckoutError::Symlink {
+            repo: ctx.repo.to_owned(),
+            url: ctx.url.clone(),
+            sha: sha.clone(),
+            link: Box::new(link),
+        },
+        ExportError::Cap(crossed) => CheckoutError::OverCap {
+            repo: ctx.repo.to_owned(),
+            url: ctx.url.clone(),
+            sha: sha.clone(),
+            cap: crossed.cap,
+            reached: crossed.reached,
+            limit: crossed.limit,
+            at: crossed.at,
         },
     })?;
     Ok((sha, dir))

@@ -1,12 +1,13 @@
 //! Pruning the cache: exported trees no live sandbox runs, and mirrors nobody fetched lately.
 //! Without it a long-running `sandbox serve` exports a tree per push and fills its volume.
 //!
-//! Last use is the modification time: of `trees/<key>/<sha>` for a tree (set each time a
+//! Last use is the modification time: of `trees-v2/<key>/<sha>` for a tree (set each time a
 //! checkout exports or reuses it) and of `<key>.lock` for a mirror (set each time a checkout
 //! takes the mirror's lock). Each key is pruned under its lock, taken without waiting: a key a
 //! checkout is using is skipped and pruned next time. Lock files stay (an empty file per
 //! repository URL): deleting one while another process waits on it would let two hold "the"
-//! lock.
+//! lock. Trees of older versions (`trees/`, which held symlinks) are never used: each goes an
+//! hour after its last use (an older binary may still be reading it), live or not.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -14,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::{LEGACY_TREES_DIR, TREES_DIR};
 use crate::error::Hint;
 
 /// A tree no live sandbox runs is kept this long after its last use: `render`, `diff` and an
@@ -122,7 +124,10 @@ pub(crate) fn prune(cache_dir: &Path, policy: &PrunePolicy) -> Result<PruneRepor
             }
             Err(fs::TryLockError::Error(e)) => return Err(e).at(&lock_path),
         }
-        prune_trees(&cache_dir.join("trees").join(&key), policy, &mut report)?;
+        for (trees, legacy) in [(TREES_DIR, false), (LEGACY_TREES_DIR, true)] {
+            let dir = cache_dir.join(trees).join(&key);
+            prune_trees(&dir, legacy, policy, &mut report)?;
+        }
         let mirror = cache_dir.join(format!("{key}.git"));
         let unused_for = age(policy.now, mirror_used);
         if mirror.is_dir() && unused_for > policy.older_than {
@@ -149,8 +154,11 @@ fn keys(cache_dir: &Path) -> Result<BTreeSet<String>, PruneError> {
             keys.insert(key.to_owned());
         }
     }
-    let trees = cache_dir.join("trees");
-    if trees.is_dir() {
+    for trees in [TREES_DIR, LEGACY_TREES_DIR] {
+        let trees = cache_dir.join(trees);
+        if !trees.is_dir() {
+            continue;
+        }
         for entry in fs::read_dir(&trees).at(&trees)? {
             let entry = entry.at(&trees)?;
             if entry.file_type().at(&trees)?.is_dir() {
@@ -163,9 +171,11 @@ fn keys(cache_dir: &Path) -> Result<BTreeSet<String>, PruneError> {
 
 /// The trees of one repository (its lock held): a leftover `.tmp-*` always goes; a commit's
 /// tree goes when no live sandbox runs it and it is past the grace, or, when nobody could say
-/// what is live, when it is older than the policy's age.
+/// what is live, when it is older than the policy's age. A `legacy` tree (never used) goes
+/// past the grace.
 fn prune_trees(
     dir: &Path,
+    legacy: bool,
     policy: &PrunePolicy,
     report: &mut PruneReport,
 ) -> Result<(), PruneError> {
@@ -179,6 +189,7 @@ fn prune_trees(
         let unused_for = age(policy.now, modified(&path)?);
         let expired = match &policy.live_commits {
             _ if name.starts_with(".tmp-") => true, // we hold the lock: nobody is writing it
+            _ if legacy => unused_for > TREE_GRACE,
             Some(live) => !live.contains(&name) && unused_for > TREE_GRACE,
             None => unused_for > policy.older_than,
         };
@@ -201,7 +212,7 @@ fn remove(
 ) -> Result<(), PruneError> {
     let bytes = disk_usage(path)?;
     if !policy.dry_run {
-        // `remove_dir_all` does not follow symlinks: a tree's links to elsewhere stay harmless.
+        // `remove_dir_all` does not follow symlinks: a legacy tree's links stay harmless.
         fs::remove_dir_all(path).at(path)?;
     }
     report.pruned.push(Pruned {

@@ -2,6 +2,7 @@
 //! [`checkout_all`], over local paths, `git://` (a `git daemon`) and a refusing HTTP server.
 
 use super::credentials::TOKEN_ENV;
+use super::tree_plan::{Cap, LinkProblem};
 use super::*;
 use crate::error::Hint;
 use git2::build::TreeUpdateBuilder;
@@ -12,8 +13,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// No limit on the size of files (the tests of the limit set their own).
-const NO_LIMIT: u64 = u64::MAX;
+/// No limit on the size of files or trees (the tests of the limits set their own).
+const NO_LIMIT: &RepoFileLimits = &RepoFileLimits {
+    max_file_size: u64::MAX,
+    max_blob_size: u64::MAX,
+    max_tree_files: u64::MAX,
+    max_tree_size: u64::MAX,
+    max_sandbox_files: u64::MAX,
+    max_sandbox_size: u64::MAX,
+};
+
+/// [`NO_LIMIT`] but for files over `max_blob_size` bytes.
+fn blob_limit(max_blob_size: u64) -> RepoFileLimits {
+    RepoFileLimits {
+        max_blob_size,
+        ..*NO_LIMIT
+    }
+}
 
 // -- fixtures: real bare repositories built with git2 -------------------------------------
 
@@ -368,7 +384,7 @@ async fn interrupted_tree_is_never_taken_as_complete() {
     let cache = tmp.path().join("cache");
     let sha = tip(&remote, "main");
     // What a killed run leaves: a temp dir with part of the files.
-    let trees = cache.join("trees").join(cache_key(&url));
+    let trees = cache.join(TREES_DIR).join(cache_key(&url));
     fs::create_dir_all(trees.join(format!(".tmp-{sha}"))).unwrap();
     fs::write(trees.join(format!(".tmp-{sha}")).join("README.md"), "half").unwrap();
 
@@ -394,7 +410,7 @@ async fn mirrors_sit_directly_in_the_given_directory() {
     assert!(Repository::open_bare(dir.join(format!("{key}.git"))).is_ok());
     assert!(dir.join(format!("{key}.lock")).is_file());
     assert!(!dir.join("git").exists(), "a second `git` segment");
-    let trees = dir.canonicalize().unwrap().join("trees").join(&key);
+    let trees = dir.canonicalize().unwrap().join(TREES_DIR).join(&key);
     assert_eq!(c.dir, trees.join(&c.sha));
 }
 
@@ -771,7 +787,7 @@ async fn a_file_over_the_blob_limit_fails_the_checkout_naming_it() {
     let url = url_of(&tmp.path().join("api.git"));
     let cache = tmp.path().join("cache");
 
-    let errors = checkout_all(&[spec("api", &url)], "main", &cache, 2048)
+    let errors = checkout_all(&[spec("api", &url)], "main", &cache, &blob_limit(2048))
         .await
         .unwrap_err();
 
@@ -787,10 +803,10 @@ async fn a_file_over_the_blob_limit_fails_the_checkout_naming_it() {
     );
     assert!(e.hint().unwrap().contains("repo_files.max_blob_size"));
     // Nothing half-written is left to be taken for the tree.
-    let trees = cache.join("trees").join(cache_key(&url));
+    let trees = cache.join(TREES_DIR).join(cache_key(&url));
     assert!(!trees.join(&sha).exists());
 
-    let c = checkout_all(&[spec("api", &url)], "main", &cache, 4096)
+    let c = checkout_all(&[spec("api", &url)], "main", &cache, &blob_limit(4096))
         .await
         .unwrap();
     assert_eq!(read(&c[0].dir, "assets/big.bin").len(), 4096);
@@ -904,4 +920,390 @@ async fn a_repository_being_checked_out_is_skipped() {
     assert!(report.pruned.is_empty());
     assert_eq!(report.busy.len(), 1);
     assert!(old.dir.exists());
+}
+
+// -- symlinks and caps: what a tree's export writes -----------------------------------------
+
+/// One entry of a hand-made commit.
+enum Put<'a> {
+    File(&'a str),
+    Exec(&'a str),
+    Link(&'a str),
+    Submodule,
+}
+
+/// A bare repository whose `main` is one commit of `entries`.
+fn tree_repo(path: &Path, entries: &[(&str, Put<'_>)]) -> Repository {
+    let repo = bare_repo(path, "main");
+    let mut update = TreeUpdateBuilder::new();
+    for (at, put) in entries {
+        let (content, mode) = match put {
+            Put::File(text) => (text.as_bytes(), FileMode::Blob),
+            Put::Exec(text) => (text.as_bytes(), FileMode::BlobExecutable),
+            Put::Link(target) => (target.as_bytes(), FileMode::Link),
+            Put::Submodule => {
+                let commit = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+                update.upsert(*at, commit, FileMode::Commit);
+                continue;
+            }
+        };
+        update.upsert(*at, repo.blob(content).unwrap(), mode);
+    }
+    let empty = repo.treebuilder(None).unwrap().write().unwrap();
+    let tree = update
+        .create_updated(&repo, &repo.find_tree(empty).unwrap())
+        .unwrap();
+    let tree = repo.find_tree(tree).unwrap();
+    let sig = Signature::now("Test", "test@example.com").unwrap();
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "tree", &tree, &[])
+        .unwrap();
+    drop(tree);
+    repo
+}
+
+/// Check out `main` of a repository of `entries` within `limits`.
+async fn export_entries(
+    tmp: &TempDir,
+    entries: &[(&str, Put<'_>)],
+    limits: &RepoFileLimits,
+) -> (String, Result<Vec<Checkout>, CheckoutErrors>) {
+    tree_repo(&tmp.path().join("charts.git"), entries);
+    let url = url_of(&tmp.path().join("charts.git"));
+    let result = checkout_all(
+        &[spec("charts", &url)],
+        "main",
+        &tmp.path().join("cache"),
+        limits,
+    )
+    .await;
+    (url, result)
+}
+
+/// The error of exporting `entries`, which must fail.
+async fn refused(entries: &[(&str, Put<'_>)]) -> CheckoutError {
+    let tmp = TempDir::new().unwrap();
+    let (_, result) = export_entries(&tmp, entries, NO_LIMIT).await;
+    let mut errors = result.unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    let e = errors.pop().unwrap();
+    // Nothing of it is left in the cache, not even the temporary directory.
+    let trees = tmp.path().join("cache").join(TREES_DIR);
+    let left: Vec<_> = walk(&trees).into_iter().filter(|p| p.is_file()).collect();
+    assert!(left.is_empty(), "{left:?}");
+    e
+}
+
+/// The problem and chain of a refused symlink.
+fn link_problem(e: &CheckoutError) -> (String, LinkProblem, Vec<(String, String)>) {
+    match e {
+        CheckoutError::Symlink { link, .. } => {
+            (link.path.clone(), link.problem.clone(), link.chain.clone())
+        }
+        other => panic!("not a symlink error: {other:?}"),
+    }
+}
+
+/// Every path under `dir`, symlinks not followed.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        out.push(path.clone());
+        if fs::symlink_metadata(&path).unwrap().is_dir() {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}
+
+fn pair(path: &str, target: &str) -> (String, String) {
+    (path.to_owned(), target.to_owned())
+}
+
+#[tokio::test]
+async fn symlinks_inside_the_commit_are_copied_chains_and_directories_included() {
+    let tmp = TempDir::new().unwrap();
+    let entries = [
+        ("real.txt", Put::File("real\n")),
+        ("run.sh", Put::Exec("#!/bin/sh\n")),
+        ("a", Put::Link("b")),
+        ("b", Put::Link("./real.txt")),
+        ("tool", Put::Link("run.sh")),
+        ("stuff/tok", Put::File("token-like\n")),
+        ("stuff/deep/x.yaml", Put::File("x: 1\n")),
+        ("stuff/alias", Put::Link("deep//x.yaml")),
+        ("web/files", Put::Link("../stuff")),
+        ("web/via", Put::Link("files/deep/../tok")),
+        ("vendor/lib", Put::Submodule),
+        ("lib", Put::Link("vendor/lib/")),
+    ];
+    let (_, result) = export_entries(&tmp, &entries, NO_LIMIT).await;
+    let dir = result.unwrap().pop().unwrap().dir;
+
+    for path in walk(&dir) {
+        let kind = fs::symlink_metadata(&path).unwrap().file_type();
+        assert!(!kind.is_symlink(), "{} is a symlink", path.display());
+    }
+    assert_eq!(read(&dir, "a"), "real\n");
+    assert_eq!(read(&dir, "b"), "real\n");
+    assert_eq!(read(&dir, "web/files/tok"), "token-like\n");
+    assert_eq!(read(&dir, "web/files/deep/x.yaml"), "x: 1\n");
+    assert_eq!(read(&dir, "web/files/alias"), "x: 1\n");
+    assert_eq!(read(&dir, "web/via"), "token-like\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir.join("tool")).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o111,
+        0o111,
+        "a link to an executable copies its bit"
+    );
+    assert!(dir.join("lib").is_dir() && fs::read_dir(dir.join("lib")).unwrap().count() == 0);
+    assert!(dir.join("vendor/lib").is_dir());
+}
+
+#[tokio::test]
+async fn a_symlink_leading_out_of_the_commit_is_refused_naming_it_and_the_chain() {
+    let absolute = refused(&[("tok", Put::Link("/etc/hostname"))]).await;
+    assert_eq!(
+        link_problem(&absolute),
+        (
+            "tok".into(),
+            LinkProblem::Absolute,
+            vec![pair("tok", "/etc/hostname")]
+        )
+    );
+    let text = absolute.to_string();
+    assert!(
+        text.starts_with("symlink `tok` in repository `charts` ("),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "leads out of the repository (to an absolute path): `tok` -> `/etc/hostname`"
+        ),
+        "{text}"
+    );
+    assert!(absolute.hint().unwrap().contains("inside the repository"));
+
+    let up = refused(&[("sub/x", Put::Link("../../outside"))]).await;
+    assert_eq!(link_problem(&up).1, LinkProblem::Escapes);
+
+    // A chain: each link stays inside, the last one leaves. `a/tok` sorts first: it is named.
+    let chain = refused(&[
+        ("a/tok", Put::Link("x/tok")),
+        ("a/x", Put::Link("../stuff")),
+        ("stuff/tok", Put::Link("/var/run/secrets/token")),
+    ])
+    .await;
+    assert_eq!(
+        link_problem(&chain),
+        (
+            "a/tok".into(),
+            LinkProblem::Absolute,
+            vec![
+                pair("a/tok", "x/tok"),
+                pair("a/x", "../stuff"),
+                pair("stuff/tok", "/var/run/secrets/token")
+            ]
+        )
+    );
+    assert!(chain.to_string().ends_with(
+        "`a/tok` -> `x/tok`, then `a/x` -> `../stuff`, then `stuff/tok` -> \
+         `/var/run/secrets/token`"
+    ));
+    // `..` is resolved from where the link really is (`stuff/`), not from its copy.
+    let physical = refused(&[
+        ("deep/er/files", Put::Link("../../stuff")),
+        ("stuff/up", Put::Link("../../x")),
+    ])
+    .await;
+    assert_eq!(link_problem(&physical).1, LinkProblem::Escapes);
+}
+
+#[tokio::test]
+async fn dangling_looping_and_self_containing_symlinks_are_refused() {
+    let dangling = refused(&[("gone", Put::Link("nothing.txt"))]).await;
+    assert_eq!(
+        link_problem(&dangling).1,
+        LinkProblem::Missing("nothing.txt".into())
+    );
+    assert!(dangling.hint().unwrap().contains("dangling"));
+
+    let looping = refused(&[("l1", Put::Link("l2")), ("l2", Put::Link("l1"))]).await;
+    let (_, problem, chain) = link_problem(&looping);
+    assert_eq!(problem, LinkProblem::TooManyLinks);
+    assert_eq!(chain.len(), tree_plan::MAX_LINKS);
+
+    let itself = refused(&[("me", Put::Link("me"))]).await;
+    assert_eq!(link_problem(&itself).1, LinkProblem::TooManyLinks);
+
+    for entries in [
+        vec![("sub/up", Put::Link(".."))],
+        vec![("here", Put::Link("."))],
+        vec![("a/l", Put::Link("../b")), ("b/m", Put::Link("../a"))],
+    ] {
+        let e = refused(&entries).await;
+        assert_eq!(link_problem(&e).1, LinkProblem::ContainsItself, "{e}");
+    }
+
+    let through_a_file =
+        refused(&[("real.txt", Put::File("x")), ("x", Put::Link("real.txt/y"))]).await;
+    assert_eq!(
+        link_problem(&through_a_file).1,
+        LinkProblem::NotADirectory("real.txt".into())
+    );
+}
+
+#[tokio::test]
+async fn a_blob_repeated_under_many_paths_is_stopped_by_the_tree_size_cap() {
+    let blob = "x".repeat(1024);
+    let paths: Vec<String> = (0..10).map(|i| format!("bomb/{i}.bin")).collect();
+    let entries: Vec<(&str, Put<'_>)> = paths
+        .iter()
+        .map(|p| (p.as_str(), Put::File(&blob)))
+        .collect();
+    let tmp = TempDir::new().unwrap();
+    let limits = RepoFileLimits {
+        max_tree_size: 5 * 1024,
+        ..*NO_LIMIT
+    };
+    let (url, result) = export_entries(&tmp, &entries, &limits).await;
+    let e = &result.unwrap_err().0[0];
+    assert!(
+        matches!(
+            e,
+            CheckoutError::OverCap {
+                cap: Cap::TreeSize,
+                reached: 6144,
+                limit: 5120,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("repository `charts` ({url}) at ")),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "would write more than 5 KiB to the cache (the per-repository cap \
+             `repo_files.max_tree_size`), counting every copy of a file: 6 KiB reached at \
+             `bomb/5.bin`"
+        ),
+        "{text}"
+    );
+    assert!(e
+        .hint()
+        .unwrap()
+        .contains("raise `repo_files.max_tree_size` in sandbox.yaml"));
+    assert!(
+        walk(&tmp.path().join("cache").join(TREES_DIR))
+            .iter()
+            .all(|p| p.is_dir()),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn directory_symlinks_count_every_copy_against_the_file_cap() {
+    let mut entries = vec![
+        ("big/1", Put::File("1")),
+        ("big/2", Put::File("2")),
+        ("big/3", Put::File("3")),
+    ];
+    let links: Vec<String> = (0..5).map(|i| format!("copy{i}")).collect();
+    entries.extend(links.iter().map(|l| (l.as_str(), Put::Link("big"))));
+    let tmp = TempDir::new().unwrap();
+    let limits = RepoFileLimits {
+        max_tree_files: 12,
+        ..*NO_LIMIT
+    };
+    // big/ and its 3 files, then 4 per copy: the third copy's directory is the 13th.
+    let (_, result) = export_entries(&tmp, &entries, &limits).await;
+    let e = &result.unwrap_err().0[0];
+    assert!(
+        matches!(e, CheckoutError::OverCap { cap: Cap::TreeFiles, reached: 13, at: Some(at), .. } if at == "copy2"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("more than 12 files and directories"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_cap_counts_every_repository_reused_trees_included() {
+    let tmp = TempDir::new().unwrap();
+    let blob = "y".repeat(3 * 1024);
+    let specs: Vec<RepoSpec> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let path = tmp.path().join(format!("{name}.git"));
+            tree_repo(&path, &[("data.bin", Put::File(&blob))]);
+            spec(name, url_of(&path))
+        })
+        .collect();
+    let cache = tmp.path().join("cache");
+    // Each alone fits, and is cached.
+    for s in &specs {
+        checkout_one_async(s.clone(), "main", &cache).await;
+    }
+    let limits = RepoFileLimits {
+        max_sandbox_size: 5 * 1024,
+        ..*NO_LIMIT
+    };
+    let errors = checkout_all(&specs, "main", &cache, &limits)
+        .await
+        .unwrap_err();
+    assert_eq!(errors.errors().len(), 1, "{errors:?}");
+    let e = &errors.errors()[0];
+    assert!(
+        matches!(
+            e,
+            CheckoutError::OverCap {
+                cap: Cap::SandboxSize,
+                reached: 6144,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "the repositories of this sandbox would write more than 5 KiB to the cache together \
+         (the per-sandbox cap `repo_files.max_sandbox_size`): 6 KiB with repository `"
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn trees_of_the_old_layout_are_never_reused_and_pruned_after_the_grace() {
+    let tmp = TempDir::new().unwrap();
+    let remote = tree_repo(&tmp.path().join("api.git"), &[("a", Put::File("new\n"))]);
+    let url = url_of(&tmp.path().join("api.git"));
+    let cache = tmp.path().join("cache");
+    let sha = tip(&remote, "main");
+    // What an older version left: the same commit, with a symlink in it.
+    let legacy = cache.join(LEGACY_TREES_DIR).join(cache_key(&url));
+    fs::create_dir_all(legacy.join(&sha)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", legacy.join(&sha).join("a")).unwrap();
+    let recent = legacy.join("0123456789abcdef0123456789abcdef01234567");
+    fs::create_dir_all(&recent).unwrap();
+
+    let c = checkout_one_async(spec("api", &url), "main", &cache).await;
+    assert_eq!(read(&c.dir, "a"), "new\n");
+    assert!(!c.dir.starts_with(&legacy));
+
+    used_ago(&legacy.join(&sha), 2 * HOUR);
+    let live = [sha.as_str()];
+    let report = prune(&cache, &policy(Some(&live), false)).unwrap();
+    let pruned: Vec<&Path> = report.pruned.iter().map(|p| p.path.as_path()).collect();
+    assert_eq!(pruned, [legacy.join(&sha)], "live or not, it is never used");
+    assert!(recent.exists() && c.dir.exists());
 }
