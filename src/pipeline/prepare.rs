@@ -11,7 +11,7 @@ use crate::kube::Cluster;
 use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
 use crate::pipeline::checkout::{self, Checkout, RepoSpec, RepoTree};
 use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
-use crate::pipeline::context::RenderContext;
+use crate::pipeline::context::{RenderContext, SandboxInfo};
 use crate::pipeline::images::{
     self, BuildPlan, ImageInfo, ImageName, ImagesError, Mode, Platform, Registries, Resolver,
     Wanted,
@@ -327,6 +327,11 @@ pub(crate) async fn render_and_plan(
         });
     }
     let rendered = futures::future::try_join_all(renders).await?;
+    // The hosts this sandbox may claim are rendered with what the URL template sees.
+    let url_context = serde_json::json!({ "sandbox": SandboxInfo::for_url(settings) });
+    let hosts = plan::routing::Hosts::for_sandbox(&settings.config.hosts, &url_context)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", settings.config.path.display()))?;
+    plan::routing::check(&rendered, &hosts).context("the rendered objects cannot be deployed")?;
     let plan = plan::plan(&settings.namespace, rendered)
         .context("the rendered objects cannot be deployed")?
         .with_namespace_objects(plan::isolation::namespace_objects(

@@ -5,6 +5,7 @@ pub(crate) mod isolation;
 pub(crate) mod pod_security;
 mod pod_specs;
 mod privileges;
+pub(crate) mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -125,6 +126,17 @@ pub(crate) enum PlanError {
         value: String,
         privilege: Privilege,
     },
+    /// An Ingress or a route claims a host that is not this sandbox's (`url.host`).
+    /// (`object`: `TEMPLATE: KIND `NAME``; `hosts`: this sandbox's, rendered.)
+    #[error("{object} of service `{service}` sets `{field}` ({value}): {reason}")]
+    ForeignHost {
+        object: String,
+        service: String,
+        field: String,
+        value: String,
+        reason: String,
+        hosts: Vec<String>,
+    },
 }
 
 impl Hint for PlanError {
@@ -154,6 +166,13 @@ impl Hint for PlanError {
                 "{}. Remove it from the template or the values; or, if service `{service}` really needs it, add `allow: [{}]` under `services.{service}` in sandbox.yaml (a branch cannot allow it itself)",
                 privileges::reach(*privilege),
                 privilege.as_str()
+            )),
+            PlanError::ForeignHost { hosts, .. } if hosts.is_empty() => Some(
+                "an Ingress or route claims a host on the ingress controller every sandbox shares, so a branch may not choose it: give each sandbox its hosts in sandbox.yaml, e.g. `url: {service: gateway, host: \"{{sandbox.namespace}}.preview.example.com\"}`, and use them in the template or values".into(),
+            ),
+            PlanError::ForeignHost { hosts, .. } => Some(format!(
+                "this sandbox may claim {} (`url.host` in sandbox.yaml); use one in the template or values",
+                hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
             )),
         }
     }

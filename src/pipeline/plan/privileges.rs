@@ -136,6 +136,11 @@ pub(crate) fn reach(privilege: Privilege) -> &'static str {
         Privilege::Privileged => "a privileged container has every device and capability of the node: it can take the node over",
         Privilege::Capabilities => "the capability goes beyond Pod Security's baseline and gives the container powers over the node",
         Privilege::ExternalIps => "traffic to these IPs is captured cluster-wide (CVE-2020-8554)",
+        Privilege::NetworkPolicies
+        | Privilege::ExternalNameServices
+        | Privilege::LoadBalancerServices
+        | Privilege::Endpoints
+        | Privilege::SnippetAnnotations => super::routing::reach(privilege),
     }
 }
 
