@@ -223,6 +223,17 @@ async fn a_value_that_injects_a_document_is_checked_like_any_rendered_object() {
     let product = product("net-inject");
     let feature_x = TestNamespace::claim(&client, &product.namespace("feature-x")).await;
     let injected = "ClusterIP\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: injected\nspec:\n  type: ExternalName\n  externalName: kubernetes.default.svc.cluster.local";
+    // From `--set` into a chart (helm's `type: {{ .Values.service_type | default … }}`).
+    let set = format!("gateway.service_type={injected}");
+    for command in ["render", "up"] {
+        let args = [command, "--branch", "feature-x", "--set-string", &set];
+        let stderr = run_failing(&mut product.sandbox(&args));
+        assert!(
+            stderr.contains("gateway/templates/service.yaml: Service `injected` of service `gateway` sets `spec.type` (ExternalName), which sandbox.yaml does not allow"),
+            "{command}: {stderr}"
+        );
+    }
+
     // From a branch's values file (the cache's, Handlebars' `type: {{default values.service_type …}}`).
     let branch = "net-inject";
     frontend_branch(&product, branch, &[]);
@@ -237,17 +248,6 @@ async fn a_value_that_injects_a_document_is_checked_like_any_rendered_object() {
     });
     let expected = ["templates/service.yaml: Service `injected` of service `cache` sets `spec.type` (ExternalName), which sandbox.yaml does not allow".to_owned()];
     refused_everywhere(&client, &product, branch, &expected).await;
-
-    // From `--set` into a chart (helm's `type: {{ .Values.service_type | default … }}`).
-    let set = format!("gateway.service_type={injected}");
-    for command in ["render", "up"] {
-        let args = [command, "--branch", "feature-x", "--set-string", &set];
-        let stderr = run_failing(&mut product.sandbox(&args));
-        assert!(
-            stderr.contains("gateway/templates/service.yaml: Service `injected` of service `gateway` sets `spec.type` (ExternalName), which sandbox.yaml does not allow"),
-            "{command}: {stderr}"
-        );
-    }
     assert!(
         !feature_x.exists().await,
         "a refused up made {}",
