@@ -12,6 +12,9 @@ use kube::{Api, Client};
 
 use crate::support::{cluster, run_failing, run_ok, Product, TestNamespace};
 
+/// Files written into a branch: path in the repository, content.
+type Files<'a> = Vec<(&'a str, String)>;
+
 /// The hosts every sandbox of the test products may claim.
 const HOST_PATTERN: &str = "{{sandbox.namespace}}.preview.example.test";
 
@@ -106,7 +109,7 @@ async fn hostile_network_branches_are_refused_by_render_validate_and_up() {
     let snippet = "nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers x;\"";
     let allow_all = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open-all}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n  ingress: [{}]\n  egress: [{}]\n";
     let alias = "apiVersion: v1\nkind: Service\nmetadata: {name: api-alias}\nspec:\n  type: ExternalName\n  externalName: kubernetes.default.svc.cluster.local\n";
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<String>)> = vec![
+    let cases: Vec<(&str, Files, Vec<String>)> = vec![
         (
             "net-policy",
             vec![("gateway/templates/open.yaml", allow_all.into())],

@@ -128,13 +128,11 @@ pub(crate) enum PlanError {
     },
     /// An Ingress or a route claims a host that is not this sandbox's (`url.host`).
     /// (`object`: `TEMPLATE: KIND `NAME``; `hosts`: this sandbox's, rendered.)
-    #[error("{object} of service `{service}` sets `{field}` ({value}): {reason}")]
+    #[error("{object} of service `{service}` sets `{}` ({}): {}", .foreign.field, .foreign.value, .foreign.reason)]
     ForeignHost {
         object: String,
         service: String,
-        field: String,
-        value: String,
-        reason: String,
+        foreign: Box<routing::ForeignHost>,
         hosts: Vec<String>,
     },
 }

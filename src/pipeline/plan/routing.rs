@@ -81,9 +81,7 @@ fn check_object(service: &RenderedService, m: &Manifest, hosts: &Hosts) -> Resul
         Some(foreign) => Err(PlanError::ForeignHost {
             object: object(),
             service: service.name.clone(),
-            field: foreign.field,
-            value: foreign.value,
-            reason: foreign.reason,
+            foreign: Box::new(foreign),
             hosts: hosts.patterns.clone(),
         }),
     }
