@@ -327,11 +327,8 @@ pub(crate) async fn render_and_plan(
         });
     }
     let rendered = futures::future::try_join_all(renders).await?;
-    // The hosts this sandbox may claim are rendered with what the URL template sees.
-    let url_context = serde_json::json!({ "sandbox": SandboxInfo::for_url(settings) });
-    let hosts = plan::routing::Hosts::for_sandbox(&settings.config.hosts, &url_context)
-        .map_err(|why| anyhow::anyhow!("{}: {why}", settings.config.path.display()))?;
-    plan::routing::check(&rendered, &hosts).context("the rendered objects cannot be deployed")?;
+    plan::routing::check(&rendered, &sandbox_hosts(settings)?)
+        .context("the rendered objects cannot be deployed")?;
     let plan = plan::plan(&settings.namespace, rendered)
         .context("the rendered objects cannot be deployed")?
         .with_namespace_objects(plan::isolation::namespace_objects(
@@ -346,6 +343,14 @@ pub(crate) async fn render_and_plan(
         images_time: target.images_time,
         rest_time: gathered.values_time + started.elapsed(),
     })
+}
+
+/// The hosts this sandbox's Ingresses and routes may claim: `url.host`, rendered with what the
+/// URL template sees.
+fn sandbox_hosts(settings: &Settings) -> Result<plan::routing::Hosts> {
+    let url_context = serde_json::json!({ "sandbox": SandboxInfo::for_url(settings) });
+    plan::routing::Hosts::for_sandbox(&settings.config.hosts, &url_context)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", settings.config.path.display()))
 }
 
 /// Where a service's chart is on disk, and how messages name it.
