@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) ttl: Duration,
     pub(crate) timeouts: Timeouts,
     pub(crate) url: UrlRule,
+    /// `url.host`: the hosts a sandbox's Ingresses and HTTPRoutes may claim, as Handlebars
+    /// templates over `sandbox` (each holds `{{sandbox.namespace}}`); none: no host at all.
+    pub(crate) hosts: Vec<String>,
     /// How chart services are rendered.
     pub(crate) helm: HelmSettings,
     /// Registries spoken to over plain HTTP (`host:port`), besides localhost.
@@ -226,6 +229,18 @@ pub(crate) enum Privilege {
     SelinuxOptions,
     /// `windowsOptions.hostProcess: true`
     HostProcess,
+    // Network and routing (plan/routing.rs): what cancels the sandbox's network isolation,
+    // reaches past it through a Service or an ingress controller, or costs money.
+    /// A NetworkPolicy (of any API group: Calico's and Cilium's add up too).
+    NetworkPolicies,
+    /// A Service of `type: ExternalName`.
+    ExternalNameServices,
+    /// A Service of `type: LoadBalancer`.
+    LoadBalancerServices,
+    /// Endpoints or EndpointSlices written by hand (a Service's backends at any address).
+    Endpoints,
+    /// An ingress controller's snippet annotation (`nginx.ingress.kubernetes.io/server-snippet`).
+    SnippetAnnotations,
 }
 
 /// A volume type a pod may use only when sandbox.yaml allows it: a field of Kubernetes' volume
@@ -329,6 +344,11 @@ impl Privilege {
             Privilege::UnconfinedApparmor => "unconfined_apparmor",
             Privilege::SelinuxOptions => "selinux_options",
             Privilege::HostProcess => "host_process",
+            Privilege::NetworkPolicies => "network_policies",
+            Privilege::ExternalNameServices => "external_name_services",
+            Privilege::LoadBalancerServices => "load_balancer_services",
+            Privilege::Endpoints => "endpoints",
+            Privilege::SnippetAnnotations => "snippet_annotations",
         }
     }
 
@@ -550,6 +570,15 @@ struct RawHelm {
 struct RawUrl {
     service: Option<String>,
     template: Option<String>,
+    host: Option<RawHosts>,
+}
+
+/// `url.host`: one pattern or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHosts {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -654,6 +683,7 @@ pub(crate) fn parse(
     if let Some(cycle) = find_cycle(&services) {
         return Err(file.cycle(&cycle[0].clone(), cycle));
     }
+    let hosts = host_patterns(&file, raw.url.host.as_ref())?;
     let url = url_rule(&file, raw.url, &names)?;
     let helm = helm_settings(&file, raw.helm)?;
     let sops_binary = sops_binary(&file, raw.sops.binary)?;
@@ -675,6 +705,7 @@ pub(crate) fn parse(
         ttl,
         timeouts,
         url,
+        hosts,
         helm,
         insecure_registries,
         sops_binary,
@@ -1318,6 +1349,64 @@ fn url_rule(
     }
 }
 
+/// `url.host`, checked: each pattern a template that gives every sandbox hosts of its own
+/// (`{{sandbox.namespace}}` in it) and renders to a host name, `*.` allowed in front.
+fn host_patterns(
+    file: &ConfigFile<'_>,
+    raw: Option<&RawHosts>,
+) -> Result<Vec<String>, ConfigError> {
+    let patterns = match raw {
+        None => return Ok(Vec::new()),
+        Some(RawHosts::One(p)) => vec![p.clone()],
+        Some(RawHosts::Many(list)) => list.clone(),
+    };
+    let example = serde_json::json!({"sandbox": {
+        "name": "shop", "branch": "feature-x", "namespace": "sb-feature-x"}});
+    for pattern in &patterns {
+        let invalid = |message: String| {
+            file.invalid(
+                &["url", "host"],
+                message,
+                Some("e.g. `host: \"{{sandbox.namespace}}.preview.example.com\"` (or a list, with `\"*.{{sandbox.namespace}}.preview.example.com\"` for its subdomains)".into()),
+            )
+        };
+        if !pattern.replace(' ', "").contains("{{sandbox.namespace}}") {
+            return Err(invalid(format!(
+                "`{pattern}` does not hold `{{{{sandbox.namespace}}}}`: every sandbox would claim the same host (`sandbox.name` is the product's name)"
+            )));
+        }
+        if let Err(why) = render_host(pattern, &example) {
+            return Err(invalid(format!("`{pattern}`: {why}")));
+        }
+    }
+    Ok(patterns)
+}
+
+/// A `url.host` pattern rendered over `context` (`{"sandbox": …}`): a lowercase host name,
+/// `*.` allowed in front; or why it is not one.
+pub(crate) fn render_host(pattern: &str, context: &serde_json::Value) -> Result<String, String> {
+    let mut hb = handlebars::Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    let host = hb
+        .render_template(pattern, context)
+        .map_err(|e| format!("cannot be rendered ({e})"))?;
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "renders to `{host}`, which is not a lowercase host name"
+        ));
+    }
+    Ok(host)
+}
+
 impl Config {
     pub(crate) fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
@@ -1895,6 +1984,63 @@ services:
             "{text}"
         );
         assert_eq!(err.hint().unwrap(), "did you mean `depends_on`?");
+    }
+
+    #[test]
+    fn url_host_is_one_pattern_or_a_list_each_with_the_sandboxs_namespace() {
+        assert!(load_text(GOOD).unwrap().hosts.is_empty());
+        let one = GOOD.replace(
+            "url: {service: web}",
+            "url: {service: web, host: \"{{sandbox.namespace}}.preview.example.com\"}",
+        );
+        assert_eq!(
+            load_text(&one).unwrap().hosts,
+            ["{{sandbox.namespace}}.preview.example.com"]
+        );
+        let list = GOOD.replace(
+            "url: {service: web}",
+            "url:\n  service: web\n  host: [\"{{sandbox.namespace}}.a.example\", \"*.{{ sandbox.namespace }}.a.example\"]",
+        );
+        assert_eq!(load_text(&list).unwrap().hosts.len(), 2);
+        for (pattern, why) in [
+            (
+                "{{sandbox.name}}.preview.example.com",
+                "does not hold `{{sandbox.namespace}}`",
+            ),
+            ("preview.example.com", "does not hold"),
+            (
+                "{{sandbox.namespace}}.Preview.example.com",
+                "renders to `sb-feature-x.Preview.example.com`, which is not a lowercase host name",
+            ),
+            (
+                "{{sandbox.namespace}}.{{sandbox.nope}}",
+                "cannot be rendered",
+            ),
+        ] {
+            let text = GOOD.replace(
+                "url: {service: web}",
+                &format!("url: {{service: web, host: \"{pattern}\"}}"),
+            );
+            let err = load_text(&text).unwrap_err();
+            assert!(err.to_string().contains("`url.host`"), "{err}");
+            assert!(err.to_string().contains(why), "{pattern}: {err}");
+            assert!(err
+                .hint()
+                .unwrap()
+                .contains("{{sandbox.namespace}}.preview.example.com"));
+        }
+    }
+
+    #[test]
+    fn render_host_gives_a_host_name_or_why_not() {
+        let context = serde_json::json!({"sandbox": {"namespace": "sb-x"}});
+        assert_eq!(
+            render_host("*.{{sandbox.namespace}}.example.com", &context).unwrap(),
+            "*.sb-x.example.com"
+        );
+        assert!(render_host("a.*.{{sandbox.namespace}}", &context).is_err());
+        assert!(render_host("{{sandbox.namespace}}..example.com", &context).is_err());
+        assert!(render_host("{{sandbox.namespace}}/x", &context).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::kube::Cluster;
 use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
 use crate::pipeline::checkout::{self, Checkout, RepoSpec, RepoTree};
 use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
-use crate::pipeline::context::RenderContext;
+use crate::pipeline::context::{RenderContext, SandboxInfo};
 use crate::pipeline::images::{
     self, BuildPlan, ImageInfo, ImageName, ImagesError, Mode, Platform, Registries, Resolver,
     Wanted,
@@ -329,6 +329,8 @@ pub(crate) async fn render_and_plan(
     let rendered = futures::future::try_join_all(renders).await?;
     plan::check_pod_security(&rendered, settings.config.isolation.pod_security)
         .context("the rendered objects cannot be deployed")?;
+    plan::routing::check(&rendered, &sandbox_hosts(settings)?)
+        .context("the rendered objects cannot be deployed")?;
     let plan = plan::plan(&settings.namespace, rendered)
         .context("the rendered objects cannot be deployed")?
         .with_namespace_objects(plan::isolation::namespace_objects(
@@ -343,6 +345,14 @@ pub(crate) async fn render_and_plan(
         images_time: target.images_time,
         rest_time: gathered.values_time + started.elapsed(),
     })
+}
+
+/// The hosts this sandbox's Ingresses and routes may claim: `url.host`, rendered with what the
+/// URL template sees.
+fn sandbox_hosts(settings: &Settings) -> Result<plan::routing::Hosts> {
+    let url_context = serde_json::json!({ "sandbox": SandboxInfo::for_url(settings) });
+    plan::routing::Hosts::for_sandbox(&settings.config.hosts, &url_context)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", settings.config.path.display()))
 }
 
 /// Where a service's chart is on disk, and how messages name it.

@@ -12,6 +12,7 @@ mod bad_input;
 mod cache;
 mod charts;
 mod cluster;
+mod hostile_network;
 mod hostile_pods;
 mod hostile_serve;
 mod hostile_tree;

@@ -216,14 +216,15 @@ fn documents_by_source(stdout: &str) -> Vec<(String, String)> {
             None => docs.push((String::new(), line.to_owned())),
         }
     }
+    // helm heads each template's output once: a later `---` of the same template (or one a
+    // value injected) starts a document of the template before it.
+    let mut current = "helm output".to_owned();
     docs.into_iter()
         .map(|(source, text)| {
-            let source = if source.is_empty() {
-                "helm output".to_owned()
-            } else {
-                source
-            };
-            (source, text)
+            if !source.is_empty() {
+                current = source;
+            }
+            (current.clone(), text)
         })
         .collect()
 }

@@ -249,3 +249,17 @@ fn helm_output_is_split_by_source() {
         ]
     );
 }
+
+#[test]
+fn a_document_without_its_own_source_is_named_after_the_template_before_it() {
+    let out = "a: 0\n---\n# Source: web/templates/a.yaml\na: 1\n---\nkind: Injected\n";
+    let sources: Vec<String> = documents_by_source(out).into_iter().map(|d| d.0).collect();
+    assert_eq!(
+        sources,
+        [
+            "helm output",
+            "web/templates/a.yaml",
+            "web/templates/a.yaml"
+        ]
+    );
+}

@@ -5,6 +5,7 @@ pub(crate) mod isolation;
 pub(crate) mod pod_security;
 mod pod_specs;
 mod privileges;
+pub(crate) mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -133,6 +134,15 @@ pub(crate) enum PlanError {
         level: &'static str,
         violations: Vec<pod_security::Violation>,
     },
+    /// An Ingress or a route claims a host that is not this sandbox's (`url.host`).
+    /// (`object`: `TEMPLATE: KIND `NAME``; `hosts`: this sandbox's, rendered.)
+    #[error("{object} of service `{service}` sets `{}` ({}): {}", .foreign.field, .foreign.value, .foreign.reason)]
+    ForeignHost {
+        object: String,
+        service: String,
+        foreign: Box<routing::ForeignHost>,
+        hosts: Vec<String>,
+    },
 }
 
 /// One line per field: `\n  spec.hostPID is true: host namespaces are not allowed`.
@@ -187,6 +197,13 @@ impl Hint for PlanError {
                     lower.as_str()
                 ))
             }
+            PlanError::ForeignHost { hosts, .. } if hosts.is_empty() => Some(
+                "an Ingress or route claims a host on the ingress controller every sandbox shares, so a branch may not choose it: give each sandbox its hosts in sandbox.yaml, e.g. `url: {service: gateway, host: \"{{sandbox.namespace}}.preview.example.com\"}`, and use them in the template or values".into(),
+            ),
+            PlanError::ForeignHost { hosts, .. } => Some(format!(
+                "this sandbox may claim {} (`url.host` in sandbox.yaml); use one in the template or values",
+                hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+            )),
         }
     }
 }

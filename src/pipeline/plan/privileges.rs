@@ -215,6 +215,11 @@ pub(crate) fn reach(privilege: Privilege) -> &'static str {
         Privilege::UnconfinedApparmor => "the container runs without the runtime's AppArmor profile",
         Privilege::SelinuxOptions => "the SELinux type, user or role lifts the container's confinement (e.g. spc_t is unconfined)",
         Privilege::HostProcess => "a Windows host process runs on the node itself, as the node",
+        Privilege::NetworkPolicies
+        | Privilege::ExternalNameServices
+        | Privilege::LoadBalancerServices
+        | Privilege::Endpoints
+        | Privilege::SnippetAnnotations => super::routing::reach(privilege),
     }
 }
 
