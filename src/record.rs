@@ -1056,7 +1056,9 @@ mod tests {
             format!("namespace `{old}` is the sandbox of branch `feature/x`, not of `{lookalike}`")
         );
         assert!(e.hint().unwrap().contains("rename this branch"), "{e:?}");
-        let e = locate(&cluster, "sb-", &lookalike, "shop").await.unwrap_err();
+        let e = locate(&cluster, "sb-", &lookalike, "shop")
+            .await
+            .unwrap_err();
         assert!(matches!(e, RecordError::OtherBranch { .. }), "{e:?}");
         assert_eq!(*seen.lock().unwrap(), ["GET", "GET"], "only reads");
         // Its own branch still re-ups it.

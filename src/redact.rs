@@ -451,7 +451,8 @@ mod tests {
         // As printed, `quote`d and `squote`d.
         for text in shown {
             for (open, close) in [("", ""), ("\"", "\""), ("'", "'")] {
-                let line = format!("execution error at (web/templates/x.yaml:3:4): {open}{text}{close}!");
+                let line =
+                    format!("execution error at (web/templates/x.yaml:3:4): {open}{text}{close}!");
                 let scrubbed = s.scrub(&line);
                 assert!(
                     scrubbed.ends_with(&format!(": {open}<redacted>{close}!")),
@@ -460,7 +461,10 @@ mod tests {
             }
         }
         // Upper and lower case of a short secret, where it stands alone.
-        assert_eq!(scrubber(&["on"]).scrub("ON On on one"), "<redacted> On <redacted> one");
+        assert_eq!(
+            scrubber(&["on"]).scrub("ON On on one"),
+            "<redacted> On <redacted> one"
+        );
     }
 
     #[test]
@@ -468,7 +472,10 @@ mod tests {
         let cases = [
             ("\u{1b}[31mred\u{1b}[0m plain", "red plain"),
             ("\u{1b}]0;owned title\u{7}after", "after"),
-            ("\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\", "link"),
+            (
+                "\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\",
+                "link",
+            ),
             ("\u{1b}]52;c;Y3VybCBldmls\u{7}clip", "clip"),
             ("\u{1b}P+q544e\u{1b}\\dcs", "dcs"),
             ("\u{9b}2Jc1 \u{9d}title\u{9c}x", "c1 x"),

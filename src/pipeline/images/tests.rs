@@ -462,7 +462,10 @@ async fn a_build_gets_no_credentials_and_never_overwrites_a_tag() {
     // The build reads an empty auth file and sees none of the process's environment.
     assert!(log.contains("AUTHFILE {\"auths\": {}}"), "{log}");
     assert!(log.contains("ENV PATH="), "{log}");
-    assert!(!log.contains("ENV CARGO"), "the environment reached the build:\n{log}");
+    assert!(
+        !log.contains("ENV CARGO"),
+        "the environment reached the build:\n{log}"
+    );
 
     // A tag that does not name the commit may be another commit's image: refused.
     let other = Wanted {
@@ -481,7 +484,10 @@ async fn a_build_gets_no_credentials_and_never_overwrites_a_tag() {
     let fresh = wanted(&registry, "web", "shop/fresh", true);
     let _ = resolve(&[fresh], ensure, &resolver, &reporter).await;
     let log = read();
-    let push = log.split("CALL ").find(|c| c.contains(" push ")).expect("pushed");
+    let push = log
+        .split("CALL ")
+        .find(|c| c.contains(" push "))
+        .expect("pushed");
     assert!(push.contains("ENV CARGO"), "{push}");
 }
 
