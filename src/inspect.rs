@@ -344,7 +344,8 @@ pub(crate) async fn logs(cluster: &Cluster, namespace: &str, options: &LogOption
             };
             let mut lines = stream.lines();
             while let Some(Ok(line)) = lines.next().await {
-                println!("[{prefix}] {line}");
+                // A container's text, shown on a terminal: without control sequences.
+                println!("[{prefix}] {}", crate::redact::printable(&line));
             }
             Ok(())
         }

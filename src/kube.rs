@@ -121,14 +121,35 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     })
 }
 
-/// The kubeconfig's token and password never show in a diagnostic line, whatever `RUST_LOG`
-/// lets through (no crate is known to log them; this is the net under that).
+/// The credentials the client uses never show in a diagnostic line or an error, whatever
+/// `RUST_LOG` lets through (no crate is known to log them; this is the net under that): the
+/// kubeconfig's token, password and client key, and the token file's token — in a pod, the
+/// ServiceAccount's (`/var/run/secrets/kubernetes.io/serviceaccount/token`), read at each
+/// connection as kube re-reads it when it rotates.
 fn learn_credentials(auth: &kube::config::AuthInfo) {
     use secrecy::ExposeSecret;
-    let secrets = [&auth.token, &auth.password]
+    let mut secrets: Vec<String> = [&auth.token, &auth.password, &auth.client_key_data]
         .into_iter()
         .flatten()
-        .map(|s| s.expose_secret().to_owned());
+        .map(|s| s.expose_secret().trim().to_owned())
+        .collect();
+    if let Some(file) = &auth.token_file {
+        if let Ok(token) = std::fs::read_to_string(file) {
+            secrets.push(token.trim().to_owned());
+        }
+    }
+    if let Some(data) = &auth.client_key_data {
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD.decode(data.expose_secret().trim());
+        if let Ok(pem) = pem {
+            secrets.extend(crate::redact::key_lines(&String::from_utf8_lossy(&pem)));
+        }
+    }
+    if let Some(key) = &auth.client_key {
+        if let Ok(pem) = std::fs::read_to_string(key) {
+            secrets.extend(crate::redact::key_lines(&pem));
+        }
+    }
     crate::logging::add_secrets(secrets);
 }
 
@@ -263,6 +284,24 @@ mod tests {
         assert_eq!(
             scrubbed,
             "Authorization: Bearer <redacted> basic <redacted>"
+        );
+    }
+
+    /// In a pod, kube reads the ServiceAccount's token from a file (and re-reads it).
+    #[test]
+    fn the_token_file_kube_reads_is_scrubbed_from_diagnostics() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "eyJhbGciOiJSUzI1NiJ9.service-account-test-token\n").unwrap();
+        let auth = kube::config::AuthInfo {
+            token_file: Some(file.display().to_string()),
+            ..Default::default()
+        };
+        super::learn_credentials(&auth);
+        let line = "GET /api with eyJhbGciOiJSUzI1NiJ9.service-account-test-token failed";
+        assert_eq!(
+            crate::logging::scrub(line),
+            "GET /api with <redacted> failed"
         );
     }
 }

@@ -5,9 +5,12 @@
 //!
 //! Every line carries the fields of the spans it happened in (a webhook's delivery id, a piece
 //! of work's repository, pull request and branch), after its own; a key already on the line is
-//! not repeated. Every known secret (serve's webhook secret and tokens, the API server's
-//! credentials, every value a command decrypted) is scrubbed from the finished line, whatever
-//! field or level carries it, before it is written: one place, so no event can bypass it.
+//! not repeated. Every known secret is scrubbed from the finished line, whatever field or level
+//! carries it, before it is written: one place, so no event can bypass it. The process's own
+//! credentials (serve's webhook secret and tokens, the API server's, the git and registry
+//! tokens, the age keys) are scrubbed from every line; what one sandbox decrypted only from the
+//! lines logged inside its work's span ([`scrub_within`]): in serve, a branch's values must not
+//! blank words in other pull requests' lines (a secret `ready` would hide every "ready").
 //!
 //! Why our own layer rather than `tracing-subscriber`'s `fmt`: the text format stays exactly
 //! serve's existing `key=value` lines (operators grep them), JSON is flat (a log pipeline indexes
@@ -38,6 +41,46 @@ pub(crate) fn add_secrets(secrets: impl IntoIterator<Item = String>) {
 /// `text` with every known secret replaced by `<redacted>`.
 pub(crate) fn scrub(text: &str) -> String {
     SECRETS.scrub(text)
+}
+
+/// The credentials the process's environment holds (tokens, the webhook secret, the Slack URL,
+/// age keys, the git SSH key's lines), whichever of them a command ends up using: never shown.
+pub(crate) fn learn_environment_credentials(env: &dyn Fn(&str) -> Option<String>) {
+    const TOKENS: [&str; 6] = [
+        "SANDBOX_GIT_TOKEN",
+        "SANDBOX_GITHUB_TOKEN",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "SANDBOX_WEBHOOK_SECRET",
+        "SANDBOX_SLACK_WEBHOOK_URL",
+    ];
+    let mut secrets: Vec<String> = TOKENS
+        .iter()
+        .filter_map(|name| env(name))
+        .map(|value| value.trim().to_owned())
+        .collect();
+    if let Some(keys) = env("SOPS_AGE_KEY") {
+        secrets.extend(keys.split_whitespace().map(str::to_owned));
+    }
+    if let Some(key) = env("SANDBOX_GIT_SSH_KEY").and_then(|p| std::fs::read_to_string(p).ok()) {
+        secrets.extend(crate::redact::key_lines(&key));
+    }
+    add_secrets(secrets);
+}
+
+/// A sandbox's secrets, kept in its work's span for the lines logged inside it.
+struct SpanSecrets(Arc<Scrubber>);
+
+/// Scrub `secrets` from every line logged inside `span` (and the spans within it), and from no
+/// other line. Nothing happens when `span` is disabled or another subscriber records it.
+pub(crate) fn scrub_within(span: &tracing::Span, secrets: Arc<Scrubber>) {
+    use tracing_subscriber::registry::{LookupSpan as _, SpanData as _};
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>();
+        if let Some(data) = registry.and_then(|r| r.span_data(id)) {
+            data.extensions_mut().replace(SpanSecrets(secrets));
+        }
+    });
 }
 
 /// How lines are written.
@@ -228,15 +271,20 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Vec::new();
         event.record(&mut Collect(&mut fields));
+        let mut sandbox_secrets = Vec::new();
         // The innermost span's fields first: they are the most specific.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(own) = span.extensions().get::<SpanFields>() {
+                let extensions = span.extensions();
+                if let Some(own) = extensions.get::<SpanFields>() {
                     for (key, value) in &own.0 {
                         if !fields.iter().any(|(k, _)| k == key) {
                             fields.push((key, value.clone()));
                         }
                     }
+                }
+                if let Some(SpanSecrets(secrets)) = extensions.get::<SpanSecrets>() {
+                    sandbox_secrets.push(secrets.clone());
                 }
             }
         }
@@ -246,7 +294,10 @@ where
             jiff::Timestamp::now(),
             fields,
         );
-        (self.sink)(scrub(&line).as_bytes());
+        let line = sandbox_secrets
+            .iter()
+            .fold(scrub(&line), |line, secrets| secrets.scrub(&line));
+        (self.sink)(line.as_bytes());
     }
 }
 

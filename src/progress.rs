@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,27 +15,45 @@ use crate::redact::Scrubber;
 pub(crate) struct Reporter {
     bars: Option<MultiProgress>,
     lines: Mutex<BTreeMap<String, ProgressBar>>,
-    secrets: Scrubber,
+    secrets: Arc<Scrubber>,
     quiet: bool,
+    /// The command runs one sandbox, so its secrets are the process's: scrubbed from every
+    /// diagnostic line. False in serve, where each piece of work has a reporter of its own.
+    process_wide: bool,
 }
 
 impl Reporter {
-    /// Bars when stderr is a terminal, plain lines when it is not.
+    /// A command's: bars when stderr is a terminal, plain lines when it is not.
     pub(crate) fn new(quiet: bool) -> Reporter {
         let fancy = !quiet && std::io::stderr().is_terminal();
         Reporter {
             bars: fancy.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             lines: Mutex::new(BTreeMap::new()),
-            secrets: Scrubber::new(),
+            secrets: Arc::new(Scrubber::new()),
             quiet,
+            process_wide: true,
         }
     }
 
-    /// Texts that must never be shown (decrypted values): not here, nor in any diagnostic line
-    /// (`-v`, serve's log).
+    /// One sandbox's among many in one process (serve's work): quiet, and the secrets it learns
+    /// are scrubbed from its own texts and from the lines logged inside `span` only, so that
+    /// one branch's values never blank words in another's comments and lines.
+    pub(crate) fn for_one_sandbox(span: &tracing::Span) -> Reporter {
+        let reporter = Reporter {
+            process_wide: false,
+            ..Reporter::new(true)
+        };
+        crate::logging::scrub_within(span, reporter.secrets.clone());
+        reporter
+    }
+
+    /// Texts that must never be shown (decrypted values): not here, nor in a diagnostic line
+    /// (`-v`; serve's lines of this work).
     pub(crate) fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
         let secrets: Vec<String> = secrets.into_iter().collect();
-        crate::logging::add_secrets(secrets.iter().cloned());
+        if self.process_wide {
+            crate::logging::add_secrets(secrets.iter().cloned());
+        }
         self.secrets.add(secrets);
     }
 
@@ -55,9 +73,10 @@ impl Reporter {
         }
     }
 
-    /// A line of a container's log, prefixed by where it comes from.
+    /// A line of a container's (or a build's) log, prefixed by where it comes from, without
+    /// the terminal control sequences it may carry.
     pub(crate) fn log_line(&self, prefix: &str, line: &str) {
-        self.info(&format!("[{prefix}] {line}"));
+        self.info(&format!("[{prefix}] {}", crate::redact::printable(line)));
     }
 
     fn set(&self, id: &str, message: String, finish: bool) {

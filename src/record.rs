@@ -508,6 +508,14 @@ pub(crate) enum RecordError {
         ours: String,
         theirs: Option<String>,
     },
+    /// The namespace is this product's sandbox of another branch: a branch named like the name
+    /// versions before 0.2 gave another branch (`feature-x-1a2b3c` for `feature/x`) lands on it.
+    #[error("namespace `{namespace}` is the sandbox of branch `{theirs}`, not of `{ours}`")]
+    OtherBranch {
+        namespace: String,
+        ours: String,
+        theirs: String,
+    },
     /// There is no such sandbox.
     #[error("there is no sandbox `{0}`")]
     Missing(String),
@@ -534,6 +542,9 @@ impl Hint for RecordError {
             )),
             RecordError::OtherProduct { namespace, ours, theirs: None } => Some(format!(
                 "if `{namespace}` is a sandbox of `{ours}`, say so: `kubectl label namespace {namespace} {PRODUCT_LABEL}={ours}`; else leave it alone (`down` will not delete it)"
+            )),
+            RecordError::OtherBranch { theirs, .. } => Some(format!(
+                "versions before 0.2 named the sandbox of `{theirs}` so, and a branch can be named to match it; it is left alone: rename this branch (or, if the old sandbox is no longer needed, `sandbox down {theirs}` first)"
             )),
             RecordError::Missing(_) => Some("`sandbox list` shows the sandboxes".into()),
             RecordError::StillTerminating { .. } => Some(
@@ -618,9 +629,29 @@ pub(crate) async fn ensure_ours(
     }
 }
 
+/// Refuse `lookup` when it is this product's sandbox of another branch than `branch` (one
+/// being deleted is nobody's any more). Today's names never collide (a changed branch gets a
+/// 64-bit hash after `--`), but the 6-digit names of versions before 0.2 look like plain
+/// branches: pushing `feature-x-1a2b3c` must not take over (or delete) `feature/x`'s sandbox.
+pub(crate) fn check_branch(
+    lookup: &Lookup,
+    namespace: &str,
+    branch: &str,
+) -> Result<(), RecordError> {
+    match lookup {
+        Lookup::Ours(r) if !r.terminating && r.branch != branch => Err(RecordError::OtherBranch {
+            namespace: namespace.into(),
+            ours: branch.into(),
+            theirs: r.branch.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The namespace of `product`'s sandbox of `branch`: today's name, or, when there is no sandbox
 /// by that name, the name versions before 0.2 gave it (a shorter hash), if that namespace is
 /// this product's sandbox of exactly this branch. So `down` after an upgrade still finds it.
+/// Today's name holding another branch's sandbox (an old name, see [`check_branch`]) is refused.
 pub(crate) async fn locate(
     cluster: &Cluster,
     prefix: &str,
@@ -629,9 +660,13 @@ pub(crate) async fn locate(
 ) -> Result<String, RecordError> {
     let current = namespace_for(prefix, branch);
     let Some(legacy) = legacy_namespace_for(prefix, branch) else {
+        let lookup = fetch(cluster, &current, product).await?;
+        check_branch(&lookup, &current, branch)?;
         return Ok(current);
     };
-    if !matches!(fetch(cluster, &current, product).await?, Lookup::Absent) {
+    let lookup = fetch(cluster, &current, product).await?;
+    if !matches!(lookup, Lookup::Absent) {
+        check_branch(&lookup, &current, branch)?;
         return Ok(current);
     }
     Ok(match fetch(cluster, &legacy, product).await? {
@@ -665,15 +700,18 @@ pub(crate) async fn list(
 }
 
 /// Create or update the sandbox's namespace with the tool's labels and `record`'s annotations.
-/// Refuses a namespace that someone else or another product created; waits for one of its own
-/// still being deleted. Returns the record as it was before (None: this call created it).
+/// Refuses a namespace that someone else, another product or another branch (see
+/// [`check_branch`]) created; waits for one of its own still being deleted. Returns the record
+/// as it was before (None: this call created it).
 pub(crate) async fn ensure(
     cluster: &Cluster,
     record: &SandboxRecord,
 ) -> Result<Option<SandboxRecord>, RecordError> {
     let name = record.namespace.as_str();
     let product = record.product.as_str();
-    let previous = match fetch(cluster, name, product).await? {
+    let lookup = fetch(cluster, name, product).await?;
+    check_branch(&lookup, name, &record.branch)?;
+    let previous = match lookup {
         lookup @ (Lookup::NotOurs | Lookup::OtherProduct(_)) => {
             return Err(lookup.refusal(name, product).expect("not ours"))
         }
@@ -988,13 +1026,47 @@ mod tests {
             locate(&cluster, "sb-", "feature/x", "shop").await.unwrap(),
             new
         );
-        // A plain branch had no hash: one name only.
-        let (cluster, seen) = cluster_answering(500, serde_json::json!({}));
+        // A plain branch had no hash: one name only (read, to check whose sandbox it is).
+        let missing = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+        let (cluster, seen) = cluster_answering(404, missing);
         assert_eq!(
             locate(&cluster, "sb-", "main", "shop").await.unwrap(),
             "sb-main"
         );
-        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(*seen.lock().unwrap(), ["GET"]);
+    }
+
+    /// `feature-x-<6 digits>` is a plain branch whose name is today's name of itself and the
+    /// old name of `feature/x`'s sandbox: pushing it must neither take that sandbox over (`up`)
+    /// nor find it (`down`, `status`, serve closing the pull request).
+    #[tokio::test]
+    async fn a_branch_named_like_another_branchs_old_namespace_is_refused() {
+        let old = legacy_namespace_for("sb-", "feature/x").unwrap();
+        let lookalike = old.strip_prefix("sb-").unwrap().to_owned();
+        assert_eq!(namespace_for("sb-", &lookalike), old);
+        let ours = serde_json::json!({MANAGED_BY: MANAGED_BY_VALUE, PRODUCT_LABEL: "shop"});
+        let (cluster, seen) = cluster_answering(200, namespace_json(&old, ours, "feature/x"));
+        let wanted = SandboxRecord {
+            branch: lookalike.clone(),
+            ..record_of(&old)
+        };
+        let e = ensure(&cluster, &wanted).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("namespace `{old}` is the sandbox of branch `feature/x`, not of `{lookalike}`")
+        );
+        assert!(e.hint().unwrap().contains("rename this branch"), "{e:?}");
+        let e = locate(&cluster, "sb-", &lookalike, "shop")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RecordError::OtherBranch { .. }), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), ["GET", "GET"], "only reads");
+        // Its own branch still re-ups it.
+        let own = SandboxRecord {
+            branch: "feature/x".into(),
+            ..record_of(&old)
+        };
+        assert!(ensure(&cluster, &own).await.is_ok());
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! each secret is expanded into its [`encodings`], and one aho-corasick automaton finds all of
 //! them in a single pass over the text.
 //!
+//! A chart can transform a value before printing it (a `fail` message, a rendered object): the
+//! [`encodings`] include what helm's common functions make of it — `upper`, `lower`, `b64enc`
+//! once and twice, `b64enc | upper`, `quote` and `toJson` (the quoted forms). Any other
+//! transform (a secret cut in pieces, printed a character per line, reversed, hashed then
+//! compared, XORed) is not recognised: whoever can render a chart can show its own sandbox's
+//! secrets, by design; the scrubber only keeps honest output clean.
+//!
 //! Length rule: every secret is scrubbed, however short. A value of at least
 //! [`SHORT_SECRET_LEN`] bytes is replaced wherever it (or an encoding) occurs. A shorter one
 //! (sops encrypts every leaf by default, so `3`, `on` or `abc` do occur) is replaced only where
@@ -99,7 +106,7 @@ impl Inner {
             .iter()
             .partition(|s| s.len() >= SHORT_SECRET_LEN);
         let long_forms = dedup(long.iter().flat_map(|s| encodings(s)));
-        let short_forms = dedup(short.iter().flat_map(|s| quoted_forms(s)));
+        let short_forms = dedup(short.iter().flat_map(|s| cased_forms(s)));
         self.long = automaton(&long_forms);
         self.short = automaton(&short_forms);
     }
@@ -179,6 +186,7 @@ pub(crate) fn encodings(secret: &str) -> Vec<String> {
         forms.push(encoded.replace("%20", "+"));
         forms.push(encoded);
     }
+    forms.extend(transformed(secret));
     let bytes = secret.as_bytes();
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         forms.push(engine.encode(bytes));
@@ -196,6 +204,36 @@ pub(crate) fn encodings(secret: &str) -> Vec<String> {
         }
     }
     forms
+}
+
+/// What helm's template functions commonly make of a value before it is printed: `upper` and
+/// `lower` (quoted too), `b64enc` of those, `b64enc | b64enc`, `b64enc | upper`.
+fn transformed(secret: &str) -> Vec<String> {
+    let mut forms = Vec::new();
+    for cased in [secret.to_uppercase(), secret.to_lowercase()] {
+        forms.push(STANDARD.encode(&cased));
+        forms.extend(quoted_forms(&cased));
+    }
+    let once = STANDARD.encode(secret);
+    forms.push(once.to_uppercase());
+    forms.push(once.to_lowercase());
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(&once));
+        forms.push(engine.encode(engine.encode(secret)));
+    }
+    forms
+}
+
+/// A short secret as itself and quoted, in its own, upper and lower case.
+fn cased_forms(secret: &str) -> Vec<String> {
+    [
+        secret.to_owned(),
+        secret.to_uppercase(),
+        secret.to_lowercase(),
+    ]
+    .iter()
+    .flat_map(|s| quoted_forms(s))
+    .collect()
 }
 
 /// The secret as itself and as quoting writes it inside quotes: JSON (and YAML double quotes,
@@ -222,6 +260,80 @@ fn lowercase_hex(percent_encoded: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The lines of a private key file (PEM or OpenSSH) that carry key material: the base64 body,
+/// without its `-----BEGIN …-----` frame. Each is long and random, so each is a secret of its own.
+pub(crate) fn key_lines(key: &str) -> Vec<String> {
+    key.lines()
+        .map(str::trim)
+        .filter(|line| line.len() >= 16 && !line.starts_with("-----") && !line.contains(':'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `text` as a terminal shows it harmlessly: without escape sequences (colours, cursor moves,
+/// window titles, hyperlinks, clipboard writes: CSI, OSC, DCS and the rest, in their 7- and
+/// 8-bit forms) and without any other control character but newline and tab (a carriage return
+/// or a backspace could hide what came before it). For text a container, a build or a chart
+/// printed, before it reaches a terminal or a pull request's comment.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\u{1b}' => skip_escape(&mut chars),
+            // 8-bit CSI; then OSC, DCS, SOS, PM and APC, which run to a terminator.
+            '\u{9b}' => skip_csi(&mut chars),
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// The rest of a sequence that began with ESC.
+fn skip_escape(chars: &mut Chars<'_>) {
+    match chars.peek() {
+        Some('[') => {
+            chars.next();
+            skip_csi(chars);
+        }
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            chars.next();
+            skip_string(chars);
+        }
+        // Intermediate bytes, then one final byte (e.g. `ESC ( B`); or just the final byte.
+        Some(_) => {
+            while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+            chars.next_if(|c| ('0'..='~').contains(c));
+        }
+        None => {}
+    }
+}
+
+/// A CSI's parameter and intermediate bytes, then its final byte.
+fn skip_csi(chars: &mut Chars<'_>) {
+    while chars.next_if(|c| (' '..='?').contains(c)).is_some() {}
+    chars.next_if(|c| ('@'..='~').contains(c));
+}
+
+/// A control string up to its terminator (BEL, ESC and backslash, or ST), or to the end of the line.
+fn skip_string(chars: &mut Chars<'_>) {
+    while let Some(c) = chars.next_if(|c| *c != '\n') {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' => {
+                chars.next_if_eq(&'\\');
+                return;
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +430,64 @@ mod tests {
         );
         assert!(s.reveals("x9"));
         assert!(!s.reveals("config=/product/sandbox.yaml"));
+    }
+
+    /// What a chart's `fail "{{ .Values.password | b64enc | b64enc }}"` and the like print.
+    #[test]
+    fn what_helm_functions_make_of_a_secret_is_scrubbed() {
+        let secret = "Sup3r-Secret-Pw";
+        let s = scrubber(&[secret]);
+        let once = STANDARD.encode(secret);
+        let shown = [
+            STANDARD.encode(&once),
+            STANDARD_NO_PAD.encode(&once),
+            URL_SAFE.encode(URL_SAFE.encode(secret)),
+            secret.to_uppercase(),
+            secret.to_lowercase(),
+            STANDARD.encode(secret.to_uppercase()),
+            once.to_uppercase(),
+            once.clone(),
+        ];
+        // As printed, `quote`d and `squote`d.
+        for text in shown {
+            for (open, close) in [("", ""), ("\"", "\""), ("'", "'")] {
+                let line =
+                    format!("execution error at (web/templates/x.yaml:3:4): {open}{text}{close}!");
+                let scrubbed = s.scrub(&line);
+                assert!(
+                    scrubbed.ends_with(&format!(": {open}<redacted>{close}!")),
+                    "{text} → {scrubbed}"
+                );
+            }
+        }
+        // Upper and lower case of a short secret, where it stands alone.
+        assert_eq!(
+            scrubber(&["on"]).scrub("ON On on one"),
+            "<redacted> On <redacted> one"
+        );
+    }
+
+    #[test]
+    fn terminal_control_sequences_are_stripped() {
+        let cases = [
+            ("\u{1b}[31mred\u{1b}[0m plain", "red plain"),
+            ("\u{1b}]0;owned title\u{7}after", "after"),
+            (
+                "\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\",
+                "link",
+            ),
+            ("\u{1b}]52;c;Y3VybCBldmls\u{7}clip", "clip"),
+            ("\u{1b}P+q544e\u{1b}\\dcs", "dcs"),
+            ("\u{9b}2Jc1 \u{9d}title\u{9c}x", "c1 x"),
+            ("\u{1b}(Bcharset \u{1b}7saved", "charset saved"),
+            ("over\rwrite\u{8}\u{7f}\u{0}", "overwrite"),
+            ("tab\tand\nnewline stay, é ✓", "tab\tand\nnewline stay, é ✓"),
+            ("\u{1b}]0;unterminated\nnext line", "\nnext line"),
+            ("trailing \u{1b}", "trailing "),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
     }
 
     #[test]

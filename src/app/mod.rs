@@ -22,6 +22,7 @@ use crate::progress::Reporter;
 /// Run one command: its exit code ([`crate::error::EXIT_OK`], or `diff`'s
 /// [`crate::error::EXIT_CHANGES`]). A failure comes back as the text the binary shows for it.
 pub async fn run(cli: Cli) -> std::result::Result<i32, Failed> {
+    crate::logging::learn_environment_credentials(&|name| std::env::var(name).ok());
     let reporter = Reporter::new(cli.quiet);
     if let Err(error) = init_logging(&cli) {
         return Err(Failed::of(&error.into(), &reporter));
@@ -115,8 +116,11 @@ impl Failed {
                 code: crate::error::EXIT_OK,
             };
         }
+        // The command's secrets, the process's credentials, and no terminal control sequence
+        // (a chart's `fail` message is the branch's text).
+        let message = crate::logging::scrub(&reporter.scrub(&render_error(error)));
         Failed {
-            message: reporter.scrub(&render_error(error)),
+            message: crate::redact::printable(&message),
             code: exit_code(error),
         }
     }

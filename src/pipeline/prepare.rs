@@ -22,6 +22,7 @@ use crate::pipeline::settings::Settings;
 use crate::pipeline::sops::Identities;
 use crate::pipeline::values::{self, Values};
 use crate::progress::Reporter;
+use crate::record;
 use crate::redact::REDACTED;
 
 /// The offline stages' output: what each repo resolved to, each service's values, and the plan.
@@ -173,9 +174,19 @@ async fn resolve_images(
         registries: &registries,
         platform,
         insecure: &settings.config.insecure_registries,
-        buildah: images::locate_buildah(&env),
+        buildah: builder(settings, &env),
     };
     Ok(images::resolve(&wanted, mode, &resolver, reporter).await?)
+}
+
+/// buildah, if this run may build. The previews (`sandbox serve`) never do, even with buildah
+/// installed: a build runs the branch's Containerfile as root with chroot isolation, which is
+/// no security boundary, on the machine that holds serve's credentials. They wait for CI's image.
+fn builder(settings: &Settings, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if settings.made_by == record::MADE_BY_SERVE {
+        return None;
+    }
+    images::locate_buildah(env)
 }
 
 /// A service's image as its config and its checkout say: the tag rendered over `repo` and
@@ -601,5 +612,19 @@ mod tests {
         };
         let unused = check_pin(&unused, "feat", &[checkout("feat", false, "a")]);
         assert!(unused.unwrap_err().to_string().contains("no service"));
+    }
+
+    /// A preview's build would run a branch's Containerfile next to serve's credentials: serve
+    /// never builds, whatever is installed.
+    #[test]
+    fn the_previews_never_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let buildah = dir.path().join("buildah");
+        std::fs::write(&buildah, "#!/bin/sh\n").unwrap();
+        let env = |name: &str| (name == "SANDBOX_BUILDAH").then(|| buildah.display().to_string());
+        let mut settings = crate::pipeline::settings::example("x");
+        assert_eq!(builder(&settings, &env), Some(buildah.clone()));
+        settings.made_by = record::MADE_BY_SERVE;
+        assert_eq!(builder(&settings, &env), None);
     }
 }

@@ -110,6 +110,8 @@ async fn locked(
     let lookup = record::fetch(cluster, ns, &settings.config.name)
         .await
         .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+    // Another branch's sandbox under this name is refused before any grant or lock in it.
+    record::check_branch(&lookup, ns, &settings.branch)?;
     let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
     if new {
         // A new sandbox must fit the product's caps; the count's lock is held until its

@@ -857,11 +857,12 @@ pub(crate) async fn diagnose(
         params.previous = true;
         logs = pods.logs(pod, &params).await.unwrap_or_default();
     }
+    // The container's own text reaches terminals and comments: without control sequences.
     Diagnosis {
         pod: pod.into(),
         container: container.map(str::to_owned),
-        events,
-        logs: logs.lines().map(str::to_owned).collect(),
+        events: events.iter().map(|e| crate::redact::printable(e)).collect(),
+        logs: logs.lines().map(crate::redact::printable).collect(),
     }
 }
 

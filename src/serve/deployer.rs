@@ -83,8 +83,9 @@ impl Deployer for ClusterDeployer {
 
     async fn deploy(&self, branch: &str, prs: &[PrRef]) -> Result<Deployed, Failure> {
         // Quiet: jobs run side by side and the service logs one line per event instead. The
-        // reporter still learns the decrypted values, to scrub them from the error.
-        let reporter = Reporter::new(true);
+        // reporter still learns the decrypted values, to scrub them from the error and from
+        // this work's lines (its span) — and from no other branch's.
+        let reporter = Reporter::for_one_sandbox(&tracing::Span::current());
         let result = async {
             let mut settings = Settings::new(
                 self.config.clone(),
@@ -133,7 +134,7 @@ impl Deployer for ClusterDeployer {
     }
 
     async fn destroy(&self, branch: &str) -> Result<Destroyed, Failure> {
-        let reporter = Reporter::new(true);
+        let reporter = Reporter::for_one_sandbox(&tracing::Span::current());
         let result = async {
             let cluster = connect(&self.cluster)
                 .await

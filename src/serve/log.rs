@@ -2,8 +2,9 @@
 //! event whose message is the event's name and whose fields are the pairs. [`crate::logging`]
 //! writes them (text `time level event key=value…` or JSON, `--log-format`), adds the fields of
 //! the spans they happen in (delivery, repository, pull request, branch), and scrubs every text
-//! the service knows to be secret (the webhook secret, the GitHub token, the Slack URL, what a
-//! deploy decrypted) from every line, whatever field carries it.
+//! the service knows to be secret (the webhook secret, the GitHub token, the Slack URL, the
+//! cluster's token) from every line, whatever field carries it — and what a deploy decrypted
+//! from the lines of that deploy's work only.
 
 use std::fmt::Display;
 

@@ -40,6 +40,17 @@ impl Deployer for FakeDeployer {
             .unwrap()
             .push(format!("deploy {branch} {sha}"));
         tokio::time::sleep(self.delay).await;
+        if let Some(which) = branch.strip_prefix("secret-") {
+            // As the real deployer: a reporter of this work's own learns what it decrypted
+            // (branch `secret-a`'s chart has a value `ready`), and scrubs its error with it.
+            let reporter = crate::progress::Reporter::for_one_sandbox(&tracing::Span::current());
+            if which == "a" {
+                reporter.add_secrets(["ready".to_owned()]);
+            }
+            log!(Info, "fake.waited", state = "pods not ready");
+            let error = anyhow::anyhow!("deployment `web` never became ready");
+            return Err(Failure::new(&error, |t| reporter.scrub(t)));
+        }
         if branch == "broken" {
             let error = anyhow::anyhow!(
                 "api: CrashLoopBackOff; the log said password=hunter2-decrypted and {TOKEN}; {}",
@@ -757,6 +768,53 @@ async fn a_failure_is_reported_briefly_and_without_secrets() {
     assert!(!everything.contains(TOKEN), "{everything}");
     assert!(h.github.comments()[0].body.contains("failed to deploy"));
     h.stop().await;
+}
+
+/// What one branch decrypted is scrubbed from its own reports and lines only: a chart value
+/// `ready` must not blank "ready" in every other pull request's comment, Slack message and log.
+#[tokio::test]
+async fn one_branchs_secrets_are_scrubbed_from_its_own_reports_only() {
+    let (subscriber, lines) = crate::logging::capturing(crate::logging::Format::Text);
+    let _default = tracing::subscriber::set_default(subscriber);
+    let mut h = Harness::start(Duration::ZERO, 1 << 20).await;
+    for (branch, delivery) in [("secret-a", "sa-1"), ("secret-b", "sb-1")] {
+        let opened = pull_request("opened", branch, SHA1);
+        let (status, _) = h.deliver("pull_request", delivery, &opened).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        h.queue.idle().await;
+    }
+    h.stop().await;
+    let slack = h.github.slack_messages();
+    let message_of = |branch: &str| {
+        let found = slack.iter().find(|m| m.contains(branch));
+        found.unwrap_or_else(|| panic!("no message of {branch} in {slack:?}"))
+    };
+    assert!(
+        // Slack's text escapes `<` and `>`.
+        message_of("secret-a").ends_with("deployment `web` never became &lt;redacted&gt;"),
+        "{slack:?}"
+    );
+    assert!(
+        message_of("secret-b").ends_with("deployment `web` never became ready"),
+        "{slack:?}"
+    );
+    let log = lines();
+    let lines_of = |branch: &str| -> Vec<&str> {
+        let field = format!("branch={branch}");
+        log.lines()
+            .filter(|l| l.contains("event=fake.waited") || l.contains("event=job.failed"))
+            .filter(|l| l.contains(&field))
+            .collect()
+    };
+    assert_eq!(lines_of("secret-a").len(), 2, "{log}");
+    for line in lines_of("secret-a") {
+        assert!(!line.contains("ready"), "{line}");
+    }
+    assert_eq!(lines_of("secret-b").len(), 2, "{log}");
+    for line in lines_of("secret-b") {
+        assert!(line.contains("ready\""), "{line}");
+    }
+    assert_eq!(crate::logging::scrub("ready"), "ready");
 }
 
 #[tokio::test]

@@ -37,14 +37,14 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    /// From an error, with `scrub` applied (it knows the secrets the work came across).
+    /// From an error, with `scrub_secrets` (the secrets this work came across) and the
+    /// process's own applied, and terminal control sequences (a chart's `fail` may print them)
+    /// stripped.
     pub(crate) fn new(error: &anyhow::Error, scrub_secrets: impl Fn(&str) -> String) -> Failure {
+        let shown = |text: &str| crate::redact::printable(&scrub(&scrub_secrets(text)));
         Failure {
-            summary: scrub(&scrub_secrets(&format!("{error:#}"))),
-            details: scrub(&scrub_secrets(&crate::error::render(
-                error,
-                super::hints_of,
-            ))),
+            summary: shown(&format!("{error:#}")),
+            details: shown(&crate::error::render(error, super::hints_of)),
         }
     }
 }

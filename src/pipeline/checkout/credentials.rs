@@ -62,6 +62,10 @@ pub(super) struct Credentials {
 impl Credentials {
     pub(super) fn from_env() -> Self {
         let mut credentials = Credentials::from_vars(|var| std::env::var(var).ok());
+        // Never shown, wherever libgit2 or a remote's answer might quote it.
+        if let Some((_, token)) = &credentials.token {
+            crate::logging::add_secrets([token.clone()]);
+        }
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let explicit = std::env::var_os(SSH_KEY_ENV).map(PathBuf::from);
         credentials.ssh_keys = ssh_keys(explicit, home);

@@ -50,9 +50,10 @@ pub(crate) fn auth_files(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     files
 }
 
-/// The credentials for `registry` in the first of `files` that has them.
+/// The credentials for `registry` in the first of `files` that has them (the password, and
+/// the `auth` text that carries it, never shown from then on).
 pub(crate) fn credentials_for(registry: &str, files: &[PathBuf]) -> Option<Credentials> {
-    files.iter().find_map(|file| {
+    let found = files.iter().find_map(|file| {
         let text = std::fs::read_to_string(file).ok()?;
         let parsed: AuthFile = serde_json::from_str(&text).ok()?;
         parsed
@@ -60,7 +61,11 @@ pub(crate) fn credentials_for(registry: &str, files: &[PathBuf]) -> Option<Crede
             .iter()
             .find(|(key, _)| same_registry(key, registry))
             .and_then(|(_, entry)| entry.credentials())
-    })
+    })?;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", found.username, found.password));
+    crate::logging::add_secrets([found.password.clone(), auth]);
+    Some(found)
 }
 
 impl AuthEntry {

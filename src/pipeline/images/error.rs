@@ -55,6 +55,13 @@ pub(crate) enum ImagesError {
         status: String,
         last_lines: Vec<String>,
     },
+    /// The tag appeared while the image was built, and does not name the commit.
+    #[error("service `{service}`: image {reference} appeared in the registry while it was being built for commit {sha}; its tag does not name the commit, so it may be another commit's image, and it was not overwritten")]
+    TagTaken {
+        service: String,
+        reference: String,
+        sha: String,
+    },
     /// buildah could not be run.
     #[error("could not run {}", path.display())]
     BuildahRun {
@@ -91,6 +98,9 @@ impl Hint for ImagesError {
             ImagesError::Registry { source, .. } => return source.hint(),
             ImagesError::NoBuildah { .. } | ImagesError::BuildahRun { .. } => {
                 "install buildah (`scripts/setup` does; Debian: `apt-get install buildah`), or point SANDBOX_BUILDAH at it".into()
+            }
+            ImagesError::TagTaken { .. } => {
+                "a tag is never overwritten (another sandbox may run it): run `sandbox up` again to use the image now there, or make the tag name the commit (`tag: \"{{repo.sha}}\"`, the default) so each commit builds its own".into()
             }
             ImagesError::BuildFailed { .. } => {
                 "the build's output is above; fix the Containerfile or the build context, or run the same `buildah bud` by hand to iterate".into()

@@ -212,7 +212,17 @@ async fn build_all(
             &w.sha[..w.sha.len().min(7)]
         ));
         let started = Instant::now();
-        build::build_and_push(buildah, &job, reporter)
+        build::build(buildah, &job, reporter)
+            .await
+            .map_err(|failure| build_error(w, failure))?;
+        if appeared_meanwhile(w, resolver).await? {
+            reporter.info(&format!(
+                "  {} appeared in the registry while it was built: that one is used, not overwritten",
+                job.reference
+            ));
+            return Ok(());
+        }
+        build::push(buildah, &job, reporter)
             .await
             .map_err(|failure| build_error(w, failure))?;
         reporter.info(&format!(
@@ -223,6 +233,28 @@ async fn build_all(
         Ok::<_, ImagesError>(())
     });
     futures::future::try_join_all(builds).await.map(|_| ())
+}
+
+/// Whether `w`'s tag exists now, asked right before pushing: a tag is never overwritten, since
+/// another sandbox may have resolved it. If it names the commit (the default `{{repo.sha}}`
+/// does), whoever pushed it (CI, another `up`) built the same commit: it is used. If it does
+/// not, it may be another commit's image: the build is refused rather than overwrite it or
+/// silently deploy something else. (A push that starts after this check can still race one
+/// that ends before it; the sandboxes that resolved the tag are pinned to its digest anyway.)
+async fn appeared_meanwhile(w: &Wanted, resolver: &Resolver<'_>) -> Result<bool, ImagesError> {
+    let now = look_up_each(&[w], resolver).await?;
+    if now.get(&w.tagged()).is_none_or(Option::is_none) {
+        return Ok(false);
+    }
+    let short_sha = &w.sha[..w.sha.len().min(7)];
+    if w.tag.contains(short_sha) {
+        return Ok(true);
+    }
+    Err(ImagesError::TagTaken {
+        service: w.service.clone(),
+        reference: w.tagged(),
+        sha: w.sha.clone(),
+    })
 }
 
 fn build_error(w: &Wanted, failure: BuildFailure) -> ImagesError {

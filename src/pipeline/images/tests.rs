@@ -79,7 +79,23 @@ async fn manifest(
         };
         return (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response();
     }
+    let asked = fake
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.contains(&format!(" {repo}:{reference} ")))
+        .count();
     match (repo.as_str(), reference.as_str()) {
+        // Missing when first asked, there from then on: pushed by someone else during a build.
+        ("shop/late", _) if asked > 1 => (
+            [
+                ("content-type", "application/vnd.oci.image.manifest.v1+json"),
+                ("docker-content-digest", DIGEST),
+            ],
+            "{}",
+        )
+            .into_response(),
         ("shop/api", "abc") => (
             [
                 ("content-type", "application/vnd.oci.image.manifest.v1+json"),
@@ -396,6 +412,115 @@ async fn resolve_pins_digests_shares_lookups_and_names_a_missing_image() {
         .await
         .unwrap_err();
     assert!(matches!(e, ImagesError::NeverAppeared { .. }), "{e}");
+}
+
+/// A stand-in buildah that writes what it was run with (arguments, the auth file it was given,
+/// its environment) to `calls`, and succeeds.
+fn fake_buildah(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let calls = dir.join("calls");
+    let script = dir.join("buildah");
+    let text = format!(
+        "#!/bin/sh\nlog={}\necho \"CALL $*\" >> $log\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --authfile ]; then echo \"AUTHFILE $(cat \"$a\")\" >> $log; fi\n  prev=$a\ndone\nenv | sed 's/^/ENV /' >> $log\n",
+        calls.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, calls)
+}
+
+#[tokio::test]
+async fn a_build_gets_no_credentials_and_never_overwrites_a_tag() {
+    let (registry, _) = start(Guard::Open).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (buildah, calls) = fake_buildah(dir.path());
+    let insecure = [registry.clone()];
+    let registries = Registries::new(&insecure, &|_| None);
+    let resolver = Resolver {
+        registries: &registries,
+        platform: Platform::local(),
+        insecure: &insecure,
+        buildah: Some(buildah),
+    };
+    let reporter = Reporter::new(true);
+    let ensure = Mode::Ensure { wait: None };
+    let read = || std::fs::read_to_string(&calls).unwrap_or_default();
+
+    // The tag names the commit and appeared while building: CI (or another `up`) pushed the
+    // same commit's image. It is used, not overwritten.
+    let same_commit = Wanted {
+        tag: "0123456".into(),
+        ..wanted(&registry, "web", "shop/late", true)
+    };
+    let images = resolve(&[same_commit], ensure, &resolver, &reporter)
+        .await
+        .unwrap();
+    assert_eq!(images["web"].digest.as_deref(), Some(DIGEST));
+    let log = read();
+    assert!(log.contains("CALL --storage-driver vfs bud "), "{log}");
+    assert!(!log.contains(" push "), "overwritten:\n{log}");
+    // The build reads an empty auth file and sees none of the process's environment.
+    assert!(log.contains("AUTHFILE {\"auths\": {}}"), "{log}");
+    assert!(log.contains("ENV PATH="), "{log}");
+    assert!(
+        !log.contains("ENV CARGO"),
+        "the environment reached the build:\n{log}"
+    );
+
+    // A tag that does not name the commit may be another commit's image: refused.
+    let other = Wanted {
+        tag: "latest".into(),
+        ..wanted(&registry, "web", "shop/late", true)
+    };
+    let e = resolve(&[other], ensure, &resolver, &reporter)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImagesError::TagTaken { .. }), "{e}");
+    assert!(e.to_string().contains("was not overwritten"), "{e}");
+    assert!(!read().contains(" push "), "overwritten:\n{}", read());
+
+    // A tag still missing is pushed (with the process's environment: the push runs nothing of
+    // the branch's).
+    let fresh = wanted(&registry, "web", "shop/fresh", true);
+    let _ = resolve(&[fresh], ensure, &resolver, &reporter).await;
+    let log = read();
+    let push = log
+        .split("CALL ")
+        .find(|c| c.contains(" push "))
+        .expect("pushed");
+    assert!(push.contains("ENV CARGO"), "{push}");
+}
+
+#[test]
+fn the_build_keeps_only_where_things_are_of_the_environment() {
+    let vars = [
+        ("PATH", "/usr/bin"),
+        ("HOME", "/root"),
+        ("https_proxy", "http://proxy:3128"),
+        ("BUILDAH_LAYERS", "true"),
+        ("CONTAINERS_STORAGE_CONF", "/etc/s.conf"),
+        ("REGISTRY_AUTH_FILE", "/run/auth.json"),
+        ("DOCKER_CONFIG", "/root/.docker"),
+        ("GITHUB_TOKEN", "ghp_x"),
+        ("SANDBOX_GIT_TOKEN", "t"),
+        ("SOPS_AGE_KEY", "AGE-SECRET-KEY-1X"),
+        ("KUBECONFIG", "/root/.kube/config"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let kept: Vec<String> = build::builder_environment(vars)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "PATH",
+            "HOME",
+            "https_proxy",
+            "BUILDAH_LAYERS",
+            "CONTAINERS_STORAGE_CONF"
+        ]
+    );
 }
 
 #[test]

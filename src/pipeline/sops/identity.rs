@@ -83,7 +83,11 @@ impl Identities {
                     continue;
                 }
                 match word.parse::<age::x25519::Identity>() {
-                    Ok(key) => self.keys.push(key),
+                    Ok(key) => {
+                        // The key that opens every sops file: never shown, wherever it leaks.
+                        crate::logging::add_secrets([word.to_owned()]);
+                        self.keys.push(key);
+                    }
                     Err(reason) => {
                         return Err(SopsError::InvalidIdentity {
                             origin: origin.to_owned(),
