@@ -390,10 +390,12 @@ async fn rollout(
         record::update(cluster, ns, Update::inventory(rendered)).await?;
     }
     // A revision is good, and a rollback target, only once it has been seen ready.
+    let mut last_good_digest = None;
     if wait && (!nothing_changed || !was_ready) {
-        inventory::save_last_good(cluster, ns, plan).await?;
+        last_good_digest = Some(inventory::save_last_good(cluster, ns, plan).await?);
     }
     let done = Update {
+        last_good_digest,
         url: Some(url.clone()),
         last_error: Some(None),
         sleep: asleep.map(|_| None),

@@ -12,6 +12,7 @@ mod bad_input;
 mod cache;
 mod charts;
 mod cluster;
+mod hostile_rbac;
 mod images;
 mod isolation;
 mod lifecycle;

@@ -5,6 +5,7 @@ pub(crate) mod isolation;
 pub(crate) mod pod_security;
 mod pod_specs;
 mod privileges;
+mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +53,8 @@ pub(crate) struct RenderedService {
     pub(crate) smoke: Vec<Manifest>,
     /// What sandbox.yaml allows its objects beyond the defaults.
     pub(crate) allow: BTreeSet<Privilege>,
+    /// The ClusterRoles sandbox.yaml lets its RoleBindings name.
+    pub(crate) cluster_roles: BTreeSet<String>,
 }
 
 /// One step of the deploy graph: a phase of a service's preflight Jobs, a service's own objects,
@@ -125,6 +128,17 @@ pub(crate) enum PlanError {
         value: String,
         privilege: Privilege,
     },
+    /// A Role or RoleBinding grants more than the sandbox's own, or rights over the tool's
+    /// objects. (`object`: `TEMPLATE: KIND `NAME``.)
+    #[error("{object} of service `{service}` sets `{field}` ({value}): {reason}")]
+    Rbac {
+        object: String,
+        service: String,
+        field: String,
+        value: String,
+        reason: String,
+        remedy: rbac::Remedy,
+    },
 }
 
 impl Hint for PlanError {
@@ -155,6 +169,9 @@ impl Hint for PlanError {
                 privileges::reach(*privilege),
                 privilege.as_str()
             )),
+            PlanError::Rbac {
+                service, remedy, ..
+            } => Some(remedy.hint(service)),
         }
     }
 }
@@ -231,7 +248,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 /// Build the plan: stamp namespace and labels on every object and order the steps.
 /// `services` must be in an order where dependencies are known (config validated them).
 pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
-    check_objects(&services)?;
+    check_objects(namespace, &services)?;
     let steps = steps(namespace, &dependency_order(&services));
     let smoke = services
         .iter()
@@ -249,9 +266,11 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
 }
 
 /// Refuse cluster-scoped objects, objects rendered twice, objects named as the tool's own,
-/// rights over the node or the network that sandbox.yaml does not allow, and preflight or smoke
-/// templates that render more than Jobs (and what Jobs need).
-fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
+/// rights over the node or the network that sandbox.yaml does not allow, RBAC that grants more
+/// than the sandbox's own, and preflight or smoke templates that render more than Jobs (and
+/// what Jobs need).
+fn check_objects(namespace: &str, services: &[RenderedService]) -> Result<(), PlanError> {
+    let roles = rbac::role_names(services.iter().flat_map(all_manifests).map(|m| &m.object));
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
         if CLUSTER_SCOPED.contains(&m.kind()) {
@@ -279,6 +298,7 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
             check(m)?;
             check_reserved(s, m)?;
             check_privileges(s, m)?;
+            check_rbac(s, m, namespace, &roles)?;
         }
         let runs: [(&str, Vec<&Manifest>); 3] = [
             ("preflight", preflight),
@@ -323,6 +343,39 @@ fn check_privileges(service: &RenderedService, m: &Manifest) -> Result<(), PlanE
             privilege: claim.privilege,
         }),
     }
+}
+
+fn check_rbac(
+    service: &RenderedService,
+    m: &Manifest,
+    namespace: &str,
+    roles: &BTreeSet<String>,
+) -> Result<(), PlanError> {
+    let scope = rbac::Scope {
+        namespace,
+        cluster_roles: &service.cluster_roles,
+        roles,
+    };
+    match rbac::refusal(&m.object, &scope) {
+        None => Ok(()),
+        Some(refused) => Err(PlanError::Rbac {
+            object: format!("{}: {} `{}`", m.template, m.kind(), m.name()),
+            service: service.name.clone(),
+            field: refused.field,
+            value: refused.value,
+            reason: refused.reason,
+            remedy: refused.remedy,
+        }),
+    }
+}
+
+/// Every manifest of a service: preflight, objects, post-install, smoke.
+fn all_manifests(s: &RenderedService) -> impl Iterator<Item = &Manifest> {
+    let preflight = s.preflight.iter().flatten();
+    preflight
+        .chain(&s.objects)
+        .chain(&s.post_install)
+        .chain(&s.smoke)
 }
 
 /// What preflight, post-install and smoke steps may hold: what runs to completion, and what it
@@ -581,6 +634,7 @@ mod tests {
             post_install: vec![],
             smoke: vec![],
             allow: BTreeSet::new(),
+            cluster_roles: BTreeSet::new(),
         }
     }
 
