@@ -56,6 +56,8 @@ pub struct Cli {
     pub(crate) command: Command,
 }
 
+// Parsed once per run: the size of `Serve`'s arguments costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Deploy (or update) the sandbox of a branch and print its URL.

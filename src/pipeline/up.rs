@@ -483,7 +483,17 @@ impl Failure<'_> {
                     Ok(()) => {
                         error.context("the sandbox was rolled back to its last good revision")
                     }
-                    Err(e) => error.context(format!("and rolling back failed too: {e:#}")),
+                    // The rollback's hint (why nothing was restored) goes with its message:
+                    // the chain shown is the deploy's.
+                    Err(e) => {
+                        let hints: Vec<String> =
+                            e.chain().flat_map(crate::pipeline::hints_of).collect();
+                        let mut message = format!("and rolling back failed too: {e:#}");
+                        for hint in hints {
+                            message.push_str(&format!("; {}", hint.trim_end()));
+                        }
+                        error.context(message)
+                    }
                 }
             }
             OnFailure::Destroy if self.created_now => {

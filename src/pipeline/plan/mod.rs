@@ -130,14 +130,12 @@ pub(crate) enum PlanError {
     },
     /// A Role or RoleBinding grants more than the sandbox's own, or rights over the tool's
     /// objects. (`object`: `TEMPLATE: KIND `NAME``.)
-    #[error("{object} of service `{service}` sets `{field}` ({value}): {reason}")]
+    #[error("{object} of service `{service}` sets `{}` ({}): {}", .refused.field, .refused.value, .refused.reason)]
     Rbac {
         object: String,
         service: String,
-        field: String,
-        value: String,
-        reason: String,
-        remedy: rbac::Remedy,
+        /// Boxed: the largest variant sizes every `Result` of the plan.
+        refused: Box<rbac::Refusal>,
     },
 }
 
@@ -170,8 +168,8 @@ impl Hint for PlanError {
                 privilege.as_str()
             )),
             PlanError::Rbac {
-                service, remedy, ..
-            } => Some(remedy.hint(service)),
+                service, refused, ..
+            } => Some(refused.remedy.hint(service)),
         }
     }
 }
@@ -361,10 +359,7 @@ fn check_rbac(
         Some(refused) => Err(PlanError::Rbac {
             object: format!("{}: {} `{}`", m.template, m.kind(), m.name()),
             service: service.name.clone(),
-            field: refused.field,
-            value: refused.value,
-            reason: refused.reason,
-            remedy: refused.remedy,
+            refused: Box::new(refused),
         }),
     }
 }
