@@ -483,6 +483,11 @@ pub(crate) struct ServeArgs {
     /// On SIGTERM/SIGINT, how long running deploys may finish before they are cancelled.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub(crate) shutdown_grace: Duration,
+    /// How long a preview's deploy or teardown waits for another holder of the sandbox's lock
+    /// (someone's `sandbox up`, or a pod of the sandbox that took it) before it fails with who
+    /// holds it: a concurrency slot is never held forever.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub(crate) lock_timeout: Duration,
     /// Do not converge the previews at start (the first resync then waits for --resync).
     #[arg(long)]
     pub(crate) no_reconcile: bool,

@@ -70,6 +70,10 @@ mod key {
     pub(super) const SLEEP_REPLICAS: &str = "sleep-replicas";
     /// The CronJobs the sleep suspended (`["nightly"]`): not those suspended before it.
     pub(super) const SLEEP_SUSPENDED: &str = "sleep-suspended";
+    /// The SHA-256 of the last good revision in [`super::LAST_GOOD_SECRET`]: kept on the
+    /// namespace, which nothing in the sandbox can write (the plan refuses Namespaces and Roles
+    /// on them), so a rollback applies only what the tool wrote there.
+    pub(super) const LAST_GOOD_DIGEST: &str = "last-good-digest";
 }
 
 /// The longest last error recorded (annotations share 256 KiB per object).
@@ -405,6 +409,8 @@ pub(crate) struct Update {
     pub(crate) last_used: Option<jiff::Timestamp>,
     /// `Some(Some(_))`: now asleep; `Some(None)`: awake again (the sleep is forgotten).
     pub(crate) sleep: Option<Option<Sleep>>,
+    /// The digest of the last good revision just written (`pipeline::inventory`).
+    pub(crate) last_good_digest: Option<String>,
 }
 
 impl Update {
@@ -464,6 +470,9 @@ impl Update {
         }
         if let Some(Some(error)) = &self.last_error {
             put(key::LAST_ERROR, cut(error, MAX_LAST_ERROR));
+        }
+        if let Some(digest) = &self.last_good_digest {
+            put(key::LAST_GOOD_DIGEST, digest.clone());
         }
         a
     }
@@ -770,6 +779,22 @@ pub(crate) async fn update(
         .await
         .map_err(api_error("could not update the sandbox's record"))?;
     Ok(())
+}
+
+/// The digest of the last good revision that the record keeps, if it keeps one.
+pub(crate) async fn last_good_digest(
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<Option<String>, RecordError> {
+    let ns = namespaces(cluster)
+        .get(namespace)
+        .await
+        .map_err(api_error("could not read the namespace"))?;
+    let annotation = format!("{PREFIX}{}", key::LAST_GOOD_DIGEST);
+    Ok(ns
+        .metadata
+        .annotations
+        .and_then(|mut a| a.remove(&annotation)))
 }
 
 /// What [`delete`] found.

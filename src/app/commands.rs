@@ -472,6 +472,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         ttl: args.ttl,
         on_failure: args.on_failure,
         shutdown_grace: args.shutdown_grace,
+        lock_timeout: args.lock_timeout,
         reconcile: !args.no_reconcile,
         resync: args.resync,
         skip_drafts: args.skip_drafts,
@@ -487,7 +488,28 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
             ..app.env.clone()
         },
     };
-    serve::run(settings, app.load_config()?, app.cluster.clone()).await
+    let config = app.load_config()?;
+    if let Some(access) = &settings.env.access {
+        refuse_binding_serves_role(&config, &access.cluster_role)?;
+    }
+    serve::run(settings, config, app.cluster.clone()).await
+}
+
+/// serve's in-sandbox ClusterRole (`--sandbox-role`) may have any name; sandbox.yaml must not
+/// let a branch bind it (it holds the sandbox's lock and rewrites its last good revision).
+fn refuse_binding_serves_role(config: &pipeline::config::Config, role: &str) -> Result<()> {
+    if let Some(service) = config
+        .services
+        .iter()
+        .find(|s| s.cluster_roles.contains(role))
+    {
+        anyhow::bail!(
+            "{}: `services.{}.rbac.cluster_roles` (or the top-level `rbac`) lists `{role}`, serve's own ClusterRole in every sandbox (--sandbox-role): a branch could bind it and take the sandbox's lock or rewrite its last good revision; remove it from sandbox.yaml",
+            config.path.display(),
+            service.name
+        );
+    }
+    Ok(())
 }
 
 pub(super) async fn cache_prune(app: &App, args: PruneArgs) -> Result<()> {

@@ -11,9 +11,11 @@ use crate::error::Hint;
 use serde::Deserialize;
 
 mod isolation;
+mod rbac;
 pub(crate) use isolation::{
     parse_quantity, AllowFrom, Caps, Isolation, NetworkPolicy, PodSecurity, Quota,
 };
+pub(crate) use rbac::never_bound;
 
 /// The file name looked up in the working directory when `--config` is not given.
 pub(crate) const FILE_NAME: &str = "sandbox.yaml";
@@ -181,6 +183,9 @@ pub(crate) struct Service {
     pub(crate) depends_on: Vec<String>,
     /// What its pods may do beyond the defaults (its own `allow` and the top-level one).
     pub(crate) allow: BTreeSet<Privilege>,
+    /// The ClusterRoles its RoleBindings may name (its own `rbac.cluster_roles` and the
+    /// top-level one).
+    pub(crate) cluster_roles: BTreeSet<String>,
 }
 
 /// A right that a rendered object may only claim when sandbox.yaml grants it (`allow:`), because
@@ -479,6 +484,8 @@ struct RawConfig {
     services: serde_yaml_ng::Mapping,
     #[serde(default, deserialize_with = "allow_list")]
     allow: BTreeSet<Privilege>,
+    #[serde(default)]
+    rbac: rbac::RawRbac,
     limits: Option<isolation::RawLimits>,
     network_policy: Option<isolation::RawNetworkPolicy>,
     pod_security: Option<PodSecurity>,
@@ -612,6 +619,8 @@ struct RawService {
     depends_on: Vec<String>,
     #[serde(default, deserialize_with = "allow_list")]
     allow: BTreeSet<Privilege>,
+    #[serde(default)]
+    rbac: rbac::RawRbac,
 }
 
 const TOP_FIELDS: &[&str] = &[
@@ -627,6 +636,7 @@ const TOP_FIELDS: &[&str] = &[
     "repo_files",
     "services",
     "allow",
+    "rbac",
     "limits",
     "network_policy",
     "pod_security",
@@ -671,6 +681,10 @@ pub(crate) fn parse(
     let mut services = services(&file, raw.services, env)?;
     // The top-level `allow` is every service's.
     services.iter_mut().for_each(|s| s.allow.extend(&raw.allow));
+    let cluster_roles = rbac::cluster_roles(&file, &[], raw.rbac)?;
+    for s in &mut services {
+        s.cluster_roles.extend(cluster_roles.iter().cloned());
+    }
     let insecure_registries = raw
         .images
         .insecure_registries
@@ -998,6 +1012,7 @@ fn service(
         ));
     }
     let values = service_values(file, &name, raw.values)?;
+    let cluster_roles = rbac::cluster_roles(file, &["services", &name], raw.rbac)?;
     let chart = chart_ref(file, &name, raw.chart, raw.chart_from)?;
     let image = raw
         .image
@@ -1016,6 +1031,7 @@ fn service(
         secrets_files: raw.secrets_files,
         depends_on: raw.depends_on,
         allow: raw.allow,
+        cluster_roles,
     })
 }
 

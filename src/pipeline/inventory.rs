@@ -31,6 +31,10 @@ pub(crate) enum InventoryError {
     /// The last good revision cannot be read back: restoring from it would lose objects.
     #[error("the last good revision in Secret `{LAST_GOOD_SECRET}` is unreadable")]
     CorruptLastGood(#[source] serde_json::Error),
+    /// The last good revision is not the one the tool wrote: something in the sandbox changed
+    /// or removed it, and applying it would apply what no plan checked.
+    #[error("the last good revision in Secret `{LAST_GOOD_SECRET}` is not the one sandbox wrote: {why}; refusing to apply it")]
+    UntrustedLastGood { why: String },
 }
 
 impl Hint for InventoryError {
@@ -39,6 +43,9 @@ impl Hint for InventoryError {
             InventoryError::Api { .. } => None,
             InventoryError::CorruptLastGood(_) => Some(format!(
                 "nothing was restored; run `sandbox up` again to deploy afresh (and `kubectl delete secret {LAST_GOOD_SECRET}` in the sandbox's namespace if it keeps failing)"
+            )),
+            InventoryError::UntrustedLastGood { .. } => Some(format!(
+                "nothing was restored; find out who could write Secret `{LAST_GOOD_SECRET}` in the sandbox's namespace (a RoleBinding made by hand?), then run `sandbox up` to deploy afresh: a successful up writes a new revision"
             )),
         }
     }
@@ -158,16 +165,18 @@ pub(crate) async fn delete<'r>(
     Ok(deleted)
 }
 
-/// Record the plan's objects as the last good revision.
+/// Record the plan's objects as the last good revision; its digest, which the caller keeps in
+/// the sandbox's record for [`load_last_good`] to check.
 pub(crate) async fn save_last_good(
     cluster: &Cluster,
     namespace: &str,
     plan: &Plan,
-) -> Result<(), InventoryError> {
+) -> Result<String, InventoryError> {
     let objects: BTreeMap<ObjectRef, &serde_json::Value> =
         plan.objects().map(|o| (o.object_ref(), o)).collect();
-    let data = base64::engine::general_purpose::STANDARD
-        .encode(serde_json::to_vec(&objects).expect("serializable"));
+    let bytes = serde_json::to_vec(&objects).expect("serializable");
+    let digest = snapshot_digest(&bytes);
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
     let secret = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -187,29 +196,56 @@ pub(crate) async fn save_last_good(
     )
     .await
     .map_err(api_error("recording the last good revision"))?;
-    Ok(())
+    Ok(digest)
 }
 
-/// The objects of the last successful `up` (empty when there was none).
+/// `sha256:HEX` of a snapshot's bytes.
+fn snapshot_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The objects of the last successful `up` (empty when there was none), if their digest is
+/// `recorded` (the one the sandbox's record keeps): the Secret is in the sandbox's namespace,
+/// where a pod with rights on Secrets could rewrite it, and a rollback applies it unchecked.
 pub(crate) async fn load_last_good(
     cluster: &Cluster,
     namespace: &str,
+    recorded: Option<&str>,
 ) -> Result<BTreeMap<ObjectRef, serde_json::Value>, InventoryError> {
     let api: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
-    let Some(secret) = api
+    let secret = api
         .get_opt(LAST_GOOD_SECRET)
         .await
-        .map_err(api_error("reading the last good revision"))?
-    else {
-        return Ok(BTreeMap::new());
+        .map_err(api_error("reading the last good revision"))?;
+    let bytes = secret.map(|secret| {
+        let data = secret.data.unwrap_or_default();
+        data.get("objects.json")
+            .map(|b| b.0.clone())
+            .unwrap_or_default()
+    });
+    verify_last_good(bytes.as_deref(), recorded)?;
+    match bytes {
+        None => Ok(BTreeMap::new()),
+        Some(bytes) => parse_last_good(&bytes),
+    }
+}
+
+/// Whether the snapshot's `bytes` (None: no Secret) are the ones whose digest was `recorded`.
+fn verify_last_good(bytes: Option<&[u8]>, recorded: Option<&str>) -> Result<(), InventoryError> {
+    let why = match (bytes, recorded) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => "the sandbox's record has its digest, but the Secret is gone".to_owned(),
+        (Some(_), None) => "the sandbox's record keeps no digest of it (written by someone else, or by an older version of sandbox)".to_owned(),
+        (Some(bytes), Some(recorded)) => {
+            let found = snapshot_digest(bytes);
+            if found == recorded {
+                return Ok(());
+            }
+            format!("its digest is {found}, the sandbox's record says {recorded}")
+        }
     };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("objects.json"))
-        .map(|b| b.0.clone())
-        .unwrap_or_default();
-    parse_last_good(&bytes)
+    Err(InventoryError::UntrustedLastGood { why })
 }
 
 /// A snapshot that cannot be read is an error, not an empty revision: a rollback from an empty
@@ -235,6 +271,28 @@ mod tests {
         live.failed_jobs.clear();
         live.hashes.insert(key, "def".into());
         assert!(!live.unchanged(&object));
+    }
+
+    #[test]
+    fn the_last_good_revision_is_applied_only_with_the_digest_the_record_keeps() {
+        let written = br#"{"v1/ConfigMap/a": {"kind": "ConfigMap"}}"#;
+        let digest = snapshot_digest(written);
+        assert!(digest.starts_with("sha256:") && digest.len() == 7 + 64);
+        assert!(verify_last_good(Some(written), Some(&digest)).is_ok());
+        assert!(verify_last_good(None, None).is_ok(), "no revision yet");
+        let tampered = br#"{"v1/ConfigMap/a": {"kind": "ConfigMap", "data": {"x": "y"}}}"#;
+        for (bytes, recorded) in [
+            (Some(&tampered[..]), Some(digest.as_str())),
+            (Some(&written[..]), None),
+            (None, Some(digest.as_str())),
+        ] {
+            let err = verify_last_good(bytes, recorded).unwrap_err();
+            assert!(matches!(err, InventoryError::UntrustedLastGood { .. }));
+            assert!(
+                err.to_string().contains("is not the one sandbox wrote"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -552,6 +552,7 @@ impl ServiceTemplates<'_> {
             post_install: Vec::new(),
             smoke: render_all(&self.service.smoke)?,
             allow: self.service.allow.clone(),
+            cluster_roles: self.service.cluster_roles.clone(),
         })
     }
 }

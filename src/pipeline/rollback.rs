@@ -26,8 +26,10 @@ pub(crate) async fn rollback(
         ));
         return down::delete(cluster, ns, product, reporter).await;
     }
-    // Read first: an unreadable revision stops the rollback before anything is deleted.
-    let last_good = inventory::load_last_good(cluster, ns).await?;
+    // Read first: an unreadable revision, or one that is not what the tool wrote, stops the
+    // rollback before anything is deleted.
+    let recorded = record::last_good_digest(cluster, ns).await?;
+    let last_good = inventory::load_last_good(cluster, ns, recorded.as_deref()).await?;
     reporter.info(&format!(
         "--on-failure rollback: restoring {} objects of `{ns}`",
         changed.len()

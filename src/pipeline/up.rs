@@ -392,10 +392,12 @@ async fn rollout(
         record::update(cluster, ns, Update::inventory(rendered)).await?;
     }
     // A revision is good, and a rollback target, only once it has been seen ready.
+    let mut last_good_digest = None;
     if wait && (!nothing_changed || !was_ready) {
-        inventory::save_last_good(cluster, ns, plan).await?;
+        last_good_digest = Some(inventory::save_last_good(cluster, ns, plan).await?);
     }
     let done = Update {
+        last_good_digest,
         url: Some(url.clone()),
         last_error: Some(None),
         sleep: asleep.map(|_| None),
@@ -483,7 +485,17 @@ impl Failure<'_> {
                     Ok(()) => {
                         error.context("the sandbox was rolled back to its last good revision")
                     }
-                    Err(e) => error.context(format!("and rolling back failed too: {e:#}")),
+                    // The rollback's hint (why nothing was restored) goes with its message:
+                    // the chain shown is the deploy's.
+                    Err(e) => {
+                        let hints: Vec<String> =
+                            e.chain().flat_map(crate::pipeline::hints_of).collect();
+                        let mut message = format!("and rolling back failed too: {e:#}");
+                        for hint in hints {
+                            message.push_str(&format!("; {}", hint.trim_end()));
+                        }
+                        error.context(message)
+                    }
                 }
             }
             OnFailure::Destroy if self.created_now => {

@@ -390,6 +390,7 @@ mod tests {
             secrets_files: Vec::new(),
             depends_on: Vec::new(),
             allow: Default::default(),
+            cluster_roles: Default::default(),
         }
     }
 

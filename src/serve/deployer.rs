@@ -22,6 +22,8 @@ pub(crate) struct ClusterDeployer {
     pub(crate) sets: Vec<SetValue>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) on_failure: OnFailure,
+    /// How long to wait for another holder of a sandbox's lock (`serve --lock-timeout`).
+    pub(crate) lock_timeout: Duration,
     pub(crate) env: Environment,
     /// The repositories' GitHub names, for a deployment's commit.
     pub(crate) scope: Scope,
@@ -111,8 +113,10 @@ impl Deployer for ClusterDeployer {
                 .collect();
             let options = UpOptions {
                 on_failure: self.on_failure,
-                // Someone's `sandbox up` by hand: wait for it rather than fail the pull request.
-                lock_timeout: None,
+                // Someone's `sandbox up` by hand: wait for it rather than fail the pull
+                // request, but not forever: a pod of the sandbox may hold the lock (a Role the
+                // plan refuses, bound by hand) and this deploy holds one of serve's slots.
+                lock_timeout: Some(self.lock_timeout),
                 wait: true,
                 // A push's image is CI's job; a preview that comes first waits a while for it.
                 wait_for_images: Some(std::time::Duration::from_secs(600)),
@@ -152,7 +156,10 @@ impl Deployer for ClusterDeployer {
                     crate::access::grant(&cluster, &namespace, access).await?;
                 }
             }
-            let options = pipeline::DownOptions::default();
+            let options = pipeline::DownOptions {
+                lock_timeout: Some(self.lock_timeout),
+                ..pipeline::DownOptions::default()
+            };
             pipeline::down(&cluster, &namespace, &config.name, options, &reporter).await?;
             Ok(Destroyed::Deleted)
         }

@@ -84,6 +84,8 @@ pub(crate) struct ServeSettings {
     pub(crate) ttl: Option<Duration>,
     pub(crate) on_failure: OnFailure,
     pub(crate) shutdown_grace: Duration,
+    /// How long a deploy or teardown waits for another holder of a sandbox's lock.
+    pub(crate) lock_timeout: Duration,
     /// Converge the previews at start (`--no-reconcile`: not).
     pub(crate) reconcile: bool,
     /// How often to converge the previews to GitHub's open pull requests (zero: only at start).
@@ -383,6 +385,7 @@ fn deployer(
         sets: args.sets.clone(),
         ttl: args.ttl,
         on_failure: args.on_failure,
+        lock_timeout: args.lock_timeout,
         env: args.env.clone(),
     }
 }

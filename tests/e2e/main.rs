@@ -14,6 +14,7 @@ mod charts;
 mod cluster;
 mod hostile_network;
 mod hostile_pods;
+mod hostile_rbac;
 mod hostile_secrets;
 mod hostile_serve;
 mod hostile_tree;

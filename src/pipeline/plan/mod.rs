@@ -5,6 +5,7 @@ pub(crate) mod isolation;
 pub(crate) mod pod_security;
 mod pod_specs;
 mod privileges;
+mod rbac;
 pub(crate) mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +54,8 @@ pub(crate) struct RenderedService {
     pub(crate) smoke: Vec<Manifest>,
     /// What sandbox.yaml allows its objects beyond the defaults.
     pub(crate) allow: BTreeSet<Privilege>,
+    /// The ClusterRoles sandbox.yaml lets its RoleBindings name.
+    pub(crate) cluster_roles: BTreeSet<String>,
 }
 
 /// One step of the deploy graph: a phase of a service's preflight Jobs, a service's own objects,
@@ -143,6 +146,15 @@ pub(crate) enum PlanError {
         foreign: Box<routing::ForeignHost>,
         hosts: Vec<String>,
     },
+    /// A Role or RoleBinding grants more than the sandbox's own, or rights over the tool's
+    /// objects. (`object`: `TEMPLATE: KIND `NAME``.)
+    #[error("{object} of service `{service}` sets `{}` ({}): {}", .refused.field, .refused.value, .refused.reason)]
+    Rbac {
+        object: String,
+        service: String,
+        /// Boxed: the largest variant sizes every `Result` of the plan.
+        refused: Box<rbac::Refusal>,
+    },
 }
 
 /// One line per field: `\n  spec.hostPID is true: host namespaces are not allowed`.
@@ -204,6 +216,9 @@ impl Hint for PlanError {
                 "this sandbox may claim {} (`url.host` in sandbox.yaml); use one in the template or values",
                 hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
             )),
+            PlanError::Rbac {
+                service, refused, ..
+            } => Some(refused.remedy.hint(service)),
         }
     }
 }
@@ -280,7 +295,7 @@ const CLUSTER_SCOPED: &[&str] = &[
 /// Build the plan: stamp namespace and labels on every object and order the steps.
 /// `services` must be in an order where dependencies are known (config validated them).
 pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Plan, PlanError> {
-    check_objects(&services)?;
+    check_objects(namespace, &services)?;
     let steps = steps(namespace, &dependency_order(&services));
     let smoke = services
         .iter()
@@ -298,9 +313,11 @@ pub(crate) fn plan(namespace: &str, services: Vec<RenderedService>) -> Result<Pl
 }
 
 /// Refuse cluster-scoped objects, objects rendered twice, objects named as the tool's own,
-/// rights over the node or the network that sandbox.yaml does not allow, and preflight or smoke
-/// templates that render more than Jobs (and what Jobs need).
-fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
+/// rights over the node or the network that sandbox.yaml does not allow, RBAC that grants more
+/// than the sandbox's own, and preflight or smoke templates that render more than Jobs (and
+/// what Jobs need).
+fn check_objects(namespace: &str, services: &[RenderedService]) -> Result<(), PlanError> {
+    let roles = rbac::role_names(services.iter().flat_map(all_manifests).map(|m| &m.object));
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut check = |m: &Manifest| -> Result<(), PlanError> {
         if CLUSTER_SCOPED.contains(&m.kind()) {
@@ -328,6 +345,7 @@ fn check_objects(services: &[RenderedService]) -> Result<(), PlanError> {
             check(m)?;
             check_reserved(s, m)?;
             check_privileges(s, m)?;
+            check_rbac(s, m, namespace, &roles)?;
         }
         let runs: [(&str, Vec<&Manifest>); 3] = [
             ("preflight", preflight),
@@ -383,12 +401,7 @@ pub(crate) fn check_pod_security(
     level: PodSecurity,
 ) -> Result<(), PlanError> {
     for s in services {
-        let preflight = s.preflight.iter().flatten();
-        for m in preflight
-            .chain(&s.objects)
-            .chain(&s.post_install)
-            .chain(&s.smoke)
-        {
+        for m in all_manifests(s) {
             check_privileges(s, m)?;
             let violations = pod_security::violations(&m.object, level);
             if !violations.is_empty() {
@@ -402,6 +415,36 @@ pub(crate) fn check_pod_security(
         }
     }
     Ok(())
+}
+
+fn check_rbac(
+    service: &RenderedService,
+    m: &Manifest,
+    namespace: &str,
+    roles: &BTreeSet<String>,
+) -> Result<(), PlanError> {
+    let scope = rbac::Scope {
+        namespace,
+        cluster_roles: &service.cluster_roles,
+        roles,
+    };
+    match rbac::refusal(&m.object, &scope) {
+        None => Ok(()),
+        Some(refused) => Err(PlanError::Rbac {
+            object: format!("{}: {} `{}`", m.template, m.kind(), m.name()),
+            service: service.name.clone(),
+            refused: Box::new(refused),
+        }),
+    }
+}
+
+/// Every manifest of a service: preflight, objects, post-install, smoke.
+fn all_manifests(s: &RenderedService) -> impl Iterator<Item = &Manifest> {
+    let preflight = s.preflight.iter().flatten();
+    preflight
+        .chain(&s.objects)
+        .chain(&s.post_install)
+        .chain(&s.smoke)
 }
 
 /// What preflight, post-install and smoke steps may hold: what runs to completion, and what it
@@ -640,6 +683,7 @@ mod tests {
             post_install: vec![],
             smoke: vec![],
             allow: BTreeSet::new(),
+            cluster_roles: BTreeSet::new(),
         }
     }
 
