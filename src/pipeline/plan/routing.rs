@@ -318,6 +318,7 @@ mod tests {
             post_install: vec![],
             smoke: vec![],
             allow: BTreeSet::new(),
+            cluster_roles: BTreeSet::new(),
         }
     }
 
