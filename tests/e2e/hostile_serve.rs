@@ -59,11 +59,9 @@ async fn hostile_serve_replayed_deliveries_change_nothing_and_others_comments_st
     let old_push = pr_at("synchronize", &sha1, "2026-12-01T10:00:00Z");
     accepted(serve.deliver("pull_request", "hs-sync-1", &old_push).await);
     wait_for_success("the first push is up", &serve, github, &sha1).await;
-    let sha2 = fx
-        .product
-        .commit("backend", "feature-x", "second push", |dir| {
-            std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
-        });
+    let sha2 = fx.push("second push", |dir| {
+        std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
+    });
     let push = pr_at("synchronize", &sha2, "2026-12-01T11:00:00Z");
     accepted(serve.deliver("pull_request", "hs-sync-2", &push).await);
     wait_for_success("the second push is up", &serve, github, &sha2).await;

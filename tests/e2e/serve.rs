@@ -139,11 +139,9 @@ async fn serve_previews_a_pull_request_from_opened_to_closed() {
         .commit("backend", "feature-x", "second push", |dir| {
             std::fs::write(dir.join("NOTES.md"), "second push\n").unwrap();
         });
-    let sha3 = fx
-        .product
-        .commit("backend", "feature-x", "third push", |dir| {
-            std::fs::write(dir.join("NOTES.md"), "third push\n").unwrap();
-        });
+    let sha3 = fx.push("third push", |dir| {
+        std::fs::write(dir.join("NOTES.md"), "third push\n").unwrap();
+    });
     let (s2, _) = serve.deliver_pr("e2e-sync-2", "synchronize", &sha2).await;
     // The first update is under way (fetching, applying) when the second push arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;

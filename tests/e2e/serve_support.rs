@@ -42,12 +42,14 @@ impl ServeFixture {
         let preview = TestNamespace::claim(client, &product.namespace("feature-x")).await;
         let state = TestNamespace::claim(client, &format!("e2e-{name}-state")).await;
         let github = FakeGitHub::start().await;
-        ServeFixture {
+        let fixture = ServeFixture {
             product,
             preview,
             state,
             github,
-        }
+        };
+        fixture.publish_images();
+        fixture
     }
 
     /// `sandbox serve` of this product, on this state and GitHub, with `extra` flags.
@@ -63,6 +65,20 @@ impl ServeFixture {
     /// The backend's `feature-x` commit: the head of the fixtures' pull request.
     pub(crate) fn head(&self) -> String {
         self.product.sha("backend", "feature-x")
+    }
+
+    /// A push to the backend's `feature-x`, as the pull request's CI sees it: the commit, then
+    /// its images built and published (`sandbox images`). serve never builds — a build runs the
+    /// branch's Containerfile — so it waits for CI's image of each new commit.
+    pub(crate) fn push(&self, message: &str, change: impl FnOnce(&std::path::Path)) -> String {
+        let sha = self.product.commit("backend", "feature-x", message, change);
+        self.publish_images();
+        sha
+    }
+
+    /// CI's part: every image of `feature-x`'s commits built and in the registry.
+    pub(crate) fn publish_images(&self) {
+        run_ok(&mut self.product.sandbox(&["images", "--branch", "feature-x"]));
     }
 }
 
