@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::pipeline::values::{SetKind, SetValue};
-use crate::pipeline::OnFailure;
 
 /// What `--version` prints after the name: the version, the commit it was built from (`build.rs`)
 /// and the Kubernetes versions it supports (the oldest it is tested on, the newest k8s-openapi
@@ -403,6 +402,27 @@ pub(crate) struct ValuesArgs {
     /// `text` is YAML; `json` is exactly what a chart service's `helm template` reads on stdin.
     #[command(flatten)]
     pub(crate) output: OutputArg,
+}
+
+/// `--on-failure`: what to do with the sandbox when the deploy or the smoke tests fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnFailure {
+    /// Leave everything as it is, to debug it.
+    Keep,
+    /// Put every object this `up` changed back to its last good revision.
+    Rollback,
+    /// Delete the sandbox if this `up` created it.
+    Destroy,
+}
+
+impl From<OnFailure> for crate::ops::OnFailure {
+    fn from(choice: OnFailure) -> Self {
+        match choice {
+            OnFailure::Keep => crate::ops::OnFailure::Keep,
+            OnFailure::Rollback => crate::ops::OnFailure::Rollback,
+            OnFailure::Destroy => crate::ops::OnFailure::Destroy,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -31,13 +31,13 @@ mod redact;
 mod table;
 mod yaml;
 
-// The pipeline.
+// The pipeline's stages and their connector.
 mod pipeline;
 
-// Lifecycle operations and the webhook service.
-mod diff;
-mod inspect;
-mod reap;
+// The operations, one per thing a user or serve asks (up, down, sleep, diff, …).
+mod ops;
+
+// The webhook service.
 pub mod serve;
 
 // Property tests of every parser of untrusted input.

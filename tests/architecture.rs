@@ -1,68 +1,101 @@
-//! The module graph of `src/`, read from the sources: arrows only point down. The pipeline's
-//! stages import only earlier stages and the foundations, nothing imports the command layer or
-//! `cli`, and there is no import cycle between modules. (README: "Architecture".)
+//! The module graph of `src/`, read from the sources: arrows only point down. The layers, top
+//! to bottom:
+//!
+//! | layer | modules |
+//! |---|---|
+//! | command line | `app` (flags → requests, reports → stdout), `cli` (the flags) |
+//! | service | `serve` (webhooks → the same operations) |
+//! | operations | `ops::up`, `ops::down`, … one per user-facing operation |
+//! | connector | `pipeline` (settings, render context, `prepare`: stages 2–5 for a target) |
+//! | stages | `pipeline::config` → `checkout` → `sops` → `values` → … → `handover` |
+//! | foundations | `kube`, `record`, `lock`, `progress`, `redact`, `error`, … |
+//!
+//! A module imports only its own layer and those below; a stage only earlier stages; nothing
+//! below the command line imports it; and no two modules import each other, even through
+//! others. Files stay readable: no function over 80 lines, no file over 1,000 lines before its
+//! tests. (README: "Architecture".)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Every module, bottom to top: a module may import only modules of its own layer or below.
+const FOUNDATIONS: u32 = 0;
+const STAGES: u32 = 10;
+const CONNECTOR: u32 = 30;
+const OPERATIONS: u32 = 40;
+const SERVICE: u32 = 50;
+const COMMAND_LINE: u32 = 60;
+
+/// The layer a rank belongs to, for messages.
+fn layer_name(rank: u32) -> &'static str {
+    match rank {
+        r if r >= COMMAND_LINE => "command line",
+        r if r >= SERVICE => "service",
+        r if r >= OPERATIONS => "operations",
+        r if r >= CONNECTOR => "connector",
+        r if r >= STAGES => "stages",
+        _ => "foundations",
+    }
+}
+
+/// Every module and its rank, bottom to top: a module may import only modules of its own rank
+/// or below. Within the foundations and the stages the ranks order them further (a stage
+/// imports only the stages before it).
 const LAYERS: &[(&str, u32)] = &[
-    ("error", 0),
-    ("redact", 0),
-    ("logging", 0),
-    ("kube", 1),
-    ("object", 1),
-    ("outage", 0),
-    ("progress", 1),
-    ("program", 0),
-    ("yaml", 0),
-    ("table", 0),
-    ("record", 2),
-    ("lock", 3),
-    ("access", 3),
+    ("error", FOUNDATIONS),
+    ("redact", FOUNDATIONS),
+    ("logging", FOUNDATIONS),
+    ("outage", FOUNDATIONS),
+    ("program", FOUNDATIONS),
+    ("yaml", FOUNDATIONS),
+    ("table", FOUNDATIONS),
+    ("kube", FOUNDATIONS + 1),
+    ("object", FOUNDATIONS + 1),
+    ("progress", FOUNDATIONS + 1),
+    ("record", FOUNDATIONS + 2),
+    ("lock", FOUNDATIONS + 3),
+    ("access", FOUNDATIONS + 3),
     // The pipeline's stages, in the order data flows through them.
-    ("pipeline::config", 10),
-    ("pipeline::checkout", 11),
-    ("pipeline::sops", 12),
-    ("pipeline::values", 13),
-    ("pipeline::images", 14),
-    ("pipeline::render", 15),
-    ("pipeline::chart", 15),
-    ("pipeline::plan", 16),
-    ("pipeline::inventory", 17),
-    ("pipeline::wait", 17),
-    ("pipeline::apply", 18),
-    ("pipeline::smoke", 19),
-    ("pipeline::handover", 20),
-    // The connector that joins them (settings, context, prepare, up, rollback, down).
-    ("pipeline", 21),
-    ("diff", 30),
-    ("inspect", 30),
-    ("reap", 30),
-    ("serve", 40),
-    ("cli", 50),
-    ("app", 51),
+    ("pipeline::config", STAGES),
+    ("pipeline::checkout", STAGES + 1),
+    ("pipeline::sops", STAGES + 2),
+    ("pipeline::values", STAGES + 3),
+    ("pipeline::images", STAGES + 4),
+    ("pipeline::render", STAGES + 5),
+    ("pipeline::chart", STAGES + 5),
+    ("pipeline::plan", STAGES + 6),
+    ("pipeline::inventory", STAGES + 7),
+    ("pipeline::wait", STAGES + 7),
+    ("pipeline::apply", STAGES + 8),
+    ("pipeline::smoke", STAGES + 9),
+    ("pipeline::handover", STAGES + 10),
+    // The connector that joins them (settings, context, prepare).
+    ("pipeline", CONNECTOR),
+    // One module per operation; they may use each other (`up` deletes as `down` does), never in
+    // a cycle.
+    ("ops", OPERATIONS),
+    ("ops::cache", OPERATIONS),
+    ("ops::diff", OPERATIONS),
+    ("ops::down", OPERATIONS),
+    ("ops::extend", OPERATIONS),
+    ("ops::images", OPERATIONS),
+    ("ops::inspect", OPERATIONS),
+    ("ops::reap", OPERATIONS),
+    ("ops::render", OPERATIONS),
+    ("ops::sleep", OPERATIONS),
+    ("ops::up", OPERATIONS),
+    ("ops::validate", OPERATIONS),
+    ("serve", SERVICE),
+    ("cli", COMMAND_LINE),
+    ("app", COMMAND_LINE + 1),
     // Tests of every parser at once (cfg(test) only).
-    ("properties", 60),
+    ("properties", COMMAND_LINE + 10),
 ];
 
-const STAGES: &[&str] = &[
-    "config",
-    "checkout",
-    "sops",
-    "values",
-    "images",
-    "render",
-    "chart",
-    "plan",
-    "inventory",
-    "wait",
-    "apply",
-    "smoke",
-    "handover",
-];
+/// The folders whose subfolders and files are modules of their own in the graph.
+const SPLIT: &[&str] = &["pipeline", "ops"];
 
-/// The module a file belongs to: a stage for the pipeline's stage files, else the top-level one.
+/// The module a file belongs to: `pipeline::STAGE` or `ops::OPERATION` for their files (the
+/// folder's own `mod.rs` is `pipeline` or `ops`), else the top-level module.
 fn module_of(file: &Path, src: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
     let parts: Vec<String> = rel
@@ -70,16 +103,21 @@ fn module_of(file: &Path, src: &Path) -> String {
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
         .collect();
     match parts.as_slice() {
-        [p, stage, ..] if p == "pipeline" && STAGES.contains(&stage.as_str()) => {
-            format!("pipeline::{stage}")
+        [p, inner, ..] if SPLIT.contains(&p.as_str()) && is_module(&format!("{p}::{inner}")) => {
+            format!("{p}::{inner}")
         }
         [first, ..] => first.clone(),
         [] => unreachable!(),
     }
 }
 
+fn is_module(name: &str) -> bool {
+    LAYERS.iter().any(|(m, _)| *m == name)
+}
+
 /// The modules a path after `crate::` names: `pipeline::plan::Plan` → pipeline::plan,
-/// `pipeline::{apply, Settings}` → pipeline::apply and pipeline.
+/// `pipeline::{apply, Settings}` → pipeline::apply and pipeline, `ops::{self, down}` → ops and
+/// ops::down.
 fn modules_named(path: &str) -> Vec<String> {
     if let Some(list) = path.strip_prefix('{') {
         return list
@@ -91,7 +129,7 @@ fn modules_named(path: &str) -> Vec<String> {
     let mut parts = path.splitn(2, "::");
     let first = parts.next().unwrap_or_default().to_owned();
     let rest = parts.next().unwrap_or_default();
-    if first != "pipeline" {
+    if !SPLIT.contains(&first.as_str()) {
         return vec![first];
     }
     let names: Vec<&str> = match rest.strip_prefix('{') {
@@ -108,10 +146,11 @@ fn modules_named(path: &str) -> Vec<String> {
                 .split(|c: char| !c.is_alphanumeric() && c != '_')
                 .next()
                 .unwrap_or_default();
-            if STAGES.contains(&n) {
-                format!("pipeline::{n}")
+            let inner = format!("{first}::{n}");
+            if is_module(&inner) {
+                inner
             } else {
-                "pipeline".to_owned()
+                first.clone()
             }
         })
         .collect()
@@ -178,11 +217,40 @@ fn arrows_only_point_down() {
     for (from, tos) in &graph {
         for to in tos {
             if layer(to) > layer(from) {
-                wrong.push(format!("{from} → {to}"));
+                wrong.push(format!(
+                    "{from} ({}) → {to} ({})",
+                    layer_name(layer(from)),
+                    layer_name(layer(to))
+                ));
             }
         }
     }
     assert!(wrong.is_empty(), "imports that point up: {wrong:#?}");
+}
+
+/// The layers the README's architecture table names are the ones this test enforces.
+#[test]
+fn every_layer_has_modules_and_the_readme_names_them() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for rank in [
+        FOUNDATIONS,
+        STAGES,
+        CONNECTOR,
+        OPERATIONS,
+        SERVICE,
+        COMMAND_LINE,
+    ] {
+        let name = layer_name(rank);
+        assert!(
+            LAYERS.iter().any(|(_, r)| layer_name(*r) == name),
+            "layer {name} has no module"
+        );
+        assert!(
+            readme.to_lowercase().contains(name),
+            "README.md's architecture section does not name the layer `{name}`"
+        );
+    }
 }
 
 #[test]
@@ -290,4 +358,31 @@ fn no_function_is_longer_than_80_lines() {
         }
     }
     assert!(long.is_empty(), "functions over {LIMIT} lines: {long:#?}");
+}
+
+/// No file is over 1,000 lines before its unit tests: past that, it holds more than one concept.
+#[test]
+fn no_file_is_longer_than_1000_lines_before_its_tests() {
+    const LIMIT: usize = 1000;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long = Vec::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tests.rs" || name == "testing.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let code = lines
+            .windows(2)
+            .position(|w| w[0].starts_with("#[cfg(test)]") && w[1].starts_with("mod tests"))
+            .unwrap_or(lines.len());
+        if code > LIMIT {
+            let at = file.strip_prefix(&src).unwrap().display();
+            long.push(format!("{at}: {code} lines before its tests"));
+        }
+    }
+    assert!(long.is_empty(), "files over {LIMIT} lines: {long:#?}");
 }

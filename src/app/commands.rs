@@ -1,6 +1,5 @@
-//! One function per command.
-
-use std::time::Duration;
+//! One function per command: flags → the operation's request (`crate::ops`), then its report
+//! printed.
 
 use anyhow::{Context, Result};
 
@@ -10,15 +9,15 @@ use crate::cli::{
     Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, SleepArgs, StatusArgs,
     TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
 };
-use crate::kube::connect;
-use crate::pipeline::apply;
-use crate::pipeline::config::Config;
-use crate::pipeline::images::Mode;
-use crate::pipeline::settings::unknown_service;
-use crate::pipeline::sleep::Outcome;
-use crate::pipeline::{self, prepare, Interrupted, Secrets, UpOptions};
-use crate::record::{self, Update};
-use crate::{diff, inspect, reap, serve};
+use crate::ops::down::{AskedBy, DownOptions, DownRequest, Downed};
+use crate::ops::inspect::{LogOptions, SandboxOf};
+use crate::ops::render::RenderRequest;
+use crate::ops::sleep::{Outcome, SleepRequest};
+use crate::ops::validate::ServerCheck;
+use crate::ops::{self, Interrupted, UpOptions, UpRequest};
+use crate::pipeline::{self, Secrets};
+use crate::record;
+use crate::serve;
 
 pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
     let mut settings = app.settings(&args.branch.branch, args.sets.0, args.ttl)?;
@@ -32,19 +31,21 @@ pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
         );
     }
     let options = UpOptions {
-        on_failure: args.on_failure,
+        on_failure: args.on_failure.into(),
         lock_timeout: args.lock.timeout(),
         wait: args.wait,
         wait_for_images: args.wait_for_images,
+        record_every_failure: false,
     };
+    let request = UpRequest { settings, options };
     let reporter = &app.reporter;
     // Ctrl-C drops the pipeline where it stands: the lock is given back on the way out, and the
     // inventory written before each change lets the next `up` or `down` finish.
     let report = tokio::select! {
-        report = pipeline::up(&settings, &app.cluster, options, reporter) => report?,
+        report = ops::up(&request, &app.cluster, reporter) => report?,
         _ = tokio::signal::ctrl_c() => {
             reporter.abandon();
-            return Err(Interrupted(settings.namespace.clone()).into());
+            return Err(Interrupted(request.settings.namespace.clone()).into());
         }
     };
     if args.timings {
@@ -65,76 +66,63 @@ pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
 }
 
 pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot delete sandboxes")?;
     let config = app.load_config()?;
     if args.all_expired {
-        let rows = reap::reap(&cluster, Some(&config.name), args.dry_run).await?;
+        let rows = ops::reap::reap(&app.cluster, Some(&config.name), args.dry_run).await?;
         return print::reaped(&rows, Output::Text);
     }
     let branch = args
         .branch
         .as_deref()
         .expect("clap requires --branch without --all-expired");
-    let namespace = sandbox_namespace(&cluster, &config, branch).await?;
-    if args.dry_run {
-        return pipeline::down_dry_run(&cluster, &namespace, &config.name).await;
-    }
-    let mut options = pipeline::DownOptions {
+    let mut options = DownOptions {
         lock_timeout: args.lock.timeout(),
         ..Default::default()
     };
     if let Some(timeout) = args.timeout {
         options.timeout = timeout;
     }
-    pipeline::down(&cluster, &namespace, &config.name, options, &app.reporter).await
-}
-
-/// The namespace of the product's sandbox of `branch` (by an older name, if that is where it is).
-async fn sandbox_namespace(
-    cluster: &crate::kube::Cluster,
-    config: &Config,
-    branch: &str,
-) -> Result<String> {
-    let prefix = &config.namespace_prefix;
-    Ok(record::locate(cluster, prefix, branch, &config.name).await?)
+    let request = DownRequest {
+        config: &config,
+        branch,
+        dry_run: args.dry_run,
+        options,
+        asked_by: AskedBy::User,
+    };
+    match ops::down::down(&request, &app.cluster, &app.reporter).await? {
+        Downed::WouldDelete { line } => println!("{line}"),
+        Downed::Deleted { .. } | Downed::Kept { .. } => {}
+    }
+    Ok(())
 }
 
 pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
-    if let Some(s) = &args.service {
-        ensure_service(&settings.config, s)?;
-    }
-    let secrets = Secrets::revealed_if(args.reveal);
-    let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
+    let request = RenderRequest {
+        settings: &settings,
+        secrets: Secrets::revealed_if(args.reveal),
+        service: args.service.as_deref(),
+    };
+    let plan = ops::render::render(&request, &app.reporter).await?;
     let wanted = |service: &str| args.service.as_deref().is_none_or(|s| s == service);
     match args.output.output {
-        ObjectsOutput::Json => println!("{}", print::plan_json(&prepared.plan, wanted)?),
+        ObjectsOutput::Json => println!("{}", print::plan_json(&plan, wanted)?),
         ObjectsOutput::Text | ObjectsOutput::Yaml => {
-            print!("{}", print::plan_yaml(&prepared.plan, wanted)?)
+            print!("{}", print::plan_yaml(&plan, wanted)?)
         }
-        ObjectsOutput::Name => print!("{}", print::plan_names(&prepared.plan, wanted)),
+        ObjectsOutput::Name => print!("{}", print::plan_names(&plan, wanted)),
     }
     Ok(())
 }
 
 pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
-    ensure_service(&settings.config, &args.service)?;
-    let secrets = Secrets::revealed_if(args.reveal);
-    let prepared = pipeline::prepare(&settings, secrets, &app.reporter).await?;
-    // A chart is given its values and the sandbox's context under `global.sandbox`.
-    let shown = match prepared.chart_values.get(&args.service) {
-        Some(given) => given.clone(),
-        None => {
-            let values = &prepared.values[&args.service];
-            match secrets {
-                Secrets::Reveal => values.reveal().clone(),
-                Secrets::Redact => values.redacted(),
-            }
-        }
+    let request = RenderRequest {
+        settings: &settings,
+        secrets: Secrets::revealed_if(args.reveal),
+        service: Some(&args.service),
     };
+    let shown = ops::render::values(&request, &app.reporter).await?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
         Output::Text | Output::Yaml => print!("{}", serde_yaml_ng::to_string(&shown)?),
@@ -144,16 +132,12 @@ pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
 
 pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, Vec::new(), None)?;
-    let gathered = prepare::gather(&settings, &app.reporter).await?;
-    let mode = Mode::Ensure {
-        wait: args.wait_for_images,
-    };
-    let target = prepare::local_target(&settings, &gathered, mode, &app.reporter).await?;
+    let images = ops::images::images(&settings, args.wait_for_images, &app.reporter).await?;
     match args.output.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&target.images)?),
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&target.images)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&images)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&images)?),
         Output::Text => {
-            for (service, image) in &target.images {
+            for (service, image) in &images {
                 println!("{service:<20} {}", image.reference);
             }
         }
@@ -162,23 +146,19 @@ pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
 }
 
 pub(super) async fn list(app: &App, args: TableOutputArg) -> Result<()> {
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot list sandboxes")?;
-    let rows = inspect::list(&cluster).await?;
-    print::table(&inspect::list_table(&rows), &rows, args.output)?;
+    let rows = ops::inspect::list(&app.cluster).await?;
+    print::table(&print::list_table(&rows), &rows, args.output)?;
     Ok(())
 }
 
 pub(super) async fn status(app: &App, args: StatusArgs) -> Result<()> {
     let config = app.load_config()?;
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot read the sandbox")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
-    record::ensure_ours(&cluster, &namespace, &config.name).await?;
-    let rows = inspect::status(&cluster, &namespace).await?;
-    print::table(&inspect::status_table(&rows), &rows, args.output.output)?;
+    let which = SandboxOf {
+        config: &config,
+        branch: &args.branch.branch,
+    };
+    let rows = ops::inspect::status(&which, &app.cluster).await?;
+    print::table(&print::status_table(&rows), &rows, args.output.output)?;
     Ok(())
 }
 
@@ -187,12 +167,11 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
     if let Some(s) = &args.service {
         ensure_service(&config, s)?;
     }
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot read the logs")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
-    record::ensure_ours(&cluster, &namespace, &config.name).await?;
-    let options = inspect::LogOptions {
+    let which = SandboxOf {
+        config: &config,
+        branch: &args.branch.branch,
+    };
+    let options = LogOptions {
         service: args.service,
         container: args.container,
         selector: args.selector,
@@ -202,93 +181,41 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
         since: args.since,
         tail: args.tail,
     };
-    tokio::select! {
-        r = inspect::logs(&cluster, &namespace, &options) => r?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    Ok(())
+    ops::inspect::logs(&which, &options, &app.cluster).await
 }
 
 /// Print what `up` would change; whether anything would.
 pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
     let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
-    let (cluster, gathered) = tokio::join!(
-        connect(&app.cluster),
-        prepare::gather(&settings, &app.reporter)
-    );
-    let gathered = gathered?;
-    let cluster = cluster.context("cannot compare with the cluster")?;
-    let target =
-        prepare::cluster_target(&cluster, &settings, &gathered, Mode::Resolve, &app.reporter)
-            .await?;
-    let prepared =
-        prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)
-            .await?;
-    let plan = &prepared.plan;
-    apply::check_served(&cluster, plan).context("the rendered objects cannot be deployed")?;
-    let product = &settings.config.name;
-    let changes = diff::diff(&cluster, plan, product, &prepared.secret_strings()).await?;
-    let namespace = &plan.namespace;
+    let report = ops::diff::diff(&settings, &app.cluster, &app.reporter).await?;
     match args.output.output {
-        ObjectsOutput::Text => print!(
-            "{}",
-            diff::unified(namespace, &changes, plan.objects().count())
-        ),
-        ObjectsOutput::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&diff::to_json(namespace, &changes))?
-        ),
-        ObjectsOutput::Yaml => print!(
-            "{}",
-            serde_yaml_ng::to_string(&diff::to_json(namespace, &changes))?
-        ),
-        ObjectsOutput::Name => changes
+        ObjectsOutput::Text => print!("{}", report.unified()),
+        ObjectsOutput::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        ObjectsOutput::Yaml => print!("{}", serde_yaml_ng::to_string(&report.to_json())?),
+        ObjectsOutput::Name => report
+            .changes
             .iter()
             .for_each(|c| println!("{}", c.key().kind_name())),
     }
-    Ok(!changes.is_empty())
+    Ok(!report.changes.is_empty())
 }
 
 pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
     let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
-    let reachable = async {
-        tokio::time::timeout(Duration::from_secs(10), connect(&app.cluster))
-            .await
-            .ok()
-            .and_then(Result::ok)
-    };
-    let (cluster, gathered) = tokio::join!(reachable, prepare::gather(&settings, &app.reporter));
-    // Charts are rendered and images resolved for the cluster when there is one, as `up` would.
-    let gathered = gathered?;
-    let target = match &cluster {
-        Some(cluster) => {
-            prepare::cluster_target(cluster, &settings, &gathered, Mode::Resolve, &app.reporter)
-                .await?
-        }
-        None => prepare::local_target(&settings, &gathered, Mode::Offline, &app.reporter).await?,
-    };
-    let prepared =
-        prepare::render_and_plan(&settings, gathered, Secrets::Reveal, &target, &app.reporter)
-            .await?;
+    let validated = ops::validate::validate(&settings, &app.cluster, &app.reporter).await?;
     println!(
         "{}: {} services, {} objects render",
         settings.config.path.display(),
-        settings.config.services.len(),
-        prepared.plan.objects().count()
+        validated.services,
+        validated.objects
     );
-    match cluster {
-        Some(cluster) => {
-            apply::check_served(&cluster, &prepared.plan)
-                .context("the rendered objects cannot be deployed")?;
-            let n = diff::validate_on_server(&cluster, &prepared.plan, &settings.config.name).await?;
-            println!(
-                "server-side dry run at {}: {n} objects accepted",
-                cluster.server
-            );
+    match validated.server {
+        ServerCheck::Accepted { server, objects } => {
+            println!("server-side dry run at {server}: {objects} objects accepted")
         }
-        None => app.reporter.info(&format!(
-            "no cluster reachable: the server-side dry run was skipped (charts rendered for Kubernetes {})",
-            target.capabilities.kube_version
+        ServerCheck::Refused(error) => return Err(error),
+        ServerCheck::Skipped { kube_version } => app.reporter.info(&format!(
+            "no cluster reachable: the server-side dry run was skipped (charts rendered for Kubernetes {kube_version})"
         )),
     }
     Ok(())
@@ -296,44 +223,28 @@ pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
 
 pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
     let config = app.load_config()?;
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot extend the sandbox")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
-    record::ensure_ours(&cluster, &namespace, &config.name).await?;
-    let ttl = jiff::SignedDuration::try_from(args.ttl).context("the TTL is too long")?;
-    let expires = jiff::Timestamp::now()
-        .checked_add(ttl)
-        .context("the TTL is too long")?;
-    // Extending counts as using it: the idle clock starts again.
-    let update = Update {
-        expires_at: Some(expires),
-        last_used: Some(jiff::Timestamp::now()),
-        ..Update::default()
+    let request = ops::extend::ExtendRequest {
+        config: &config,
+        branch: &args.branch.branch,
+        ttl: args.ttl,
     };
-    record::update(&cluster, &namespace, update).await?;
-    println!("{namespace} now expires at {expires}");
+    let extended = ops::extend::extend(&request, &app.cluster).await?;
+    println!("{} now expires at {}", extended.namespace, extended.expires);
     Ok(())
 }
 
 pub(super) async fn sleep(app: &App, args: SleepArgs) -> Result<()> {
     let config = app.load_config()?;
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot put the sandbox to sleep")?;
     let branch = &args.branch.branch;
-    let namespace = sandbox_namespace(&cluster, &config, branch).await?;
-    let holder = crate::lock::holder_identity(&app.env.owner);
-    let outcome = pipeline::sleep::sleep(
-        &cluster,
-        &namespace,
-        &config.name,
-        &holder,
-        args.lock.timeout(),
-        &app.reporter,
-    )
-    .await?;
-    match outcome {
+    let request = SleepRequest {
+        config: &config,
+        branch,
+        holder: crate::lock::holder_identity(&app.env.owner),
+        lock_timeout: args.lock.timeout(),
+    };
+    let slept = ops::sleep::sleep(&request, &app.cluster, &app.reporter).await?;
+    let namespace = &slept.namespace;
+    match slept.outcome {
         Outcome::Slept(asleep) => println!(
             "{namespace} is asleep: {} workloads scaled to 0{} (`sandbox wake --branch {branch}` brings them back)",
             asleep.replicas.len(),
@@ -359,22 +270,15 @@ fn cronjobs(asleep: &record::Sleep, done: &str) -> String {
 
 pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
     let config = app.load_config()?;
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot wake the sandbox")?;
-    let namespace = sandbox_namespace(&cluster, &config, &args.branch.branch).await?;
-    let holder = crate::lock::holder_identity(&app.env.owner);
-    let timeout = args.timeout.unwrap_or(config.timeouts.service);
-    let woken = pipeline::sleep::wake(
-        &cluster,
-        &namespace,
-        &config.name,
-        timeout,
-        &holder,
-        args.lock.timeout(),
-        &app.reporter,
-    );
-    match woken.await? {
+    let request = SleepRequest {
+        config: &config,
+        branch: &args.branch.branch,
+        holder: crate::lock::holder_identity(&app.env.owner),
+        lock_timeout: args.lock.timeout(),
+    };
+    let woken = ops::sleep::wake(&request, args.timeout, &app.cluster, &app.reporter).await?;
+    let namespace = &woken.namespace;
+    match woken.outcome {
         Outcome::Woken(asleep) => println!(
             "{namespace} is awake: {} workloads ready again{}",
             asleep.replicas.len(),
@@ -387,9 +291,6 @@ pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
 }
 
 pub(super) async fn reap(app: &App, args: ReapArgs) -> Result<()> {
-    let cluster = connect(&app.cluster)
-        .await
-        .context("cannot reap sandboxes")?;
     // The product's own sandboxes, unless asked for every product's (the reaper CronJob, which
     // has no sandbox.yaml).
     let config = if args.all_products {
@@ -400,35 +301,19 @@ pub(super) async fn reap(app: &App, args: ReapArgs) -> Result<()> {
         )?)
     };
     let product = config.as_ref().map(|c| c.name.as_str());
-    let rows = reap::reap(&cluster, product, args.dry_run).await?;
+    let rows = ops::reap::reap(&app.cluster, product, args.dry_run).await?;
     print::reaped(&rows, args.output.output)
 }
 
 pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> {
-    // What the cluster serves, when one answers quickly.
-    let cluster = tokio::time::timeout(Duration::from_secs(5), connect(&app.cluster))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    let api_version = match (args.cronjob_api_version, &cluster) {
-        (Some(v), _) => v,
-        (None, Some(c)) if c.resolve("batch/v1", "CronJob").is_none() => "batch/v1beta1".into(),
-        // Else the current API.
-        (None, _) => "batch/v1".to_owned(),
+    let request = ops::reap::ReaperRequest {
+        image: &args.image,
+        schedule: &args.schedule,
+        namespace: &args.namespace,
+        cronjob_api_version: args.cronjob_api_version,
+        confine: &args.confine,
     };
-    // The policy only where it is enforced: an older API server refuses the manifest.
-    let confine = cluster
-        .as_ref()
-        .is_some_and(crate::access::serves_admission_policies)
-        .then_some(args.confine.as_slice());
-    let manifests = reap::reaper_manifests(
-        &args.image,
-        &args.schedule,
-        &args.namespace,
-        &api_version,
-        confine,
-    );
-    print!("{manifests}");
+    print!("{}", ops::reap::manifests(&request, &app.cluster).await);
     Ok(())
 }
 
@@ -470,7 +355,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         slack_webhook_url: args.slack_webhook_url,
         sets: args.sets.0,
         ttl: args.ttl,
-        on_failure: args.on_failure,
+        on_failure: args.on_failure.into(),
         shutdown_grace: args.shutdown_grace,
         lock_timeout: args.lock_timeout,
         reconcile: !args.no_reconcile,
@@ -513,25 +398,18 @@ fn refuse_binding_serves_role(config: &pipeline::config::Config, role: &str) -> 
 }
 
 pub(super) async fn cache_prune(app: &App, args: PruneArgs) -> Result<()> {
-    let live = match pipeline::cache::live_commits(&app.cluster).await {
-        Ok(live) => Some(live),
-        Err(e) => {
-            app.reporter.info(&format!(
-                "warning: cannot ask the cluster which sandboxes are live ({e:#}); \
-                 deleting trees unused for {} as well as mirrors",
-                humantime::format_duration(args.older_than)
-            ));
-            None
-        }
+    let request = ops::cache::PruneRequest {
+        cache_dir: &app.env.cache_dir,
+        older_than: args.older_than,
+        dry_run: args.dry_run,
     };
-    let report =
-        pipeline::cache::prune(&app.env.cache_dir, live, args.older_than, args.dry_run).await?;
+    let report = ops::cache::prune_cache(&request, &app.cluster, &app.reporter).await?;
     print::pruned(&report, args.dry_run, args.output.output)
 }
 
-fn ensure_service(config: &Config, name: &str) -> Result<()> {
+fn ensure_service(config: &pipeline::config::Config, name: &str) -> Result<()> {
     if config.service(name).is_none() {
-        anyhow::bail!("{}", unknown_service(config, name));
+        anyhow::bail!("{}", pipeline::settings::unknown_service(config, name));
     }
     Ok(())
 }

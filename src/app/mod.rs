@@ -184,10 +184,7 @@ fn render_error(error: &anyhow::Error) -> String {
 
 /// The exit code of a failed command (documented in `--help` and the README).
 fn exit_code(error: &anyhow::Error) -> i32 {
-    if error
-        .chain()
-        .any(|c| c.is::<crate::pipeline::Interrupted>())
-    {
+    if error.chain().any(|c| c.is::<crate::ops::Interrupted>()) {
         crate::error::EXIT_INTERRUPTED
     } else {
         crate::error::EXIT_FAILURE
@@ -228,11 +225,15 @@ mod tests {
     #[test]
     fn every_error_type_offers_its_hint() {
         let sources = crate_sources();
-        let registered: Vec<&str> = [crate::pipeline::REGISTERED, crate::serve::REGISTERED]
-            .concat()
-            .into_iter()
-            .map(|p| p.rsplit("::").next().unwrap().trim())
-            .collect();
+        let registered: Vec<&str> = [
+            crate::pipeline::REGISTERED,
+            crate::ops::REGISTERED,
+            crate::serve::REGISTERED,
+        ]
+        .concat()
+        .into_iter()
+        .map(|p| p.rsplit("::").next().unwrap().trim())
+        .collect();
         let types = error_types(&sources);
         assert!(types.len() >= 10, "found only {types:?}");
         for name in &types {

@@ -5,11 +5,12 @@ use serde::Serialize;
 
 use crate::cli::{Output, TableOutput};
 use crate::object::Object;
+use crate::ops::inspect::{SandboxRow, ServiceStatus};
+use crate::ops::reap::Reaped;
 use crate::pipeline::checkout::{EntryKind, PruneReport};
 use crate::pipeline::config::format_size;
 use crate::pipeline::handover::Timings;
 use crate::pipeline::plan::Plan;
-use crate::reap::Reaped;
 use crate::table::Table;
 
 /// The `--timings` block: stages, then every step, then the critical path.
@@ -156,4 +157,99 @@ fn pruned_text(report: &PruneReport, dry_run: bool) {
         report.pruned.len(),
         format_size(report.bytes())
     );
+}
+
+/// "3h", "2d", "-5m" (in the past).
+pub(super) fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
+    let secs = to.duration_since(from).as_secs();
+    let (sign, secs) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+    let text = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    };
+    format!("{sign}{text}")
+}
+
+/// `list`'s table: `-o wide` adds the owner and each repo's commit.
+pub(super) fn list_table(rows: &[SandboxRow]) -> Table {
+    let now = jiff::Timestamp::now();
+    let delta = |t: &str, ago: bool| {
+        t.parse::<jiff::Timestamp>()
+            .map(|t| {
+                if ago {
+                    human_delta(t, now)
+                } else {
+                    human_delta(now, t)
+                }
+            })
+            .unwrap_or_default()
+    };
+    let mut table = Table::new(&[
+        ("NAMESPACE", false),
+        ("PRODUCT", false),
+        ("BRANCH", false),
+        ("STATUS", false),
+        ("AGE", false),
+        ("EXPIRES", false),
+        ("URL", false),
+        ("OWNER", true),
+        ("REPOS", true),
+    ]);
+    for r in rows {
+        let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
+        // `sleeping 2h`: since when.
+        let status = match &r.sleeping_since {
+            Some(since) if r.status == "sleeping" => format!("sleeping {}", delta(since, true)),
+            _ => r.status.clone(),
+        };
+        table.row(vec![
+            r.namespace.clone(),
+            r.product.clone(),
+            r.branch.clone(),
+            status,
+            delta(&r.created_at, true),
+            delta(&r.expires_at, false),
+            r.url.clone(),
+            r.owner.clone(),
+            repos.join(","),
+        ]);
+    }
+    table
+}
+
+/// `status`'s table.
+pub(super) fn status_table(rows: &[ServiceStatus]) -> Table {
+    let mut table = Table::new(&[
+        ("SERVICE", false),
+        ("READY", false),
+        ("RESTARTS", false),
+        ("LAST EVENT", false),
+    ]);
+    for r in rows {
+        table.row(vec![
+            r.service.clone(),
+            format!("{}/{}", r.ready, r.desired),
+            r.restarts.to_string(),
+            r.last_event.clone(),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_read_like_kubectl_ages() {
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        assert_eq!(human_delta(t0, at(42)), "42s");
+        assert_eq!(human_delta(t0, at(3 * 60)), "3m");
+        assert_eq!(human_delta(t0, at(5 * 3600)), "5h");
+        assert_eq!(human_delta(t0, at(3 * 86400)), "3d");
+        assert_eq!(human_delta(at(600), t0), "-10m");
+    }
 }

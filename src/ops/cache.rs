@@ -1,20 +1,14 @@
-//! The checkout cache as a whole: what `sandbox cache prune` and `sandbox serve`'s periodic
-//! prune do. The checkout stage owns the cache's layout and prunes it
-//! ([`checkout::prune`]); this adds what only the connector knows: where the cache is under
-//! the cache directory, and which commits live sandboxes run (their records on the cluster).
+//! `sandbox cache prune` (and `sandbox serve`'s periodic prune): the checkout cache as a whole.
+//! The checkout stage owns the cache's layout and prunes it ([`checkout::prune`]); this adds
+//! which commits live sandboxes run (their records on the cluster).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::kube::{self, ClusterOptions};
 use crate::pipeline::checkout::{self, PruneError, PrunePolicy, PruneReport};
 use crate::record;
-
-/// Where checkouts keep their mirrors and trees under the cache directory.
-pub(crate) fn checkout_dir(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("git")
-}
 
 /// The commits of every sandbox the tool labelled in the cluster `options` name, of any
 /// product (one cache may serve several configs). An error means the cluster could not be
@@ -37,7 +31,7 @@ pub(crate) async fn prune(
     older_than: Duration,
     dry_run: bool,
 ) -> Result<PruneReport, PruneError> {
-    let dir = checkout_dir(cache_dir);
+    let dir = checkout::cache_under(cache_dir);
     let policy = PrunePolicy {
         live_commits: live,
         older_than,
@@ -47,4 +41,34 @@ pub(crate) async fn prune(
     tokio::task::spawn_blocking(move || checkout::prune(&dir, &policy))
         .await
         .expect("the prune task does not panic")
+}
+
+/// `sandbox cache prune`.
+pub(crate) struct PruneRequest<'a> {
+    pub(crate) cache_dir: &'a Path,
+    /// Mirrors (and, without a cluster, trees) unused for longer go.
+    pub(crate) older_than: Duration,
+    /// Say what would go, delete nothing.
+    pub(crate) dry_run: bool,
+}
+
+/// `sandbox cache prune`: trees no live sandbox of the cluster runs, and old mirrors. Without
+/// a cluster that answers, trees go by age too (said as a warning).
+pub(crate) async fn prune_cache(
+    request: &PruneRequest<'_>,
+    options: &ClusterOptions,
+    reporter: &crate::progress::Reporter,
+) -> Result<PruneReport, PruneError> {
+    let live = match live_commits(options).await {
+        Ok(live) => Some(live),
+        Err(e) => {
+            reporter.info(&format!(
+                "warning: cannot ask the cluster which sandboxes are live ({e:#}); \
+                 deleting trees unused for {} as well as mirrors",
+                humantime::format_duration(request.older_than)
+            ));
+            None
+        }
+    };
+    prune(request.cache_dir, live, request.older_than, request.dry_run).await
 }

@@ -1,15 +1,64 @@
-//! `sandbox diff` (what `up` would change, from a server-side dry run) and `sandbox validate`.
+//! `sandbox diff`: what `up` would change, from a server-side dry run of every object against
+//! what is live, secrets masked.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 use kube::api::{Patch, PatchParams};
 
-use crate::kube::{Cluster, FIELD_MANAGER};
+use crate::kube::{Cluster, ClusterOptions, FIELD_MANAGER};
 use crate::object::{Object, ObjectRef};
+use crate::pipeline::images::Mode;
 use crate::pipeline::plan::Plan;
+use crate::pipeline::settings::Settings;
+use crate::pipeline::{prepare, Secrets, Target};
+use crate::progress::Reporter;
 use crate::record::{self, Lookup};
 use crate::redact::{Scrubber, REDACTED};
+
+/// What `up` would change in a sandbox.
+pub(crate) struct DiffReport {
+    pub(crate) namespace: String,
+    pub(crate) changes: Vec<Change>,
+    /// How many objects are rendered (the unchanged ones are counted, not shown).
+    pub(crate) rendered: usize,
+}
+
+impl DiffReport {
+    /// As `kubectl diff` prints it, then one summary line.
+    pub(crate) fn unified(&self) -> String {
+        unified(&self.namespace, &self.changes, self.rendered)
+    }
+
+    /// `-o json|yaml`: the changes and, for updates, the changed fields (masked).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        to_json(&self.namespace, &self.changes)
+    }
+}
+
+/// `sandbox diff`: prepare the branch for the cluster as `up` would (images resolved, not
+/// built), then compare.
+pub(crate) async fn diff(
+    settings: &Settings,
+    cluster: &ClusterOptions,
+    reporter: &Reporter,
+) -> Result<DiffReport> {
+    let target = Target::Cluster {
+        options: cluster,
+        mode: Mode::Resolve,
+        purpose: "cannot compare with the cluster",
+    };
+    let prepared = prepare(settings, Secrets::Reveal, target, reporter).await?;
+    let cluster = prepared.cluster.as_ref().expect("prepared for a cluster");
+    let plan = &prepared.plan;
+    let product = &settings.config.name;
+    let changes = changes(cluster, plan, product, &prepared.secret_strings()).await?;
+    Ok(DiffReport {
+        namespace: plan.namespace.clone(),
+        changes,
+        rendered: plan.objects().count(),
+    })
+}
 
 /// One object's change. `before`/`after` are the documents the unified diff shows, already
 /// masked ([`masked`]): nothing in a `Change` reveals a secret.
@@ -194,7 +243,7 @@ pub(crate) fn field_changes(
 }
 
 /// What `up` would change in the sandbox's namespace.
-pub(crate) async fn diff(
+async fn changes(
     cluster: &Cluster,
     plan: &Plan,
     product: &str,
@@ -271,7 +320,7 @@ async fn object_change(
 
 /// `sandbox diff`'s text: a unified diff of each object's YAML, live (`---`) against what `up`
 /// would make of it (`+++`), as `kubectl diff` prints it; then one summary line.
-pub(crate) fn unified(namespace: &str, changes: &[Change], total: usize) -> String {
+fn unified(namespace: &str, changes: &[Change], total: usize) -> String {
     let mut out = String::new();
     for change in changes {
         let key = change.key();
@@ -303,7 +352,7 @@ pub(crate) fn unified(namespace: &str, changes: &[Change], total: usize) -> Stri
 }
 
 /// `NAMESPACE: N to create, N to update, N to prune, N unchanged`.
-pub(crate) fn summary(namespace: &str, changes: &[Change], total: usize) -> String {
+fn summary(namespace: &str, changes: &[Change], total: usize) -> String {
     let count = |verb: &str| changes.iter().filter(|c| c.verb() == verb).count();
     let (create, update, prune) = (count("create"), count("update"), count("prune"));
     let unchanged = total.saturating_sub(create + update);
@@ -311,7 +360,7 @@ pub(crate) fn summary(namespace: &str, changes: &[Change], total: usize) -> Stri
 }
 
 /// `sandbox diff -o json`: the changes and, for updates, the changed fields (masked).
-pub(crate) fn to_json(namespace: &str, changes: &[Change]) -> serde_json::Value {
+fn to_json(namespace: &str, changes: &[Change]) -> serde_json::Value {
     let items: Vec<serde_json::Value> = changes
         .iter()
         .map(|c| {
@@ -327,36 +376,6 @@ pub(crate) fn to_json(namespace: &str, changes: &[Change]) -> serde_json::Value 
 
 fn yaml(value: &serde_json::Value) -> String {
     serde_yaml_ng::to_string(value).unwrap_or_else(|e| format!("# cannot show as YAML: {e}\n"))
-}
-
-/// Server-side dry run of every object (into the sandbox's namespace if it exists, else into
-/// `default`, which checks the objects' schema and admission without creating anything).
-pub(crate) async fn validate_on_server(
-    cluster: &Cluster,
-    plan: &Plan,
-    product: &str,
-) -> Result<usize> {
-    let target = match record::fetch(cluster, &plan.namespace, product).await? {
-        Lookup::Absent => "default".to_owned(),
-        _ => plan.namespace.clone(),
-    };
-    let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-    let mut count = 0;
-    for object in plan.objects() {
-        let mut object = object.clone();
-        object["metadata"]["namespace"] = target.clone().into();
-        let (api_version, kind, name) = (object.api_version(), object.kind(), object.name());
-        let (resource, caps) = cluster.resolve(api_version, kind).with_context(|| {
-            format!("the cluster does not serve {api_version} {kind} (object `{name}`)")
-        })?;
-        cluster
-            .dynamic_api(&resource, &caps, &target)
-            .patch(name, &dry_run, &Patch::Apply(&object))
-            .await
-            .with_context(|| format!("the server refuses {kind} `{name}`"))?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::kube::Cluster;
+use crate::access::Access;
+use crate::kube::{Cluster, ClusterOptions};
 use crate::lock;
+use crate::pipeline::config::Config;
 use crate::progress::Reporter;
-use crate::record::{self, Deleted, Lookup};
+use crate::record::{self, Deleted, Lookup, SandboxRecord};
 
 /// How long a namespace may take to go, unless `down --timeout` says otherwise.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -30,8 +32,93 @@ impl Default for DownOptions {
     }
 }
 
-/// `sandbox down` of one sandbox of `product`.
+/// `down` of the product's sandbox of a branch.
+pub(crate) struct DownRequest<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) branch: &'a str,
+    /// Say what would be deleted (after the same checks), delete nothing.
+    pub(crate) dry_run: bool,
+    pub(crate) options: DownOptions,
+    pub(crate) asked_by: AskedBy,
+}
+
+/// Who asks for a `down`, which decides what it may delete.
+pub(crate) enum AskedBy {
+    /// A person (`sandbox down`): any sandbox of the product.
+    User,
+    /// The previews (`sandbox serve`, a pull request closed): only a sandbox they made. Their
+    /// accounts are granted access first (`access`), as a sandbox made by an older serve may
+    /// lack the binding serve needs to take its lock.
+    Previews { access: Option<Access> },
+}
+
+/// What a `down` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Downed {
+    /// Deleted and gone (or it was not there).
+    Deleted { namespace: String },
+    /// Left alone, and why: not the previews' to delete.
+    Kept { reason: String },
+    /// `--dry-run`: what `down` would do.
+    WouldDelete { line: String },
+}
+
+/// `sandbox down`: delete the product's sandbox of a branch, under its lock.
 pub(crate) async fn down(
+    request: &DownRequest<'_>,
+    cluster: &ClusterOptions,
+    reporter: &Reporter,
+) -> Result<Downed> {
+    let DownRequest { config, branch, .. } = request;
+    let purpose = match request.asked_by {
+        AskedBy::User => "cannot delete sandboxes",
+        AskedBy::Previews { .. } => "cannot delete the sandbox",
+    };
+    let (cluster, namespace) = super::locate(cluster, config, branch, purpose).await?;
+    let product = &config.name;
+    if request.dry_run {
+        let lookup = record::fetch(&cluster, &namespace, product).await?;
+        let line = dry_run_line(&namespace, product, lookup)?;
+        return Ok(Downed::WouldDelete { line });
+    }
+    if let AskedBy::Previews { access } = &request.asked_by {
+        if let Lookup::Ours(found) = record::fetch(&cluster, &namespace, product).await? {
+            if let Some(reason) = not_the_previews(&found) {
+                return Ok(Downed::Kept { reason });
+            }
+            if let Some(access) = access {
+                crate::access::grant(&cluster, &namespace, access).await?;
+            }
+        }
+    }
+    down_namespace(&cluster, &namespace, product, request.options, reporter).await?;
+    Ok(Downed::Deleted { namespace })
+}
+
+/// Why the previews must leave a sandbox alone when its pull requests close, if they must:
+/// they delete only what they made.
+pub(crate) fn not_the_previews(sandbox: &SandboxRecord) -> Option<String> {
+    if sandbox.terminating || sandbox.made_by_serve() {
+        return None;
+    }
+    Some(match sandbox.made_by.as_deref() {
+        Some(record::MADE_BY_UP) => format!(
+            "`{}` was made by `sandbox up`, not by the previews: serve never deletes it (`sandbox down` does)",
+            sandbox.namespace
+        ),
+        Some(other) => format!(
+            "`{}` was made by `{other}`, not by the previews: serve never deletes it",
+            sandbox.namespace
+        ),
+        None => format!(
+            "`{}` does not record that the previews made it (made by hand, or by an older serve): serve leaves it to `sandbox down` or its expiry",
+            sandbox.namespace
+        ),
+    })
+}
+
+/// Take the lock of one sandbox of `product` and delete it.
+async fn down_namespace(
     cluster: &Cluster,
     namespace: &str,
     product: &str,
@@ -53,15 +140,8 @@ pub(crate) async fn down(
     delete_within(cluster, namespace, product, options.timeout, reporter).await
 }
 
-/// `sandbox down --dry-run`: print what `down` would delete, after the same checks (the
-/// namespace is the tool's and `product`'s), and change nothing.
-pub(crate) async fn down_dry_run(cluster: &Cluster, namespace: &str, product: &str) -> Result<()> {
-    let lookup = record::fetch(cluster, namespace, product).await?;
-    println!("{}", dry_run_line(namespace, product, lookup)?);
-    Ok(())
-}
-
-/// What `down --dry-run` says about `namespace`, or why `down` would refuse it.
+/// What `down --dry-run` says about `namespace` (after the same checks: the namespace is the
+/// tool's and `product`'s), or why `down` would refuse it.
 fn dry_run_line(
     namespace: &str,
     product: &str,

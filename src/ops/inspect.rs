@@ -10,11 +10,11 @@ use kube::api::{ListParams, LogParams};
 use kube::Api;
 use serde::Serialize;
 
-use crate::kube::Cluster;
+use crate::kube::{connect, Cluster, ClusterOptions};
+use crate::pipeline::config::Config;
 use crate::record::{
     self, SandboxRecord, Status, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL, SERVICE_LABEL,
 };
-use crate::table::Table;
 
 /// One row of `sandbox list`.
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +35,13 @@ pub(crate) struct SandboxRow {
     pub(crate) repos: BTreeMap<String, String>,
 }
 
-pub(crate) async fn list(cluster: &Cluster) -> Result<Vec<SandboxRow>> {
+/// `sandbox list`: every product's sandboxes in the cluster (it changes nothing).
+pub(crate) async fn list(options: &ClusterOptions) -> Result<Vec<SandboxRow>> {
+    let cluster = connect(options).await.context("cannot list sandboxes")?;
+    list_in(&cluster).await
+}
+
+async fn list_in(cluster: &Cluster) -> Result<Vec<SandboxRow>> {
     let now = jiff::Timestamp::now();
     let records = record::list(cluster, None).await?;
     Ok(records
@@ -86,66 +92,6 @@ impl SandboxRow {
     }
 }
 
-/// "3h", "2d", "-5m" (in the past).
-pub(crate) fn human_delta(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
-    let secs = to.duration_since(from).as_secs();
-    let (sign, secs) = if secs < 0 { ("-", -secs) } else { ("", secs) };
-    let text = match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    };
-    format!("{sign}{text}")
-}
-
-/// `list`'s table: `-o wide` adds the owner and each repo's commit.
-pub(crate) fn list_table(rows: &[SandboxRow]) -> Table {
-    let now = jiff::Timestamp::now();
-    let delta = |t: &str, ago: bool| {
-        t.parse::<jiff::Timestamp>()
-            .map(|t| {
-                if ago {
-                    human_delta(t, now)
-                } else {
-                    human_delta(now, t)
-                }
-            })
-            .unwrap_or_default()
-    };
-    let mut table = Table::new(&[
-        ("NAMESPACE", false),
-        ("PRODUCT", false),
-        ("BRANCH", false),
-        ("STATUS", false),
-        ("AGE", false),
-        ("EXPIRES", false),
-        ("URL", false),
-        ("OWNER", true),
-        ("REPOS", true),
-    ]);
-    for r in rows {
-        let repos: Vec<String> = r.repos.iter().map(|(k, v)| format!("{k}@{v}")).collect();
-        // `sleeping 2h`: since when.
-        let status = match &r.sleeping_since {
-            Some(since) if r.status == "sleeping" => format!("sleeping {}", delta(since, true)),
-            _ => r.status.clone(),
-        };
-        table.row(vec![
-            r.namespace.clone(),
-            r.product.clone(),
-            r.branch.clone(),
-            status,
-            delta(&r.created_at, true),
-            delta(&r.expires_at, false),
-            r.url.clone(),
-            r.owner.clone(),
-            repos.join(","),
-        ]);
-    }
-    table
-}
-
 /// One service's state, for `sandbox status`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ServiceStatus {
@@ -156,7 +102,25 @@ pub(crate) struct ServiceStatus {
     pub(crate) last_event: String,
 }
 
-pub(crate) async fn status(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceStatus>> {
+/// Which sandbox `status` or `logs` looks at: the product's sandbox of `branch`.
+pub(crate) struct SandboxOf<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) branch: &'a str,
+}
+
+/// `sandbox status`: each service's ready replicas, restarts and last event.
+pub(crate) async fn status(
+    which: &SandboxOf<'_>,
+    options: &ClusterOptions,
+) -> Result<Vec<ServiceStatus>> {
+    let SandboxOf { config, branch } = which;
+    let (cluster, namespace) =
+        super::locate(options, config, branch, "cannot read the sandbox").await?;
+    record::ensure_ours(&cluster, &namespace, &config.name).await?;
+    status_in(&cluster, &namespace).await
+}
+
+async fn status_in(cluster: &Cluster, namespace: &str) -> Result<Vec<ServiceStatus>> {
     let selector = format!("{MANAGED_BY}={MANAGED_BY_VALUE},{ROLE_LABEL}=service");
     let params = ListParams::default().labels(&selector);
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
@@ -249,25 +213,6 @@ fn attribute_last_events(
     }
 }
 
-/// `status`'s table.
-pub(crate) fn status_table(rows: &[ServiceStatus]) -> Table {
-    let mut table = Table::new(&[
-        ("SERVICE", false),
-        ("READY", false),
-        ("RESTARTS", false),
-        ("LAST EVENT", false),
-    ]);
-    for r in rows {
-        table.row(vec![
-            r.service.clone(),
-            format!("{}/{}", r.ready, r.desired),
-            r.restarts.to_string(),
-            r.last_event.clone(),
-        ]);
-    }
-    table
-}
-
 /// Which logs `sandbox logs` prints, as `kubectl logs` names the choices.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LogOptions {
@@ -314,7 +259,23 @@ impl LogOptions {
 /// Stream the logs of the chosen pods' containers, each line prefixed with where it comes
 /// from. A container that has no such log (no previous instance, not started) is reported on
 /// stderr and the others go on, as `kubectl logs -l` does.
-pub(crate) async fn logs(cluster: &Cluster, namespace: &str, options: &LogOptions) -> Result<()> {
+/// `sandbox logs`: stream the logs `logs` chooses to stdout, until they end (or Ctrl-C).
+pub(crate) async fn logs(
+    which: &SandboxOf<'_>,
+    logs: &LogOptions,
+    options: &ClusterOptions,
+) -> Result<()> {
+    let SandboxOf { config, branch } = which;
+    let (cluster, namespace) =
+        super::locate(options, config, branch, "cannot read the logs").await?;
+    record::ensure_ours(&cluster, &namespace, &config.name).await?;
+    tokio::select! {
+        r = logs_in(&cluster, &namespace, logs) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn logs_in(cluster: &Cluster, namespace: &str, options: &LogOptions) -> Result<()> {
     let selector = options.label_selector();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let list = pods
@@ -402,20 +363,4 @@ fn log_targets(pods: &[Pod], only: Option<&str>) -> Vec<(String, String, String)
         }
     }
     targets
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deltas_read_like_kubectl_ages() {
-        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
-        assert_eq!(human_delta(t0, at(42)), "42s");
-        assert_eq!(human_delta(t0, at(3 * 60)), "3m");
-        assert_eq!(human_delta(t0, at(5 * 3600)), "5h");
-        assert_eq!(human_delta(t0, at(3 * 86400)), "3d");
-        assert_eq!(human_delta(at(600), t0), "-10m");
-    }
 }

@@ -4,12 +4,12 @@
 //! tool's label are ever looked at — the label selector is applied by the API server, and
 //! checked again here.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::access;
-use crate::kube::Cluster;
+use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::lock::{self, LockError};
 use crate::progress::Reporter;
 use crate::record::{self, Lookup, SandboxRecord};
@@ -53,10 +53,15 @@ fn due(sandbox: &SandboxRecord, now: jiff::Timestamp) -> Option<Due> {
 /// held by a running `up` is skipped; the next run takes it. So is one that names no product:
 /// it was not made by the tool as it is now.
 pub(crate) async fn reap(
-    cluster: &Cluster,
+    options: &ClusterOptions,
     product: Option<&str>,
     dry_run: bool,
 ) -> Result<Vec<Reaped>> {
+    let cluster = connect(options).await.context("cannot reap sandboxes")?;
+    reap_in(&cluster, product, dry_run).await
+}
+
+async fn reap_in(cluster: &Cluster, product: Option<&str>, dry_run: bool) -> Result<Vec<Reaped>> {
     let now = jiff::Timestamp::now();
     let due: Vec<(SandboxRecord, Due)> = record::list(cluster, product)
         .await?
@@ -129,7 +134,7 @@ async fn act(cluster: &Cluster, listed: &SandboxRecord, due: Due, holder: &str) 
         // Deleting is the reaper's whole job: it does not wait for the namespace to go.
         Due::Delete => record::delete_ours(cluster, &sandbox).await?,
         Due::Sleep => {
-            crate::pipeline::sleep::sleep_locked(cluster, name, &listed.product).await?;
+            super::sleep::sleep_locked(cluster, name, &listed.product).await?;
         }
     }
     Ok(())
@@ -171,7 +176,45 @@ const REAPER_RULES: &str = r#"rules:
 /// reaping needs, and a CronJob. With `confine` (on clusters that enforce them), the
 /// ValidatingAdmissionPolicy that keeps the reaper and these other accounts to the tool's
 /// labelled namespaces.
-pub(crate) fn reaper_manifests(
+/// What the reaper's manifests are made for.
+pub(crate) struct ReaperRequest<'a> {
+    pub(crate) image: &'a str,
+    pub(crate) schedule: &'a str,
+    pub(crate) namespace: &'a str,
+    /// The CronJob's API version (else what the cluster serves, else `batch/v1`).
+    pub(crate) cronjob_api_version: Option<String>,
+    /// Other accounts the admission policy keeps to the tool's namespaces (`--confine`).
+    pub(crate) confine: &'a [(String, String)],
+}
+
+/// `sandbox reaper-manifests`: for the cluster when one answers within 5 s (the CronJob's API
+/// version; the admission policy only where it is enforced), else for the current APIs.
+pub(crate) async fn manifests(request: &ReaperRequest<'_>, options: &ClusterOptions) -> String {
+    let cluster = tokio::time::timeout(std::time::Duration::from_secs(5), connect(options))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let api_version = match (&request.cronjob_api_version, &cluster) {
+        (Some(v), _) => v.clone(),
+        (None, Some(c)) if c.resolve("batch/v1", "CronJob").is_none() => "batch/v1beta1".into(),
+        // Else the current API.
+        (None, _) => "batch/v1".to_owned(),
+    };
+    // The policy only where it is enforced: an older API server refuses the manifest.
+    let confine = cluster
+        .as_ref()
+        .is_some_and(access::serves_admission_policies)
+        .then_some(request.confine);
+    reaper_manifests(
+        request.image,
+        request.schedule,
+        request.namespace,
+        &api_version,
+        confine,
+    )
+}
+
+fn reaper_manifests(
     image: &str,
     schedule: &str,
     namespace: &str,

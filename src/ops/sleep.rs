@@ -16,8 +16,9 @@ use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use kube::Api;
 
-use crate::kube::Cluster;
+use crate::kube::{Cluster, ClusterOptions};
 use crate::lock;
+use crate::pipeline::config::Config;
 use crate::pipeline::wait;
 use crate::progress::Reporter;
 use crate::record::{self, Sleep, Status, Update, MANAGED_BY, MANAGED_BY_VALUE};
@@ -67,8 +68,71 @@ pub(crate) enum Outcome {
     AlreadyAwake,
 }
 
-/// `sandbox sleep`: take the sandbox's lock and put it to sleep.
+/// Which sandbox to put to sleep or wake, and how long to wait for another run's lock.
+pub(crate) struct SleepRequest<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) branch: &'a str,
+    /// Who holds the sandbox's lock meanwhile.
+    pub(crate) holder: String,
+    pub(crate) lock_timeout: Option<Duration>,
+}
+
+/// What a sleep or wake did to which sandbox.
+pub(crate) struct SleepReport {
+    pub(crate) namespace: String,
+    pub(crate) outcome: Outcome,
+}
+
+/// `sandbox sleep`: scale the sandbox's workloads to zero and suspend its CronJobs.
 pub(crate) async fn sleep(
+    request: &SleepRequest<'_>,
+    cluster: &ClusterOptions,
+    reporter: &Reporter,
+) -> Result<SleepReport> {
+    let SleepRequest { config, branch, .. } = request;
+    let purpose = "cannot put the sandbox to sleep";
+    let (cluster, namespace) = super::locate(cluster, config, branch, purpose).await?;
+    let product = &config.name;
+    let holder = &request.holder;
+    let outcome = sleep_namespace(
+        &cluster,
+        &namespace,
+        product,
+        holder,
+        request.lock_timeout,
+        reporter,
+    )
+    .await?;
+    Ok(SleepReport { namespace, outcome })
+}
+
+/// `sandbox wake`: scale back, resume, and wait at most `timeout` (default: the config's per
+/// service) until every workload is ready.
+pub(crate) async fn wake(
+    request: &SleepRequest<'_>,
+    timeout: Option<Duration>,
+    cluster: &ClusterOptions,
+    reporter: &Reporter,
+) -> Result<SleepReport> {
+    let SleepRequest { config, branch, .. } = request;
+    let (cluster, namespace) =
+        super::locate(cluster, config, branch, "cannot wake the sandbox").await?;
+    let timeout = timeout.unwrap_or(config.timeouts.service);
+    let woken = wake_namespace(
+        &cluster,
+        &namespace,
+        &config.name,
+        timeout,
+        &request.holder,
+        request.lock_timeout,
+        reporter,
+    );
+    let outcome = woken.await?;
+    Ok(SleepReport { namespace, outcome })
+}
+
+/// Take the sandbox's lock and put it to sleep.
+async fn sleep_namespace(
     cluster: &Cluster,
     namespace: &str,
     product: &str,
@@ -228,9 +292,9 @@ pub(crate) async fn restore(cluster: &Cluster, namespace: &str, asleep: &Sleep) 
     Ok(())
 }
 
-/// `sandbox wake`: take the lock, scale back, wait until every workload and Service is ready,
-/// and mark the sandbox ready and used now.
-pub(crate) async fn wake(
+/// Take the lock, scale back, wait until every workload and Service is ready, and mark the
+/// sandbox ready and used now.
+async fn wake_namespace(
     cluster: &Cluster,
     namespace: &str,
     product: &str,

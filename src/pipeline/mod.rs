@@ -1,7 +1,9 @@
-//! The pipeline of `sandbox up`: one module per stage, each a small typed interface, data
-//! flowing one way. A stage imports only the stages before it (and the shared foundations:
-//! `kube`, `object`, `record`, `lock`, `progress`, `redact`, `error`); the connector —
-//! [`settings`], [`context`], [`prepare`], [`up`], [`rollback`], [`down`] — joins them.
+//! The pipeline's stages: one module per stage, each a small typed interface, data flowing one
+//! way. A stage imports only the stages before it (and the shared foundations: `kube`,
+//! `object`, `record`, `lock`, `progress`, `redact`, `error`); the connector — [`settings`]
+//! (what a run is about), [`context`] (what templates see) and [`prepare`] (stages 2–5 for a
+//! target) — joins them. The operations that run them (`up`, `down`, …) are the layer above,
+//! `ops`.
 //!
 //! 1. [`config`]: `sandbox.yaml` → `Config`
 //! 2. [`checkout`]: repos + branch → `Checkout`s
@@ -28,20 +30,12 @@ pub(crate) mod sops;
 pub(crate) mod values;
 pub(crate) mod wait;
 
-pub(crate) mod cache;
-pub(crate) mod caps;
 pub(crate) mod context;
-pub(crate) mod down;
 pub(crate) mod prepare;
-pub(crate) mod rollback;
 pub(crate) mod settings;
-pub(crate) mod sleep;
-pub(crate) mod up;
 
-pub(crate) use self::down::{down, down_dry_run, DownOptions};
-pub(crate) use self::prepare::{prepare, Secrets};
+pub(crate) use self::prepare::{prepare, Prepared, Secrets, Target};
 pub(crate) use self::settings::{Environment, Pin, Settings};
-pub(crate) use self::up::{up, Interrupted, OnFailure, UpOptions};
 
 crate::error::hint_registry!(
     hints_of,
@@ -73,8 +67,6 @@ crate::error::hint_registry!(
         apply::ApplyError,
         smoke::SmokeError,
         handover::HandoverError,
-        up::Interrupted,
-        caps::CapError,
     ]
 );
 

@@ -1,5 +1,6 @@
-//! Stages 2–5, the offline part of the pipeline that `up`, `render`, `values`, `diff` and
-//! `validate` share: checkout → values → render → plan.
+//! Stages 2–5, the part of the pipeline before anything changes, that every operation which
+//! renders shares: checkout → values → images → render → plan, for a [`Target`] (a cluster, or
+//! none). One entry point, [`prepare`] (and [`images_only`], which stops once images are resolved).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::kube::Cluster;
+use crate::kube::{connect, Cluster, ClusterOptions};
+use crate::pipeline::apply;
 use crate::pipeline::chart::{self, Capabilities, ChartSource, Helm, Hooked};
 use crate::pipeline::checkout::{self, Checkout, RepoSpec, RepoTree};
 use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
@@ -33,6 +35,10 @@ pub(crate) struct Prepared {
     /// secrets redacted unless they were revealed.
     pub(crate) chart_values: BTreeMap<String, serde_json::Value>,
     pub(crate) plan: Plan,
+    /// The cluster it was prepared for (checked to serve every kind of the plan), if any.
+    pub(crate) cluster: Option<Cluster>,
+    /// What charts were told about the cluster.
+    pub(crate) capabilities: Capabilities,
     pub(crate) checkout_time: Duration,
     /// Resolving (and building) images.
     pub(crate) images_time: Duration,
@@ -71,7 +77,7 @@ impl Secrets {
 
 /// Stages 2–3, which need no cluster: every repo checked out and every service's values (and
 /// helm found, when a service is a chart).
-pub(crate) struct Gathered {
+struct Gathered {
     checkouts: Vec<Checkout>,
     values: BTreeMap<String, Values>,
     helm: Option<Helm>,
@@ -79,56 +85,142 @@ pub(crate) struct Gathered {
     values_time: Duration,
 }
 
-/// Stages 2–5 without a cluster: charts are rendered for `helm:` in sandbox.yaml, and images
-/// are not resolved.
-pub(crate) async fn prepare(
-    settings: &Settings,
-    secrets: Secrets,
-    reporter: &Reporter,
-) -> Result<Prepared> {
-    let gathered = gather(settings, reporter).await?;
-    let target = local_target(settings, &gathered, Mode::Offline, reporter).await?;
-    render_and_plan(settings, gathered, secrets, &target, reporter).await
+/// What the sandbox is prepared for: the cluster it will run on, or none.
+pub(crate) enum Target<'a> {
+    /// No cluster: charts are rendered for `helm:` in sandbox.yaml, images for this machine's
+    /// platform, resolved as `mode` says (`Offline`: no registry is asked).
+    Local(Mode),
+    /// The cluster, asked while the repos are fetched: charts are rendered for its version and
+    /// APIs (as `helm upgrade` would), images resolved for its nodes' platform, and the plan
+    /// checked against what it serves. `purpose` says what could not be done if it does not
+    /// answer (`cannot deploy the sandbox`).
+    Cluster {
+        options: &'a ClusterOptions,
+        mode: Mode,
+        purpose: &'static str,
+    },
+    /// The cluster if it answers within `wait`, else [`Target::Local`] with `Mode::Offline`.
+    Reachable {
+        options: &'a ClusterOptions,
+        wait: Duration,
+        mode: Mode,
+    },
 }
 
-/// What rendering needs from outside the repositories: what charts are told about the cluster,
-/// and each service's image.
-pub(crate) struct Target {
+/// What rendering needs from outside the repositories: the cluster (if any), what charts are
+/// told about it, and each service's image.
+pub(crate) struct Aimed {
+    pub(crate) cluster: Option<Cluster>,
     pub(crate) capabilities: Capabilities,
     pub(crate) images: BTreeMap<String, ImageInfo>,
     pub(crate) images_time: Duration,
 }
 
-/// The target without a cluster: charts for `helm:` in sandbox.yaml, images for this machine's
-/// platform, resolved as `mode` says (`Offline`: no registry is asked).
-pub(crate) async fn local_target(
+/// Stages 2–5 for `target`: checkout → values → images → render → plan. The one sequence every
+/// operation that renders (`up`, `render`, `values`, `diff`, `validate`) goes through.
+pub(crate) async fn prepare(
+    settings: &Settings,
+    secrets: Secrets,
+    target: Target<'_>,
+    reporter: &Reporter,
+) -> Result<Prepared> {
+    let (gathered, aimed) = gather_and_aim(settings, target, reporter).await?;
+    let prepared = render_and_plan(settings, gathered, secrets, aimed, reporter).await?;
+    if let Some(cluster) = &prepared.cluster {
+        apply::check_served(cluster, &prepared.plan)
+            .context("the rendered objects cannot be deployed")?;
+    }
+    Ok(prepared)
+}
+
+/// Stages 2–3½ for `target`: every service's image resolved (built, waited for) as `sandbox
+/// images` shows them, nothing rendered.
+pub(crate) async fn images_only(
+    settings: &Settings,
+    target: Target<'_>,
+    reporter: &Reporter,
+) -> Result<Aimed> {
+    Ok(gather_and_aim(settings, target, reporter).await?.1)
+}
+
+/// Gather (stages 2–3) while the cluster is asked, then aim at it.
+async fn gather_and_aim(
+    settings: &Settings,
+    target: Target<'_>,
+    reporter: &Reporter,
+) -> Result<(Gathered, Aimed)> {
+    match target {
+        Target::Local(mode) => {
+            let gathered = gather(settings, reporter).await?;
+            let aimed = local_target(settings, &gathered, mode, reporter).await?;
+            Ok((gathered, aimed))
+        }
+        Target::Cluster {
+            options,
+            mode,
+            purpose,
+        } => {
+            // An unreachable cluster fails before anything changes, but a broken repo is said first.
+            let (cluster, gathered) = tokio::join!(connect(options), gather(settings, reporter));
+            let gathered = gathered?;
+            let cluster = cluster.context(purpose)?;
+            let aimed = cluster_target(cluster, settings, &gathered, mode, reporter).await?;
+            Ok((gathered, aimed))
+        }
+        Target::Reachable {
+            options,
+            wait,
+            mode,
+        } => {
+            let reachable = async {
+                tokio::time::timeout(wait, connect(options))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            let (cluster, gathered) = tokio::join!(reachable, gather(settings, reporter));
+            let gathered = gathered?;
+            let aimed = match cluster {
+                Some(cluster) => {
+                    cluster_target(cluster, settings, &gathered, mode, reporter).await?
+                }
+                None => local_target(settings, &gathered, Mode::Offline, reporter).await?,
+            };
+            Ok((gathered, aimed))
+        }
+    }
+}
+
+/// Without a cluster: charts for `helm:` in sandbox.yaml, images for this machine's platform.
+async fn local_target(
     settings: &Settings,
     gathered: &Gathered,
     mode: Mode,
     reporter: &Reporter,
-) -> Result<Target> {
+) -> Result<Aimed> {
     let capabilities = Capabilities {
         kube_version: settings.config.helm.kube_version.clone(),
         api_versions: settings.config.helm.api_versions.clone(),
     };
     let started = Instant::now();
     let images = resolve_images(settings, gathered, mode, Platform::local(), reporter).await?;
-    Ok(Target {
+    Ok(Aimed {
+        cluster: None,
         capabilities,
         images,
         images_time: started.elapsed(),
     })
 }
 
-/// The target on `cluster`: its version and every API version it serves (plus
-/// `helm.api_versions`), and images resolved for its nodes' platform as `mode` says.
-pub(crate) async fn cluster_target(
-    cluster: &Cluster,
+/// On `cluster`: its version and every API version it serves (plus `helm.api_versions`), and
+/// images resolved for its nodes' platform as `mode` says.
+async fn cluster_target(
+    cluster: Cluster,
     settings: &Settings,
     gathered: &Gathered,
     mode: Mode,
     reporter: &Reporter,
-) -> Result<Target> {
+) -> Result<Aimed> {
     let mut api_versions = cluster.api_versions();
     api_versions.extend(settings.config.helm.api_versions.iter().cloned());
     let capabilities = Capabilities {
@@ -142,7 +234,8 @@ pub(crate) async fn cluster_target(
         false => Platform::local(),
     };
     let images = resolve_images(settings, gathered, mode, platform, reporter).await?;
-    Ok(Target {
+    Ok(Aimed {
+        cluster: Some(cluster),
         capabilities,
         images,
         images_time: started.elapsed(),
@@ -222,7 +315,7 @@ fn wanted_image(
 }
 
 /// Stages 2–3: checkout → values (with sops). helm is looked up meanwhile.
-pub(crate) async fn gather(settings: &Settings, reporter: &Reporter) -> Result<Gathered> {
+async fn gather(settings: &Settings, reporter: &Reporter) -> Result<Gathered> {
     let started = Instant::now();
     let has_charts = settings.config.services.iter().any(|s| s.chart.is_some());
     let locate_helm = async {
@@ -277,14 +370,13 @@ fn checkout_of<'a>(checkouts: &'a [Checkout], service: &Service) -> &'a Checkout
 
 /// Stages 4–5: render every service (templates in process, charts by helm, all charts at once)
 /// and plan, for `target`.
-pub(crate) async fn render_and_plan(
+async fn render_and_plan(
     settings: &Settings,
     gathered: Gathered,
     secrets: Secrets,
-    target: &Target,
+    target: Aimed,
     reporter: &Reporter,
 ) -> Result<Prepared> {
-    let capabilities = &target.capabilities;
     let started = Instant::now();
     let secret_strings: Vec<String> = gathered
         .values
@@ -294,48 +386,18 @@ pub(crate) async fn render_and_plan(
     let mut renders = Vec::new();
     let mut chart_values = BTreeMap::new();
     for service in &settings.config.services {
-        let checkout = checkout_of(&gathered.checkouts, service);
-        let v = &gathered.values[&service.name];
-        let shown = match secrets {
-            Secrets::Redact => v.redacted(),
-            Secrets::Reveal => v.reveal().clone(),
-        };
-        let context = RenderContext::new(settings, service, checkout, shown)
-            .with_image(target.images.get(&service.name).cloned());
-        let templates = ServiceTemplates {
-            config: &settings.config,
+        let one = ServiceRender {
+            settings,
             service,
-            checkout,
+            gathered: &gathered,
+            target: &target,
             secrets,
+            secret_strings: &secret_strings,
         };
-        let chart = match (&service.chart, &gathered.helm) {
-            (Some(chart), Some(helm)) => {
-                let given = context.clone().chart_values();
-                chart_values.insert(service.name.clone(), given.clone());
-                let source = chart_source(&settings.config, service, chart, checkout);
-                Some((helm, source, given))
-            }
-            _ => None,
-        };
-        let context = context.to_json();
-        let secret_strings = &secret_strings;
-        let namespace = settings.namespace.as_str();
-        renders.push(async move {
-            let mut rendered = templates.render(&context)?;
-            if let Some((helm, source, given)) = chart {
-                let hooked = chart::render(
-                    helm,
-                    &source,
-                    namespace,
-                    &given,
-                    capabilities,
-                    secret_strings,
-                )
-                .await?;
-                add_chart(&mut rendered, hooked, secrets, reporter);
-            }
-            anyhow::Ok(rendered)
-        });
+        if let Some(given) = one.chart_values() {
+            chart_values.insert(service.name.clone(), given);
+        }
+        renders.push(one.render(reporter));
     }
     let rendered = futures::future::try_join_all(renders).await?;
     plan::check_pod_security(&rendered, settings.config.isolation.pod_security)
@@ -354,8 +416,72 @@ pub(crate) async fn render_and_plan(
         plan,
         checkout_time: gathered.checkout_time,
         images_time: target.images_time,
+        cluster: target.cluster,
+        capabilities: target.capabilities,
         rest_time: gathered.values_time + started.elapsed(),
     })
+}
+
+/// Stage 4 for one service: its templates in process and, for a chart service, its chart by
+/// helm (all charts at once, each in its own helm process).
+struct ServiceRender<'a> {
+    settings: &'a Settings,
+    service: &'a Service,
+    gathered: &'a Gathered,
+    target: &'a Aimed,
+    secrets: Secrets,
+    /// Every decrypted value, to keep out of helm's messages.
+    secret_strings: &'a [String],
+}
+
+impl<'a> ServiceRender<'a> {
+    fn checkout(&self) -> &'a Checkout {
+        checkout_of(&self.gathered.checkouts, self.service)
+    }
+
+    /// What the templates see: the values (redacted unless revealed), the sandbox, the image.
+    fn context(&self) -> RenderContext {
+        let values = &self.gathered.values[&self.service.name];
+        let shown = match self.secrets {
+            Secrets::Redact => values.redacted(),
+            Secrets::Reveal => values.reveal().clone(),
+        };
+        let image = self.target.images.get(&self.service.name).cloned();
+        RenderContext::new(self.settings, self.service, self.checkout(), shown).with_image(image)
+    }
+
+    /// What a chart service's chart is given (values and `global.sandbox`).
+    fn chart_values(&self) -> Option<serde_json::Value> {
+        match (&self.service.chart, &self.gathered.helm) {
+            (Some(_), Some(_)) => Some(self.context().chart_values()),
+            _ => None,
+        }
+    }
+
+    async fn render(self, reporter: &Reporter) -> Result<RenderedService> {
+        let context = self.context();
+        let templates = ServiceTemplates {
+            config: &self.settings.config,
+            service: self.service,
+            checkout: self.checkout(),
+            secrets: self.secrets,
+        };
+        let mut rendered = templates.render(&context.clone().to_json())?;
+        if let (Some(chart), Some(helm)) = (&self.service.chart, &self.gathered.helm) {
+            let source = chart_source(&self.settings.config, self.service, chart, self.checkout());
+            let hooked = chart::render(
+                helm,
+                &source,
+                &self.settings.namespace,
+                &context.chart_values(),
+                &self.target.capabilities,
+                self.secret_strings,
+            )
+            .await?;
+            add_chart(&mut rendered, hooked, self.secrets, reporter);
+        }
+        Ok(rendered)
+    }
 }
 
 /// The hosts this sandbox's Ingresses and routes may claim: `url.host`, rendered with what the
@@ -454,7 +580,7 @@ async fn check_out(settings: &Settings, reporter: &Reporter) -> Result<Vec<Check
     let checkouts = checkout::checkout_all(
         &specs,
         &settings.branch,
-        &crate::pipeline::cache::checkout_dir(&settings.cache_dir),
+        &checkout::cache_under(&settings.cache_dir),
         &config.repo_files,
     )
     .await

@@ -1,20 +1,21 @@
-//! The real [`Deployer`]: `sandbox up` and `sandbox down` as library calls, with the pull
-//! request recorded on the namespace.
+//! The real [`Deployer`]: the operations `up` and `down` ([`crate::ops`]), asked with the
+//! previews' rules: what serve makes is marked as made by serve, owned by the pull request's
+//! author, pinned to a deployment's commit, and records every failure; serve deletes only
+//! what it made.
 
 use std::time::Duration;
 
-use anyhow::Context;
-
-use super::log::{log, scrub};
 use super::queue::PrRef;
 use super::scope::Scope;
 use super::worker::{Deployed, Deployer, Destroyed, Failure};
-use crate::kube::{connect, ClusterOptions};
+use crate::kube::ClusterOptions;
+use crate::ops::down::{AskedBy, DownOptions, DownRequest, Downed};
+use crate::ops::{self, OnFailure, UpOptions, UpRequest};
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
-use crate::pipeline::{self, Environment, OnFailure, Pin, Settings, UpOptions};
+use crate::pipeline::{Environment, Pin, Settings};
 use crate::progress::Reporter;
-use crate::record::{self, Lookup, PrNumber};
+use crate::record::{self, PrNumber};
 
 pub(crate) struct ClusterDeployer {
     pub(crate) config: Config,
@@ -43,39 +44,6 @@ pub(crate) fn pin_of(scope: &Scope, prs: &[PrRef]) -> Option<Pin> {
         sha: newest.sha.clone(),
         asked_by: format!("GitHub deployment {id} of {}", newest.repo),
     })
-}
-
-impl ClusterDeployer {
-    /// Record why the deploy failed on the sandbox, if it has one, for the status page (`up`
-    /// records failures of its rollout itself; this also covers those before it, e.g. a
-    /// checkout or render error on a re-up). The status is left as it is: what runs may still
-    /// be the previous (or rolled back) revision. Best effort: the failure is reported anyway.
-    async fn record_failure(&self, branch: &str, failure: &Failure) {
-        let recorded = async {
-            let cluster = connect(&self.cluster).await?;
-            let config = &self.config;
-            let namespace =
-                record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
-            let lookup = record::fetch(&cluster, &namespace, &config.name).await?;
-            if matches!(lookup, Lookup::Ours(r) if !r.terminating) {
-                let update = record::Update {
-                    last_error: Some(Some(failure.summary.clone())),
-                    ..record::Update::default()
-                };
-                record::update(&cluster, &namespace, update).await?;
-            }
-            anyhow::Ok(())
-        }
-        .await;
-        if let Err(e) = recorded {
-            log!(
-                Warn,
-                "record.failed",
-                branch = branch,
-                error = scrub(&format!("{e:#}"))
-            );
-        }
-    }
 }
 
 impl Deployer for ClusterDeployer {
@@ -112,6 +80,8 @@ impl Deployer for ClusterDeployer {
                 })
                 .collect();
             let options = UpOptions {
+                // The status page shows why a preview failed, also before its rollout.
+                record_every_failure: true,
                 on_failure: self.on_failure,
                 // Someone's `sandbox up` by hand: wait for it rather than fail the pull
                 // request, but not forever: a pod of the sandbox may hold the lock (a Role the
@@ -121,7 +91,8 @@ impl Deployer for ClusterDeployer {
                 // A push's image is CI's job; a preview that comes first waits a while for it.
                 wait_for_images: Some(std::time::Duration::from_secs(600)),
             };
-            pipeline::up(&settings, &self.cluster, options, &reporter).await
+            let request = UpRequest { settings, options };
+            ops::up(&request, &self.cluster, &reporter).await
         }
         .await;
         match result {
@@ -129,63 +100,30 @@ impl Deployer for ClusterDeployer {
                 url: report.url,
                 repos: report.repos,
             }),
-            Err(e) => {
-                let failure = Failure::new(&e, |t| reporter.scrub(t));
-                self.record_failure(branch, &failure).await;
-                Err(failure)
-            }
+            Err(e) => Err(Failure::new(&e, |t| reporter.scrub(t))),
         }
     }
 
     async fn destroy(&self, branch: &str) -> Result<Destroyed, Failure> {
         let reporter = Reporter::for_one_sandbox(&tracing::Span::current());
-        let result = async {
-            let cluster = connect(&self.cluster)
-                .await
-                .context("cannot delete the sandbox")?;
-            let config = &self.config;
-            let namespace =
-                record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
-            if let Lookup::Ours(found) = record::fetch(&cluster, &namespace, &config.name).await? {
-                if let Some(reason) = not_ours_to_delete(&found) {
-                    return Ok(Destroyed::Kept { reason });
-                }
-                // Made by an older serve without a RoleBinding for today's: without it serve
-                // could not take the sandbox's lock to delete it.
-                if let Some(access) = &self.env.access {
-                    crate::access::grant(&cluster, &namespace, access).await?;
-                }
-            }
-            let options = pipeline::DownOptions {
+        // What serve made, serve deletes when its pull requests close; nothing else.
+        let request = DownRequest {
+            config: &self.config,
+            branch,
+            dry_run: false,
+            options: DownOptions {
                 lock_timeout: Some(self.lock_timeout),
-                ..pipeline::DownOptions::default()
-            };
-            pipeline::down(&cluster, &namespace, &config.name, options, &reporter).await?;
-            Ok(Destroyed::Deleted)
-        }
-        .await;
+                ..DownOptions::default()
+            },
+            asked_by: AskedBy::Previews {
+                access: self.env.access.clone(),
+            },
+        };
+        let result = match ops::down::down(&request, &self.cluster, &reporter).await {
+            Ok(Downed::Kept { reason }) => Ok(Destroyed::Kept { reason }),
+            Ok(Downed::Deleted { .. } | Downed::WouldDelete { .. }) => Ok(Destroyed::Deleted),
+            Err(e) => Err(e),
+        };
         result.map_err(|e| Failure::new(&e, |t| reporter.scrub(t)))
     }
-}
-
-/// Why serve must leave a sandbox alone when its pull requests close, if it must: it deletes
-/// only what the previews made.
-pub(crate) fn not_ours_to_delete(sandbox: &record::SandboxRecord) -> Option<String> {
-    if sandbox.terminating || sandbox.made_by_serve() {
-        return None;
-    }
-    Some(match sandbox.made_by.as_deref() {
-        Some(record::MADE_BY_UP) => format!(
-            "`{}` was made by `sandbox up`, not by the previews: serve never deletes it (`sandbox down` does)",
-            sandbox.namespace
-        ),
-        Some(other) => format!(
-            "`{}` was made by `{other}`, not by the previews: serve never deletes it",
-            sandbox.namespace
-        ),
-        None => format!(
-            "`{}` does not record that the previews made it (made by hand, or by an older serve): serve leaves it to `sandbox down` or its expiry",
-            sandbox.namespace
-        ),
-    })
 }

@@ -63,9 +63,10 @@ use self::log::log;
 use self::state::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
+use crate::ops::OnFailure;
 use crate::pipeline::config::Config;
 use crate::pipeline::values::SetValue;
-use crate::pipeline::{Environment, OnFailure, Settings};
+use crate::pipeline::{Environment, Settings};
 
 /// `sandbox serve` as the command line and the environment configured it.
 pub(crate) struct ServeSettings {
@@ -470,7 +471,7 @@ pub(crate) async fn serve<D: Deployer, S: Store>(
 crate::error::hint_registry!(
     hints_of,
     REGISTERED,
-    fallback = crate::pipeline::hints_of,
+    fallback = crate::ops::hints_of,
     [
         event::EventError,
         github::ApiError,

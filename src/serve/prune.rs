@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::log::log;
 use crate::kube::ClusterOptions;
-use crate::pipeline::cache;
+use crate::ops::cache;
 
 /// When and what to prune.
 #[derive(Debug, Clone)]

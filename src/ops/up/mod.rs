@@ -1,6 +1,9 @@
-//! `sandbox up`: the stages connected. Prepare offline while the cluster is asked, record the
-//! sandbox on its namespace, take its lock, then [`rollout`] — and on failure do what
-//! `--on-failure` says.
+//! `sandbox up`: the stages connected. Prepare for the cluster (asked while the repos are
+//! fetched), record the sandbox on its namespace, take its lock, then [`rollout`] — and on
+//! failure do what `--on-failure` says.
+
+pub(crate) mod caps;
+mod rollback;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -12,22 +15,21 @@ use crate::error::Hint;
 use crate::kube::{connect, Cluster, ClusterOptions};
 use crate::lock;
 use crate::object::{Object, ObjectRef};
+use crate::ops::{down, sleep};
 use crate::pipeline::apply::{self, StepTiming};
-use crate::pipeline::caps;
 use crate::pipeline::checkout::Checkout;
 use crate::pipeline::config::PodSecurity;
 use crate::pipeline::context::SandboxInfo;
 use crate::pipeline::handover::{self, RepoReport, Timings, UpReport};
 use crate::pipeline::images::Mode;
-use crate::pipeline::prepare::{self, Prepared, Secrets};
-use crate::pipeline::rollback;
+use crate::pipeline::plan::Plan;
 use crate::pipeline::settings::Settings;
-use crate::pipeline::{inventory, sleep, smoke};
+use crate::pipeline::{inventory, smoke, Prepared, Secrets, Target};
 use crate::progress::Reporter;
 use crate::record::{self, Lookup, RepoAt, SandboxRecord, Status, Update};
 
 /// What to do with the sandbox when the deploy or the smoke tests fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnFailure {
     /// Leave everything as it is, to debug it.
     Keep,
@@ -35,6 +37,13 @@ pub(crate) enum OnFailure {
     Rollback,
     /// Delete the sandbox if this `up` created it.
     Destroy,
+}
+
+/// `up` of one branch: what the run is about (product, branch, who asks, the pull requests it
+/// previews, what made it — all in [`Settings`]) and how it behaves.
+pub(crate) struct UpRequest {
+    pub(crate) settings: Settings,
+    pub(crate) options: UpOptions,
 }
 
 /// How `up` behaves around failures and other runs.
@@ -48,6 +57,10 @@ pub(crate) struct UpOptions {
     pub(crate) wait: bool,
     /// How long to wait for images CI has yet to publish (else a missing image fails at once).
     pub(crate) wait_for_images: Option<Duration>,
+    /// Record any failure on an existing sandbox, also one before the rollout (a checkout or
+    /// render error on a re-up), for a status page (serve's). The status is left as it is: what
+    /// runs may still be the previous (or rolled back) revision.
+    pub(crate) record_every_failure: bool,
 }
 
 /// `up` stopped by Ctrl-C.
@@ -63,35 +76,80 @@ impl Hint for Interrupted {
 
 /// `sandbox up`: the whole pipeline.
 pub(crate) async fn up(
-    settings: &Settings,
+    request: &UpRequest,
     cluster: &ClusterOptions,
-    options: UpOptions,
     reporter: &Reporter,
 ) -> Result<UpReport> {
+    let result = prepare_and_roll_out(request, cluster, reporter).await;
+    if let Err(error) = &result {
+        if request.options.record_every_failure {
+            record_failure(cluster, &request.settings, error, reporter).await;
+        }
+    }
+    result
+}
+
+async fn prepare_and_roll_out(
+    request: &UpRequest,
+    cluster: &ClusterOptions,
+    reporter: &Reporter,
+) -> Result<UpReport> {
+    let UpRequest { settings, options } = request;
     let started = Instant::now();
     reporter.info(&format!(
         "sandbox {} @ {} → namespace {}",
         settings.config.name, settings.branch, settings.namespace
     ));
-    // The cluster is asked while the repos are fetched; an unreachable one fails before anything changes.
-    let (cluster, gathered) = tokio::join!(connect(cluster), prepare::gather(settings, reporter));
-    let gathered = gathered?;
-    let cluster = cluster.context("cannot deploy the sandbox")?;
     // Images are resolved (built, waited for) for this cluster's nodes, and charts rendered for
     // its version and APIs, as `helm upgrade` would.
-    let mode = Mode::Ensure {
-        wait: options.wait_for_images,
+    let target = Target::Cluster {
+        options: cluster,
+        mode: Mode::Ensure {
+            wait: options.wait_for_images,
+        },
+        purpose: "cannot deploy the sandbox",
     };
-    let target = prepare::cluster_target(&cluster, settings, &gathered, mode, reporter).await?;
-    let prepared =
-        prepare::render_and_plan(settings, gathered, Secrets::Reveal, &target, reporter).await?;
-    apply::check_served(&cluster, &prepared.plan)
-        .context("the rendered objects cannot be deployed")?;
+    let prepared = crate::pipeline::prepare(settings, Secrets::Reveal, target, reporter).await?;
+    let cluster = prepared.cluster.as_ref().expect("prepared for a cluster");
     let prepare_time = started.elapsed();
 
-    let outcome = locked(&cluster, settings, &prepared, options, reporter).await?;
+    let outcome = locked(cluster, settings, &prepared, *options, reporter).await?;
     let total = started.elapsed();
     Ok(report(settings, &prepared, &outcome, prepare_time, total))
+}
+
+/// Record why `up` failed on the sandbox, if it has one. Best effort: the failure is reported
+/// anyway.
+async fn record_failure(
+    options: &ClusterOptions,
+    settings: &Settings,
+    error: &anyhow::Error,
+    reporter: &Reporter,
+) {
+    let summary = crate::redact::printable(&crate::logging::scrub(
+        &reporter.scrub(&format!("{error:#}")),
+    ));
+    let recorded = async {
+        let cluster = connect(options).await?;
+        let config = &settings.config;
+        let branch = &settings.branch;
+        let namespace =
+            record::locate(&cluster, &config.namespace_prefix, branch, &config.name).await?;
+        let lookup = record::fetch(&cluster, &namespace, &config.name).await?;
+        if matches!(lookup, Lookup::Ours(r) if !r.terminating) {
+            let update = Update {
+                last_error: Some(Some(summary)),
+                ..Update::default()
+            };
+            record::update(&cluster, &namespace, update).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        let error = crate::logging::scrub(&format!("{e:#}"));
+        tracing::warn!(branch = %settings.branch, error = %error, "{}", "record.failed");
+    }
 }
 
 /// Take the sandbox's lock, and under it [`deploy`]. The lock lives in the namespace, so a new
@@ -416,7 +474,7 @@ async fn rollout(
 /// since they last passed (`standing`).
 async fn smoke_tests(
     cluster: &Cluster,
-    plan: &super::plan::Plan,
+    plan: &Plan,
     timeout: Duration,
     wait: bool,
     standing: bool,
@@ -488,8 +546,7 @@ impl Failure<'_> {
                     // The rollback's hint (why nothing was restored) goes with its message:
                     // the chain shown is the deploy's.
                     Err(e) => {
-                        let hints: Vec<String> =
-                            e.chain().flat_map(crate::pipeline::hints_of).collect();
+                        let hints: Vec<String> = e.chain().flat_map(crate::ops::hints_of).collect();
                         let mut message = format!("and rolling back failed too: {e:#}");
                         for hint in hints {
                             message.push_str(&format!("; {}", hint.trim_end()));
@@ -500,14 +557,7 @@ impl Failure<'_> {
             }
             OnFailure::Destroy if self.created_now => {
                 reporter.info(&format!("--on-failure destroy: deleting `{ns}`"));
-                match crate::pipeline::down::delete(
-                    self.cluster,
-                    ns,
-                    &self.settings.config.name,
-                    reporter,
-                )
-                .await
-                {
+                match down::delete(self.cluster, ns, &self.settings.config.name, reporter).await {
                     Ok(()) => error,
                     Err(e) => error.context(format!(
                         "and destroying the failed sandbox failed too: {e:#}"

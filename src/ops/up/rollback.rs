@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 
 use crate::kube::Cluster;
 use crate::object::{Object, ObjectRef};
-use crate::pipeline::{apply, down, inventory, wait};
+use crate::ops::down;
+use crate::pipeline::{apply, inventory, wait};
 use crate::progress::Reporter;
 use crate::record::{self, Status, Update};
 

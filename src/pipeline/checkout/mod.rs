@@ -91,6 +91,11 @@ pub(crate) const TREES_DIR: &str = "trees-v2";
 /// Where older versions exported trees; only pruned.
 pub(crate) const LEGACY_TREES_DIR: &str = "trees";
 
+/// Where checkouts keep their mirrors and trees under the tool's cache directory.
+pub(crate) fn cache_under(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("git")
+}
+
 /// One repository of the product, as configured in `sandbox.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RepoSpec {
