@@ -165,24 +165,7 @@ async fn locked(
 ) -> Result<Outcome> {
     let ns = settings.namespace.as_str();
     let wanted = sandbox_record(settings, &prepared.checkouts, jiff::Timestamp::now());
-    let lookup = record::fetch(cluster, ns, &settings.config.name)
-        .await
-        .with_context(|| format!("could not prepare namespace `{ns}`"))?;
-    // Another branch's sandbox under this name is refused before any grant or lock in it.
-    record::check_branch(&lookup, ns, &settings.branch)?;
-    let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
-    if new {
-        // A new sandbox must fit the product's caps; the count's lock is held until its
-        // namespace exists, so that it counts for whoever looks next.
-        let counted = caps::admit(cluster, settings, reporter).await?;
-        let made = record::ensure(cluster, &wanted)
-            .await
-            .with_context(|| format!("could not prepare namespace `{ns}`"));
-        if let Some(counted) = counted {
-            counted.release().await;
-        }
-        made?;
-    }
+    let new = make_namespace(cluster, settings, &wanted, reporter).await?;
     // The accounts that work in sandboxes get their rights here before the lock is taken in it.
     if let Some(access) = &settings.access {
         crate::access::grant(cluster, ns, access).await?;
@@ -206,34 +189,73 @@ async fn locked(
     };
     let result = match result {
         Ok(done) => Ok(done),
-        Err(Failed {
-            error,
-            failure: None,
-        }) => Err(error),
-        Err(Failed {
-            error,
-            failure: Some((created_now, changed)),
-        }) => {
-            let failure = Failure {
-                cluster,
-                settings,
-                created_now,
-                changed: &changed,
-            };
-            let handled = failure.handle(error, options.on_failure, reporter);
-            if failure.deletes_sandbox(options.on_failure) {
-                // Deleting the namespace deletes the lease in it: that is no lost lock.
-                Err(handled.await)
-            } else {
-                tokio::select! {
-                    error = handled => Err(error),
-                    lost = lock.lost() => Err(lost.into()),
-                }
-            }
+        Err(failed) => {
+            Err(handle_failed(cluster, settings, failed, options, &lock, reporter).await)
         }
     };
     lock.release().await;
     result
+}
+
+/// Whether the sandbox is new, after making its namespace if it is. Another branch's sandbox
+/// under this name is refused before any grant or lock in it; a new one must fit the product's
+/// caps.
+async fn make_namespace(
+    cluster: &Cluster,
+    settings: &Settings,
+    wanted: &SandboxRecord,
+    reporter: &Reporter,
+) -> Result<bool> {
+    let ns = settings.namespace.as_str();
+    let lookup = record::fetch(cluster, ns, &settings.config.name)
+        .await
+        .with_context(|| format!("could not prepare namespace `{ns}`"))?;
+    record::check_branch(&lookup, ns, &settings.branch)?;
+    let new = !matches!(lookup, Lookup::Ours(r) if !r.terminating);
+    if new {
+        // The count's lock is held until the namespace exists, so that it counts for whoever
+        // looks next.
+        let counted = caps::admit(cluster, settings, reporter).await?;
+        let made = record::ensure(cluster, wanted)
+            .await
+            .with_context(|| format!("could not prepare namespace `{ns}`"));
+        if let Some(counted) = counted {
+            counted.release().await;
+        }
+        made?;
+    }
+    Ok(new)
+}
+
+/// Do what `--on-failure` says with a failed rollout (unless the lock was lost: then another
+/// run may be deploying, and nothing is touched); the error says what happened.
+async fn handle_failed(
+    cluster: &Cluster,
+    settings: &Settings,
+    failed: Failed,
+    options: UpOptions,
+    lock: &lock::SandboxLock,
+    reporter: &Reporter,
+) -> anyhow::Error {
+    let Some((created_now, changed)) = failed.failure else {
+        return failed.error;
+    };
+    let failure = Failure {
+        cluster,
+        settings,
+        created_now,
+        changed: &changed,
+    };
+    let handled = failure.handle(failed.error, options.on_failure, reporter);
+    if failure.deletes_sandbox(options.on_failure) {
+        // Deleting the namespace deletes the lease in it: that is no lost lock.
+        handled.await
+    } else {
+        tokio::select! {
+            error = handled => error,
+            lost = lock.lost() => lost.into(),
+        }
+    }
 }
 
 /// A failed rollout: the error, and unless the lock was lost, what `--on-failure` needs (whether
@@ -450,24 +472,40 @@ async fn rollout(
         record::update(cluster, ns, Update::inventory(rendered)).await?;
     }
     // A revision is good, and a rollback target, only once it has been seen ready.
-    let mut last_good_digest = None;
-    if wait && (!nothing_changed || !was_ready) {
-        last_good_digest = Some(inventory::save_last_good(cluster, ns, plan).await?);
-    }
-    let done = Update {
-        last_good_digest,
-        url: Some(url.clone()),
-        last_error: Some(None),
-        sleep: asleep.map(|_| None),
-        ..Update::status(if wait { Status::Ready } else { Status::Applied })
-    };
-    record::update(cluster, ns, done).await?;
+    let good = wait && (!nothing_changed || !was_ready);
+    record_done(cluster, plan, good, &url, asleep.is_some(), wait).await?;
     Ok(Outcome {
         steps,
         deploy,
         smoke,
         url,
     })
+}
+
+/// Record a finished rollout: ready (or only applied), its URL, awake, no error — and, when it
+/// was seen `good` (ready after a change), its revision as the last good one.
+async fn record_done(
+    cluster: &Cluster,
+    plan: &Plan,
+    good: bool,
+    url: &str,
+    was_asleep: bool,
+    wait: bool,
+) -> Result<()> {
+    let ns = plan.namespace.as_str();
+    let last_good_digest = match good {
+        true => Some(inventory::save_last_good(cluster, ns, plan).await?),
+        false => None,
+    };
+    let done = Update {
+        last_good_digest,
+        url: Some(url.to_owned()),
+        last_error: Some(None),
+        sleep: was_asleep.then_some(None),
+        ..Update::status(if wait { Status::Ready } else { Status::Applied })
+    };
+    record::update(cluster, ns, done).await?;
+    Ok(())
 }
 
 /// Run the smoke tests, unless `up --wait=false` (nothing was seen ready) or nothing changed
