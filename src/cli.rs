@@ -18,6 +18,30 @@ pub(crate) const VERSION: &str = concat!(
     ", Kubernetes 1.20–1.33)"
 );
 
+/// Each command's examples, shown at the end of its `--help`.
+mod examples {
+    pub(super) const CACHE_PRUNE: &str = "Examples:\n  sandbox cache prune --dry-run         # what would go\n  sandbox cache prune --older-than 3d";
+    pub(super) const UP: &str = "Examples:\n  sandbox up                                              # the branch checked out here (or the CI's)\n  sandbox up --branch feature-x --timings                 # …and where the time went\n  sandbox up -b feature-x --set api.replicas=2 --ttl 3d   # values and expiry for this run\n  sandbox up -b feature-x --on-failure rollback           # a failed update goes back to the last good one\n  sandbox up -b feature-x -o json | jq -r .url            # for scripts";
+    pub(super) const DOWN: &str = "Examples:\n  sandbox down --branch feature-x             # delete it and wait until it is gone\n  sandbox down --branch feature-x --dry-run   # say what would be deleted\n  sandbox down --all-expired                  # every expired sandbox of this product";
+    pub(super) const RENDER: &str = "Examples:\n  sandbox render                                                      # every object, secrets redacted\n  sandbox render -b feature-x --service api -o name                   # one service's objects, by name\n  sandbox render -b feature-x | kubectl apply --dry-run=client -f -   # YAML for other tools";
+    pub(super) const VALUES: &str = "Examples:\n  sandbox values api                                             # what api's templates see\n  sandbox values api -b feature-x --set api.replicas=2 -o json   # with a --set applied";
+    pub(super) const IMAGES: &str = "Examples:\n  sandbox images -b feature-x                                 # build or resolve every image; print the pinned refs\n  sandbox images -b feature-x --wait-for-images 10m -o json   # wait for CI to publish";
+    pub(super) const LIST: &str = "Examples:\n  sandbox list           # every sandbox in the cluster\n  sandbox list -o wide   # …with owners and commits\n  sandbox list -o name   # namespaces only";
+    pub(super) const STATUS: &str = "Examples:\n  sandbox status                        # the sandbox of the branch checked out here\n  sandbox status -b feature-x -o json";
+    pub(super) const LOGS: &str = "Examples:\n  sandbox logs api -f                                # follow api's pods\n  sandbox logs -b feature-x --since 10m --tail 100   # every service, recent lines\n  sandbox logs -b feature-x -l job-name=api-smoke    # a smoke Job's pods";
+    pub(super) const DIFF: &str = "Examples:\n  sandbox diff                        # what `up` would change (exit 1 if anything)\n  sandbox diff -b feature-x -o name   # only which objects";
+    pub(super) const VALIDATE: &str = "Examples:\n  sandbox validate                                     # config and templates; a server-side dry run if a cluster answers\n  sandbox validate -b feature-x --set api.replicas=2";
+    pub(super) const EXTEND: &str = "Examples:\n  sandbox extend --ttl 2d                 # expire two days from now\n  sandbox extend -b feature-x --ttl 12h";
+    pub(super) const SLEEP: &str =
+        "Examples:\n  sandbox sleep -b feature-x   # scale to zero; `wake` or `up` brings it back";
+    pub(super) const WAKE: &str = "Examples:\n  sandbox wake -b feature-x                 # scale back and wait until every service is ready\n  sandbox wake -b feature-x --timeout 10m";
+    pub(super) const REAP: &str = "Examples:\n  sandbox reap --dry-run        # what would be deleted or put to sleep\n  sandbox reap --all-products   # as the reaper CronJob runs it";
+    pub(super) const REAPER_MANIFESTS: &str = "Examples:\n  sandbox reaper-manifests --image registry.example.com/sandbox:0.1.0 | kubectl apply -f -";
+    pub(super) const COMPLETIONS: &str = "Examples:\n  sandbox completions bash > /etc/bash_completion.d/sandbox\n  sandbox completions zsh > \"${fpath[1]}/_sandbox\"";
+    pub(super) const MAN: &str = "Examples:\n  sandbox man | man -l -                        # read it now\n  sandbox man --dir /usr/local/share/man/man1   # install one page per command";
+    pub(super) const SERVE: &str = "Examples:\n  sandbox serve --listen 0.0.0.0:8080 --resync 5m --concurrency 4\n  SANDBOX_GITHUB_TOKEN=… sandbox serve --webhook-secret-file /run/secrets/webhook";
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sandbox",
@@ -58,48 +82,66 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Deploy (or update) the sandbox of a branch and print its URL.
+    #[command(after_help = examples::UP)]
     Up(UpArgs),
     /// Delete the sandbox of a branch (or every expired one) and wait until it is gone.
+    #[command(after_help = examples::DOWN)]
     Down(DownArgs),
     /// Render every service's objects offline (secrets redacted).
+    #[command(after_help = examples::RENDER)]
     Render(RenderArgs),
     /// Show the merged values a service gets (secrets redacted unless --reveal).
+    #[command(after_help = examples::VALUES)]
     Values(ValuesArgs),
     /// Resolve every service's image for the branch's commits, build the missing ones that have
     /// `build:`, and print the pinned references (what CI runs before previews need them).
+    #[command(after_help = examples::IMAGES)]
     Images(ImagesArgs),
     /// List the sandboxes in the cluster.
+    #[command(after_help = examples::LIST)]
     List(TableOutputArg),
     /// Per service: ready replicas, restarts and the last event.
+    #[command(after_help = examples::STATUS)]
     Status(StatusArgs),
     /// Logs of one service or all, prefixed by where they come from.
+    #[command(after_help = examples::LOGS)]
     Logs(LogsArgs),
     /// What `up` would change, from a server-side dry run (secrets redacted).
+    #[command(after_help = examples::DIFF)]
     Diff(DiffArgs),
     /// Check sandbox.yaml and the templates (and a server-side dry run when a cluster answers).
+    #[command(after_help = examples::VALIDATE)]
     Validate(ValidateArgs),
     /// Move a sandbox's expiry: now + TTL.
+    #[command(after_help = examples::EXTEND)]
     Extend(ExtendArgs),
     /// Scale a sandbox's Deployments and StatefulSets to zero and suspend its CronJobs
     /// (remembering their replicas, and which CronJobs ran).
+    #[command(after_help = examples::SLEEP)]
     Sleep(SleepArgs),
     /// Scale a sleeping sandbox back, resume the CronJobs its sleep suspended, and wait until
     /// every service is ready (`up` wakes too).
+    #[command(after_help = examples::WAKE)]
     Wake(WakeArgs),
     /// Delete every sandbox whose expiry has passed, and put to sleep those unused for their
     /// `idle_after` (never anything without the tool's label).
+    #[command(after_help = examples::REAP)]
     Reap(ReapArgs),
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
+    #[command(after_help = examples::REAPER_MANIFESTS)]
     ReaperManifests(ReaperArgs),
     /// Manage the local cache of repository mirrors and checked-out trees.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Print shell completions.
+    #[command(after_help = examples::COMPLETIONS)]
     #[command(visible_alias = "completion")]
     Completions(CompletionsArgs),
     /// Print the manual page, or write one per command into --dir (sandbox.1, sandbox-up.1, …).
+    #[command(after_help = examples::MAN)]
     Man(ManArgs),
     /// Pull-request previews: a webhook service that brings PR branches' sandboxes up and down.
+    #[command(after_help = examples::SERVE)]
     Serve(Box<ServeArgs>),
 }
 
@@ -236,6 +278,7 @@ pub(crate) struct ReaperArgs {
 pub(crate) enum CacheCommand {
     /// Delete checked-out trees no live sandbox runs (unused for an hour) and mirrors unused
     /// for --older-than. Without a cluster to ask, trees also go by --older-than alone.
+    #[command(after_help = examples::CACHE_PRUNE)]
     Prune(PruneArgs),
 }
 
@@ -306,9 +349,11 @@ impl LockArgs {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BranchArg {
-    /// The branch whose sandbox this is.
+    /// The branch whose sandbox this is [default: the branch checked out in the working
+    /// directory, else the CI's: GITHUB_HEAD_REF, GITHUB_REF_NAME, CI_COMMIT_REF_NAME,
+    /// BRANCH_NAME]
     #[arg(long, short)]
-    pub(crate) branch: String,
+    pub(crate) branch: Option<String>,
 }
 
 /// `-o/--output` of a command that prints data: text for people, JSON or YAML for tools.
@@ -799,5 +844,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("index `[a]` of `api.x` is not a number"), "{e}");
+    }
+
+    /// Every command's `--help` ends with examples of its use.
+    #[test]
+    fn every_command_has_examples() {
+        fn leaves(command: &clap::Command, path: String, out: &mut Vec<(String, String)>) {
+            let subcommands: Vec<&clap::Command> = command.get_subcommands().collect();
+            if subcommands.is_empty() {
+                let help = command.get_after_help().map(|h| h.to_string());
+                out.push((path.clone(), help.unwrap_or_default()));
+            }
+            for sub in subcommands {
+                leaves(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut found = Vec::new();
+        let cli = <Cli as clap::CommandFactory>::command();
+        for sub in cli.get_subcommands() {
+            leaves(sub, sub.get_name().to_owned(), &mut found);
+        }
+        let without: Vec<&String> = found
+            .iter()
+            .filter(|(_, help)| !help.starts_with("Examples:\n  sandbox "))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(found.len() >= 19, "{found:?}");
+        assert!(without.is_empty(), "commands without examples: {without:?}");
     }
 }

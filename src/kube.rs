@@ -26,6 +26,8 @@ pub(crate) struct Cluster {
     pub(crate) discovery: std::sync::Arc<Discovery>,
     /// The API server URL, for messages.
     pub(crate) server: String,
+    /// The kubeconfig context in use (None: in a pod, or no kubeconfig), for messages.
+    pub(crate) context: Option<String>,
     /// The server's Kubernetes version, e.g. `v1.20.15` (what charts see as `.Capabilities`).
     pub(crate) version: String,
 }
@@ -85,6 +87,7 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
             .await
             .map_err(|e| ClusterError::Config(e.into()))?,
     };
+    let context = context_in_use(options);
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
     learn_credentials(&config.auth_info);
@@ -117,8 +120,22 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
         client,
         discovery: std::sync::Arc::new(discovery),
         server,
+        context,
         version,
     })
+}
+
+/// The context the options choose: `--context`, else the kubeconfig's current one (the file
+/// `--kubeconfig` names, else `KUBECONFIG` or `~/.kube/config`); None in a pod without one.
+fn context_in_use(options: &ClusterOptions) -> Option<String> {
+    if let Some(context) = &options.context {
+        return Some(context.clone());
+    }
+    let kubeconfig = match &options.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).ok(),
+        None => Kubeconfig::read().ok(),
+    };
+    kubeconfig.and_then(|k| k.current_context)
 }
 
 /// The credentials the client uses never show in a diagnostic line or an error, whatever
@@ -154,6 +171,14 @@ fn learn_credentials(auth: &kube::config::AuthInfo) {
 }
 
 impl Cluster {
+    /// `context `NAME` (API server URL)`: what a command that changes something says first.
+    pub(crate) fn describe(&self) -> String {
+        match &self.context {
+            Some(context) => format!("context `{context}` (API server {})", self.server),
+            None => format!("the in-cluster configuration (API server {})", self.server),
+        }
+    }
+
     /// The served resource for an `apiVersion` and `kind`, if the cluster knows it.
     pub(crate) fn resolve(
         &self,

@@ -925,6 +925,7 @@ mod tests {
             discovery: std::sync::Arc::new(kube::Discovery::new(client.clone())),
             client,
             server: "http://test".into(),
+            context: None,
             version: "v1.20.15".into(),
         };
         (cluster, seen)

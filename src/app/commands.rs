@@ -20,7 +20,7 @@ use crate::record;
 use crate::serve;
 
 pub(super) async fn up(app: &App, args: UpArgs) -> Result<()> {
-    let mut settings = app.settings(&args.branch.branch, args.sets.0, args.ttl)?;
+    let mut settings = app.settings(&app.branch(&args.branch)?, args.sets.0, args.ttl)?;
     if let Some(timeout) = args.timeout {
         settings.config.timeouts.service = timeout;
         settings.config.timeouts.smoke = timeout;
@@ -97,7 +97,7 @@ pub(super) async fn down(app: &App, args: DownArgs) -> Result<()> {
 }
 
 pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
+    let settings = app.settings(&app.branch(&args.branch)?, args.sets.0, None)?;
     let request = RenderRequest {
         settings: &settings,
         secrets: Secrets::revealed_if(args.reveal),
@@ -116,7 +116,7 @@ pub(super) async fn render(app: &App, args: RenderArgs) -> Result<()> {
 }
 
 pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
+    let settings = app.settings(&app.branch(&args.branch)?, args.sets.0, None)?;
     let request = RenderRequest {
         settings: &settings,
         secrets: Secrets::revealed_if(args.reveal),
@@ -131,7 +131,7 @@ pub(super) async fn values(app: &App, args: ValuesArgs) -> Result<()> {
 }
 
 pub(super) async fn images(app: &App, args: ImagesArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, Vec::new(), None)?;
+    let settings = app.settings(&app.branch(&args.branch)?, Vec::new(), None)?;
     let images = ops::images::images(&settings, args.wait_for_images, &app.reporter).await?;
     match args.output.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&images)?),
@@ -155,7 +155,7 @@ pub(super) async fn status(app: &App, args: StatusArgs) -> Result<()> {
     let config = app.load_config()?;
     let which = SandboxOf {
         config: &config,
-        branch: &args.branch.branch,
+        branch: &app.branch(&args.branch)?,
     };
     let rows = ops::inspect::status(&which, &app.cluster).await?;
     print::table(&print::status_table(&rows), &rows, args.output.output)?;
@@ -169,7 +169,7 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
     }
     let which = SandboxOf {
         config: &config,
-        branch: &args.branch.branch,
+        branch: &app.branch(&args.branch)?,
     };
     let options = LogOptions {
         service: args.service,
@@ -186,7 +186,7 @@ pub(super) async fn logs(app: &App, args: LogsArgs) -> Result<()> {
 
 /// Print what `up` would change; whether anything would.
 pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
-    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
+    let settings = app.settings(&app.branch(&args.branch)?, args.sets.0, None)?;
     let report = ops::diff::diff(&settings, &app.cluster, &app.reporter).await?;
     match args.output.output {
         ObjectsOutput::Text => print!("{}", report.unified()),
@@ -201,7 +201,7 @@ pub(super) async fn diff(app: &App, args: DiffArgs) -> Result<bool> {
 }
 
 pub(super) async fn validate(app: &App, args: ValidateArgs) -> Result<()> {
-    let settings = app.settings(&args.branch.branch, args.sets.0, None)?;
+    let settings = app.settings(&app.branch(&args.branch)?, args.sets.0, None)?;
     let validated = ops::validate::validate(&settings, &app.cluster, &app.reporter).await?;
     println!(
         "{}: {} services, {} objects render",
@@ -225,7 +225,7 @@ pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
     let config = app.load_config()?;
     let request = ops::extend::ExtendRequest {
         config: &config,
-        branch: &args.branch.branch,
+        branch: &app.branch(&args.branch)?,
         ttl: args.ttl,
     };
     let extended = ops::extend::extend(&request, &app.cluster).await?;
@@ -235,7 +235,7 @@ pub(super) async fn extend(app: &App, args: ExtendArgs) -> Result<()> {
 
 pub(super) async fn sleep(app: &App, args: SleepArgs) -> Result<()> {
     let config = app.load_config()?;
-    let branch = &args.branch.branch;
+    let branch = &app.branch(&args.branch)?;
     let request = SleepRequest {
         config: &config,
         branch,
@@ -272,7 +272,7 @@ pub(super) async fn wake(app: &App, args: WakeArgs) -> Result<()> {
     let config = app.load_config()?;
     let request = SleepRequest {
         config: &config,
-        branch: &args.branch.branch,
+        branch: &app.branch(&args.branch)?,
         holder: crate::lock::holder_identity(&app.env.owner),
         lock_timeout: args.lock.timeout(),
     };

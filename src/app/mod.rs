@@ -3,6 +3,7 @@
 //! Progress and errors go to stderr. [`run`] is a dispatch table; each command is one small
 //! function in [`commands`].
 
+mod branch;
 mod commands;
 mod owner;
 mod print;
@@ -143,6 +144,18 @@ impl App {
             config.sops_binary.enabled = true;
         }
         Ok(config)
+    }
+
+    /// The branch a command is about: `--branch`, else the checkout's or the CI's (said).
+    fn branch(&self, arg: &crate::cli::BranchArg) -> Result<String> {
+        let here = std::env::current_dir().unwrap_or_default();
+        let env = |var: &str| std::env::var(var).ok();
+        let chosen = branch::choose(arg.branch.as_deref(), &here, &env)?;
+        if let Some(from) = &chosen.from {
+            self.reporter
+                .info(&format!("branch `{}` (from {from})", chosen.branch));
+        }
+        Ok(chosen.branch)
     }
 
     /// The settings of a command that runs the pipeline (or its offline part) for one branch.

@@ -76,6 +76,7 @@ pub(crate) async fn down(
     };
     let (cluster, namespace) = super::locate(cluster, config, branch, purpose).await?;
     let product = &config.name;
+    reporter.info(&format!("`{namespace}` on {}", cluster.describe()));
     if request.dry_run {
         let lookup = record::fetch(&cluster, &namespace, product).await?;
         let line = dry_run_line(&namespace, product, lookup)?;

@@ -92,6 +92,7 @@ pub(crate) async fn sleep(
     let SleepRequest { config, branch, .. } = request;
     let purpose = "cannot put the sandbox to sleep";
     let (cluster, namespace) = super::locate(cluster, config, branch, purpose).await?;
+    reporter.info(&format!("`{namespace}` on {}", cluster.describe()));
     let product = &config.name;
     let holder = &request.holder;
     let outcome = sleep_namespace(
@@ -117,6 +118,7 @@ pub(crate) async fn wake(
     let SleepRequest { config, branch, .. } = request;
     let (cluster, namespace) =
         super::locate(cluster, config, branch, "cannot wake the sandbox").await?;
+    reporter.info(&format!("`{namespace}` on {}", cluster.describe()));
     let timeout = timeout.unwrap_or(config.timeouts.service);
     let woken = wake_namespace(
         &cluster,

@@ -111,6 +111,8 @@ async fn prepare_and_roll_out(
     };
     let prepared = crate::pipeline::prepare(settings, Secrets::Reveal, target, reporter).await?;
     let cluster = prepared.cluster.as_ref().expect("prepared for a cluster");
+    // Said before anything changes: which cluster this is about to change.
+    reporter.info(&format!("  on {}", cluster.describe()));
     let prepare_time = started.elapsed();
 
     let outcome = locked(cluster, settings, &prepared, *options, reporter).await?;
