@@ -29,6 +29,7 @@ mod progress;
 pub mod record;
 mod redact;
 mod table;
+mod text;
 mod yaml;
 
 // The pipeline.

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("program", 0),
     ("yaml", 0),
     ("table", 0),
+    ("text", 0),
     ("record", 2),
     ("lock", 3),
     ("access", 3),

@@ -6,11 +6,11 @@ use serde::Serialize;
 use crate::cli::{Output, TableOutput};
 use crate::object::Object;
 use crate::pipeline::checkout::{EntryKind, PruneReport};
-use crate::pipeline::config::format_size;
 use crate::pipeline::handover::Timings;
 use crate::pipeline::plan::Plan;
 use crate::reap::Reaped;
 use crate::table::Table;
+use crate::text::format_size;
 
 /// The `--timings` block: stages, then every step, then the critical path.
 pub(super) fn timings(t: &Timings) -> String {
