@@ -173,7 +173,7 @@ proptest! {
     /// Alias bombs of every width past the limit are refused.
     #[test]
     fn alias_bombs_are_refused(width in 1_100usize..3_000) {
-        prop_assert!(yaml::check_expansion(&yaml::quadratic_alias_bomb(width)).is_err());
+        prop_assert!(yaml::check_expansion(&yaml::bombs::quadratic_alias(width)).is_err());
     }
 }
 

@@ -260,21 +260,24 @@ pub(crate) fn locate_line(text: &str, keys: &[&str]) -> usize {
     best
 }
 
-/// A list of `width` scalars anchored once, then a list aliasing it `width` times: about
-/// `8 * width` bytes of text and `width²` nodes (for tests of every YAML reader).
+/// YAML texts that expand far beyond their size, for the tests of every YAML reader.
 #[cfg(test)]
-pub(crate) fn quadratic_alias_bomb(width: usize) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::from("base: &a [");
-    for i in 0..width {
-        let _ = write!(text, "{}{i}", if i == 0 { "" } else { "," });
+pub(crate) mod bombs {
+    /// A list of `width` scalars anchored once, then a list aliasing it `width` times: about
+    /// `8 * width` bytes of text and `width²` nodes.
+    pub(crate) fn quadratic_alias(width: usize) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::from("base: &a [");
+        for i in 0..width {
+            let _ = write!(text, "{}{i}", if i == 0 { "" } else { "," });
+        }
+        text.push_str("]\nbomb: [");
+        for i in 0..width {
+            text.push_str(if i == 0 { "*a" } else { ",*a" });
+        }
+        text.push_str("]\n");
+        text
     }
-    text.push_str("]\nbomb: [");
-    for i in 0..width {
-        text.push_str(if i == 0 { "*a" } else { ",*a" });
-    }
-    text.push_str("]\n");
-    text
 }
 
 #[cfg(test)]
@@ -284,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_quadratic_alias_bomb_is_refused_quickly() {
-        let bomb = quadratic_alias_bomb(28_000);
+        let bomb = bombs::quadratic_alias(28_000);
         assert!(
             bomb.len() > 190_000 && bomb.len() < 260_000,
             "{}",

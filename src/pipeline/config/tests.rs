@@ -312,7 +312,7 @@ fn repo_file_limits_default_parse_and_refuse_typos() {
 
 #[test]
 fn an_alias_bomb_in_the_config_is_refused_with_the_file() {
-    let err = load_text(&crate::yaml::quadratic_alias_bomb(2_000)).unwrap_err();
+    let err = load_text(&crate::yaml::bombs::quadratic_alias(2_000)).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("sandbox.yaml:"), "{text}");
     assert!(
