@@ -531,66 +531,7 @@ pub(crate) async fn until_ready(
     timeout: Duration,
 ) -> Result<(), WaitError> {
     let last = std::sync::Mutex::new(String::from("no status yet"));
-    let c = client.clone();
-    let watch = async {
-        match kind {
-            "Deployment" => {
-                watch_until(
-                    Api::<Deployment>::namespaced(c, namespace),
-                    name,
-                    deployment,
-                    &last,
-                )
-                .await
-            }
-            "StatefulSet" => {
-                watch_until(
-                    Api::<StatefulSet>::namespaced(c, namespace),
-                    name,
-                    stateful_set,
-                    &last,
-                )
-                .await
-            }
-            "DaemonSet" => {
-                watch_until(
-                    Api::<DaemonSet>::namespaced(c, namespace),
-                    name,
-                    daemon_set,
-                    &last,
-                )
-                .await
-            }
-            "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, &last).await,
-            "ResourceQuota" => {
-                let quotas = Api::<ResourceQuota>::namespaced(c, namespace);
-                watch_until(quotas, name, resource_quota, &last).await
-            }
-            "Pod" => watch_until(Api::<Pod>::namespaced(c, namespace), name, pod, &last).await,
-            "Service" => {
-                let services = Api::<Service>::namespaced(c.clone(), namespace);
-                watch_until(services.clone(), name, load_balancer, &last).await?;
-                // A Service is usable once it routes somewhere: its pods are in its Endpoints.
-                let routes_to_pods = services
-                    .get_opt(name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.spec)
-                    .is_some_and(|s| {
-                        s.selector.is_some_and(|sel| !sel.is_empty())
-                            && s.type_.as_deref() != Some("ExternalName")
-                    });
-                if routes_to_pods {
-                    let endpoints = Api::<Endpoints>::namespaced(c, namespace);
-                    watch_until(endpoints, name, endpoints_ready, &last).await
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Ok(()),
-        }
-    };
+    let watch = watch_ready(client.clone(), namespace, kind, name, &last);
     match tokio::time::timeout(timeout, watch).await {
         Ok(result) => result,
         Err(_) => Err(WaitError::Timeout {
@@ -601,6 +542,66 @@ pub(crate) async fn until_ready(
             diagnosis: None,
         }),
     }
+}
+
+/// Watch the object with its kind's predicate until it is ready, keeping in `last` what it
+/// still misses.
+async fn watch_ready(
+    c: Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    last: &std::sync::Mutex<String>,
+) -> Result<(), WaitError> {
+    match kind {
+        "Deployment" => {
+            let deployments = Api::<Deployment>::namespaced(c, namespace);
+            watch_until(deployments, name, deployment, last).await
+        }
+        "StatefulSet" => {
+            let stateful_sets = Api::<StatefulSet>::namespaced(c, namespace);
+            watch_until(stateful_sets, name, stateful_set, last).await
+        }
+        "DaemonSet" => {
+            let daemon_sets = Api::<DaemonSet>::namespaced(c, namespace);
+            watch_until(daemon_sets, name, daemon_set, last).await
+        }
+        "Job" => watch_until(Api::<Job>::namespaced(c, namespace), name, job, last).await,
+        "ResourceQuota" => {
+            let quotas = Api::<ResourceQuota>::namespaced(c, namespace);
+            watch_until(quotas, name, resource_quota, last).await
+        }
+        "Pod" => watch_until(Api::<Pod>::namespaced(c, namespace), name, pod, last).await,
+        "Service" => service_ready(c, namespace, name, last).await,
+        _ => Ok(()),
+    }
+}
+
+/// A Service is ready once its load balancer (if it asks for one) has an address and, when it
+/// routes to pods, once they are in its Endpoints: then it is usable.
+async fn service_ready(
+    c: Client,
+    namespace: &str,
+    name: &str,
+    last: &std::sync::Mutex<String>,
+) -> Result<(), WaitError> {
+    let services = Api::<Service>::namespaced(c.clone(), namespace);
+    watch_until(services.clone(), name, load_balancer, last).await?;
+    let routes_to_pods = services
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec)
+        .is_some_and(|s| {
+            s.selector.is_some_and(|sel| !sel.is_empty())
+                && s.type_.as_deref() != Some("ExternalName")
+        });
+    if !routes_to_pods {
+        return Ok(());
+    }
+    let endpoints = Api::<Endpoints>::namespaced(c, namespace);
+    watch_until(endpoints, name, endpoints_ready, last).await
 }
 
 /// [`until_ready`], and when a Job failed, what its pod said (events, last log lines).
