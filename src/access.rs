@@ -13,6 +13,7 @@ use kube::Api;
 
 use crate::error::Hint;
 use crate::kube::{Cluster, FIELD_MANAGER};
+use crate::object::{is_dns1123_label, is_dns1123_subdomain};
 use crate::record::{MANAGED_BY, MANAGED_BY_VALUE};
 
 /// The RoleBinding in each sandbox namespace.
@@ -30,28 +31,13 @@ pub(crate) struct Access {
 /// `NAMESPACE/NAME` of a service account, as flags take it.
 pub(crate) fn parse_account(text: &str) -> Result<(String, String), String> {
     match text.split_once('/') {
-        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
+        Some((ns, name)) if is_dns1123_label(ns) && is_dns1123_subdomain(name) => {
             Ok((ns.to_owned(), name.to_owned()))
         }
         _ => Err(format!(
             "`{text}` is not NAMESPACE/NAME of a service account (e.g. sandbox-system/sandbox-serve)"
         )),
     }
-}
-
-/// What Kubernetes takes for a service account's name.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// What Kubernetes takes for a namespace's name.
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    (1..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 /// The user name Kubernetes gives a service account.

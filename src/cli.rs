@@ -586,7 +586,7 @@ pub(crate) struct ServeArgs {
     pub(crate) sandbox_role: Option<String>,
     /// Log lines as `key=value` text or as one JSON object per line (RUST_LOG filters them;
     /// default: the service's events at info, everything else at warn).
-    #[arg(long, value_enum, default_value_t = crate::logging::Format::Text, env = "SANDBOX_LOG_FORMAT")]
+    #[arg(long, value_parser = log_format(), default_value = "text", env = "SANDBOX_LOG_FORMAT")]
     pub(crate) log_format: crate::logging::Format,
     /// How often to prune the checkout cache, as `sandbox cache prune` does (`0s`: never).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
@@ -594,6 +594,24 @@ pub(crate) struct ServeArgs {
     /// What the periodic prune deletes: mirrors unused this long (see `cache prune --older-than`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "14d")]
     pub(crate) prune_cache_older_than: Duration,
+}
+
+/// `--log-format`'s values, as the command line spells them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// `time=… level=… event=… key=value…`; values with spaces or quotes are quoted.
+    Text,
+    /// One JSON object per line with the same keys.
+    Json,
+}
+
+/// `--log-format` read as the [`crate::logging::Format`] it names.
+fn log_format() -> impl clap::builder::TypedValueParser<Value = crate::logging::Format> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::EnumValueParser::<LogFormat>::new().map(|format| match format {
+        LogFormat::Text => crate::logging::Format::Text,
+        LogFormat::Json => crate::logging::Format::Json,
+    })
 }
 
 /// `-f/--values FILE`, `--set`, `--set-string`, `--set-file` and `--set-json`, in the order they

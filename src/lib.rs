@@ -7,7 +7,8 @@
 //!
 //! Below it, the foundations every layer shares: the cluster connection ([`kube`]), the identity
 //! of objects (`object`), the sandbox's record on its namespace ([`record`]), the lock (`lock`), who may work in a sandbox (`access`),
-//! progress and secret scrubbing (`progress`, `redact`) and errors ([`error`]). Above it, the
+//! progress and secret scrubbing (`progress`, `redact`), words, sizes and YAML texts (`text`,
+//! `yaml`) and errors ([`error`]). Above it, the
 //! lifecycle operations (`diff`, `inspect`, `reap`), the webhook service ([`serve`]), and the
 //! command layer ([`app`]) that [`cli`]'s parsed arguments go to. Arrows only point down; the
 //! test `tests/architecture.rs` checks it.
@@ -29,6 +30,7 @@ mod progress;
 pub mod record;
 mod redact;
 mod table;
+mod text;
 mod yaml;
 
 // The pipeline's stages and their connector.

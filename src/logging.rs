@@ -84,7 +84,7 @@ pub(crate) fn scrub_within(span: &tracing::Span, secrets: Arc<Scrubber>) {
 }
 
 /// How lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Format {
     /// `time=… level=… event=… key=value…`; values with spaces or quotes are quoted.
     #[default]

@@ -97,6 +97,38 @@ impl Object for serde_json::Value {
     }
 }
 
+/// A DNS-1123 label, what Kubernetes takes for a namespace's name: lower case letters, digits
+/// and `-`, at most 63, starting and ending with a letter or digit.
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain, what Kubernetes takes for most objects' names (a service account's):
+/// DNS-1123 labels joined by `.`, at most 253 characters.
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A DNS-1035 label, what Kubernetes takes for a Service's name: a DNS-1123 label that starts
+/// with a letter.
+pub(crate) fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// Whether `s` can start a DNS-1035 label (a name prefix): lower case letters, digits and `-`,
+/// starting with a letter, at most 63.
+pub(crate) fn is_dns1035_label_prefix(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes().first().is_some_and(|b| b.is_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +172,21 @@ mod tests {
         assert_eq!(o.object_ref().to_string(), "apps/v1/Deployment/api");
         let broken = serde_json::json!({"kind": 3});
         assert_eq!((broken.kind(), broken.name()), ("", ""));
+    }
+
+    #[test]
+    fn names_are_checked_as_kubernetes_checks_them() {
+        for good in ["a", "web", "a-1", "1a", &"a".repeat(63)] {
+            assert!(is_dns1123_label(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        assert!(is_dns1035_label("web-1") && !is_dns1035_label("1web"));
+        assert!(is_dns1123_subdomain("sandbox-serve.v2") && !is_dns1123_subdomain("a..b"));
+        assert!(is_dns1035_label_prefix("sb-") && is_dns1035_label_prefix("sb"));
+        for bad in ["", "1-", "Sb-", "sb_"] {
+            assert!(!is_dns1035_label_prefix(bad), "{bad}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+use crate::object::is_dns1123_label;
 use crate::pipeline::config;
 use crate::pipeline::render::parse_manifests;
 use crate::pipeline::sops::{self, Format, Identities};
@@ -173,7 +174,7 @@ proptest! {
     /// Alias bombs of every width past the limit are refused.
     #[test]
     fn alias_bombs_are_refused(width in 1_100usize..3_000) {
-        prop_assert!(yaml::check_expansion(&yaml::quadratic_alias_bomb(width)).is_err());
+        prop_assert!(yaml::check_expansion(&yaml::bombs::quadratic_alias(width)).is_err());
     }
 }
 
@@ -206,15 +207,4 @@ fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
-}
-
-fn is_dns1123_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !name.is_empty()
-        && name.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }

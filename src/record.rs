@@ -870,6 +870,7 @@ pub(crate) async fn wait_gone(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::is_dns1123_label;
 
     fn namespace(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Namespace {
         let map = |pairs: &[(&str, &str)]| {
@@ -1339,17 +1340,6 @@ mod tests {
         assert!(recorded_prs(|k| (k == "pr-number").then_some("x")).is_empty());
     }
 
-    /// RFC 1123 label, as Kubernetes checks namespace names.
-    fn is_dns_label(s: &str) -> bool {
-        let b = s.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            && b[0] != b'-'
-            && b[b.len() - 1] != b'-'
-    }
-
     #[test]
     fn plain_branch_keeps_its_name() {
         assert_eq!(namespace_for("sb-", "feature-x"), "sb-feature-x");
@@ -1373,7 +1363,7 @@ mod tests {
         let long = "a".repeat(100);
         let ns = namespace_for("sb-", &long);
         assert_eq!(ns.len(), 63);
-        assert!(is_dns_label(&ns), "{ns}");
+        assert!(is_dns1123_label(&ns), "{ns}");
         assert_ne!(ns, namespace_for("sb-", &"a".repeat(99)));
     }
 
@@ -1400,7 +1390,7 @@ mod tests {
             "--x--", "feat//x", "x.y.z", "ÜBER", "a_-_b/", "123", "///", "",
         ] {
             let ns = namespace_for("sb-", branch);
-            assert!(is_dns_label(&ns), "{branch} → {ns}");
+            assert!(is_dns1123_label(&ns), "{branch} → {ns}");
         }
     }
 }

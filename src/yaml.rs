@@ -9,6 +9,8 @@
 //! nodes and depth, and stops at the first node over [`MAX_NODES`] or [`MAX_DEPTH`], so a bomb
 //! costs at most [`MAX_NODES`] steps. Callers then parse as before, with their own error types
 //! and positions; this check only adds a typed error that names the limit.
+//!
+//! And, for errors found once a text is parsed, [`locate_line`]: the line a key is written on.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -223,21 +225,59 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 }
 
-/// A list of `width` scalars anchored once, then a list aliasing it `width` times: about
-/// `8 * width` bytes of text and `width²` nodes (for tests of every YAML reader).
+/// The 1-based line of a nested key in block-style YAML, or of the deepest parent found.
+///
+/// serde forgets positions once a value is parsed, so checks made after parsing (missing
+/// references, cycles) find their line again by walking the keys through the indentation.
+pub(crate) fn locate_line(text: &str, keys: &[&str]) -> usize {
+    let mut best = 1;
+    let mut min_indent: isize = -1;
+    let mut start = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    'keys: for key in keys {
+        for (i, line) in lines.iter().enumerate().skip(start) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = (line.len() - trimmed.len()) as isize;
+            if i > start && indent <= min_indent {
+                break; // left the parent's block
+            }
+            let bare = trimmed.trim_start_matches("- ");
+            if bare.starts_with(&format!("{key}:"))
+                || bare.starts_with(&format!("\"{key}\":"))
+                || bare.starts_with(&format!("{{ {key}:"))
+            {
+                best = i + 1;
+                min_indent = indent;
+                start = i + 1;
+                continue 'keys;
+            }
+        }
+        break;
+    }
+    best
+}
+
+/// YAML texts that expand far beyond their size, for the tests of every YAML reader.
 #[cfg(test)]
-pub(crate) fn quadratic_alias_bomb(width: usize) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::from("base: &a [");
-    for i in 0..width {
-        let _ = write!(text, "{}{i}", if i == 0 { "" } else { "," });
+pub(crate) mod bombs {
+    /// A list of `width` scalars anchored once, then a list aliasing it `width` times: about
+    /// `8 * width` bytes of text and `width²` nodes.
+    pub(crate) fn quadratic_alias(width: usize) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::from("base: &a [");
+        for i in 0..width {
+            let _ = write!(text, "{}{i}", if i == 0 { "" } else { "," });
+        }
+        text.push_str("]\nbomb: [");
+        for i in 0..width {
+            text.push_str(if i == 0 { "*a" } else { ",*a" });
+        }
+        text.push_str("]\n");
+        text
     }
-    text.push_str("]\nbomb: [");
-    for i in 0..width {
-        text.push_str(if i == 0 { "*a" } else { ",*a" });
-    }
-    text.push_str("]\n");
-    text
 }
 
 #[cfg(test)]
@@ -247,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_quadratic_alias_bomb_is_refused_quickly() {
-        let bomb = quadratic_alias_bomb(28_000);
+        let bomb = bombs::quadratic_alias(28_000);
         assert!(
             bomb.len() > 190_000 && bomb.len() < 260_000,
             "{}",
@@ -314,5 +354,13 @@ mod tests {
         assert_eq!(check_expansion(""), Ok(()));
         // Left to the caller's parse, which says where.
         assert_eq!(check_expansion("a: [1, 2\n"), Ok(()));
+    }
+
+    #[test]
+    fn locate_line_walks_nested_keys() {
+        let text = "a:\n  b:\n    c: 1\n  d:\n    c: 2\n";
+        assert_eq!(locate_line(text, &["a", "d", "c"]), 5);
+        assert_eq!(locate_line(text, &["a", "b", "c"]), 3);
+        assert_eq!(locate_line(text, &["a", "x"]), 1);
     }
 }

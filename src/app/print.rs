@@ -8,10 +8,10 @@ use crate::object::Object;
 use crate::ops::inspect::{SandboxRow, ServiceStatus};
 use crate::ops::reap::Reaped;
 use crate::pipeline::checkout::{EntryKind, PruneReport};
-use crate::pipeline::config::format_size;
 use crate::pipeline::handover::Timings;
 use crate::pipeline::plan::Plan;
 use crate::table::Table;
+use crate::text::format_size;
 
 /// The `--timings` block: stages, then every step, then the critical path.
 pub(super) fn timings(t: &Timings) -> String {

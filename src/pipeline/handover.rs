@@ -83,48 +83,37 @@ pub(crate) async fn url(
     namespace: &str,
     context: &serde_json::Value,
 ) -> Result<String, HandoverError> {
-    let service_name = match rule {
-        UrlRule::Template(t) => {
+    match rule {
+        UrlRule::Template(template) => {
             let mut hb = handlebars::Handlebars::new();
             hb.set_strict_mode(true);
             hb.register_escape_fn(handlebars::no_escape);
-            return hb
-                .render_template(t, context)
-                .map_err(|e| HandoverError::Template(Box::new(e)));
+            hb.render_template(template, context)
+                .map_err(|e| HandoverError::Template(Box::new(e)))
         }
-        UrlRule::Service(s) => s,
-    };
-    let api_err = |what: &str| {
-        let what = what.to_owned();
-        move |source| HandoverError::Api { what, source }
-    };
-    let ingresses: Api<Ingress> = Api::namespaced(cluster.client.clone(), namespace);
-    if let Ok(list) = ingresses.list(&ListParams::default()).await {
-        for ing in list.items {
-            let rules = ing.spec.and_then(|s| s.rules).unwrap_or_default();
-            let routes_to_service = rules.iter().any(|r| {
-                r.http.iter().flat_map(|h| &h.paths).any(|p| {
-                    p.backend
-                        .service
-                        .as_ref()
-                        .is_some_and(|b| b.name == *service_name)
-                })
-            });
-            if let Some(host) = rules
-                .iter()
-                .find_map(|r| r.host.clone())
-                .filter(|_| routes_to_service)
-            {
-                return Ok(format!("http://{host}/"));
-            }
-        }
+        UrlRule::Service(service_name) => service_url(cluster, service_name, namespace).await,
+    }
+}
+
+/// Where `service_name` is reached: the host of an Ingress that routes to it, else its
+/// Service's LoadBalancer address, NodePort on a node's address, or cluster IP.
+async fn service_url(
+    cluster: &Cluster,
+    service_name: &str,
+    namespace: &str,
+) -> Result<String, HandoverError> {
+    if let Some(host) = ingress_host(cluster, namespace, service_name).await {
+        return Ok(format!("http://{host}/"));
     }
     let services: Api<Service> = Api::namespaced(cluster.client.clone(), namespace);
     let svc = services
         .get_opt(service_name)
         .await
-        .map_err(api_err("the Service"))?
-        .ok_or_else(|| HandoverError::NoService(service_name.clone()))?;
+        .map_err(|source| HandoverError::Api {
+            what: "the Service".to_owned(),
+            source,
+        })?
+        .ok_or_else(|| HandoverError::NoService(service_name.to_owned()))?;
     let spec = svc.spec.clone().unwrap_or_default();
     let port = spec.ports.as_ref().and_then(|p| p.first()).cloned();
     if let Some(lb) = svc
@@ -138,22 +127,53 @@ pub(crate) async fn url(
         return Ok(format!("http://{host}:{port}/"));
     }
     if let Some(node_port) = port.as_ref().and_then(|p| p.node_port) {
-        let nodes: Api<Node> = Api::all(cluster.client.clone());
-        let address = nodes
-            .list(&ListParams::default())
-            .await
-            .map_err(api_err("the nodes"))?
-            .items
-            .into_iter()
-            .flat_map(|n| n.status.and_then(|s| s.addresses).unwrap_or_default())
-            .find(|a| a.type_ == "InternalIP")
-            .map(|a| a.address)
-            .unwrap_or_else(|| "127.0.0.1".into());
+        let address = node_address(cluster).await?;
         return Ok(format!("http://{address}:{node_port}/"));
     }
     let ip = spec.cluster_ip.unwrap_or_default();
     let port = port.map(|p| p.port).unwrap_or(80);
     Ok(format!("http://{ip}:{port}/"))
+}
+
+/// The host of the first Ingress with a rule that routes to `service_name` (none when the
+/// Ingresses cannot be listed).
+async fn ingress_host(cluster: &Cluster, namespace: &str, service_name: &str) -> Option<String> {
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.client.clone(), namespace);
+    let list = ingresses.list(&ListParams::default()).await.ok()?;
+    list.items.into_iter().find_map(|ing| {
+        let rules = ing.spec.and_then(|s| s.rules).unwrap_or_default();
+        let routes_to_service = rules.iter().any(|r| {
+            r.http.iter().flat_map(|h| &h.paths).any(|p| {
+                p.backend
+                    .service
+                    .as_ref()
+                    .is_some_and(|b| b.name == service_name)
+            })
+        });
+        rules
+            .iter()
+            .find_map(|r| r.host.clone())
+            .filter(|_| routes_to_service)
+    })
+}
+
+/// The address a NodePort is reached on: the first node's InternalIP (`127.0.0.1` if none).
+async fn node_address(cluster: &Cluster) -> Result<String, HandoverError> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let address = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| HandoverError::Api {
+            what: "the nodes".to_owned(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .flat_map(|n| n.status.and_then(|s| s.addresses).unwrap_or_default())
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    Ok(address)
 }
 
 /// The longest chain of measured step durations through the dependency graph.

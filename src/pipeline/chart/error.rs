@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::error::Hint;
 use crate::pipeline::render::RenderError;
 
-use super::helm::MIN_VERSION;
+use super::version::MIN_VERSION;
 
 /// A chart service could not be rendered.
 #[derive(Debug, thiserror::Error)]

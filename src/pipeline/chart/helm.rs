@@ -12,11 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::error::ChartError;
+use super::version::{at_least, MIN_VERSION};
 use crate::program;
-
-/// The oldest helm whose `template` takes `--kube-version`, `--api-versions` and `--values -`
-/// the way sandbox passes them.
-pub(crate) const MIN_VERSION: &str = "3.8.0";
 
 /// How long one `helm template` may run.
 const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -176,20 +173,6 @@ async fn version_of(path: &Path) -> Result<String, ChartError> {
     Ok(version)
 }
 
-/// Whether version `found` (e.g. `v3.12.1`, `v4.0.0-rc.1`) is at least `minimum` (`3.8.0`).
-pub(crate) fn at_least(found: &str, minimum: &str) -> bool {
-    fn numbers(v: &str) -> Vec<u64> {
-        v.trim_start_matches('v')
-            .split(['-', '+'])
-            .next()
-            .unwrap_or_default()
-            .split('.')
-            .map(|p| p.parse().unwrap_or(0))
-            .collect()
-    }
-    numbers(found) >= numbers(minimum)
-}
-
 /// helm's error: its stderr without the `Error: ` prefix and the usage noise, on one line
 /// per cause.
 fn error_message(stderr: &str) -> String {
@@ -243,16 +226,6 @@ mod tests {
                 .ends_with("is helm v3.2.1; sandbox needs helm 3.8.0 or newer"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn versions_compare_numerically() {
-        assert!(at_least("v4.1.4", "3.8.0"));
-        assert!(at_least("v3.10.0", "3.8.0"));
-        assert!(at_least("v3.8.0", "3.8.0"));
-        assert!(!at_least("v3.7.2", "3.8.0"));
-        assert!(!at_least("v2.17.0", "3.8.0"));
-        assert!(at_least("v4.0.0-rc.1", "3.8.0"));
     }
 
     #[test]

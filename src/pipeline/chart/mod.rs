@@ -7,11 +7,13 @@
 //! a chart's objects are like any template's: plan, apply, wait, prune, diff and rollback are
 //! shared.
 //!
-//! Files: `helm.rs` (finding and running helm), `hooks.rs`, `error.rs`.
+//! Files: `helm.rs` (finding and running helm), `version.rs` (which helm is new enough),
+//! `hooks.rs`, `error.rs`.
 
 mod error;
 mod helm;
 pub(crate) mod hooks;
+mod version;
 
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use super::tree_plan::{Cap, LinkError, LinkProblem, MAX_LINKS};
 use super::url::{is_http_url, is_local_url, redact_url};
 use super::RepoSpec;
 use crate::error::Hint;
-use crate::pipeline::config::format_size;
+use crate::text::format_size;
 
 /// How many branch names an error message lists at most.
 const MAX_LISTED_BRANCHES: usize = 10;

@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::Hint;
-use crate::pipeline::config::format_size;
+use crate::text::format_size;
 
 /// Why a file of the tree could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,8 +59,6 @@ mod export;
 mod fetch;
 mod files;
 mod prune;
-#[cfg(test)]
-mod tests;
 mod tree_plan;
 mod url;
 
@@ -361,3 +359,6 @@ fn export_tip(
     })?;
     Ok((sha, dir))
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::object::is_dns1035_label;
+
 use super::{ConfigError, ConfigFile};
 
 /// What a sandbox may use and who may reach it.
@@ -355,7 +357,7 @@ fn network_policy(
     for (i, from) in raw.allow_from.into_iter().enumerate() {
         let keys = ["network_policy", "allow_from"];
         let selector = match (from.namespace, from.namespace_labels, from.cidr) {
-            (Some(name), None, None) if super::is_dns_label(&name) => {
+            (Some(name), None, None) if is_dns1035_label(&name) => {
                 // Every namespace carries its name as this label (Kubernetes 1.21+).
                 let labels = BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name)]);
                 AllowFrom::Namespaces(labels)

@@ -305,7 +305,7 @@ fn sanitize_stderr(stderr: &[u8]) -> String {
 mod tests {
     use super::super::decrypt_with;
     use super::super::document::parse_document;
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
     use crate::error::Hint as _;
 

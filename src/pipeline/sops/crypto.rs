@@ -136,7 +136,7 @@ pub(super) fn open(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
     use crate::error::Hint as _;
 

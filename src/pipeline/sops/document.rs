@@ -190,7 +190,7 @@ fn normalize_timestamp(text: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
 
     #[test]

@@ -201,7 +201,7 @@ pub(super) fn is_x25519_recipient(recipient: &str) -> bool {
 mod tests {
     use std::path::Path;
 
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
 
     fn write(path: &Path, text: &str) {

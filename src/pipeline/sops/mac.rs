@@ -56,7 +56,7 @@ pub(super) fn verify_mac(
 mod tests {
     use std::process::{Command, Stdio};
 
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
     use crate::error::Hint as _;
 

@@ -128,7 +128,7 @@ impl<'a> Walker<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::*;
+    use super::super::fixtures::*;
     use super::*;
 
     #[test]

@@ -627,7 +627,7 @@ mod tests {
                 merge: true,
             }]
         );
-        let bomb = crate::yaml::quadratic_alias_bomb(2_000);
+        let bomb = crate::yaml::bombs::quadratic_alias(2_000);
         for (text, want) in [
             ("- a\n", "is not a mapping of service names"),
             ("api: 3\n", "`api` must map to a mapping"),

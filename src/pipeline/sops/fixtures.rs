@@ -1,4 +1,5 @@
-//! Fixtures and helpers the unit tests of this module share.
+//! The sops fixtures (`tests/fixtures/sops`, the example's age key) and how the unit tests of
+//! this module decrypt them, run the real `sops` beside them and check what leaks.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
