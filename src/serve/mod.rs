@@ -26,6 +26,7 @@
 //! - [`log`]: one structured event per thing that happens, through `tracing`
 //!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
+pub(crate) mod caller;
 pub(crate) mod deployer;
 pub(crate) mod durable;
 pub(crate) mod event;
@@ -39,14 +40,11 @@ pub(crate) mod resync;
 pub(crate) mod retry;
 pub(crate) mod scope;
 pub mod signature;
+pub(crate) mod slack;
 pub(crate) mod state;
 pub(crate) mod status;
+pub(crate) mod text;
 pub(crate) mod worker;
-
-// The GitHub stand-in is test support, shared with the end-to-end tests.
-#[cfg(test)]
-#[path = "../../tests/support/fake_github.rs"]
-mod fake_github;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,8 +56,9 @@ use anyhow::{Context, Result};
 
 use self::deployer::ClusterDeployer;
 use self::durable::{Intake, Previews};
-use self::github::{GitHub, Slack};
+use self::github::GitHub;
 use self::log::log;
+use self::slack::Slack;
 use self::state::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;

@@ -613,7 +613,7 @@ mod tests {
 
     #[tokio::test]
     async fn older_deployments_go_inactive_once_and_closed_pull_requests_are_confirmed() {
-        use super::super::fake_github::{Canned, FakeGitHub};
+        use sandbox_test_support::fake_github::{Canned, FakeGitHub};
         let fake = FakeGitHub::start().await;
         let gh = GitHub::new(&fake.url, Some("t".into())).unwrap();
         let old = fake.add_deployment("o/backend", "s1", "sandbox/feat");

@@ -214,7 +214,7 @@ impl Desired {
     /// Record the outcome of an attempt at `generation`.
     pub(crate) fn finish(&mut self, generation: u64, error: Option<&str>) {
         self.completed = self.completed.max(generation);
-        self.last_error = error.map(|e| super::github::truncate(e, MAX_ERROR_CHARS));
+        self.last_error = error.map(|e| super::text::truncate(e, MAX_ERROR_CHARS));
         self.worker = None;
         self.deployments.retain(|d| d.generation > generation);
         self.finished_at = Some(jiff::Timestamp::now().to_string());

@@ -8,9 +8,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::durable::Intake;
-use super::fake_github::FakeGitHub;
-use super::github::{GitHub, Slack, COMMENT_MARKER};
+use sandbox_test_support::fake_github::FakeGitHub;
+
+use super::github::{GitHub, COMMENT_MARKER};
 use super::queue::PrRef;
+use super::slack::Slack;
 use super::state::MemoryStore;
 use super::worker::{Deployed, Destroyed, Failure};
 use super::*;
