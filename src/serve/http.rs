@@ -3,7 +3,7 @@
 //! A delivery is checked in this order, and nothing runs unless every check passes: the size
 //! (413), the signature (401), the content type (415), the event header (400), the delivery id
 //! (400 when missing or malformed; a repeat is acknowledged and ignored), the JSON (400). Then
-//! its work is recorded in the cluster ([`super::durable`]) and only then acknowledged (202, or
+//! its work is recorded in the cluster ([`super::previews`]) and only then acknowledged (202, or
 //! 200 when it changes nothing; 503 when it could not be recorded, so GitHub's redelivery
 //! counts); the work itself never runs inside the request.
 //!
@@ -31,15 +31,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service as _;
 
-use super::durable::Intake;
+use super::desired::{Accepted, Delivered};
 use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
 use super::metrics;
+use super::previews::Intake;
 use super::queue::{PrRef, Work};
 use super::scope::Scope;
 use super::signature;
-use super::state::{Accepted, Delivered};
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
 const REMEMBERED_DELIVERIES: usize = 4096;

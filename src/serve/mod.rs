@@ -7,19 +7,26 @@
 //!
 //! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
 //!   ([`event`]); it only records work.
-//! - [`state`]: each preview's desired state, in the cluster (a ConfigMap per branch in serve's
-//!   namespace), written by compare-and-swap; deliveries are deduplicated there.
-//! - [`durable`]: the one entry point for work ([`durable::Previews::submit`]), and the driver
-//!   that hands pending states to the queue; one worker per preview across replicas (a Lease
-//!   per preview), so several replicas can run and a crashed one's work is finished by the next.
+//! - [`desired`]: each preview's desired state, and what a piece of work changes of it
+//!   ([`desired::accept`], pure); deliveries are deduplicated there.
+//! - [`store`]: where the states are kept, in the cluster (a ConfigMap per branch in serve's
+//!   namespace), written by compare-and-swap.
+//! - [`previews`]: the one entry point for work ([`previews::Previews::submit`]), and the driver
+//!   that hands pending states to the queue.
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
-//! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
-//!   real one ([`deployer`]) calls the `up` pipeline and `down`.
+//! - [`runner`]: the queue's executor: one worker per preview across replicas (a [`claim`], a
+//!   Lease per preview), so several replicas can run and a crashed one's work is finished by
+//!   the next.
+//! - [`worker`]: one piece of work, reported to GitHub ([`github`]) and Slack ([`slack`])
+//!   around a [`Deployer`]; the real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`scope`]: only pull requests and deployments of `sandbox.yaml`'s repositories; drafts.
 //! - [`resync`]: at start and periodically, previews converged to GitHub's open pull
 //!   requests, through the state like a webhook's work (closes by the same rule: never a
 //!   sandbox made by hand, never one another open pull request still uses).
-//! - [`retry`]: when a GitHub or Slack call is tried again (5xx, rate limits).
+//! - [`github`]: the GitHub REST client; [`slack`]: Slack's incoming webhook; both over
+//!   [`caller`], the general retrying HTTP caller, which asks [`retry`] when a call is tried
+//!   again (5xx, rate limits).
+//! - [`text`]: branch names and errors made safe for Markdown and Slack, and cut to a length.
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`status`]: the status page `/` and `/api/sandboxes` (from the sandboxes' records in the
 //!   cluster) and `/metrics` ([`metrics`]).
@@ -27,22 +34,25 @@
 //!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
 pub(crate) mod caller;
+pub(crate) mod claim;
 pub(crate) mod deployer;
-pub(crate) mod durable;
+pub(crate) mod desired;
 pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
 pub(crate) mod metrics;
+pub(crate) mod previews;
 pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod resync;
 pub(crate) mod retry;
+pub(crate) mod runner;
 pub(crate) mod scope;
 pub mod signature;
 pub(crate) mod slack;
-pub(crate) mod state;
 pub(crate) mod status;
+pub(crate) mod store;
 pub(crate) mod text;
 pub(crate) mod worker;
 
@@ -55,11 +65,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use self::deployer::ClusterDeployer;
-use self::durable::{Intake, Previews};
 use self::github::GitHub;
 use self::log::log;
+use self::previews::{Intake, Previews};
 use self::slack::Slack;
-use self::state::{ConfigMapStore, Store};
+use self::store::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::Config;

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::durable::Intake;
+use super::desired::Accepted;
 use super::github::{valid_repo, GitHub, ListCost, OpenPull, State};
 use super::log::log;
+use super::previews::Intake;
 use super::queue::{Action, PrRef, Work};
 use super::scope::Scope;
-use super::state::Accepted;
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::record::{self, PrNumber, SandboxRecord};
