@@ -14,8 +14,6 @@ use serde_json::json;
 use super::caller::{header, next_link, Answer, Caller, Service};
 use super::log::log;
 use super::retry::Idempotence;
-#[cfg(test)]
-use super::retry::RetryPolicy;
 use super::text::truncate;
 use crate::error::Hint;
 
@@ -196,7 +194,7 @@ impl GitHub {
 
     /// The same client with another retry policy (tests make the backoff short).
     #[cfg(test)]
-    pub(crate) fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
+    pub(crate) fn with_retry(mut self, retry: super::retry::RetryPolicy) -> GitHub {
         self.caller = self.caller.with_retry(retry);
         self
     }
@@ -611,6 +609,7 @@ mod tests {
 
     use sandbox_test_support::fake_github::{Canned, FakeGitHub, DEFAULT_IDENTITY};
 
+    use super::super::retry::RetryPolicy;
     use super::*;
 
     #[test]

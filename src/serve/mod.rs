@@ -221,10 +221,7 @@ pub(crate) async fn run(
         args.ttl,
         &args.env,
     )?;
-    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
-    // ask GitHub who it is: its bot's login is given).
-    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
-    let github = GitHub::new(&args.github_api_url, token.clone())?.with_login(login);
+    let github = github_client(&args, token.clone())?;
     let reporting = reporting(&args, token.is_some(), &github)?;
     let scope = scope::Scope::new(
         &config,
@@ -241,19 +238,7 @@ pub(crate) async fn run(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
-    log!(
-        Info,
-        "listening",
-        addr = listener.local_addr()?,
-        sandbox = config.name,
-        config = config.path.display(),
-        concurrency = args.concurrency,
-        github = args.github_api_url,
-        reporting = reporting.github.is_some(),
-        comment = args.comment,
-        slack = reporting.slack.is_some(),
-        state_namespace = args.state_namespace,
-    );
+    log_listening(&listener, &config, &args, &reporting)?;
     let (status_listener, status_token) = status_listener(args.status_listen).await?;
     let status_page = status_page(&config, &cluster, &args.github_api_url, status_token);
     let mut options = options(&args, secret, reporting, scope.clone(), status_page);
@@ -286,6 +271,37 @@ pub(crate) async fn run(
         },
     )
     .await
+}
+
+/// The GitHub client, with the token (if any) and the login it acts as.
+fn github_client(args: &ServeSettings, token: Option<String>) -> Result<GitHub> {
+    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
+    // ask GitHub who it is: its bot's login is given).
+    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
+    Ok(GitHub::new(&args.github_api_url, token)?.with_login(login))
+}
+
+/// Say where the webhook is served, for which product, and where serve reports.
+fn log_listening(
+    listener: &tokio::net::TcpListener,
+    config: &Config,
+    args: &ServeSettings,
+    reporting: &Reporting,
+) -> Result<()> {
+    log!(
+        Info,
+        "listening",
+        addr = listener.local_addr()?,
+        sandbox = config.name,
+        config = config.path.display(),
+        concurrency = args.concurrency,
+        github = args.github_api_url,
+        reporting = reporting.github.is_some(),
+        comment = args.comment,
+        slack = reporting.slack.is_some(),
+        state_namespace = args.state_namespace,
+    );
+    Ok(())
 }
 
 /// The webhook secret and the GitHub token, each registered to be scrubbed from every log line
