@@ -1,26 +1,36 @@
-//! The little of GitHub's REST API the service uses (deployments and their statuses, a pull
-//! request's state, issue comments) and Slack's incoming webhooks. Errors never carry the token
-//! or the Slack URL: the token travels only in a header, and URLs are left out of errors.
+//! The GitHub REST client: the little of GitHub's API the service uses (deployments and their
+//! statuses, a pull request's state and the open ones, issue comments), over the general
+//! [`Caller`] (retries, rate limits). Lists are read conditionally (`ETag`) and page by page.
+//! Errors never carry the token: it travels only in a header, and URLs are left out of errors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::Hint;
 use anyhow::{Context, Result};
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::caller::{header, next_link, Answer, Caller, Service};
 use super::log::log;
-use super::retry::{self, Attempt, Decision, Idempotence, RetryPolicy};
+use super::retry::Idempotence;
+use super::text::truncate;
+use crate::error::Hint;
 
 /// The hidden marker that finds the service's own comment on a pull request again.
 pub(crate) const COMMENT_MARKER: &str = "<!-- sandbox-preview -->";
 
 /// GitHub limits a deployment status's description to 140 characters.
 pub(crate) const DESCRIPTION_LIMIT: usize = 140;
+
+/// GitHub's calls: counted by call, and its rate limit is the token's, shared by every call.
+const GITHUB: Service = Service {
+    name: "GitHub",
+    retry_event: "github.retry",
+    rate_limited_event: "github.rate_limited",
+    count_failure: super::metrics::github_call_failed,
+    shared_rate_limit: true,
+};
 
 #[derive(Clone)]
 pub(crate) struct GitHub {
@@ -133,65 +143,6 @@ pub(crate) fn valid_repo(full_name: &str) -> bool {
     matches!(full_name.split_once('/'), Some((o, n)) if ok(o) && ok(n))
 }
 
-/// `text` as a Markdown code span nothing inside can close or break out of: fenced by one
-/// backtick more than its longest run of backticks, padded with a space where it starts or ends
-/// with one (CommonMark). A branch is pushed by anyone with write access, and a name with a
-/// backtick would otherwise end the span and inject links or images into the comment.
-pub(crate) fn markdown_code(text: &str) -> String {
-    let text = text.replace(['\n', '\r'], " ");
-    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(longest + 1);
-    let pad = if text.starts_with('`') || text.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{text}{pad}{fence}")
-}
-
-/// [`markdown_code`] for a cell of a GFM table, where an unescaped `|` ends the cell even
-/// inside a code span.
-pub(crate) fn markdown_cell_code(text: &str) -> String {
-    markdown_code(text).replace('|', "\\|")
-}
-
-/// A URL for a Markdown comment: an autolink when it is a plain http(s) URL, else code.
-pub(crate) fn markdown_url(url: &str) -> String {
-    let plain = (url.starts_with("http://") || url.starts_with("https://"))
-        && url
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '`' | '\\'));
-    if plain {
-        format!("<{url}>")
-    } else {
-        markdown_code(url)
-    }
-}
-
-/// `text` for a Slack message: `&`, `<` and `>` escaped as Slack asks, so that a branch named
-/// `<https://evil.example|docs>` or `<!channel>` stays text instead of a link or a mention.
-pub(crate) fn slack_text(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// `text` as Slack inline code: escaped, and its backticks (Slack has no escape for them inside
-/// code) shown as `'`.
-pub(crate) fn slack_code(text: &str) -> String {
-    format!("`{}`", slack_text(text).replace('`', "'"))
-}
-
-/// At most `limit` characters, cut on a character boundary with `…` where it was cut.
-pub(crate) fn truncate(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(limit.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 impl GitHub {
     /// `api_url`: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server.
     pub(crate) fn new(api_url: &str, token: Option<String>) -> Result<GitHub> {
@@ -243,15 +194,15 @@ impl GitHub {
 
     /// The same client with another retry policy (tests make the backoff short).
     #[cfg(test)]
-    pub(crate) fn with_retry(mut self, retry: RetryPolicy) -> GitHub {
-        self.caller.retry = retry;
+    pub(crate) fn with_retry(mut self, retry: super::retry::RetryPolicy) -> GitHub {
+        self.caller = self.caller.with_retry(retry);
         self
     }
 
     fn request(&self, method: &Method, url: Url) -> reqwest::RequestBuilder {
         let mut request = self
             .caller
-            .http
+            .http()
             .request(method.clone(), url)
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
@@ -652,257 +603,14 @@ pub(crate) fn is_own_comment(comment: &serde_json::Value, own: &str) -> bool {
     by_us && marked
 }
 
-/// Whom a call goes to: what differs between GitHub's calls and Slack's, once they are built.
-struct Service {
-    /// For log lines and errors.
-    name: &'static str,
-    retry_event: &'static str,
-    rate_limited_event: &'static str,
-    /// Counts a failed attempt of the call named.
-    count_failure: fn(&str),
-    /// Whether a rate limit one call was told of holds back every call (GitHub's is per token).
-    shared_rate_limit: bool,
-}
-
-const GITHUB: Service = Service {
-    name: "GitHub",
-    retry_event: "github.retry",
-    rate_limited_event: "github.rate_limited",
-    count_failure: super::metrics::github_call_failed,
-    shared_rate_limit: true,
-};
-
-const SLACK: Service = Service {
-    name: "Slack",
-    retry_event: "slack.retry",
-    rate_limited_event: "slack.rate_limited",
-    // Not by call: there is one, and its URL is a secret.
-    count_failure: |_| super::metrics::slack_call_failed(),
-    shared_rate_limit: false,
-};
-
-/// An answer, read whole.
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) text: String,
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `rel="next"` URL of a `Link` header.
-pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
-    header(headers, "link")?.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params
-            .split(';')
-            .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| {
-                url.trim()
-                    .trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned()
-            })
-    })
-}
-
-/// Wait while a rate limit someone was told about is still spent.
-async fn wait_for_gate(gate: &Mutex<Option<Instant>>) {
-    let until = *gate.lock().expect("not poisoned");
-    if let Some(until) = until.filter(|u| *u > Instant::now()) {
-        tokio::time::sleep_until(until.into()).await;
-    }
-}
-
-/// What calls to GitHub and to Slack share: the HTTP client, the retries, and whom they go to.
-/// Each side builds its requests and reads the answers.
-#[derive(Clone)]
-struct Caller {
-    http: reqwest::Client,
-    service: &'static Service,
-    retry: RetryPolicy,
-    /// Until when the service said its rate limit is spent, when it [shares
-    /// one](Service::shared_rate_limit): every call waits for it, not only the one that was told.
-    blocked_until: Option<Arc<Mutex<Option<Instant>>>>,
-}
-
-impl Caller {
-    fn new(service: &'static Service) -> Result<Caller> {
-        let http = reqwest::Client::builder()
-            .user_agent("sandbox")
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("could not set up the HTTP client")?;
-        Ok(Caller {
-            http,
-            service,
-            retry: RetryPolicy::default(),
-            blocked_until: service.shared_rate_limit.then(Arc::default),
-        })
-    }
-
-    /// Send what `request` builds, again as [`retry::decide`] says (see [`super::retry`]).
-    /// Errors and logs name `what`, never the URL (Slack's is a secret).
-    async fn send(
-        &self,
-        what: &str,
-        idempotence: Idempotence,
-        request: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Answer> {
-        let (mut n, mut limited) = (0, 0);
-        loop {
-            n += 1;
-            if let Some(gate) = &self.blocked_until {
-                wait_for_gate(gate).await;
-            }
-            let result = self.attempt(what, request()).await;
-            let now = SystemTime::now();
-            let attempt = match &result {
-                Ok(a) => Attempt::Answered(a.status, &a.headers),
-                Err(e) if e.is_connect() => Attempt::NotSent,
-                Err(_) => Attempt::Lost,
-            };
-            let rate_limit = match &result {
-                Ok(a) => retry::rate_limit_wait(a.status, &a.headers, now),
-                Err(_) => None,
-            };
-            let service = self.service;
-            match retry::decide(&self.retry, n, limited, idempotence, &attempt, now) {
-                Decision::Done => {
-                    return result
-                        .map_err(|e| e.without_url())
-                        .with_context(|| format!("could not reach {} for {what}", service.name))
-                }
-                Decision::RateLimitedTooLong { wait } => {
-                    log!(
-                        Warn,
-                        service.rate_limited_event,
-                        call = what,
-                        wait = format!("{}s", wait.as_secs()),
-                        gave_up = true
-                    );
-                    anyhow::bail!(
-                        "{} rate-limited {what} for {}s more, longer than serve waits ({}s): the next resync or push tries again",
-                        service.name,
-                        wait.as_secs(),
-                        self.retry.max_rate_limit_wait.as_secs()
-                    );
-                }
-                Decision::Retry { wait, reason } => {
-                    if rate_limit.is_some() {
-                        limited += 1;
-                        self.hold_back(what, n, wait);
-                    } else {
-                        let error = result
-                            .err()
-                            .map(|e| format!("{:#}", anyhow::Error::from(e.without_url())));
-                        log!(
-                            Warn,
-                            service.retry_event,
-                            call = what,
-                            attempt = n,
-                            reason = reason,
-                            error = error.unwrap_or_default(),
-                            wait = format!("{}ms", wait.as_millis())
-                        );
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    /// One attempt, its answer read whole. Every failed attempt passes through here, and is
-    /// counted.
-    async fn attempt(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> reqwest::Result<Answer> {
-        let result = match request.send().await {
-            Ok(response) => {
-                let (status, headers) = (response.status(), response.headers().clone());
-                response.text().await.map(|text| Answer {
-                    status,
-                    headers,
-                    text,
-                })
-            }
-            Err(e) => Err(e),
-        };
-        let failed = result.as_ref().map_or(true, |a| {
-            a.status.is_client_error() || a.status.is_server_error()
-        });
-        if failed {
-            (self.service.count_failure)(what);
-        }
-        result
-    }
-
-    /// A rate limit lifts after `wait`: every call that shares it waits too; said in the log.
-    fn hold_back(&self, what: &str, n: u32, wait: Duration) {
-        if let Some(gate) = &self.blocked_until {
-            *gate.lock().expect("not poisoned") = Some(Instant::now() + wait);
-        }
-        log!(
-            Warn,
-            self.service.rate_limited_event,
-            call = what,
-            wait = format!("{}s", wait.as_secs()),
-            attempt = n
-        );
-    }
-}
-
-/// A Slack incoming webhook.
-#[derive(Clone)]
-pub(crate) struct Slack {
-    caller: Caller,
-    url: Url,
-}
-
-impl Slack {
-    pub(crate) fn new(url: &str) -> Result<Slack> {
-        // The URL is a secret: it is not repeated in the error.
-        let url = Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("the Slack webhook URL is not a URL: {e}"))?;
-        Ok(Slack {
-            caller: Caller::new(&SLACK)?,
-            url,
-        })
-    }
-
-    pub(crate) async fn post(&self, text: &str) -> Result<()> {
-        let body = json!({ "text": text });
-        // A message twice is a nuisance, not a harm, but still only repeated when Slack failed.
-        let answer = self
-            .caller
-            .send("a message", Idempotence::Creates, || {
-                self.caller.http.post(self.url.clone()).json(&body)
-            })
-            .await?;
-        if !answer.status.is_success() {
-            anyhow::bail!("Slack answered {}", answer.status);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::{Duration, SystemTime};
 
-    #[test]
-    fn descriptions_are_cut_to_githubs_limit_on_character_boundaries() {
-        assert_eq!(truncate("short", 140), "short");
-        let long = "é".repeat(200);
-        let cut = truncate(&long, DESCRIPTION_LIMIT);
-        assert_eq!(cut.chars().count(), 140);
-        assert!(cut.ends_with('…'));
-    }
+    use sandbox_test_support::fake_github::{Canned, FakeGitHub, DEFAULT_IDENTITY};
+
+    use super::super::retry::RetryPolicy;
+    use super::*;
 
     #[test]
     fn repository_names_cannot_walk_the_api() {
@@ -930,8 +638,6 @@ mod tests {
         assert!(GitHub::new("ftp://x", None).is_err());
         assert!(GitHub::new("not a url", None).is_err());
     }
-
-    use super::super::fake_github::{Canned, FakeGitHub};
 
     fn quick() -> RetryPolicy {
         RetryPolicy {
@@ -971,10 +677,7 @@ mod tests {
             (comments[0].edits, comments[0].body.as_str()),
             (0, marked.as_str())
         );
-        assert_eq!(
-            comments[1].author,
-            super::super::fake_github::DEFAULT_IDENTITY
-        );
+        assert_eq!(comments[1].author, DEFAULT_IDENTITY);
         gh.upsert_comment("o/r", 4, &format!("{COMMENT_MARKER}\nsecond"))
             .await
             .unwrap();
@@ -1153,52 +856,5 @@ mod tests {
         ] {
             assert!(gh.same_api(elsewhere).is_err(), "{elsewhere}");
         }
-        let mut h = HeaderMap::new();
-        h.insert(
-            "link",
-            r#"<https://a/x?page=3>; rel="next", <https://a/x?page=9>; rel="last""#
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(next_link(&h).as_deref(), Some("https://a/x?page=3"));
-        h.insert(
-            "link",
-            r#"<https://a/x?page=1>; rel="prev""#.parse().unwrap(),
-        );
-        assert_eq!(next_link(&h), None);
-    }
-
-    #[tokio::test]
-    async fn slack_is_retried_on_its_server_errors() {
-        let fake = FakeGitHub::start().await;
-        let mut slack = Slack::new(&fake.slack_url()).unwrap();
-        slack.caller.retry = quick();
-        let path = Url::parse(&fake.slack_url()).unwrap().path().to_owned();
-        fake.fail_next("POST", &path, vec![Canned::status(502)]);
-        let failures_before = slack_failures();
-        slack.post("hello").await.unwrap();
-        assert_eq!(answered(&fake, "POST", &path), [502, 200]);
-        assert_eq!(fake.slack_messages(), ["hello"]);
-        // Other tests' failures may count too, never fewer.
-        assert!(slack_failures() > failures_before);
-        fake.fail_next("POST", &path, vec![Canned::status(404)]);
-        assert!(slack.post("again").await.is_err());
-        assert!(slack_failures() > failures_before + 1);
-        let scrape = super::super::metrics::render(None);
-        assert!(
-            !scrape.contains(&path),
-            "the webhook's URL is in a label:\n{scrape}"
-        );
-    }
-
-    /// `sandbox_serve_slack_call_failures_total` as a scrape shows it now.
-    fn slack_failures() -> u64 {
-        let scrape = super::super::metrics::render(None);
-        scrape
-            .lines()
-            .find_map(|l| l.strip_prefix("sandbox_serve_slack_call_failures_total "))
-            .unwrap_or_else(|| panic!("no Slack failures in:\n{scrape}"))
-            .parse()
-            .unwrap()
     }
 }

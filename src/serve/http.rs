@@ -3,7 +3,7 @@
 //! A delivery is checked in this order, and nothing runs unless every check passes: the size
 //! (413), the signature (401), the content type (415), the event header (400), the delivery id
 //! (400 when missing or malformed; a repeat is acknowledged and ignored), the JSON (400). Then
-//! its work is recorded in the cluster ([`super::durable`]) and only then acknowledged (202, or
+//! its work is recorded in the cluster ([`super::previews`]) and only then acknowledged (202, or
 //! 200 when it changes nothing; 503 when it could not be recorded, so GitHub's redelivery
 //! counts); the work itself never runs inside the request.
 //!
@@ -31,15 +31,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service as _;
 
-use super::durable::Intake;
+use super::desired::{Accepted, Delivered};
 use super::event::{self, Incoming};
 use super::github::valid_repo;
 use super::log::log;
 use super::metrics;
+use super::previews::Intake;
 use super::queue::{PrRef, Work};
 use super::scope::Scope;
 use super::signature;
-use super::state::{Accepted, Delivered};
 
 /// Delivery ids remembered, to ignore GitHub's retries and redeliveries of the same event.
 const REMEMBERED_DELIVERIES: usize = 4096;
@@ -239,6 +239,20 @@ struct Delivery {
 }
 
 impl Delivery {
+    /// The delivery as its headers name it (its body not read yet).
+    fn of(headers: &HeaderMap, peer: SocketAddr) -> Delivery {
+        Delivery {
+            id: header_str(headers, "x-github-delivery")
+                .unwrap_or("")
+                .to_owned(),
+            event: header_str(headers, "x-github-event")
+                .unwrap_or("")
+                .to_owned(),
+            peer,
+            digest: String::new(),
+        }
+    }
+
     /// Refuse it: 4xx/5xx, logged as a warning.
     fn refuse(&self, status: StatusCode, reason: String) -> Response {
         metrics::delivery(if status == StatusCode::UNAUTHORIZED {
@@ -292,16 +306,7 @@ async fn webhook(
         branch = tracing::field::Empty,
     );
     let _entered = span.enter();
-    let delivery = Delivery {
-        id: header_str(&headers, "x-github-delivery")
-            .unwrap_or("")
-            .to_owned(),
-        event: header_str(&headers, "x-github-event")
-            .unwrap_or("")
-            .to_owned(),
-        peer,
-        digest: String::new(),
-    };
+    let delivery = Delivery::of(&headers, peer);
     let body = match checked_body(&state, &delivery, &headers, body) {
         Ok(body) => body,
         Err((status, reason)) => return delivery.refuse(status, reason),
@@ -310,25 +315,8 @@ async fn webhook(
         digest: format!("sha256:{}", hex::encode(Sha256::digest(&body))),
         ..delivery
     };
-    // Check and remember in one step, so two copies arriving at once are not both taken; the
-    // body's digest too, so that a body replayed under a fresh id is not taken either.
-    if !state
-        .deliveries
-        .lock()
-        .expect("not poisoned")
-        .insert_both(&delivery.id, &delivery.digest)
-    {
-        metrics::delivery("duplicate");
-        log!(
-            Info,
-            "webhook.duplicate",
-            delivery = delivery.id,
-            github_event = delivery.event
-        );
-        return answer(
-            StatusCode::OK,
-            json!({ "status": "duplicate delivery, ignored", "delivery": delivery.id }),
-        );
+    if let Some(duplicate) = taken_before(&state, &delivery) {
+        return duplicate;
     }
     // A delivery that is refused from here on may be sent again and must then be taken.
     let forget = || {
@@ -351,6 +339,32 @@ async fn webhook(
             delivery.refuse(status, reason)
         }
     }
+}
+
+/// The answer to a delivery this replica took before (by its id or its body's digest), else
+/// `None`, and it is remembered as taken. Checked and remembered in one step, so two copies
+/// arriving at once are not both taken; the body's digest too, so that a body replayed under a
+/// fresh id is not taken either.
+fn taken_before(state: &AppState, delivery: &Delivery) -> Option<Response> {
+    let first = state
+        .deliveries
+        .lock()
+        .expect("not poisoned")
+        .insert_both(&delivery.id, &delivery.digest);
+    if first {
+        return None;
+    }
+    metrics::delivery("duplicate");
+    log!(
+        Info,
+        "webhook.duplicate",
+        delivery = delivery.id,
+        github_event = delivery.event
+    );
+    Some(answer(
+        StatusCode::OK,
+        json!({ "status": "duplicate delivery, ignored", "delivery": delivery.id }),
+    ))
 }
 
 /// Why a request is refused: the status and the reason given.

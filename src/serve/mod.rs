@@ -7,46 +7,54 @@
 //!
 //! - [`http`]: the webhook endpoint: size limit, signature ([`signature`]), duplicates, parsing
 //!   ([`event`]); it only records work.
-//! - [`state`]: each preview's desired state, in the cluster (a ConfigMap per branch in serve's
-//!   namespace), written by compare-and-swap; deliveries are deduplicated there.
-//! - [`durable`]: the one entry point for work ([`durable::Previews::submit`]), and the driver
-//!   that hands pending states to the queue; one worker per preview across replicas (a Lease
-//!   per preview), so several replicas can run and a crashed one's work is finished by the next.
+//! - [`desired`]: each preview's desired state, and what a piece of work changes of it
+//!   ([`desired::accept`], pure); deliveries are deduplicated there.
+//! - [`store`]: where the states are kept, in the cluster (a ConfigMap per branch in serve's
+//!   namespace), written by compare-and-swap.
+//! - [`previews`]: the one entry point for work ([`previews::Previews::submit`]), and the driver
+//!   that hands pending states to the queue.
 //! - [`queue`]: concurrency limit, one piece of work at a time per sandbox, newest wins.
-//! - [`worker`]: one piece of work, reported to GitHub ([`github`]) around a [`Deployer`]; the
-//!   real one ([`deployer`]) calls the `up` pipeline and `down`.
+//! - [`runner`]: the queue's executor: one worker per preview across replicas (a [`claim`], a
+//!   Lease per preview), so several replicas can run and a crashed one's work is finished by
+//!   the next.
+//! - [`worker`]: one piece of work, reported to GitHub ([`github`]) and Slack ([`slack`])
+//!   around a [`Deployer`]; the real one ([`deployer`]) calls the `up` pipeline and `down`.
 //! - [`scope`]: only pull requests and deployments of `sandbox.yaml`'s repositories; drafts.
 //! - [`resync`]: at start and periodically, previews converged to GitHub's open pull
 //!   requests, through the state like a webhook's work (closes by the same rule: never a
 //!   sandbox made by hand, never one another open pull request still uses).
-//! - [`retry`]: when a GitHub or Slack call is tried again (5xx, rate limits).
+//! - [`github`]: the GitHub REST client; [`slack`]: Slack's incoming webhook; both over
+//!   [`caller`], the general retrying HTTP caller, which asks [`retry`] when a call is tried
+//!   again (5xx, rate limits).
+//! - [`text`]: branch names and errors made safe for Markdown and Slack, and cut to a length.
 //! - [`prune`]: the checkout cache pruned periodically, as `sandbox cache prune` does.
 //! - [`status`]: the status page `/` and `/api/sandboxes` (from the sandboxes' records in the
 //!   cluster) and `/metrics` ([`metrics`]).
 //! - [`log`]: one structured event per thing that happens, through `tracing`
 //!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
+pub(crate) mod caller;
+pub(crate) mod claim;
 pub(crate) mod deployer;
-pub(crate) mod durable;
+pub(crate) mod desired;
 pub(crate) mod event;
 pub(crate) mod github;
 pub(crate) mod http;
 pub(crate) mod log;
 pub(crate) mod metrics;
+pub(crate) mod previews;
 pub(crate) mod prune;
 pub(crate) mod queue;
 pub(crate) mod resync;
 pub(crate) mod retry;
+pub(crate) mod runner;
 pub(crate) mod scope;
 pub mod signature;
-pub(crate) mod state;
+pub(crate) mod slack;
 pub(crate) mod status;
+pub(crate) mod store;
+pub(crate) mod text;
 pub(crate) mod worker;
-
-// The GitHub stand-in is test support, shared with the end-to-end tests.
-#[cfg(test)]
-#[path = "../../tests/support/fake_github.rs"]
-mod fake_github;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,10 +65,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use self::deployer::ClusterDeployer;
-use self::durable::{Intake, Previews};
-use self::github::{GitHub, Slack};
+use self::github::GitHub;
 use self::log::log;
-use self::state::{ConfigMapStore, Store};
+use self::previews::{Intake, Previews};
+use self::slack::Slack;
+use self::store::{ConfigMapStore, Store};
 pub(crate) use self::worker::{Deployer, Reporting, Worker};
 use crate::kube::ClusterOptions;
 use crate::ops::OnFailure;
@@ -213,10 +222,7 @@ pub(crate) async fn run(
         args.ttl,
         &args.env,
     )?;
-    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
-    // ask GitHub who it is: its bot's login is given).
-    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
-    let github = GitHub::new(&args.github_api_url, token.clone())?.with_login(login);
+    let github = github_client(&args, token.clone())?;
     let reporting = reporting(&args, token.is_some(), &github)?;
     let scope = scope::Scope::new(
         &config,
@@ -233,19 +239,7 @@ pub(crate) async fn run(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
-    log!(
-        Info,
-        "listening",
-        addr = listener.local_addr()?,
-        sandbox = config.name,
-        config = config.path.display(),
-        concurrency = args.concurrency,
-        github = args.github_api_url,
-        reporting = reporting.github.is_some(),
-        comment = args.comment,
-        slack = reporting.slack.is_some(),
-        state_namespace = args.state_namespace,
-    );
+    log_listening(&listener, &config, &args, &reporting)?;
     let (status_listener, status_token) = status_listener(args.status_listen).await?;
     let status_page = status_page(&config, &cluster, &args.github_api_url, status_token);
     let mut options = options(&args, secret, reporting, scope.clone(), status_page);
@@ -278,6 +272,37 @@ pub(crate) async fn run(
         },
     )
     .await
+}
+
+/// The GitHub client, with the token (if any) and the login it acts as.
+fn github_client(args: &ServeSettings, token: Option<String>) -> Result<GitHub> {
+    // Only comments by the token's login are serve's to update (a GitHub App's token cannot
+    // ask GitHub who it is: its bot's login is given).
+    let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
+    Ok(GitHub::new(&args.github_api_url, token)?.with_login(login))
+}
+
+/// Say where the webhook is served, for which product, and where serve reports.
+fn log_listening(
+    listener: &tokio::net::TcpListener,
+    config: &Config,
+    args: &ServeSettings,
+    reporting: &Reporting,
+) -> Result<()> {
+    log!(
+        Info,
+        "listening",
+        addr = listener.local_addr()?,
+        sandbox = config.name,
+        config = config.path.display(),
+        concurrency = args.concurrency,
+        github = args.github_api_url,
+        reporting = reporting.github.is_some(),
+        comment = args.comment,
+        slack = reporting.slack.is_some(),
+        state_namespace = args.state_namespace,
+    );
+    Ok(())
 }
 
 /// The webhook secret and the GitHub token, each registered to be scrubbed from every log line

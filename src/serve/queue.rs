@@ -129,6 +129,8 @@ pub(crate) struct Job {
     kept: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
     /// The work in the queue gauge; out of it once the work has ended.
     queued: Arc<Mutex<Option<QueueEntry>>>,
+    /// The queue it runs in (see [`Job::queue`]).
+    queue: Queue,
 }
 
 impl Job {
@@ -148,6 +150,12 @@ impl Job {
     /// Keep a slot taken early, for the next [`Job::slot`] of this job.
     pub(crate) fn keep(&self, slot: OwnedSemaphorePermit) {
         *self.kept.lock().expect("not poisoned") = Some(slot);
+    }
+
+    /// The queue this work runs in, to put work back into it later. It comes with the job so
+    /// that an executor need not hold its queue, which holds it (an `Arc` cycle).
+    pub(crate) fn queue(&self) -> Queue {
+        self.queue.clone()
     }
 
     /// Why the queue cancelled this work, once it has (for clean-up code that runs when the
@@ -384,6 +392,9 @@ async fn worker(inner: Arc<Inner>, branch: String) {
                 cancelled: cancelled.clone(),
                 kept: Arc::default(),
                 queued: queued.clone(),
+                queue: Queue {
+                    inner: inner.clone(),
+                },
             };
             let handle = tokio::spawn(inner.executor.clone().execute(work.clone(), job));
             slot.running = Some(Running {

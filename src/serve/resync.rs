@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::durable::Intake;
+use super::desired::Accepted;
 use super::github::{valid_repo, GitHub, ListCost, OpenPull, State};
 use super::log::log;
+use super::previews::Intake;
 use super::queue::{Action, PrRef, Work};
 use super::scope::Scope;
-use super::state::Accepted;
 use crate::kube::{connect, ClusterOptions};
 use crate::pipeline::config::Config;
 use crate::record::{self, PrNumber, SandboxRecord};
@@ -613,7 +613,7 @@ mod tests {
 
     #[tokio::test]
     async fn older_deployments_go_inactive_once_and_closed_pull_requests_are_confirmed() {
-        use super::super::fake_github::{Canned, FakeGitHub};
+        use sandbox_test_support::fake_github::{Canned, FakeGitHub};
         let fake = FakeGitHub::start().await;
         let gh = GitHub::new(&fake.url, Some("t".into())).unwrap();
         let old = fake.add_deployment("o/backend", "s1", "sandbox/feat");

@@ -7,11 +7,13 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::durable::Intake;
-use super::fake_github::FakeGitHub;
-use super::github::{GitHub, Slack, COMMENT_MARKER};
+use super::previews::Intake;
+use sandbox_test_support::fake_github::FakeGitHub;
+
+use super::github::{GitHub, COMMENT_MARKER};
 use super::queue::PrRef;
-use super::state::MemoryStore;
+use super::slack::Slack;
+use super::store::tests::MemoryStore;
 use super::worker::{Deployed, Destroyed, Failure};
 use super::*;
 use crate::pipeline::handover::RepoReport;

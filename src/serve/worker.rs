@@ -10,13 +10,12 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::github::{
-    self, markdown_cell_code, markdown_code, markdown_url, slack_code, slack_text, GitHub, Slack,
-    State, COMMENT_MARKER,
-};
+use super::github::{self, GitHub, State, COMMENT_MARKER};
 use super::log::{log, scrub};
 use super::metrics;
 use super::queue::{Job, PrRef, Work};
+use super::slack::Slack;
+use super::text::{self, markdown_cell_code, markdown_code, markdown_url, slack_code, slack_text};
 use crate::pipeline::handover::RepoReport;
 
 /// A sandbox that came up.
@@ -390,7 +389,7 @@ impl<D: Deployer> Worker<D> {
              ❌ The sandbox of {branch} failed to deploy.\n\n```\n{details}\n```\n\
              <sub>namespace `{namespace}` · for {prs} · `sandbox serve`</sub>\n",
             branch = markdown_code(branch),
-            details = github::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
+            details = text::truncate(failure.details.trim_end(), 3000).replace("```", "'''"),
             prs = prs_markdown(prs),
         );
         self.comment(prs, &body).await;
@@ -398,7 +397,7 @@ impl<D: Deployer> Worker<D> {
             ":x: Sandbox {} failed to deploy ({}): {}",
             slack_code(branch),
             prs_plain(prs),
-            slack_text(&github::truncate(&failure.summary, 300))
+            slack_text(&text::truncate(&failure.summary, 300))
         ))
         .await;
     }
@@ -460,7 +459,7 @@ impl<D: Deployer> Worker<D> {
                 self.slack(&format!(
                     ":x: Sandbox {} could not be deleted: {}",
                     slack_code(branch),
-                    slack_text(&github::truncate(&failure.summary, 300))
+                    slack_text(&text::truncate(&failure.summary, 300))
                 ))
                 .await;
                 Outcome::Failed(failure.summary)
@@ -507,7 +506,7 @@ impl<D: Deployer> Worker<D> {
             match gh.deployments(repo, &environment).await {
                 Ok(ids) => {
                     for id in ids {
-                        let why = github::truncate(why, github::DESCRIPTION_LIMIT);
+                        let why = text::truncate(why, github::DESCRIPTION_LIMIT);
                         self.status(repo, id, State::Inactive, &why, None).await;
                     }
                 }

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 
 use crate::support::{http_get, root, run_ok, Product, TestNamespace};
 
-#[path = "../support/fake_github.rs"]
-pub(crate) mod fake_github;
+// The GitHub stand-in, shared with serve's unit tests (tests/support), for the serve tests here.
 use fake_github::FakeGitHub;
+pub(crate) use sandbox_test_support::fake_github;
 
 pub(crate) const SECRET: &str = "e2e-serve-webhook-secret-5b1f";
 pub(crate) const TOKEN: &str = "ghp_e2eServeToken000000000000000000000000";

@@ -1,10 +1,7 @@
 //! A stand-in for GitHub's REST API (and a Slack webhook) on 127.0.0.1, for tests: it records
 //! every call and answers the few endpoints `sandbox serve` uses the way GitHub does.
 //!
-//! Shared by the unit tests (`src/serve`) and the end-to-end tests (`tests/e2e/serve_support.rs`
-//! includes this file), so it uses nothing of the crate.
-
-#![allow(dead_code)]
+//! Shared by the unit tests (`src/serve`) and the end-to-end tests (`tests/e2e/serve_support.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -19,42 +16,42 @@ use serde_json::{json, Value};
 
 /// One request, as received.
 #[derive(Debug, Clone)]
-pub(crate) struct Call {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) query: Vec<(String, String)>,
-    pub(crate) body: Value,
-    pub(crate) authorization: Option<String>,
-    pub(crate) accept: Option<String>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) if_none_match: Option<String>,
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+    pub authorization: Option<String>,
+    pub accept: Option<String>,
+    pub user_agent: Option<String>,
+    pub if_none_match: Option<String>,
     /// When it arrived.
-    pub(crate) at: SystemTime,
+    pub at: SystemTime,
     /// The status it was answered with.
-    pub(crate) status: u16,
+    pub status: u16,
 }
 
 /// A pull request the stand-in knows; listed while open.
 #[derive(Debug, Clone)]
-pub(crate) struct FakePull {
-    pub(crate) repo: String,
-    pub(crate) number: u64,
-    pub(crate) branch: String,
-    pub(crate) sha: String,
-    pub(crate) draft: bool,
-    pub(crate) open: bool,
+pub struct FakePull {
+    pub repo: String,
+    pub number: u64,
+    pub branch: String,
+    pub sha: String,
+    pub draft: bool,
+    pub open: bool,
 }
 
 /// An answer given instead of the real one (to fail a call on purpose).
 #[derive(Debug, Clone)]
-pub(crate) struct Canned {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Value,
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
 }
 
 impl Canned {
-    pub(crate) fn status(status: u16) -> Canned {
+    pub fn status(status: u16) -> Canned {
         Canned {
             status,
             headers: Vec::new(),
@@ -62,42 +59,42 @@ impl Canned {
         }
     }
 
-    pub(crate) fn header(mut self, name: &str, value: &str) -> Canned {
+    pub fn header(mut self, name: &str, value: &str) -> Canned {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct FakeDeployment {
-    pub(crate) id: u64,
-    pub(crate) repo: String,
-    pub(crate) sha: String,
-    pub(crate) environment: String,
-    pub(crate) body: Value,
+pub struct FakeDeployment {
+    pub id: u64,
+    pub repo: String,
+    pub sha: String,
+    pub environment: String,
+    pub body: Value,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct FakeStatus {
-    pub(crate) deployment: u64,
-    pub(crate) state: String,
-    pub(crate) description: String,
-    pub(crate) environment_url: Option<String>,
+pub struct FakeStatus {
+    pub deployment: u64,
+    pub state: String,
+    pub description: String,
+    pub environment_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct FakeComment {
-    pub(crate) id: u64,
-    pub(crate) repo: String,
-    pub(crate) issue: u64,
-    pub(crate) body: String,
-    pub(crate) edits: usize,
+pub struct FakeComment {
+    pub id: u64,
+    pub repo: String,
+    pub issue: u64,
+    pub body: String,
+    pub edits: usize,
     /// Who wrote it (the token's identity, for comments made through the API).
-    pub(crate) author: String,
+    pub author: String,
 }
 
 /// Whom every token acts as, unless [`FakeGitHub::set_identity`] says otherwise.
-pub(crate) const DEFAULT_IDENTITY: &str = "sandbox-bot";
+pub const DEFAULT_IDENTITY: &str = "sandbox-bot";
 
 #[derive(Default)]
 struct Recorded {
@@ -118,9 +115,9 @@ struct Recorded {
     identity: String,
 }
 
-pub(crate) struct FakeGitHub {
+pub struct FakeGitHub {
     /// `http://127.0.0.1:PORT`
-    pub(crate) url: String,
+    pub url: String,
     state: Arc<Mutex<Recorded>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -132,12 +129,12 @@ impl Drop for FakeGitHub {
 }
 
 impl FakeGitHub {
-    pub(crate) async fn start() -> FakeGitHub {
+    pub async fn start() -> FakeGitHub {
         FakeGitHub::start_on("127.0.0.1:0").await
     }
 
     /// Listening on `addr` (e.g. the node's address, for a client in a pod).
-    pub(crate) async fn start_on(addr: &str) -> FakeGitHub {
+    pub async fn start_on(addr: &str) -> FakeGitHub {
         let state: Arc<Mutex<Recorded>> = Arc::default();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -157,12 +154,12 @@ impl FakeGitHub {
     }
 
     /// The Slack webhook's URL on this server.
-    pub(crate) fn slack_url(&self) -> String {
+    pub fn slack_url(&self) -> String {
         format!("{}/slack/T000/B000/XXXXSECRETXXXX", self.url)
     }
 
     /// GitHub says pull request `number` of `repo` is closed from now on.
-    pub(crate) fn close(&self, repo: &str, number: u64) {
+    pub fn close(&self, repo: &str, number: u64) {
         let mut s = self.state.lock().unwrap();
         s.closed.insert((repo.to_owned(), number));
         if let Some(p) = s.pulls.get_mut(&(repo.to_owned(), number)) {
@@ -172,7 +169,7 @@ impl FakeGitHub {
 
     /// A pull request of `repo` open from now on, from `branch` at `sha` (its state replaced
     /// if known).
-    pub(crate) fn open_pull(&self, repo: &str, number: u64, branch: &str, sha: &str) {
+    pub fn open_pull(&self, repo: &str, number: u64, branch: &str, sha: &str) {
         let mut s = self.state.lock().unwrap();
         s.closed.remove(&(repo.to_owned(), number));
         s.pulls.insert(
@@ -189,7 +186,7 @@ impl FakeGitHub {
     }
 
     /// Mark a known pull request a draft or ready.
-    pub(crate) fn set_draft(&self, repo: &str, number: u64, draft: bool) {
+    pub fn set_draft(&self, repo: &str, number: u64, draft: bool) {
         if let Some(p) = self
             .state
             .lock()
@@ -203,7 +200,7 @@ impl FakeGitHub {
 
     /// Answer the next calls of `method` to `path` with `answers`, in order, instead of the
     /// real answer (the calls are still recorded).
-    pub(crate) fn fail_next(&self, method: &str, path: &str, answers: Vec<Canned>) {
+    pub fn fail_next(&self, method: &str, path: &str, answers: Vec<Canned>) {
         self.state
             .lock()
             .unwrap()
@@ -212,7 +209,7 @@ impl FakeGitHub {
     }
 
     /// A deployment made by someone else (e.g. a chat bot), as GitHub would store it.
-    pub(crate) fn add_deployment(&self, repo: &str, sha: &str, environment: &str) -> u64 {
+    pub fn add_deployment(&self, repo: &str, sha: &str, environment: &str) -> u64 {
         let mut s = self.state.lock().unwrap();
         s.next_id += 1;
         let id = s.next_id;
@@ -227,12 +224,12 @@ impl FakeGitHub {
     }
 
     /// The token acts as `login` from now on.
-    pub(crate) fn set_identity(&self, login: &str) {
+    pub fn set_identity(&self, login: &str) {
         self.state.lock().unwrap().identity = login.to_owned();
     }
 
     /// A comment `author` wrote on issue (pull request) `issue` of `repo`; its id.
-    pub(crate) fn add_comment(&self, repo: &str, issue: u64, author: &str, body: &str) -> u64 {
+    pub fn add_comment(&self, repo: &str, issue: u64, author: &str, body: &str) -> u64 {
         let mut s = self.state.lock().unwrap();
         s.next_id += 1;
         let id = s.next_id;
@@ -247,20 +244,20 @@ impl FakeGitHub {
         id
     }
 
-    pub(crate) fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
 
-    pub(crate) fn deployments(&self) -> Vec<FakeDeployment> {
+    pub fn deployments(&self) -> Vec<FakeDeployment> {
         self.state.lock().unwrap().deployments.clone()
     }
 
-    pub(crate) fn statuses(&self) -> Vec<FakeStatus> {
+    pub fn statuses(&self) -> Vec<FakeStatus> {
         self.state.lock().unwrap().statuses.clone()
     }
 
     /// The states posted for one deployment, in order.
-    pub(crate) fn states_of(&self, deployment: u64) -> Vec<String> {
+    pub fn states_of(&self, deployment: u64) -> Vec<String> {
         self.statuses()
             .into_iter()
             .filter(|s| s.deployment == deployment)
@@ -268,16 +265,16 @@ impl FakeGitHub {
             .collect()
     }
 
-    pub(crate) fn comments(&self) -> Vec<FakeComment> {
+    pub fn comments(&self) -> Vec<FakeComment> {
         self.state.lock().unwrap().comments.clone()
     }
 
-    pub(crate) fn slack_messages(&self) -> Vec<String> {
+    pub fn slack_messages(&self) -> Vec<String> {
         self.state.lock().unwrap().slack.clone()
     }
 
     /// Everything recorded, for a failure message.
-    pub(crate) fn dump(&self) -> String {
+    pub fn dump(&self) -> String {
         let s = self.state.lock().unwrap();
         let mut out = String::new();
         for c in &s.calls {
