@@ -52,6 +52,18 @@ pub struct Cli {
     /// your credentials.
     #[arg(long, global = true, env = "SANDBOX_SOPS_BINARY")]
     pub(crate) sops_binary: bool,
+    /// Also trust this CA certificate (PEM) on every HTTPS connection: registries, GitHub and
+    /// GitHub Enterprise, Slack, git. Added to the system store, SSL_CERT_FILE and SSL_CERT_DIR;
+    /// repeatable (SANDBOX_CA_FILE: a `:`-separated list). One registry's own CA:
+    /// `images.registries.HOST.ca_file` in sandbox.yaml.
+    #[arg(
+        long = "ca-file",
+        global = true,
+        env = "SANDBOX_CA_FILE",
+        value_delimiter = ':',
+        value_name = "FILE"
+    )]
+    pub(crate) ca_files: Vec<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("redact", 0),
     ("logging", 0),
+    ("net", 0),
     ("kube", 1),
     ("object", 1),
     ("outage", 0),

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod isolation;
 mod rbac;
+mod registries;
 pub(crate) use isolation::{
     parse_quantity, AllowFrom, Caps, Isolation, NetworkPolicy, PodSecurity, Quota,
 };
@@ -39,6 +40,9 @@ pub(crate) struct Config {
     pub(crate) helm: HelmSettings,
     /// Registries spoken to over plain HTTP (`host:port`), besides localhost.
     pub(crate) insecure_registries: Vec<String>,
+    /// `images.registries.REGISTRY.ca_file`: the CA each registry's certificate is checked
+    /// against, besides the common trust policy (src/net/).
+    pub(crate) registry_ca_files: BTreeMap<String, PathBuf>,
     /// `sops.binary`: whether and how files go to the `sops` binary (off by default).
     pub(crate) sops_binary: SopsBinary,
     pub(crate) repos: BTreeMap<String, Repo>,
@@ -545,6 +549,8 @@ enum RawSize {
 struct RawImages {
     #[serde(default)]
     insecure_registries: Vec<String>,
+    #[serde(default)]
+    registries: BTreeMap<String, registries::RawRegistry>,
 }
 
 #[derive(Deserialize)]
@@ -692,6 +698,7 @@ pub(crate) fn parse(
         .map(|r| file.expand(&["images", "insecure_registries"], r, env))
         .collect::<Result<_, _>>()?;
     let dir = config_dir(path);
+    let registry_ca_files = registries::ca_files(&file, &raw.images.registries, &dir, env)?;
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     check_references(&file, &dir, &repos, &names, &services)?;
     if let Some(cycle) = find_cycle(&services) {
@@ -722,6 +729,7 @@ pub(crate) fn parse(
         hosts,
         helm,
         insecure_registries,
+        registry_ca_files,
         sops_binary,
         repos,
         repo_files,
