@@ -63,3 +63,44 @@ pub(super) fn ca_files(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const BASE: &str = "name: shop\nnamespace_prefix: shop-\nttl: 2d\nurl: {service: api}\nrepos:\n  backend: {url: /srv/backend.git}\nservices:\n  api: {repo: backend, templates: [t.yaml]}\n";
+
+    fn parse(images: &str, dir: &Path) -> Result<super::super::Config, super::ConfigError> {
+        std::fs::write(dir.join("t.yaml"), "").unwrap();
+        let text = format!("{BASE}images:\n{images}");
+        super::super::parse(&text, &dir.join("sandbox.yaml"), &|_| None)
+    }
+
+    #[test]
+    fn a_registry_s_ca_file_is_relative_to_sandbox_yaml_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("corp-ca.pem"), "").unwrap();
+        let config = parse(
+            "  registries:\n    \"reg.corp.example:5000\": {ca_file: corp-ca.pem}\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.registry_ca_files["reg.corp.example:5000"],
+            dir.path().join("corp-ca.pem")
+        );
+
+        let error = parse(
+            "  registries:\n    \"reg.corp.example:5000\": {ca_file: missing.pem}\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
+        let error = parse(
+            "  registries:\n    \"reg.corp.example:5000\": {ca: x}\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+}
