@@ -75,6 +75,18 @@ pub struct Cli {
     /// your credentials.
     #[arg(long, global = true, env = "SANDBOX_SOPS_BINARY")]
     pub(crate) sops_binary: bool,
+    /// Also trust this CA certificate (PEM) on every HTTPS connection: registries, GitHub and
+    /// GitHub Enterprise, Slack, git. Added to the system store, SSL_CERT_FILE and SSL_CERT_DIR;
+    /// repeatable (SANDBOX_CA_FILE: a `:`-separated list). One registry's own CA:
+    /// `images.registries.HOST.ca_file` in sandbox.yaml.
+    #[arg(
+        long = "ca-file",
+        global = true,
+        env = "SANDBOX_CA_FILE",
+        value_delimiter = ':',
+        value_name = "FILE"
+    )]
+    pub(crate) ca_files: Vec<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -526,6 +538,18 @@ pub(crate) struct ServeArgs {
         default_value = "https://api.github.com"
     )]
     pub(crate) github_api_url: String,
+    /// Authenticate as this GitHub App (its numeric id) instead of a personal token: with
+    /// --github-app-key-file, serve buys an installation token per repository's installation.
+    #[arg(long, env = "SANDBOX_GITHUB_APP_ID", requires = "github_app_key_file")]
+    pub(crate) github_app_id: Option<String>,
+    /// The GitHub App's private key (the PEM file GitHub gives, e.g. a mounted Secret).
+    #[arg(
+        long,
+        env = "SANDBOX_GITHUB_APP_KEY_FILE",
+        requires = "github_app_id",
+        value_name = "PEM"
+    )]
+    pub(crate) github_app_key_file: Option<std::path::PathBuf>,
     /// Also keep one comment with the sandbox's URL (or failure) up to date on the pull request.
     #[arg(long)]
     pub(crate) comment: bool,

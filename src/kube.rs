@@ -9,6 +9,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Api, Client};
 
+mod plugin;
+
 /// The field manager of every server-side apply the tool makes.
 pub(crate) const FIELD_MANAGER: &str = "sandbox";
 
@@ -38,6 +40,9 @@ pub(crate) enum ClusterError {
     /// No usable kubeconfig or in-cluster configuration.
     #[error("no usable Kubernetes configuration")]
     Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The kubeconfig's credential plugin (`users[].user.exec`) failed.
+    #[error("the kubeconfig's credential plugin `{plugin}` failed: {problem}")]
+    CredentialPlugin { plugin: String, problem: String },
     /// The API server did not answer.
     #[error("the Kubernetes API server at {server} is unreachable")]
     Unreachable {
@@ -60,6 +65,9 @@ impl Hint for ClusterError {
             ClusterError::Config(_) => {
                 "set KUBECONFIG or pass --kubeconfig; for the local cluster run commands through `scripts/local-cluster exec -- sandbox …`".into()
             }
+            ClusterError::CredentialPlugin { plugin, .. } => format!(
+                "run `{plugin}` by hand to see why; log in again with the tool it belongs to (e.g. `aws sso login`, `gcloud auth login`, `kubelogin`), or choose another context with --context"
+            ),
             ClusterError::Unreachable { .. } | ClusterError::Discovery { .. } => {
                 "is the cluster running? For the local one: `scripts/local-cluster status`; check --context and KUBECONFIG".into()
             }
@@ -91,8 +99,13 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
     learn_credentials(&config.auth_info);
+    plugin::prepare(&mut config.auth_info);
     let server = config.cluster_url.to_string();
-    let direct = Client::try_from(config).map_err(|e| ClusterError::Config(e.into()))?;
+    let auth = config.auth_info.clone();
+    let direct = Client::try_from(config).map_err(|e| match plugin::failure(&auth, &e) {
+        Some((plugin, problem)) => ClusterError::CredentialPlugin { plugin, problem },
+        None => ClusterError::Config(e.into()),
+    })?;
     let default_namespace = direct.default_namespace().to_owned();
     // Every request goes through the retries that ride out a short outage of the API server;
     // each attempt is summarised for `--debug`.
@@ -104,9 +117,13 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     let version = client
         .apiserver_version()
         .await
-        .map_err(|source| ClusterError::Unreachable {
-            server: server.clone(),
-            source,
+        // An expiring token is refreshed by running the plugin again, at a request.
+        .map_err(|source| match plugin::failure(&auth, &source) {
+            Some((plugin, problem)) => ClusterError::CredentialPlugin { plugin, problem },
+            None => ClusterError::Unreachable {
+                server: server.clone(),
+                source,
+            },
         })?
         .git_version;
     let discovery = Discovery::new(client.clone())

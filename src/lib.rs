@@ -23,6 +23,7 @@ mod access;
 mod kube;
 mod lock;
 mod logging;
+mod net;
 mod object;
 mod outage;
 mod program;

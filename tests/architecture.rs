@@ -49,6 +49,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("yaml", FOUNDATIONS),
     ("table", FOUNDATIONS),
     ("text", FOUNDATIONS),
+    ("net", FOUNDATIONS),
     ("kube", FOUNDATIONS + 1),
     ("object", FOUNDATIONS + 1),
     ("progress", FOUNDATIONS + 1),

@@ -351,6 +351,7 @@ pub(super) async fn serve(app: &App, args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections,
         github_api_url: args.github_api_url,
+        github_app: args.github_app_id.zip(args.github_app_key_file),
         comment: args.comment,
         slack_webhook_url: args.slack_webhook_url,
         sets: args.sets.0,

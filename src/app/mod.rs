@@ -28,6 +28,9 @@ pub async fn run(cli: Cli) -> std::result::Result<i32, Failed> {
     if let Err(error) = init_logging(&cli) {
         return Err(Failed::of(&error.into(), &reporter));
     }
+    if let Err(error) = crate::net::trust_ca_files(cli.ca_files.clone()) {
+        return Err(Failed::of(&error.into(), &reporter));
+    }
     let app = App {
         config_path: cli.config,
         sops_binary: cli.sops_binary,

@@ -15,8 +15,8 @@ use crate::pipeline::checkout::{self, Checkout, RepoSpec, RepoTree};
 use crate::pipeline::config::{ChartFrom, ChartRef, Config, ImageSpec, Service};
 use crate::pipeline::context::{RenderContext, SandboxInfo};
 use crate::pipeline::images::{
-    self, BuildPlan, ImageInfo, ImageName, ImagesError, Mode, Platform, Registries, Resolver,
-    Wanted,
+    self, BuildPlan, ImageInfo, ImageName, ImagesError, Mode, Platform, Registries, RegistryAccess,
+    Resolver, Wanted,
 };
 use crate::pipeline::plan::{self, Plan, RenderedService};
 use crate::pipeline::render::{Manifest, Renderer, TemplateSource};
@@ -262,7 +262,13 @@ async fn resolve_images(
         return Ok(BTreeMap::new());
     }
     let env = |name: &str| std::env::var(name).ok();
-    let registries = Registries::new(&settings.config.insecure_registries, &env);
+    let access = RegistryAccess {
+        ca_files: settings.config.registry_ca_files.clone(),
+        // serve runs no credential helper unless its operator says so (README: images).
+        run_helpers: settings.made_by != record::MADE_BY_SERVE
+            || env("SANDBOX_REGISTRY_CREDENTIAL_HELPERS").as_deref() == Some("true"),
+    };
+    let registries = Registries::configured(&settings.config.insecure_registries, &access, &env)?;
     let resolver = Resolver {
         registries: &registries,
         platform,

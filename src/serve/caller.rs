@@ -78,7 +78,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     pub(crate) fn new(service: &'static Service) -> Result<Caller> {
-        let http = reqwest::Client::builder()
+        let http = crate::net::client_builder()?
             .user_agent("sandbox")
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))

@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::app_auth::{GitHubApp, TokenSource};
 use super::caller::{header, next_link, Answer, Caller, Service};
 use super::log::log;
 use super::retry::Idempotence;
@@ -36,7 +37,8 @@ const GITHUB: Service = Service {
 pub(crate) struct GitHub {
     caller: Caller,
     api: Url,
-    token: Option<String>,
+    /// The `Authorization` of every call: a fixed token, or a GitHub App's installation tokens.
+    token: TokenSource,
     /// The last answer to each listed page, by URL, with its `ETag`: asking again with
     /// `If-None-Match` costs a 304, which GitHub does not count against the rate limit.
     pages: Arc<Mutex<HashMap<String, CachedPage>>>,
@@ -157,10 +159,16 @@ impl GitHub {
         Ok(GitHub {
             caller: Caller::new(&GITHUB)?,
             api,
-            token,
+            token: TokenSource::Fixed(token),
             pages: Arc::default(),
             login: Arc::default(),
         })
+    }
+
+    /// The same client, authenticated as the GitHub App `app` (its installation tokens).
+    pub(crate) fn with_app(mut self, app: Arc<GitHubApp>) -> GitHub {
+        self.token = TokenSource::App(app);
+        self
     }
 
     /// The same client, acting as `login` (a GitHub App's installation token cannot ask
@@ -199,14 +207,14 @@ impl GitHub {
         self
     }
 
-    fn request(&self, method: &Method, url: Url) -> reqwest::RequestBuilder {
+    fn request(&self, method: &Method, url: Url, token: Option<&str>) -> reqwest::RequestBuilder {
         let mut request = self
             .caller
             .http()
             .request(method.clone(), url)
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         request
@@ -230,10 +238,11 @@ impl GitHub {
     ) -> Result<serde_json::Value> {
         let url = self.url(path, query);
         let what = format!("{method} /{path}");
+        let token = self.token.token_for(&url).await?;
         let answer = self
             .caller
             .send(&what, idempotence, || {
-                let request = self.request(&method, url.clone());
+                let request = self.request(&method, url.clone(), token.as_deref());
                 match &body {
                     Some(body) => request.json(body),
                     None => request,
@@ -269,10 +278,11 @@ impl GitHub {
         let cached = self.pages.lock().expect("not poisoned").get(&key).cloned();
         let path = url.path().to_owned();
         let what = format!("GET {path}");
+        let token = self.token.token_for(url).await?;
         let answer = self
             .caller
             .send(&what, Idempotence::Idempotent, || {
-                let request = self.request(&Method::GET, url.clone());
+                let request = self.request(&Method::GET, url.clone(), token.as_deref());
                 match &cached {
                     Some(c) => request.header("If-None-Match", &c.etag),
                     None => request,

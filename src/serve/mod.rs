@@ -33,6 +33,7 @@
 //! - [`log`]: one structured event per thing that happens, through `tracing`
 //!   ([`crate::logging`] writes it as `key=value` text or JSON, secrets scrubbed).
 
+pub(crate) mod app_auth;
 pub(crate) mod caller;
 pub(crate) mod claim;
 pub(crate) mod deployer;
@@ -87,6 +88,8 @@ pub(crate) struct ServeSettings {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_connections: std::num::NonZeroUsize,
     pub(crate) github_api_url: String,
+    /// A GitHub App's id and private key file, instead of a personal token.
+    pub(crate) github_app: Option<(String, std::path::PathBuf)>,
     pub(crate) comment: bool,
     pub(crate) slack_webhook_url: Option<String>,
     /// Overrides for every preview.
@@ -222,8 +225,9 @@ pub(crate) async fn run(
         args.ttl,
         &args.env,
     )?;
-    let github = github_client(&args, token.clone())?;
-    let reporting = reporting(&args, token.is_some(), &github)?;
+    let (github, app) = github_client(&args, token.clone())?;
+    let reports = token.is_some() || app;
+    let reporting = reporting(&args, reports, &github)?;
     let scope = scope::Scope::new(
         &config,
         &args.github_api_url,
@@ -255,7 +259,7 @@ pub(crate) async fn run(
         config,
         github,
         scope,
-        report: token.is_some(),
+        report: reports,
         every: args.resync,
         at_start: args.reconcile,
     };
@@ -274,12 +278,24 @@ pub(crate) async fn run(
     .await
 }
 
-/// The GitHub client, with the token (if any) and the login it acts as.
-fn github_client(args: &ServeSettings, token: Option<String>) -> Result<GitHub> {
+/// The GitHub client: with a personal token, or as the GitHub App of `--github-app-id`, whose
+/// installation tokens also clone over HTTPS (true: an app).
+fn github_client(args: &ServeSettings, token: Option<String>) -> Result<(GitHub, bool)> {
     // Only comments by the token's login are serve's to update (a GitHub App's token cannot
     // ask GitHub who it is: its bot's login is given).
     let login = std::env::var("SANDBOX_GITHUB_LOGIN").ok();
-    Ok(GitHub::new(&args.github_api_url, token)?.with_login(login))
+    let github = GitHub::new(&args.github_api_url, token)?.with_login(login);
+    let Some((app_id, key_file)) = &args.github_app else {
+        return Ok((github, false));
+    };
+    let app = Arc::new(app_auth::GitHubApp::new(
+        app_id,
+        key_file,
+        &args.github_api_url,
+    )?);
+    crate::pipeline::checkout::use_https_token_from(app.latest_tokens());
+    log!(Info, "github.app", app_id = app_id);
+    Ok((github.with_app(app), true))
 }
 
 /// Say where the webhook is served, for which product, and where serve reports.
@@ -334,7 +350,7 @@ fn reporting(args: &ServeSettings, has_token: bool, github: &GitHub) -> Result<R
             Warn,
             "github.disabled",
             reason =
-                "no SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN or GH_TOKEN: nothing is reported to pull requests"
+                "no SANDBOX_GITHUB_TOKEN, GITHUB_TOKEN, GH_TOKEN or --github-app-id: nothing is reported to pull requests"
         );
     }
     Ok(Reporting {

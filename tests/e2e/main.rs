@@ -12,6 +12,7 @@ mod bad_input;
 mod cache;
 mod charts;
 mod cluster;
+mod company_network;
 mod hostile_network;
 mod hostile_pods;
 mod hostile_rbac;

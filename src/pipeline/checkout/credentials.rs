@@ -59,9 +59,25 @@ pub(super) struct Credentials {
     pub(super) helpers: HelperConfig,
 }
 
+/// A token for HTTPS remotes that changes while the process runs (serve's GitHub App
+/// installation tokens), preferred over the environment's when it gives one.
+type TokenProvider = Box<dyn Fn() -> Option<String> + Send + Sync>;
+static TOKEN_PROVIDER: std::sync::OnceLock<TokenProvider> = std::sync::OnceLock::new();
+
+/// Take HTTPS tokens from `provider` from now on (set once, by serve).
+pub(crate) fn use_https_token_from(provider: impl Fn() -> Option<String> + Send + Sync + 'static) {
+    let _ = TOKEN_PROVIDER.set(Box::new(provider));
+}
+
+/// How a provided token is named among the credentials offered.
+const PROVIDED_TOKEN: &str = "the GitHub App's installation token";
+
 impl Credentials {
     pub(super) fn from_env() -> Self {
         let mut credentials = Credentials::from_vars(|var| std::env::var(var).ok());
+        if let Some(token) = TOKEN_PROVIDER.get().and_then(|provide| provide()) {
+            credentials.token = Some((PROVIDED_TOKEN, token));
+        }
         // Never shown, wherever libgit2 or a remote's answer might quote it.
         if let Some((_, token)) = &credentials.token {
             crate::logging::add_secrets([token.clone()]);

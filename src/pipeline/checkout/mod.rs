@@ -69,6 +69,7 @@ use std::sync::Arc;
 
 use git2::Repository;
 
+pub(crate) use self::credentials::use_https_token_from;
 use self::credentials::{AuthState, Credentials};
 use self::error::ErrorContext;
 pub(crate) use self::error::{CheckoutError, CheckoutErrors};

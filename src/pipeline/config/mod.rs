@@ -18,6 +18,7 @@ mod model;
 mod privilege;
 mod raw;
 mod rbac;
+mod registries;
 mod services;
 mod validate;
 
@@ -70,6 +71,7 @@ pub(crate) fn parse(
     let services = services::services(&file, raw.services, &raw.allow, raw.rbac, env)?;
     let insecure_registries = validate::insecure_registries(&file, &raw.images, env)?;
     let dir = validate::config_dir(path);
+    let registry_ca_files = registries::ca_files(&file, &raw.images.registries, &dir, env)?;
     let names = services.iter().map(|s| s.name.as_str()).collect();
     services::check_references(&file, &dir, &repos, &names, &services)?;
     services::check_no_cycle(&file, &services)?;
@@ -98,6 +100,7 @@ pub(crate) fn parse(
         hosts,
         helm,
         insecure_registries,
+        registry_ca_files,
         sops_binary,
         repos,
         repo_files,

@@ -28,6 +28,9 @@ pub(crate) struct Config {
     pub(crate) helm: HelmSettings,
     /// Registries spoken to over plain HTTP (`host:port`), besides localhost.
     pub(crate) insecure_registries: Vec<String>,
+    /// `images.registries.REGISTRY.ca_file`: the CA each registry's certificate is checked
+    /// against, besides the common trust policy (src/net/).
+    pub(crate) registry_ca_files: BTreeMap<String, PathBuf>,
     /// `sops.binary`: whether and how files go to the `sops` binary (off by default).
     pub(crate) sops_binary: SopsBinary,
     pub(crate) repos: BTreeMap<String, Repo>,

@@ -93,6 +93,8 @@ pub(super) enum RawSize {
 pub(super) struct RawImages {
     #[serde(default)]
     pub(super) insecure_registries: Vec<String>,
+    #[serde(default)]
+    pub(super) registries: BTreeMap<String, super::registries::RawRegistry>,
 }
 
 #[derive(Deserialize)]

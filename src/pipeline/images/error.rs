@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::Hint;
 
+use super::auth::HelperError;
 use super::registry::RegistryError;
 
 /// A service's image could not be found, reached or built.
@@ -120,12 +121,26 @@ fn registry_hint(source: &RegistryError) -> String {
         RegistryError::Unreachable { registry, .. } => format!(
             "is the registry at {registry} running and reachable from here? A registry that speaks plain HTTP belongs under `images.insecure_registries` in sandbox.yaml"
         ),
+        RegistryError::Untrusted { registry, certificate } => format!(
+            "trust the CA{} for this registry only with `images: {{registries: {{\"{registry}\": {{ca_file: ca.pem}}}}}}` in sandbox.yaml, or for every connection with `--ca-file ca.pem` / SANDBOX_CA_FILE, SSL_CERT_FILE or the system store; an HTTPS registry needs no `insecure_registries` for this",
+            certificate.issuer.as_ref().map(|i| format!(" that issued its certificate ({i})")).unwrap_or_default()
+        ),
+        RegistryError::Helper { source, .. } => source.hint().unwrap_or_default(),
         RegistryError::AuthRequired { registry, .. } | RegistryError::Denied { registry, .. } => format!(
-            "log in to {registry} (`skopeo login {registry}`, `buildah login` or `docker login` write the credentials to the files sandbox reads: REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json)"
+            "log in to {registry} (`skopeo login {registry}`, `podman login`, `buildah login` or `docker login` write the credentials where sandbox reads them: REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json, with their credHelpers/credsStore)"
         ),
         RegistryError::Unexpected { .. } => "the registry's answer is above".into(),
         RegistryError::NoPlatform { .. } => {
             "publish the image for the nodes' platform too (a multi-platform build), or run the sandbox on nodes of a platform it has".into()
         }
+    }
+}
+
+impl Hint for HelperError {
+    fn hint(&self) -> Option<String> {
+        Some(format!(
+            "run it by hand (`echo {} | {} get`) to see why; log in again with the tool it belongs to (e.g. `aws ecr get-login-password`, `gcloud auth configure-docker`), or remove it from credHelpers/credsStore",
+            self.registry, self.program
+        ))
     }
 }

@@ -9,7 +9,7 @@
 //! ask registries: `image.ref` is `REPOSITORY:TAG`.
 //!
 //! Files: `reference.rs` (names), `registry.rs` (the distribution API and its auth), `auth.rs`
-//! (credentials files), `build.rs` (buildah), `error.rs`.
+//! (credentials files and helpers), `build.rs` (buildah), `error.rs`.
 
 mod auth;
 mod build;
@@ -25,9 +25,10 @@ use serde::Serialize;
 
 use crate::progress::Reporter;
 
+pub(crate) use auth::HelperError;
 pub(crate) use error::ImagesError;
 pub(crate) use reference::ImageName;
-pub(crate) use registry::{Platform, Registries, RegistryError};
+pub(crate) use registry::{Platform, Registries, RegistryAccess, RegistryError};
 
 use build::{BuildFailure, BuildJob};
 

@@ -2,7 +2,7 @@
 //! digest, `GET` of an index to choose the node's platform, and the two auth schemes registries
 //! answer 401 with: `Bearer` (a token from the realm, anonymous or with credentials) and `Basic`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,8 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::auth::{self, Credentials};
+use super::auth::{self, AuthSources, Credentials, HelperError};
 use super::reference::ImageName;
+use crate::net::UntrustedCertificate;
 
 const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -63,6 +64,18 @@ pub(crate) enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// Its certificate is not one the trust policy vouches for (src/net/).
+    #[error("the registry {registry} cannot be reached safely: {certificate}")]
+    Untrusted {
+        registry: String,
+        certificate: UntrustedCertificate,
+    },
+    #[error("the registry {registry}'s credentials could not be obtained")]
+    Helper {
+        registry: String,
+        #[source]
+        source: HelperError,
+    },
     #[error("the registry {registry} requires credentials for {path}, and none are configured")]
     AuthRequired { registry: String, path: String },
     #[error("the registry {registry} refused the credentials for {path} ({status})")]
@@ -86,11 +99,22 @@ pub(crate) enum RegistryError {
     },
 }
 
+/// How registries are reached beyond the defaults: sandbox.yaml's per-registry CA files and
+/// whether credential helpers may run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RegistryAccess {
+    /// `images.registries.HOST[:PORT].ca_file`, by registry.
+    pub(crate) ca_files: BTreeMap<String, PathBuf>,
+    pub(crate) run_helpers: bool,
+}
+
 /// A client for any number of registries, with the tokens it obtained.
 pub(crate) struct Registries {
     http: reqwest::Client,
     insecure: Vec<String>,
-    auth_files: Vec<PathBuf>,
+    auth: AuthSources,
+    /// Each registry's credentials, looked up (helpers run) once per run.
+    credentials: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
     /// `Authorization` header values by `registry/path`, reused within a run.
     authorizations: Mutex<HashMap<String, String>>,
 }
@@ -120,18 +144,60 @@ struct TokenAnswer {
 }
 
 impl Registries {
+    /// Registries with the defaults: the common trust policy, credential helpers allowed.
+    #[cfg(test)]
     pub(crate) fn new(insecure: &[String], env: &dyn Fn(&str) -> Option<String>) -> Registries {
-        let http = reqwest::Client::builder()
+        let access = RegistryAccess {
+            run_helpers: true,
+            ..RegistryAccess::default()
+        };
+        Registries::configured(insecure, &access, env).expect("no CA file to read")
+    }
+
+    /// Registries trusting, besides the common policy, each registry's own CA file (for that
+    /// host only).
+    pub(crate) fn configured(
+        insecure: &[String],
+        access: &RegistryAccess,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Registries, crate::net::CaFileError> {
+        let mut per_host: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for (registry, file) in &access.ca_files {
+            let host = crate::net::host_of(registry).to_owned();
+            per_host.entry(host).or_default().push(file.clone());
+        }
+        let http = crate::net::client_builder_for(&per_host)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
             .expect("a TLS backend is compiled in");
-        Registries {
+        Ok(Registries {
             http,
             insecure: insecure.to_vec(),
-            auth_files: auth::auth_files(env),
+            auth: AuthSources {
+                files: auth::auth_files(env),
+                run_helpers: access.run_helpers,
+                path: env("PATH"),
+            },
+            credentials: tokio::sync::Mutex::default(),
             authorizations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `registry`'s credentials, from the auth files or a helper (asked once per run).
+    async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+        let mut known = self.credentials.lock().await;
+        if let Some(found) = known.get(registry) {
+            return Ok(found.clone());
         }
+        let found = auth::credentials_for(registry, &self.auth)
+            .await
+            .map_err(|source| RegistryError::Helper {
+                registry: registry.to_owned(),
+                source,
+            })?;
+        known.insert(registry.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// The digest `name:reference` has for `platform`, or None when the registry has no such
@@ -251,8 +317,7 @@ impl Registries {
             s if s.is_success() => Ok(Some((headers, body))),
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                let has_credentials =
-                    auth::credentials_for(&name.registry, &self.auth_files).is_some();
+                let has_credentials = self.credentials(&name.registry).await?.is_some();
                 Err(refusal(name, has_credentials, status))
             }
             _ => Err(RegistryError::Unexpected {
@@ -281,7 +346,7 @@ impl Registries {
 
     /// The `Authorization` header a 401's challenge asks for.
     async fn authorize(&self, challenge: &str, name: &ImageName) -> Result<String, RegistryError> {
-        let credentials = auth::credentials_for(&name.registry, &self.auth_files);
+        let credentials = self.credentials(&name.registry).await?;
         let refused = |status| refusal(name, credentials.is_some(), status);
         let (scheme, params) = parse_challenge(challenge);
         if scheme.eq_ignore_ascii_case("basic") {
@@ -339,15 +404,21 @@ fn refusal(name: &ImageName, has_credentials: bool, status: StatusCode) -> Regis
     }
 }
 
-/// `url` of `name`'s registry did not answer.
+/// `url` of `name`'s registry did not answer, or its certificate is not trusted.
 fn unreachable<'a>(
     name: &'a ImageName,
     url: &'a str,
 ) -> impl FnOnce(reqwest::Error) -> RegistryError + 'a {
-    move |source| RegistryError::Unreachable {
-        registry: name.registry.clone(),
-        url: url.to_owned(),
-        source,
+    move |source| match crate::net::untrusted(&source) {
+        Some(certificate) => RegistryError::Untrusted {
+            registry: name.registry.clone(),
+            certificate,
+        },
+        None => RegistryError::Unreachable {
+            registry: name.registry.clone(),
+            url: url.to_owned(),
+            source,
+        },
     }
 }
 

@@ -113,6 +113,8 @@ struct Recorded {
     base: String,
     /// The login the token acts as (`GET /user`, and the author of the comments it writes).
     identity: String,
+    /// When set, serve must authenticate as this GitHub App (see the block at the end).
+    app: Option<FakeApp>,
 }
 
 pub struct FakeGitHub {
@@ -348,6 +350,12 @@ fn handle(
         at: SystemTime::now(),
         status: 0,
     });
+    if s.app.is_some() {
+        if let Some(response) = app_answer(&mut s, &method, uri.path(), header("authorization")) {
+            s.calls.last_mut().unwrap().status = response.status().as_u16();
+            return response;
+        }
+    }
     let key = (method.to_string(), uri.path().to_owned());
     let canned = s
         .canned
@@ -576,4 +584,150 @@ fn answer(
         }
         _ => not_found(),
     }
+}
+
+// --- A GitHub App (issue 26) ----------------------------------------------------------------
+// With `enable_app`, the stand-in answers the app endpoints as GitHub does: the JWT's RS256
+// signature is checked with the app's public key (and its `iss`, `iat`, `exp`), installation
+// tokens are issued with a short expiry, and every other call must carry a live one.
+
+/// The app serve must authenticate as.
+struct FakeApp {
+    app_id: String,
+    /// PKCS#1 `RSAPublicKey` DER (`openssl rsa -RSAPublicKey_out -outform DER`).
+    public_key: Vec<u8>,
+    lifetime: std::time::Duration,
+    installation: u64,
+    /// Every token issued, with its expiry.
+    issued: Vec<(String, SystemTime)>,
+}
+
+/// The installation id the stand-in's app has on every repository.
+pub const APP_INSTALLATION: u64 = 77;
+
+impl FakeGitHub {
+    /// From now on, only GitHub App `app_id` (its key's public half, `public_key`) gets in;
+    /// installation tokens expire after `lifetime`.
+    pub fn enable_app(
+        &self,
+        app_id: &str,
+        public_key: Vec<u8>,
+        lifetime: std::time::Duration,
+    ) {
+        self.state.lock().unwrap().app = Some(FakeApp {
+            app_id: app_id.to_owned(),
+            public_key,
+            lifetime,
+            installation: APP_INSTALLATION,
+            issued: Vec::new(),
+        });
+    }
+
+    /// The installation tokens issued so far, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.app
+            .iter()
+            .flat_map(|a| a.issued.iter().map(|(t, _)| t.clone()))
+            .collect()
+    }
+}
+
+/// The app endpoints' answers; for any other call, a 401 unless it carries a live installation
+/// token (None: answer it as usual).
+fn app_answer(
+    s: &mut Recorded,
+    method: &Method,
+    path: &str,
+    authorization: Option<String>,
+) -> Option<Response> {
+    let app = s.app.as_mut().expect("app mode");
+    let bearer = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let unauthorized =
+        |why: &str| (StatusCode::UNAUTHORIZED, Json(json!({"message": why}))).into_response();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let as_app = segments.first() == Some(&"app")
+        || matches!(segments.as_slice(), ["repos", _, _, "installation"]);
+    if !as_app {
+        let now = SystemTime::now();
+        let live = app
+            .issued
+            .iter()
+            .any(|(t, expires)| *t == bearer && *expires > now);
+        return (!live).then(|| unauthorized("Bad credentials: not a live installation token"));
+    }
+    if let Err(why) = check_jwt(&bearer, &app.app_id, &app.public_key) {
+        return Some(unauthorized(&format!(
+            "A JSON web token could not be decoded: {why}"
+        )));
+    }
+    let created = |v: Value| (StatusCode::CREATED, Json(v)).into_response();
+    Some(match (method.as_str(), segments.as_slice()) {
+        ("GET", ["repos", _, _, "installation"]) => {
+            Json(json!({"id": app.installation, "app_id": app.app_id})).into_response()
+        }
+        ("POST", ["app", "installations", id, "access_tokens"])
+            if *id == app.installation.to_string() =>
+        {
+            let token = format!("ghs_fake{:04}", app.issued.len() + 1);
+            let expires = SystemTime::now() + app.lifetime;
+            let seconds = expires
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            app.issued.push((token.clone(), expires));
+            let expires_at = jiff::Timestamp::from_second(seconds as i64)
+                .unwrap()
+                .to_string();
+            created(json!({"token": token, "expires_at": expires_at}))
+        }
+        _ => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+    })
+}
+
+/// A JWT signed RS256 by the app's key, issued by `app_id`, valid now and for at most 10 min.
+fn check_jwt(jwt: &str, app_id: &str, public_key: &[u8]) -> Result<(), String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("not three parts".into());
+    };
+    let signature = b64.decode(signature).map_err(|e| e.to_string())?;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(format!("{header}.{claims}").as_bytes(), &signature)
+    .map_err(|_| "the signature is not the app key's".to_owned())?;
+    let header: Value = serde_json::from_slice(&b64.decode(header).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let claims: Value = serde_json::from_slice(&b64.decode(claims).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap_or(i64::MAX),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    let iss = claims["iss"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| claims["iss"].to_string());
+    if iss != app_id {
+        return Err(format!("iss {iss} is not the app"));
+    }
+    if iat > now + 1 || exp <= now || exp - iat > 600 {
+        return Err(format!("iat {iat} / exp {exp} do not hold now ({now})"));
+    }
+    Ok(())
 }
