@@ -16,7 +16,7 @@ use super::serve_support::{
     wait_for_status, wait_for_success, wait_until, wait_until_exists, wait_until_gone,
     ServeFixture,
 };
-use crate::support::{cluster, TestNamespace};
+use crate::support::{cluster, run_ok, TestNamespace};
 
 /// Every recorded preview state in `namespace`, by branch.
 async fn states(client: &Client, namespace: &str) -> Vec<Value> {
@@ -184,6 +184,9 @@ async fn serve_replicas_take_each_delivery_once_and_lose_nothing_in_a_burst() {
         return;
     };
     let fx = ServeFixture::new(&client, "serve-ha").await;
+    // The burst's branches exist in no repository: their sandboxes run every repository's
+    // default branch, whose images CI would have published too (serve never builds).
+    run_ok(&mut fx.product.sandbox(&["images", "--branch", "main"]));
     let (github, state) = (&fx.github, &fx.state);
     const PRS: u64 = 20;
     const OPEN: u64 = 3;

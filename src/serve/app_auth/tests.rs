@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::serve::fake_github::{FakeGitHub, APP_INSTALLATION};
+use sandbox_test_support::fake_github::{FakeGitHub, APP_INSTALLATION};
 use crate::serve::github::GitHub;
 
 /// An RSA key as GitHub gives an app's (PKCS#1 PEM), and its public half as PKCS#1 DER.
