@@ -87,13 +87,25 @@ fn the_chart_lints_and_carries_cargos_version() {
     if !helm_available("helm lint") {
         return;
     }
-    stdout_of(Command::new("helm").arg("lint").arg(root().join("deploy/chart")));
+    stdout_of(
+        Command::new("helm")
+            .arg("lint")
+            .arg(root().join("deploy/chart")),
+    );
     let chart: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root().join("deploy/chart/Chart.yaml")).unwrap(),
     )
     .unwrap();
-    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"), "Chart.yaml version");
-    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion");
+    assert_eq!(
+        chart["version"],
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml version"
+    );
+    assert_eq!(
+        chart["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml appVersion"
+    );
 }
 
 #[test]
@@ -114,8 +126,8 @@ fn the_charts_reaper_is_what_reaper_manifests_prints() {
     );
     assert_eq!(ours["rules"], theirs["rules"], "the reaper's rights");
     let job = |docs: &[Value], name: &str| {
-        find(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-            ["containers"][0]["args"]
+        find(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            [0]["args"]
             .clone()
     };
     assert_eq!(
@@ -142,7 +154,10 @@ fn every_pod_of_the_chart_runs_locked_down() {
     for pod in pods {
         let security = &pod["securityContext"];
         assert_eq!(security["runAsNonRoot"], true, "{pod}");
-        assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault", "{pod}");
+        assert_eq!(
+            security["seccompProfile"]["type"], "RuntimeDefault",
+            "{pod}"
+        );
         for container in pod["containers"].as_array().unwrap() {
             let security = &container["securityContext"];
             assert_eq!(security["readOnlyRootFilesystem"], true, "{container}");
@@ -160,9 +175,14 @@ fn the_license_files_are_those_the_license_field_names() {
     assert!(manifest.contains("\nlicense = \"MIT OR Apache-2.0\"\n"));
     let text = |file: &str| std::fs::read_to_string(root().join(file)).unwrap();
     assert!(text("LICENSE-MIT").starts_with("MIT License"));
-    assert!(text("LICENSE-APACHE").contains("Apache License\n                           Version 2.0"));
+    assert!(
+        text("LICENSE-APACHE").contains("Apache License\n                           Version 2.0")
+    );
     let changelog = text("CHANGELOG.md");
     let entry = format!("\n## [{}] - ", env!("CARGO_PKG_VERSION"));
-    assert!(changelog.contains(&entry), "CHANGELOG.md has no entry {entry:?}");
+    assert!(
+        changelog.contains(&entry),
+        "CHANGELOG.md has no entry {entry:?}"
+    );
     assert!(Path::new(&root().join("Containerfile")).is_file());
 }

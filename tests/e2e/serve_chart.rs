@@ -23,8 +23,8 @@ use sha2::{Digest as _, Sha256};
 use super::serve::{node_ip, GitDaemon};
 use super::serve_support::fake_github::FakeGitHub;
 use super::serve_support::{
-    accepted, assert_api_built_from, deliver, pull_request, reached, succeeded, success_url,
-    deployments_for, REPO, SECRET, TOKEN,
+    accepted, assert_api_built_from, deliver, deployments_for, pull_request, reached, succeeded,
+    success_url, REPO, SECRET, TOKEN,
 };
 use crate::support::{cluster, root, run_ok, Product, TestNamespace};
 
@@ -90,8 +90,7 @@ async fn serve_chart_installs_serves_a_preview_and_upgrades_without_losing_work(
     serve
         .reported(&github, &sha1, Duration::from_secs(240))
         .await;
-    let id = deployments_for(&github, &sha1)[0];
-    assert_api_built_from(&success_url(&github, id), &sha1);
+    assert_api_built_from(&preview_url(&github, &sha1), &sha1);
     let first_preview = started.elapsed();
 
     // A push, accepted, and at once `helm upgrade` with a changed value: the pods roll (a new
@@ -124,8 +123,7 @@ async fn serve_chart_installs_serves_a_preview_and_upgrades_without_losing_work(
     serve
         .reported(&github, &sha2, Duration::from_secs(240))
         .await;
-    let id = deployments_for(&github, &sha2)[0];
-    assert_api_built_from(&success_url(&github, id), &sha2);
+    assert_api_built_from(&preview_url(&github, &sha2), &sha2);
 
     let log = serve.log().await;
     for secret in [SECRET, TOKEN] {
@@ -141,6 +139,17 @@ async fn serve_chart_installs_serves_a_preview_and_upgrades_without_losing_work(
         first_preview.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The URL of `sha`'s successful deployment (the start-up resync may have made an earlier one,
+/// which the webhook's superseded).
+fn preview_url(github: &FakeGitHub, sha: &str) -> String {
+    let ids = deployments_for(github, sha);
+    let id = ids
+        .iter()
+        .find(|id| github.states_of(**id).iter().any(|s| s == "success"))
+        .unwrap_or_else(|| panic!("no successful deployment of {sha}:\n{}", github.dump()));
+    success_url(github, *id)
 }
 
 /// The tool's image of the binary under test, pushed to the cluster's registry by
@@ -162,12 +171,20 @@ fn tool_image() -> String {
         .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
         .arg(format!("docker://{REGISTRY}/sandbox:{tag}"))
         .output();
-    if let Ok(out) = pushed.filter(|o| o.status.success()) {
+    if let Some(out) = pushed.ok().filter(|o| o.status.success()) {
         let digest = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         return format!("{REGISTRY}/sandbox@{digest}");
     }
     let out = Command::new(root().join("scripts/release"))
-        .args(["image", "--binary", binary, "--registry", REGISTRY, "--tag", &tag])
+        .args([
+            "image",
+            "--binary",
+            binary,
+            "--registry",
+            REGISTRY,
+            "--tag",
+            &tag,
+        ])
         .output()
         .expect("scripts/release runs");
     assert!(
@@ -305,9 +322,14 @@ impl ChartPods {
             .items
     }
 
+    /// The pods serving now: those not terminating (an old replica may still be finishing or
+    /// handing back its work).
     async fn pod_names(&self) -> Vec<String> {
         let pods = self.serve_pods().await;
-        pods.into_iter().filter_map(|p| p.metadata.name).collect()
+        pods.into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect()
     }
 
     /// Every serve pod's container statuses and log.
@@ -330,22 +352,27 @@ impl ChartPods {
     /// no old pod left.
     async fn rolled_out(&self, revision: u32, limit: Duration) {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.system);
-        let done = kube::runtime::wait::await_condition(deployments, RELEASE, move |d: Option<&Deployment>| {
-            let Some(d) = d else { return false };
-            let at_revision = d
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                .is_some_and(|r| *r == revision.to_string());
-            let observed = d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation;
-            let status = d.status.clone().unwrap_or_default();
-            at_revision
-                && observed
-                && status.updated_replicas == Some(2)
-                && status.ready_replicas == Some(2)
-                && status.replicas == Some(2)
-        });
+        let done = kube::runtime::wait::await_condition(
+            deployments,
+            RELEASE,
+            move |d: Option<&Deployment>| {
+                let Some(d) = d else { return false };
+                let at_revision = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    .is_some_and(|r| *r == revision.to_string());
+                let observed =
+                    d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation;
+                let status = d.status.clone().unwrap_or_default();
+                at_revision
+                    && observed
+                    && status.updated_replicas == Some(2)
+                    && status.ready_replicas == Some(2)
+                    && status.replicas == Some(2)
+            },
+        );
         if tokio::time::timeout(limit, done).await.is_err() {
             panic!(
                 "revision {revision} of the serve Deployment did not roll out within {limit:?}:\n{}",
