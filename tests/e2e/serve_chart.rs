@@ -113,6 +113,10 @@ async fn serve_chart_installs_serves_a_preview_and_upgrades_without_losing_work(
     );
     settings["serve"]["concurrency"] = 3.into();
     std::fs::write(&values, settings.to_string()).unwrap();
+    assert!(
+        !succeeded(&github, &sha2),
+        "the push was deployed before the upgrade began: nothing was pending"
+    );
     release.upgrade(&chart, &values);
     serve.rolled_out(2, Duration::from_secs(180)).await;
     let after = serve.pod_names().await;
