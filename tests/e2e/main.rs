@@ -25,6 +25,7 @@ mod lifecycle;
 mod lock;
 mod outage;
 mod serve;
+mod serve_chart;
 mod serve_ha;
 mod serve_support;
 mod up;

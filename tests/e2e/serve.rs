@@ -486,7 +486,7 @@ async fn serve_shows_its_previews_on_the_status_page_in_chromium() {
 }
 
 /// The node's address: what a pod reaches this machine's network namespace at.
-async fn node_ip(client: &Client) -> String {
+pub(super) async fn node_ip(client: &Client) -> String {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .list(&ListParams::default())
@@ -510,15 +510,15 @@ fn git_daemon_path() -> std::path::PathBuf {
 }
 
 /// `git daemon` serving the product's repositories over git:// (to pods), stopped on drop.
-struct GitDaemon {
+pub(super) struct GitDaemon {
     child: Child,
     /// `git://IP:PORT`: a repository's URL is this and its name.
-    url: String,
+    pub(super) url: String,
 }
 
 impl GitDaemon {
     /// Serving the repositories in `repos` on `ip`, at a free port; listening once started.
-    fn start(ip: &str, repos: &std::path::Path) -> GitDaemon {
+    pub(super) fn start(ip: &str, repos: &std::path::Path) -> GitDaemon {
         let port = free_port(ip);
         let daemon = GitDaemon {
             // git-daemon itself, not the `git daemon` wrapper: killing the wrapper would leave
@@ -577,8 +577,12 @@ fn serve_manifests(system: &str, github_url: &str, git_url: &str) -> String {
         )
         .replace("https://api.github.com", github_url)
         .replace("https://github.com/octo-org", git_url)
-        .replace("--shutdown-grace=300s", "--shutdown-grace=20s");
+        .replace("--shutdown-grace=300s", "--shutdown-grace=20s")
+        // The chart's reaper would reap every product's expired sandboxes in this shared
+        // cluster: its CronJob is made, and never runs.
+        .replace("  suspend: false\n", "  suspend: true\n");
     for expected in [
+        "  suspend: true\n",
         "kind: ClusterRole\n",
         "kind: Deployment\n",
         "kind: Service\n",
@@ -637,7 +641,7 @@ async fn create_serve_inputs(client: &Client, system: &str, product: &Product) {
 }
 
 /// `manifests` as this cluster takes them: before Kubernetes 1.21 it serves
-/// PodDisruptionBudgets as policy/v1beta1 only.
+/// PodDisruptionBudgets as policy/v1beta1 and CronJobs as batch/v1beta1 only.
 async fn for_this_cluster(client: &Client, manifests: String) -> String {
     let policy_v1 = kube::Discovery::new(client.clone())
         .filter(&["policy"])
@@ -653,7 +657,12 @@ async fn for_this_cluster(client: &Client, manifests: String) -> String {
     if policy_v1 {
         manifests
     } else {
-        manifests.replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+        manifests
+            .replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n")
+            .replace(
+                "apiVersion: batch/v1\nkind: CronJob\n",
+                "apiVersion: batch/v1beta1\nkind: CronJob\n",
+            )
     }
 }
 
@@ -699,6 +708,13 @@ impl ServePods {
             .await;
         let _ = bindings
             .delete("e2e-serve-pod", &DeleteParams::default())
+            .await;
+        // The chart's reaper.
+        let _ = roles
+            .delete("e2e-serve-pod-reaper", &DeleteParams::default())
+            .await;
+        let _ = bindings
+            .delete("e2e-serve-pod-reaper", &DeleteParams::default())
             .await;
     }
 
