@@ -223,4 +223,6 @@ pub(crate) fn untrusted(error: &(dyn std::error::Error + 'static)) -> Option<Unt
 }
 
 #[cfg(test)]
+pub(crate) mod pki;
+#[cfg(test)]
 mod tests;

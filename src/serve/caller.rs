@@ -133,7 +133,7 @@ impl Caller {
             match retry::decide(&self.retry, n, limited, idempotence, &attempt, now) {
                 Decision::Done => {
                     return result
-                        .map_err(|e| e.without_url())
+                        .map_err(failure)
                         .with_context(|| format!("could not reach {} for {what}", service.name))
                 }
                 Decision::RateLimitedTooLong { wait } => {
@@ -217,6 +217,16 @@ impl Caller {
     }
 }
 
+/// A call's last failure, without its URL (Slack's is a secret); an untrusted certificate as
+/// such, so that the error names the host and its issuer and the hint says how to trust its CA.
+fn failure(error: reqwest::Error) -> anyhow::Error {
+    let error = error.without_url();
+    match crate::net::untrusted(&error) {
+        Some(certificate) => anyhow::Error::new(certificate),
+        None => anyhow::Error::new(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,4 +247,63 @@ mod tests {
         );
         assert_eq!(next_link(&h), None);
     }
+
+    /// A server whose certificate no trusted CA issued: the call fails naming the host and the
+    /// issuer, and the hint says how to trust its CA (GitHub Enterprise behind a company CA).
+    #[tokio::test]
+    async fn an_untrusted_certificate_names_the_host_and_its_issuer_and_says_how_to_trust_it() {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = tempfile::tempdir().unwrap();
+        let (_, leaf, key) = crate::net::pki::make_pki(dir.path(), "localhost");
+        let chain = vec![CertificateDer::from_pem_file(&leaf).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = std::sync::Arc::new(config);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let _ = std::io::Read::read(&mut tls, &mut [0; 64]);
+            }
+        });
+        let caller = Caller::new(&SERVICE).unwrap();
+        let url = format!("https://localhost:{port}/repos/o/r");
+        let error = caller
+            .send("GET /repos/o/r", Idempotence::Idempotent, || {
+                caller.http().get(&url)
+            })
+            .await
+            .err()
+            .expect("the certificate is not trusted");
+        let untrusted = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<crate::net::UntrustedCertificate>())
+            .unwrap_or_else(|| panic!("no UntrustedCertificate in {error:#}"));
+        assert_eq!(untrusted.host, "localhost");
+        let shown = format!("{error:#}");
+        assert!(shown.contains("Test Corp Root CA"), "{shown}");
+        assert!(
+            !shown.contains(&port.to_string()),
+            "no URL in errors: {shown}"
+        );
+        let hint = crate::error::Hint::hint(untrusted).unwrap();
+        assert!(hint.contains("--ca-file"), "{hint}");
+    }
+
+    const SERVICE: Service = Service {
+        name: "GitHub",
+        retry_event: "github.retry",
+        rate_limited_event: "github.rate_limited",
+        count_failure: |_| {},
+        shared_rate_limit: true,
+    };
 }
