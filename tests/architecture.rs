@@ -414,3 +414,19 @@ fn test_module_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
     }
     test_only
 }
+
+/// A module that outgrows one file becomes a folder (`x/mod.rs`), never `x.rs` beside an `x/`
+/// of its children: one place to look for a module (README: "Contributing").
+#[test]
+fn a_module_is_a_file_or_a_folder_not_both() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let both: Vec<String> = files
+        .iter()
+        .filter(|f| f.with_extension("").is_dir())
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(both.is_empty(), "x.rs beside a folder x/: {both:?}");
+}
+
