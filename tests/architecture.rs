@@ -429,4 +429,3 @@ fn a_module_is_a_file_or_a_folder_not_both() {
         .collect();
     assert!(both.is_empty(), "x.rs beside a folder x/: {both:?}");
 }
-
