@@ -39,6 +39,7 @@ mod examples {
     pub(super) const REAPER_MANIFESTS: &str = "Examples:\n  sandbox reaper-manifests --image registry.example.com/sandbox:0.1.0 | kubectl apply -f -";
     pub(super) const COMPLETIONS: &str = "Examples:\n  sandbox completions bash > /etc/bash_completion.d/sandbox\n  sandbox completions zsh > \"${fpath[1]}/_sandbox\"";
     pub(super) const MAN: &str = "Examples:\n  sandbox man | man -l -                        # read it now\n  sandbox man --dir /usr/local/share/man/man1   # install one page per command";
+    pub(super) const SCHEMA: &str = "Examples:\n  sandbox schema > sandbox.schema.json   # for editors: `# yaml-language-server: $schema=sandbox.schema.json`\n  sandbox schema --markdown              # the field reference (docs/reference/sandbox-yaml.md)";
     pub(super) const SERVE: &str = "Examples:\n  sandbox serve --listen 0.0.0.0:8080 --resync 5m --concurrency 4\n  SANDBOX_GITHUB_TOKEN=… sandbox serve --webhook-secret-file /run/secrets/webhook";
 }
 
@@ -142,6 +143,9 @@ pub(crate) enum Command {
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     #[command(after_help = examples::REAPER_MANIFESTS)]
     ReaperManifests(ReaperArgs),
+    /// Print the JSON Schema of sandbox.yaml (for editors and CI), or its field reference.
+    #[command(after_help = examples::SCHEMA)]
+    Schema(SchemaArgs),
     /// Manage the local cache of repository mirrors and checked-out trees.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -242,6 +246,13 @@ pub(crate) struct ValidateArgs {
     pub(crate) branch: BranchArg,
     #[command(flatten)]
     pub(crate) sets: SetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// The field reference in Markdown instead (docs/reference/sandbox-yaml.md).
+    #[arg(long)]
+    pub(crate) markdown: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use super::{print, App};
 use crate::cli::{
     CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, ObjectsOutput,
-    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, SleepArgs, StatusArgs,
-    TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
+    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, SchemaArgs, ServeArgs, SleepArgs,
+    StatusArgs, TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
 };
 use crate::ops::down::{AskedBy, DownOptions, DownRequest, Downed};
 use crate::ops::inspect::{LogOptions, SandboxOf};
@@ -320,6 +320,17 @@ pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> 
 pub(super) fn completions(args: CompletionsArgs) -> Result<()> {
     let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
     clap_complete::generate(args.shell, &mut command, "sandbox", &mut std::io::stdout());
+    Ok(())
+}
+
+/// The JSON Schema of sandbox.yaml, or the reference rendered from it.
+pub(super) fn schema(args: SchemaArgs) -> Result<()> {
+    let schema = ops::schema::json_schema();
+    if args.markdown {
+        print!("{}", ops::schema::markdown(&schema));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+    }
     Ok(())
 }
 

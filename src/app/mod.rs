@@ -92,6 +92,7 @@ async fn dispatch(app: &App, command: Command) -> Result<i32> {
         Command::Cache(CacheCommand::Prune(args)) => commands::cache_prune(app, args).await,
         Command::Completions(args) => commands::completions(args),
         Command::Man(args) => commands::man(args),
+        Command::Schema(args) => commands::schema(args),
         Command::Serve(args) => commands::serve(app, *args).await,
     };
     done.map(|()| crate::error::EXIT_OK)

@@ -17,6 +17,7 @@
 //! | `list`, `status`, `logs` | [`inspect`] |
 //! | `reap`, `down --all-expired`, `reaper-manifests` | [`reap`] |
 //! | `cache prune` | [`cache`] |
+//! | `schema`, `schema --markdown` | [`schema`] |
 //!
 //! Below this layer, the pipeline's stages and their connector (`crate::pipeline`), whose
 //! `prepare` is the one sequence of stages 2–5 every rendering operation goes through.
@@ -29,6 +30,7 @@ pub(crate) mod images;
 pub(crate) mod inspect;
 pub(crate) mod reap;
 pub(crate) mod render;
+pub(crate) mod schema;
 pub(crate) mod sleep;
 pub(crate) mod up;
 pub(crate) mod validate;

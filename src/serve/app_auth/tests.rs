@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use sandbox_test_support::fake_github::{FakeGitHub, APP_INSTALLATION};
 use crate::serve::github::GitHub;
+use sandbox_test_support::fake_github::{FakeGitHub, APP_INSTALLATION};
 
 /// An RSA key as GitHub gives an app's (PKCS#1 PEM), and its public half as PKCS#1 DER.
 fn app_key(dir: &Path, name: &str) -> (std::path::PathBuf, Vec<u8>) {

@@ -608,12 +608,7 @@ pub const APP_INSTALLATION: u64 = 77;
 impl FakeGitHub {
     /// From now on, only GitHub App `app_id` (its key's public half, `public_key`) gets in;
     /// installation tokens expire after `lifetime`.
-    pub fn enable_app(
-        &self,
-        app_id: &str,
-        public_key: Vec<u8>,
-        lifetime: std::time::Duration,
-    ) {
+    pub fn enable_app(&self, app_id: &str, public_key: Vec<u8>, lifetime: std::time::Duration) {
         self.state.lock().unwrap().app = Some(FakeApp {
             app_id: app_id.to_owned(),
             public_key,
