@@ -39,6 +39,7 @@ mod examples {
     pub(super) const REAPER_MANIFESTS: &str = "Examples:\n  sandbox reaper-manifests --image registry.example.com/sandbox:0.1.0 | kubectl apply -f -";
     pub(super) const COMPLETIONS: &str = "Examples:\n  sandbox completions bash > /etc/bash_completion.d/sandbox\n  sandbox completions zsh > \"${fpath[1]}/_sandbox\"";
     pub(super) const MAN: &str = "Examples:\n  sandbox man | man -l -                        # read it now\n  sandbox man --dir /usr/local/share/man/man1   # install one page per command";
+    pub(super) const INIT: &str = "Examples:\n  sandbox init                                   # the git repository here\n  sandbox init --repo api=https://git.example.com/shop/api.git --repo web=../web   # several\n  sandbox init --registry registry.example.com/shop && sandbox validate";
     pub(super) const SCHEMA: &str = "Examples:\n  sandbox schema > sandbox.schema.json   # for editors: `# yaml-language-server: $schema=sandbox.schema.json`\n  sandbox schema --markdown              # the field reference (docs/reference/sandbox-yaml.md)";
     pub(super) const SERVE: &str = "Examples:\n  sandbox serve --listen 0.0.0.0:8080 --resync 5m --concurrency 4\n  SANDBOX_GITHUB_TOKEN=… sandbox serve --webhook-secret-file /run/secrets/webhook";
 }
@@ -143,6 +144,10 @@ pub(crate) enum Command {
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     #[command(after_help = examples::REAPER_MANIFESTS)]
     ReaperManifests(ReaperArgs),
+    /// Write a first sandbox.yaml (and its schema) from the charts, Containerfiles and
+    /// Kubernetes manifests in the product's repositories; never overwrites a file.
+    #[command(after_help = examples::INIT)]
+    Init(InitArgs),
     /// Print the JSON Schema of sandbox.yaml (for editors and CI), or its field reference.
     #[command(after_help = examples::SCHEMA)]
     Schema(SchemaArgs),
@@ -246,6 +251,39 @@ pub(crate) struct ValidateArgs {
     pub(crate) branch: BranchArg,
     #[command(flatten)]
     pub(crate) sets: SetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Where to write sandbox.yaml.
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// A repository of the product (a URL or a path), repeatable; default: the git repository
+    /// DIR is in.
+    #[arg(long = "repo", value_name = "NAME=URL", value_parser = parse_repo)]
+    pub(crate) repos: Vec<(String, String)>,
+    /// The branch to read (default: each repository's default branch).
+    #[arg(long, short)]
+    pub(crate) branch: Option<String>,
+    /// Where images built from the repositories' Containerfiles go (default:
+    /// `${SANDBOX_REGISTRY}` when that is set, else registry.example.com).
+    #[arg(long)]
+    pub(crate) registry: Option<String>,
+    /// That registry speaks plain HTTP (written into `images.insecure_registries`).
+    #[arg(long)]
+    pub(crate) insecure_registry: bool,
+    /// The product's name (default: DIR's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+fn parse_repo(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+            Ok((name.to_owned(), url.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not NAME=URL")),
+    }
 }
 
 #[derive(Debug, Args)]

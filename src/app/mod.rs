@@ -93,6 +93,7 @@ async fn dispatch(app: &App, command: Command) -> Result<i32> {
         Command::Completions(args) => commands::completions(args),
         Command::Man(args) => commands::man(args),
         Command::Schema(args) => commands::schema(args),
+        Command::Init(args) => commands::init(app, args).await,
         Command::Serve(args) => commands::serve(app, *args).await,
     };
     done.map(|()| crate::error::EXIT_OK)

@@ -12,6 +12,7 @@
 //! | `extend` | [`extend`] |
 //! | `render`, `values` | [`render`] |
 //! | `images` | [`images`] |
+//! | `init` | [`init`] |
 //! | `diff` | [`diff`] |
 //! | `validate` | [`validate`] |
 //! | `list`, `status`, `logs` | [`inspect`] |
@@ -27,6 +28,7 @@ pub(crate) mod diff;
 pub(crate) mod down;
 pub(crate) mod extend;
 pub(crate) mod images;
+pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod reap;
 pub(crate) mod render;
