@@ -40,6 +40,7 @@ mod examples {
     pub(super) const COMPLETIONS: &str = "Examples:\n  sandbox completions bash > /etc/bash_completion.d/sandbox\n  sandbox completions zsh > \"${fpath[1]}/_sandbox\"";
     pub(super) const MAN: &str = "Examples:\n  sandbox man | man -l -                        # read it now\n  sandbox man --dir /usr/local/share/man/man1   # install one page per command";
     pub(super) const INIT: &str = "Examples:\n  sandbox init                                   # the git repository here\n  sandbox init --repo api=https://git.example.com/shop/api.git --repo web=../web   # several\n  sandbox init --registry registry.example.com/shop && sandbox validate";
+    pub(super) const RBAC_USER: &str = "Examples:\n  sandbox rbac user --user alice@example.com | kubectl apply -f -   # as a cluster admin\n  sandbox rbac user --group developers > sandbox-user.yaml";
     pub(super) const SCHEMA: &str = "Examples:\n  sandbox schema > sandbox.schema.json   # for editors: `# yaml-language-server: $schema=sandbox.schema.json`\n  sandbox schema --markdown              # the field reference (docs/reference/sandbox-yaml.md)";
     pub(super) const SERVE: &str = "Examples:\n  sandbox serve --listen 0.0.0.0:8080 --resync 5m --concurrency 4\n  SANDBOX_GITHUB_TOKEN=… sandbox serve --webhook-secret-file /run/secrets/webhook";
 }
@@ -151,6 +152,9 @@ pub(crate) enum Command {
     /// Print the JSON Schema of sandbox.yaml (for editors and CI), or its field reference.
     #[command(after_help = examples::SCHEMA)]
     Schema(SchemaArgs),
+    /// Print the RBAC a person or a CI job needs to use sandbox on a cluster.
+    #[command(subcommand)]
+    Rbac(RbacCommand),
     /// Manage the local cache of repository mirrors and checked-out trees.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -333,6 +337,24 @@ pub(crate) struct ReaperArgs {
     /// serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30+).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account)]
     pub(crate) confine: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RbacCommand {
+    /// The ClusterRole `sandbox-user` (what up, down, sleep, wake, status, logs, list and reap
+    /// call), and its ClusterRoleBinding for --user and --group.
+    #[command(after_help = examples::RBAC_USER)]
+    User(RbacUserArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RbacUserArgs {
+    /// A user to bind it to (as the cluster authenticates them), repeatable.
+    #[arg(long = "user", value_name = "NAME")]
+    pub(crate) users: Vec<String>,
+    /// A group to bind it to, repeatable.
+    #[arg(long = "group", value_name = "NAME")]
+    pub(crate) groups: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

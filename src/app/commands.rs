@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use super::{print, App};
 use crate::cli::{
     CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, InitArgs, LogsArgs, ManArgs,
-    ObjectsOutput, Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, SchemaArgs, ServeArgs,
-    SleepArgs, StatusArgs, TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
+    ObjectsOutput, Output, PruneArgs, RbacUserArgs, ReapArgs, ReaperArgs, RenderArgs, SchemaArgs,
+    ServeArgs, SleepArgs, StatusArgs, TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
 };
 use crate::ops::down::{AskedBy, DownOptions, DownRequest, Downed};
 use crate::ops::inspect::{LogOptions, SandboxOf};
@@ -351,6 +351,16 @@ pub(super) async fn init(app: &App, args: InitArgs) -> Result<()> {
         "services: {}; next: `sandbox validate`, then `sandbox up`",
         report.services.join(", ")
     ));
+    Ok(())
+}
+
+/// The RBAC a user needs.
+pub(super) fn rbac_user(args: RbacUserArgs) -> Result<()> {
+    let subjects = ops::rbac::Subjects {
+        users: args.users,
+        groups: args.groups,
+    };
+    print!("{}", ops::rbac::user_manifests(&subjects));
     Ok(())
 }
 

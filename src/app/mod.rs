@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{CacheCommand, Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command, RbacCommand};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::{self, Config};
 use crate::pipeline::values::SetValue;
@@ -94,6 +94,7 @@ async fn dispatch(app: &App, command: Command) -> Result<i32> {
         Command::Man(args) => commands::man(args),
         Command::Schema(args) => commands::schema(args),
         Command::Init(args) => commands::init(app, args).await,
+        Command::Rbac(RbacCommand::User(args)) => commands::rbac_user(args),
         Command::Serve(args) => commands::serve(app, *args).await,
     };
     done.map(|()| crate::error::EXIT_OK)

@@ -19,6 +19,7 @@
 //! | `reap`, `down --all-expired`, `reaper-manifests` | [`reap`] |
 //! | `cache prune` | [`cache`] |
 //! | `schema`, `schema --markdown` | [`schema`] |
+//! | `rbac user` | [`rbac`] |
 //!
 //! Below this layer, the pipeline's stages and their connector (`crate::pipeline`), whose
 //! `prepare` is the one sequence of stages 2–5 every rendering operation goes through.
@@ -30,6 +31,7 @@ pub(crate) mod extend;
 pub(crate) mod images;
 pub(crate) mod init;
 pub(crate) mod inspect;
+pub(crate) mod rbac;
 pub(crate) mod reap;
 pub(crate) mod render;
 pub(crate) mod schema;
