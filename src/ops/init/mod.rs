@@ -152,12 +152,21 @@ fn repo_specs(request: &InitRequest) -> Result<(Vec<RepoSpec>, Vec<String>)> {
         }
         specs.push(RepoSpec {
             name: name.clone(),
-            url: url.clone(),
+            url: absolute_if_local(url),
             fallback_branch: None,
         });
     }
-    let urls = request.repos.iter().map(|(_, url)| url.clone()).collect();
+    let urls = specs.iter().map(|spec| spec.url.clone()).collect();
     Ok((specs, urls))
+}
+
+/// A local path (`../web`) as an absolute one: sandbox reads it from wherever it runs.
+fn absolute_if_local(url: &str) -> String {
+    let remote = url.contains("://") || (url.contains(':') && !url.starts_with(['/', '.']));
+    match Path::new(url).canonicalize() {
+        Ok(path) if !remote => path.to_string_lossy().into_owned(),
+        _ => url.to_owned(),
+    }
 }
 
 /// The git repository `dir` is in: its name, its path (read from), and its URL for sandbox.yaml

@@ -210,6 +210,9 @@ repos:
     );
     for repo in repos {
         text += &format!("  {}:\n    url: {}\n", repo.name, quoted(&repo.url));
+        if repo.found == Found::default() {
+            text += "    # (init found no chart, Containerfile or manifest in it)\n";
+        }
     }
     if services.iter().any(|s| s.yaml.contains("\n    image:\n")) {
         let host = quoted(registry.name.split('/').next().unwrap_or(registry.name));
