@@ -39,6 +39,9 @@ mod examples {
     pub(super) const REAPER_MANIFESTS: &str = "Examples:\n  sandbox reaper-manifests --image registry.example.com/sandbox:0.1.0 | kubectl apply -f -";
     pub(super) const COMPLETIONS: &str = "Examples:\n  sandbox completions bash > /etc/bash_completion.d/sandbox\n  sandbox completions zsh > \"${fpath[1]}/_sandbox\"";
     pub(super) const MAN: &str = "Examples:\n  sandbox man | man -l -                        # read it now\n  sandbox man --dir /usr/local/share/man/man1   # install one page per command";
+    pub(super) const INIT: &str = "Examples:\n  sandbox init                                   # the git repository here\n  sandbox init --repo api=https://git.example.com/shop/api.git --repo web=../web   # several\n  sandbox init --registry registry.example.com/shop && sandbox validate";
+    pub(super) const RBAC_USER: &str = "Examples:\n  sandbox rbac user --user alice@example.com | kubectl apply -f -   # as a cluster admin\n  sandbox rbac user --group developers > sandbox-user.yaml";
+    pub(super) const SCHEMA: &str = "Examples:\n  sandbox schema > sandbox.schema.json   # for editors: `# yaml-language-server: $schema=sandbox.schema.json`\n  sandbox schema --markdown              # the field reference (docs/reference/sandbox-yaml.md)";
     pub(super) const SERVE: &str = "Examples:\n  sandbox serve --listen 0.0.0.0:8080 --resync 5m --concurrency 4\n  SANDBOX_GITHUB_TOKEN=… sandbox serve --webhook-secret-file /run/secrets/webhook";
 }
 
@@ -142,6 +145,16 @@ pub(crate) enum Command {
     /// Print the manifests that run `sandbox reap` in the cluster on a schedule.
     #[command(after_help = examples::REAPER_MANIFESTS)]
     ReaperManifests(ReaperArgs),
+    /// Write a first sandbox.yaml (and its schema) from the charts, Containerfiles and
+    /// Kubernetes manifests in the product's repositories; never overwrites a file.
+    #[command(after_help = examples::INIT)]
+    Init(InitArgs),
+    /// Print the JSON Schema of sandbox.yaml (for editors and CI), or its field reference.
+    #[command(after_help = examples::SCHEMA)]
+    Schema(SchemaArgs),
+    /// Print the RBAC a person or a CI job needs to use sandbox on a cluster.
+    #[command(subcommand)]
+    Rbac(RbacCommand),
     /// Manage the local cache of repository mirrors and checked-out trees.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -245,6 +258,46 @@ pub(crate) struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Where to write sandbox.yaml.
+    #[arg(default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// A repository of the product (a URL or a path), repeatable; default: the git repository
+    /// DIR is in.
+    #[arg(long = "repo", value_name = "NAME=URL", value_parser = parse_repo)]
+    pub(crate) repos: Vec<(String, String)>,
+    /// The branch to read (default: each repository's default branch).
+    #[arg(long, short)]
+    pub(crate) branch: Option<String>,
+    /// Where images built from the repositories' Containerfiles go (default:
+    /// `${SANDBOX_REGISTRY}` when that is set, else registry.example.com).
+    #[arg(long)]
+    pub(crate) registry: Option<String>,
+    /// That registry speaks plain HTTP (written into `images.insecure_registries`).
+    #[arg(long)]
+    pub(crate) insecure_registry: bool,
+    /// The product's name (default: DIR's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+fn parse_repo(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+            Ok((name.to_owned(), url.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not NAME=URL")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// The field reference in Markdown instead (docs/reference/sandbox-yaml.md).
+    #[arg(long)]
+    pub(crate) markdown: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ExtendArgs {
     #[command(flatten)]
     pub(crate) branch: BranchArg,
@@ -284,6 +337,24 @@ pub(crate) struct ReaperArgs {
     /// serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30+).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = crate::access::parse_account)]
     pub(crate) confine: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RbacCommand {
+    /// The ClusterRole `sandbox-user` (what up, down, sleep, wake, status, logs, list and reap
+    /// call), and its ClusterRoleBinding for --user and --group.
+    #[command(after_help = examples::RBAC_USER)]
+    User(RbacUserArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RbacUserArgs {
+    /// A user to bind it to (as the cluster authenticates them), repeatable.
+    #[arg(long = "user", value_name = "NAME")]
+    pub(crate) users: Vec<String>,
+    /// A group to bind it to, repeatable.
+    #[arg(long = "group", value_name = "NAME")]
+    pub(crate) groups: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,13 +47,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) struct ApiUnreachable {
     pub(crate) server: String,
     pub(crate) after: Duration,
+    /// The context in use is the local development cluster's (`scripts/local-cluster`).
+    pub(crate) local_dev: bool,
     #[source]
     pub(crate) source: kube::Error,
 }
 
 impl Hint for ApiUnreachable {
     fn hint(&self) -> Option<String> {
-        Some("check that the cluster runs and is reachable from here (`scripts/local-cluster status` for the local one), then run the command again: `sandbox up` picks up where an interrupted run stopped".into())
+        let check = if self.local_dev {
+            "check that the local cluster runs (`scripts/local-cluster status`)"
+        } else {
+            "check that the cluster runs and is reachable from here (your VPN or proxy; `kubectl cluster-info` tries the same connection)"
+        };
+        Some(format!("{check}, then run the command again: `sandbox up` picks up where an interrupted run stopped"))
     }
 }
 
@@ -81,15 +88,18 @@ pub(crate) fn outages() -> watch::Receiver<Option<Outage>> {
 pub(crate) struct Retrying {
     inner: kube::Client,
     server: String,
+    /// For the hint: the local development cluster.
+    local_dev: bool,
     /// Set by the first answer: before it, an error means "wrong address", not "outage".
     answered: Arc<AtomicBool>,
 }
 
 impl Retrying {
-    pub(crate) fn new(inner: kube::Client, server: String) -> Retrying {
+    pub(crate) fn new(inner: kube::Client, server: String, local_dev: bool) -> Retrying {
         Retrying {
             inner,
             server,
+            local_dev,
             answered: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -152,6 +162,7 @@ impl Retrying {
                         return Err(Box::new(ApiUnreachable {
                             server: self.server.clone(),
                             after: since.elapsed(),
+                            local_dev: self.local_dev,
                             source: error,
                         }));
                     }

@@ -5,9 +5,9 @@ use anyhow::{Context, Result};
 
 use super::{print, App};
 use crate::cli::{
-    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, LogsArgs, ManArgs, ObjectsOutput,
-    Output, PruneArgs, ReapArgs, ReaperArgs, RenderArgs, ServeArgs, SleepArgs, StatusArgs,
-    TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
+    CompletionsArgs, DiffArgs, DownArgs, ExtendArgs, ImagesArgs, InitArgs, LogsArgs, ManArgs,
+    ObjectsOutput, Output, PruneArgs, RbacUserArgs, ReapArgs, ReaperArgs, RenderArgs, SchemaArgs,
+    ServeArgs, SleepArgs, StatusArgs, TableOutputArg, UpArgs, ValidateArgs, ValuesArgs, WakeArgs,
 };
 use crate::ops::down::{AskedBy, DownOptions, DownRequest, Downed};
 use crate::ops::inspect::{LogOptions, SandboxOf};
@@ -320,6 +320,58 @@ pub(super) async fn reaper_manifests(app: &App, args: ReaperArgs) -> Result<()> 
 pub(super) fn completions(args: CompletionsArgs) -> Result<()> {
     let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
     clap_complete::generate(args.shell, &mut command, "sandbox", &mut std::io::stdout());
+    Ok(())
+}
+
+pub(super) async fn init(app: &App, args: InitArgs) -> Result<()> {
+    let registry = args
+        .registry
+        .unwrap_or_else(|| match std::env::var_os("SANDBOX_REGISTRY") {
+            Some(_) => "${SANDBOX_REGISTRY}".into(),
+            None => "registry.example.com".into(),
+        });
+    let request = ops::init::InitRequest {
+        dir: args.dir,
+        repos: args.repos,
+        branch: args.branch,
+        registry,
+        insecure_registry: args.insecure_registry,
+        name: args.name,
+        cache_dir: app.env.cache_dir.clone(),
+    };
+    let report = ops::init::init(&request).await?;
+    for path in &report.written {
+        println!("wrote {}", path.display());
+    }
+    if let Some(kept) = &report.kept_schema {
+        app.reporter
+            .info(&format!("kept {} as it is", kept.display()));
+    }
+    app.reporter.info(&format!(
+        "services: {}; next: `sandbox validate`, then `sandbox up`",
+        report.services.join(", ")
+    ));
+    Ok(())
+}
+
+/// The RBAC a user needs.
+pub(super) fn rbac_user(args: RbacUserArgs) -> Result<()> {
+    let subjects = ops::rbac::Subjects {
+        users: args.users,
+        groups: args.groups,
+    };
+    print!("{}", ops::rbac::user_manifests(&subjects));
+    Ok(())
+}
+
+/// The JSON Schema of sandbox.yaml, or the reference rendered from it.
+pub(super) fn schema(args: SchemaArgs) -> Result<()> {
+    let schema = ops::schema::json_schema();
+    if args.markdown {
+        print!("{}", ops::schema::markdown(&schema));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+    }
     Ok(())
 }
 

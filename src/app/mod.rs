@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{CacheCommand, Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command, RbacCommand};
 use crate::kube::ClusterOptions;
 use crate::pipeline::config::{self, Config};
 use crate::pipeline::values::SetValue;
@@ -92,6 +92,9 @@ async fn dispatch(app: &App, command: Command) -> Result<i32> {
         Command::Cache(CacheCommand::Prune(args)) => commands::cache_prune(app, args).await,
         Command::Completions(args) => commands::completions(args),
         Command::Man(args) => commands::man(args),
+        Command::Schema(args) => commands::schema(args),
+        Command::Init(args) => commands::init(app, args).await,
+        Command::Rbac(RbacCommand::User(args)) => commands::rbac_user(args),
         Command::Serve(args) => commands::serve(app, *args).await,
     };
     done.map(|()| crate::error::EXIT_OK)

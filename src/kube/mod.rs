@@ -39,7 +39,12 @@ pub(crate) struct Cluster {
 pub(crate) enum ClusterError {
     /// No usable kubeconfig or in-cluster configuration.
     #[error("no usable Kubernetes configuration")]
-    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Config {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The context in use is the local development cluster's.
+        local_dev: bool,
+    },
     /// The kubeconfig's credential plugin (`users[].user.exec`) failed.
     #[error("the kubeconfig's credential plugin `{plugin}` failed: {problem}")]
     CredentialPlugin { plugin: String, problem: String },
@@ -49,6 +54,7 @@ pub(crate) enum ClusterError {
         server: String,
         #[source]
         source: kube::Error,
+        local_dev: bool,
     },
     /// The API server answered but discovery failed.
     #[error("could not discover the API resources the cluster at {server} serves")]
@@ -56,46 +62,71 @@ pub(crate) enum ClusterError {
         server: String,
         #[source]
         source: kube::Error,
+        local_dev: bool,
     },
 }
 
 impl Hint for ClusterError {
     fn hint(&self) -> Option<String> {
         Some(match self {
-            ClusterError::Config(_) => {
-                "set KUBECONFIG or pass --kubeconfig; for the local cluster run commands through `scripts/local-cluster exec -- sandbox …`".into()
+            ClusterError::Config { local_dev: true, .. } => {
+                "for the local cluster run commands through `scripts/local-cluster exec -- sandbox …`".into()
+            }
+            ClusterError::Config { .. } => {
+                "set KUBECONFIG or pass --kubeconfig (your provider's CLI writes one, e.g. `aws eks update-kubeconfig`, `gcloud container clusters get-credentials`, `az aks get-credentials`), and choose the context with --context (`kubectl config get-contexts` lists them)".into()
             }
             ClusterError::CredentialPlugin { plugin, .. } => format!(
                 "run `{plugin}` by hand to see why; log in again with the tool it belongs to (e.g. `aws sso login`, `gcloud auth login`, `kubelogin`), or choose another context with --context"
             ),
+            ClusterError::Unreachable { local_dev: true, .. }
+            | ClusterError::Discovery { local_dev: true, .. } => {
+                "is the local cluster running? `scripts/local-cluster status`; check --context and KUBECONFIG".into()
+            }
             ClusterError::Unreachable { .. } | ClusterError::Discovery { .. } => {
-                "is the cluster running? For the local one: `scripts/local-cluster status`; check --context and KUBECONFIG".into()
+                unreachable_hint().into()
             }
         })
     }
 }
 
-/// Connect to the cluster the options point at, and check that it answers.
-pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+/// The hint for a cluster that does not answer, to users of any cluster.
+pub(crate) fn unreachable_hint() -> &'static str {
+    "is the cluster running and reachable from here? Check the context (--context, `kubectl config current-context`) and KUBECONFIG; a private API server may need your VPN or a proxy (HTTPS_PROXY, or the kubeconfig's `proxy-url`); `kubectl cluster-info` tries the same connection"
+}
+
+/// The kubeconfig context of the local development cluster (`scripts/local-cluster`): only
+/// there do hints mention the development scripts.
+pub(crate) const LOCAL_DEV_CONTEXT: &str = "sandbox-local";
+
+/// The client configuration the options choose.
+async fn client_config(
+    options: &ClusterOptions,
+    local_dev: bool,
+) -> Result<kube::Config, ClusterError> {
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
         ..Default::default()
     };
-    let mut config = match &options.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|e| ClusterError::Config(e.into()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube_options)
+    let config = match &options.kubeconfig {
+        Some(path) => match Kubeconfig::read_from(path) {
+            Ok(file) => kube::Config::from_custom_kubeconfig(file, &kube_options)
                 .await
-                .map_err(|e| ClusterError::Config(e.into()))?
-        }
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
         None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
             .await
-            .map_err(|e| ClusterError::Config(e.into()))?,
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ClusterError::Config(e.into()))?,
+            .map_err(Into::into),
+        None => kube::Config::infer().await.map_err(Into::into),
     };
+    config.map_err(|source| ClusterError::Config { source, local_dev })
+}
+
+/// Connect to the cluster the options point at, and check that it answers.
+pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
     let context = context_in_use(options);
+    let local_dev = context.as_deref() == Some(LOCAL_DEV_CONTEXT);
+    let mut config = client_config(options, local_dev).await?;
     // Fail in seconds, not minutes, when nothing listens.
     config.connect_timeout = Some(Duration::from_secs(5));
     learn_credentials(&config.auth_info);
@@ -104,14 +135,17 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
     let auth = config.auth_info.clone();
     let direct = Client::try_from(config).map_err(|e| match plugin::failure(&auth, &e) {
         Some((plugin, problem)) => ClusterError::CredentialPlugin { plugin, problem },
-        None => ClusterError::Config(e.into()),
+        None => ClusterError::Config {
+            source: e.into(),
+            local_dev,
+        },
     })?;
     let default_namespace = direct.default_namespace().to_owned();
     // Every request goes through the retries that ride out a short outage of the API server;
     // each attempt is summarised for `--debug`.
     let logged = Client::new(Summarised { inner: direct }, default_namespace.clone());
     let client = Client::new(
-        crate::outage::Retrying::new(logged, server.clone()),
+        crate::outage::Retrying::new(logged, server.clone(), local_dev),
         default_namespace,
     );
     let version = client
@@ -123,6 +157,7 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
             None => ClusterError::Unreachable {
                 server: server.clone(),
                 source,
+                local_dev,
             },
         })?
         .git_version;
@@ -132,6 +167,7 @@ pub(crate) async fn connect(options: &ClusterOptions) -> Result<Cluster, Cluster
         .map_err(|source| ClusterError::Discovery {
             server: server.clone(),
             source,
+            local_dev,
         })?;
     Ok(Cluster {
         client,
@@ -313,6 +349,36 @@ impl tower::Service<http::Request<kube::client::Body>> for Summarised {
 
 #[cfg(test)]
 mod tests {
+    use super::{ClusterError, Hint as _};
+
+    #[test]
+    fn hints_mention_the_development_scripts_only_for_the_local_dev_cluster() {
+        let kube_error = || kube::Error::LinesCodecMaxLineLengthExceeded;
+        for local_dev in [false, true] {
+            let errors = [
+                ClusterError::Config {
+                    source: "no kubeconfig".into(),
+                    local_dev,
+                },
+                ClusterError::Unreachable {
+                    server: "https://k8s.example.com".into(),
+                    source: kube_error(),
+                    local_dev,
+                },
+                ClusterError::Discovery {
+                    server: "https://k8s.example.com".into(),
+                    source: kube_error(),
+                    local_dev,
+                },
+            ];
+            for error in errors {
+                let hint = error.hint().unwrap();
+                assert_eq!(hint.contains("scripts/"), local_dev, "{hint}");
+                assert!(hint.contains("KUBECONFIG") || local_dev, "{hint}");
+            }
+        }
+    }
+
     #[test]
     fn the_kubeconfig_credentials_are_scrubbed_from_diagnostics() {
         let auth = kube::config::AuthInfo {

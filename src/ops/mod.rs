@@ -12,11 +12,14 @@
 //! | `extend` | [`extend`] |
 //! | `render`, `values` | [`render`] |
 //! | `images` | [`images`] |
+//! | `init` | [`init`] |
 //! | `diff` | [`diff`] |
 //! | `validate` | [`validate`] |
 //! | `list`, `status`, `logs` | [`inspect`] |
 //! | `reap`, `down --all-expired`, `reaper-manifests` | [`reap`] |
 //! | `cache prune` | [`cache`] |
+//! | `schema`, `schema --markdown` | [`schema`] |
+//! | `rbac user` | [`rbac`] |
 //!
 //! Below this layer, the pipeline's stages and their connector (`crate::pipeline`), whose
 //! `prepare` is the one sequence of stages 2–5 every rendering operation goes through.
@@ -26,9 +29,12 @@ pub(crate) mod diff;
 pub(crate) mod down;
 pub(crate) mod extend;
 pub(crate) mod images;
+pub(crate) mod init;
 pub(crate) mod inspect;
+pub(crate) mod rbac;
 pub(crate) mod reap;
 pub(crate) mod render;
+pub(crate) mod schema;
 pub(crate) mod sleep;
 pub(crate) mod up;
 pub(crate) mod validate;

@@ -20,6 +20,7 @@ mod hostile_secrets;
 mod hostile_serve;
 mod hostile_tree;
 mod images;
+mod init;
 mod isolation;
 mod lifecycle;
 mod lock;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::object::is_dns1035_label;
@@ -80,7 +81,7 @@ pub(crate) enum AllowFrom {
 }
 
 /// The Pod Security Standard the namespace enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum PodSecurity {
     Privileged,
@@ -100,49 +101,70 @@ impl PodSecurity {
 
 // --- as written ---------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
 pub(super) struct RawLimits {
+    /// The namespace's ResourceQuota: the sum of its pods' requests.
     requests: Option<RawResources>,
+    /// The namespace's ResourceQuota: the sum of its pods' limits.
     limits: Option<RawResources>,
+    /// The most pods the namespace may hold.
     pods: Option<u32>,
+    /// The most Services the namespace may hold.
     services: Option<u32>,
+    /// The most PersistentVolumeClaims the namespace may hold.
     persistent_volume_claims: Option<u32>,
+    /// The most storage its claims may request together (e.g. `10Gi`).
     storage: Option<RawQuantity>,
+    /// The LimitRange: requests and limits of containers that give none.
     container_defaults: Option<RawContainerDefaults>,
+    /// The most sandboxes of this product in the cluster (`up` of a new one is refused past it).
     max_sandboxes: Option<u32>,
+    /// The most sandboxes of this product one owner may have.
     max_per_owner: Option<u32>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
 struct RawResources {
+    /// CPU, as Kubernetes writes it: `2`, `0.5`, `500m`.
     cpu: Option<RawQuantity>,
+    /// Memory, as Kubernetes writes it: `512Mi`, `2Gi`.
     memory: Option<RawQuantity>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ContainerDefaults")]
 struct RawContainerDefaults {
+    /// Requests of containers that give none.
     requests: Option<RawResources>,
+    /// Limits of containers that give none.
     limits: Option<RawResources>,
 }
 
 /// A Kubernetes quantity as written: `2`, `0.5`, `500m`, `1Gi`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Quantity")]
 enum RawQuantity {
     Number(f64),
     Text(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "NetworkPolicy")]
 pub(super) struct RawNetworkPolicy {
+    /// Isolate the sandbox's pods from other namespaces (default `true`).
     #[serde(default = "yes")]
     enabled: bool,
+    /// Who else may reach the sandbox's pods.
     #[serde(default)]
     allow_from: Vec<RawAllowFrom>,
+    /// Also limit where its pods may connect: the sandbox itself, DNS and `allow_from`.
     #[serde(default)]
     restrict_egress: bool,
 }
@@ -152,11 +174,15 @@ fn yes() -> bool {
 }
 
 /// A namespace whose pods may reach the sandbox: by name, or by its labels.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AllowFrom")]
 struct RawAllowFrom {
+    /// A namespace, by name.
     namespace: Option<String>,
+    /// Namespaces, by their labels.
     namespace_labels: Option<BTreeMap<String, String>>,
+    /// Addresses outside the cluster's pods (a NodePort's or LoadBalancer's clients).
     cidr: Option<String>,
 }
 

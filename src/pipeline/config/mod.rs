@@ -6,7 +6,8 @@
 //! The file is parsed as written (`raw.rs`), then each part is checked and turned into the model
 //! the pipeline reads (`model.rs`): the file-wide settings (`validate.rs`), the services and the
 //! references between them (`services.rs`), `allow` (`privilege.rs`), `rbac` (`rbac.rs`) and
-//! the isolation settings (`isolation.rs`). Errors: `error.rs`.
+//! the isolation settings (`isolation.rs`). Errors: `error.rs`. `apiVersion` is checked first
+//! (`version.rs`); the JSON Schema comes from the same types as the parser (`schema.rs`).
 
 use std::path::Path;
 
@@ -19,8 +20,10 @@ mod privilege;
 mod raw;
 mod rbac;
 mod registries;
+mod schema;
 mod services;
 mod validate;
+mod version;
 
 pub(crate) use error::ConfigError;
 pub(crate) use isolation::{
@@ -32,7 +35,9 @@ pub(crate) use model::{
 };
 pub(crate) use privilege::{Privilege, VolumeType};
 pub(crate) use rbac::never_bound;
+pub(crate) use schema::json_schema;
 pub(crate) use validate::render_host;
+pub(crate) use version::CURRENT as CURRENT_VERSION;
 // The one wording of "did you mean", also for service names given on the command line.
 pub(crate) use crate::text::suggest;
 
@@ -118,6 +123,8 @@ fn as_written(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
         message: e.to_string(),
         hint: e.hint(),
     })?;
+    // A newer file read by an older binary: say so before any field is unknown.
+    version::check(&ConfigFile { path, text })?;
     serde_yaml_ng::from_str(text).map_err(|e| error::parse_error(path, &e))
 }
 

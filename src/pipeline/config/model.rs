@@ -214,7 +214,7 @@ pub(crate) struct ChartRef {
 }
 
 /// What a chart path is relative to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ChartFrom {
     /// The service's repository, as checked out for the branch.

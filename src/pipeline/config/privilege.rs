@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// A right that a rendered object may only claim when sandbox.yaml grants it (`allow:`), because
 /// it reaches past the sandbox's namespace to the node or the network. The branch renders the
 /// objects and is untrusted; sandbox.yaml is the product owner's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Privilege {
     /// `hostNetwork: true`
@@ -33,6 +33,7 @@ pub(crate) enum Privilege {
     /// persistentVolumeClaim and ephemeral: `volume:nfs`, `volume:gitRepo`, … (read by
     /// `allow_list`; `hostPath` is `host_path`).
     #[serde(skip_deserializing)]
+    #[schemars(skip)]
     Volume(VolumeType),
     /// `nodeName`: the pod skips the scheduler.
     NodeName,
@@ -145,6 +146,15 @@ pub(super) fn allow_list<'de, D: serde::Deserializer<'de>>(
         .iter()
         .map(|name| privilege(name).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// The schema of what [`allow_list`] reads: a list of privileges' names and `volume:TYPE`s.
+pub(super) fn allow_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let privilege = generator.subschema_for::<Privilege>();
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"anyOf": [privilege, {"type": "string", "enum": VOLUME_TYPES}]},
+    })
 }
 
 impl Privilege {

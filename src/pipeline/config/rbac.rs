@@ -9,9 +9,12 @@ use serde::Deserialize;
 
 use super::{ConfigError, ConfigFile};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rbac")]
 pub(super) struct RawRbac {
+    /// ClusterRoles a branch's RoleBindings may name (never `admin`, `edit`, `cluster-admin`,
+    /// `system:*` or the tool's own).
     #[serde(default)]
     cluster_roles: BTreeSet<String>,
 }

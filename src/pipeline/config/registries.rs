@@ -17,9 +17,12 @@ use serde::Deserialize;
 use super::validate::ConfigFile;
 use super::ConfigError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Registry")]
 pub(super) struct RawRegistry {
+    /// The CA (PEM) the registry's certificate is checked against, besides the system's;
+    /// relative to sandbox.yaml's directory, `${VAR}` expanded.
     ca_file: Option<String>,
 }
 

@@ -527,6 +527,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The template reference documents every helper (and no other), with an example.
+    #[test]
+    fn every_helper_is_in_the_template_reference() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/templates.md");
+        let text = std::fs::read_to_string(path).unwrap();
+        let documented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
+            .collect();
+        assert_eq!(documented, HELPER_NAMES, "docs/reference/templates.md");
+        assert_eq!(text.matches("```handlebars").count(), HELPER_NAMES.len());
+    }
+
     #[test]
     fn helper_names_are_the_registered_helpers() {
         let registered: Vec<&str> = all_helpers(None).iter().map(|h| h.name).collect();

@@ -89,7 +89,7 @@ impl Hint for WaitError {
         let advice = match self {
             WaitError::Timeout { .. } => "raise `timeouts.service` in sandbox.yaml (or pass `up --timeout`) if it is only slow",
             WaitError::Failed { reason, .. } if reason.contains("Image") => {
-                "check the image name and tag; on the local cluster import images with scripts/images"
+                "check the image name and tag, and that the cluster's nodes can pull from its registry (a private one needs an imagePullSecret; `kubectl describe pod` shows the pull error)"
             }
             WaitError::Failed { .. } => "fix the cause and run `sandbox up` again: it resumes where it stopped",
             WaitError::Watch { .. } => "check that the cluster is reachable",
