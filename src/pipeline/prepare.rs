@@ -400,10 +400,12 @@ async fn render_and_plan(
             secrets,
             secret_strings: &secret_strings,
         };
-        if let Some(given) = one.chart_values() {
-            chart_values.insert(service.name.clone(), given);
+        let context = one.context();
+        let given = one.chart_values(&context);
+        if let Some(given) = &given {
+            chart_values.insert(service.name.clone(), given.clone());
         }
-        renders.push(one.render(reporter));
+        renders.push(one.render(context, given, reporter));
     }
     let rendered = futures::future::try_join_all(renders).await?;
     plan::check_pod_security(&rendered, settings.config.isolation.pod_security)
@@ -457,29 +459,35 @@ impl<'a> ServiceRender<'a> {
     }
 
     /// What a chart service's chart is given (values and `global.sandbox`).
-    fn chart_values(&self) -> Option<serde_json::Value> {
+    fn chart_values(&self, context: &RenderContext) -> Option<serde_json::Value> {
         match (&self.service.chart, &self.gathered.helm) {
-            (Some(_), Some(_)) => Some(self.context().chart_values()),
+            (Some(_), Some(_)) => Some(context.clone().chart_values()),
             _ => None,
         }
     }
 
-    async fn render(self, reporter: &Reporter) -> Result<RenderedService> {
-        let context = self.context();
+    /// Its templates with `context`, then its chart (if any) with `given`.
+    async fn render(
+        self,
+        context: RenderContext,
+        given: Option<serde_json::Value>,
+        reporter: &Reporter,
+    ) -> Result<RenderedService> {
         let templates = ServiceTemplates {
             config: &self.settings.config,
             service: self.service,
             checkout: self.checkout(),
             secrets: self.secrets,
         };
-        let mut rendered = templates.render(&context.clone().to_json())?;
-        if let (Some(chart), Some(helm)) = (&self.service.chart, &self.gathered.helm) {
+        let mut rendered = templates.render(&context.to_json())?;
+        let chart = (&self.service.chart, &self.gathered.helm, &given);
+        if let (Some(chart), Some(helm), Some(given)) = chart {
             let source = chart_source(&self.settings.config, self.service, chart, self.checkout());
             let hooked = chart::render(
                 helm,
                 &source,
                 &self.settings.namespace,
-                &context.chart_values(),
+                given,
                 &self.target.capabilities,
                 self.secret_strings,
             )
