@@ -43,6 +43,21 @@ pub(crate) fn scrub(text: &str) -> String {
     SECRETS.scrub(text)
 }
 
+/// A program's stderr as one line for an error (a credential helper's, an exec plugin's): every
+/// known secret scrubbed, at most 10 non-empty lines of 300 characters.
+pub(crate) fn stderr_excerpt(stderr: &str) -> String {
+    let lines: Vec<String> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(10)
+        .map(|l| scrub(l).chars().take(300).collect())
+        .collect();
+    match lines.is_empty() {
+        true => "nothing on stderr".into(),
+        false => lines.join(" / "),
+    }
+}
+
 /// The credentials the process's environment holds (tokens, the webhook secret, the Slack URL,
 /// age keys, the git SSH key's lines), whichever of them a command ends up using: never shown.
 pub(crate) fn learn_environment_credentials(env: &dyn Fn(&str) -> Option<String>) {

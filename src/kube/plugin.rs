@@ -33,7 +33,11 @@ pub(super) fn failure(auth: &AuthInfo, error: &kube::Error) -> Option<(String, S
     let problem = match auth_error {
         AuthError::AuthExecRun { out, .. } => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            format!("{}: {}", out.status, excerpt(&stderr))
+            format!(
+                "{}: {}",
+                out.status,
+                crate::logging::stderr_excerpt(&stderr)
+            )
         }
         AuthError::AuthExecStart(e) => format!("it could not be started: {e}"),
         AuthError::AuthExecParse(_) | AuthError::ExecPluginFailed => {
@@ -43,20 +47,6 @@ pub(super) fn failure(auth: &AuthInfo, error: &kube::Error) -> Option<(String, S
         _ => return None,
     };
     Some((plugin, problem))
-}
-
-/// stderr, scrubbed of every known secret, at most 10 lines of 300 characters.
-fn excerpt(stderr: &str) -> String {
-    let lines: Vec<String> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(10)
-        .map(|l| crate::logging::scrub(l).chars().take(300).collect())
-        .collect();
-    match lines.is_empty() {
-        true => "nothing on stderr".into(),
-        false => lines.join(" / "),
-    }
 }
 
 #[cfg(test)]

@@ -227,7 +227,11 @@ async fn run_helper(
         if format!("{stdout}{stderr}").contains("credentials not found") {
             return Ok(None);
         }
-        return Err(fail(format!("{}: {}", output.status, excerpt(&stderr))));
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            crate::logging::stderr_excerpt(&stderr)
+        )));
     }
     let answer: HelperAnswer = serde_json::from_str(stdout.trim()).map_err(|_| {
         fail(
@@ -249,20 +253,6 @@ fn server_url(registry: &str) -> String {
             "https://index.docker.io/v1/".into()
         }
         other => other.to_owned(),
-    }
-}
-
-/// A helper's stderr, scrubbed of every known secret, at most 10 lines of 300 characters.
-fn excerpt(stderr: &str) -> String {
-    let lines: Vec<String> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(10)
-        .map(|l| crate::logging::scrub(l).chars().take(300).collect())
-        .collect();
-    match lines.is_empty() {
-        true => "nothing on stderr".into(),
-        false => lines.join(" / "),
     }
 }
 
