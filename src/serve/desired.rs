@@ -334,10 +334,10 @@ impl Desired {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pr(repo: &str, number: u64, sha: &str) -> PrRef {
+    pub(crate) fn pr(repo: &str, number: u64, sha: &str) -> PrRef {
         PrRef {
             repo: repo.into(),
             number,
@@ -348,7 +348,7 @@ mod tests {
     }
 
     /// A delivery whose body is unique to its id.
-    fn d(id: &str) -> Delivered {
+    pub(crate) fn d(id: &str) -> Delivered {
         Delivered {
             id: id.into(),
             digest: format!("digest of {id}"),

@@ -322,7 +322,8 @@ pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::super::claim::tests::LocalClaim;
-    use super::super::queue::{Action, PrRef};
+    use super::super::desired::tests::{d, pr};
+    use super::super::queue::Action;
     use super::*;
 
     /// The states in memory, for tests: the same compare-and-swap and claims, in one process.
@@ -398,25 +399,6 @@ pub(crate) mod tests {
                 .or_default()
                 .clone();
             Ok(mutex.try_lock_owned().ok().map(LocalClaim))
-        }
-    }
-
-    fn pr(repo: &str, number: u64, sha: &str) -> PrRef {
-        PrRef {
-            repo: repo.into(),
-            number,
-            sha: sha.into(),
-            author: "octocat".into(),
-            ..PrRef::default()
-        }
-    }
-
-    /// A delivery whose body is unique to its id.
-    fn d(id: &str) -> Delivered {
-        Delivered {
-            id: id.into(),
-            digest: format!("digest of {id}"),
-            updated_at: None,
         }
     }
 
