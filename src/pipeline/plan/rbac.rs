@@ -322,6 +322,17 @@ mod tests {
 
     const OWN_SA: &str = "[{kind: ServiceAccount, name: default}]";
 
+    /// Each (rule, field, value): a Role with that rule is refused at that field, naming that value.
+    fn assert_each_refused_at(cases: &[(&str, &str, &str)]) {
+        for (rule, field, value) in cases {
+            assert_eq!(
+                refused_at(&role_with(rule), &[]),
+                (field.to_string(), value.to_string()),
+                "{rule}"
+            );
+        }
+    }
+
     #[test]
     fn cluster_roles_are_bound_only_when_listed_and_never_the_dangerous_ones() {
         let to = |name: &str| {
@@ -414,13 +425,7 @@ mod tests {
             ("{apiGroups: [''], resources: [services], verbs: [update]}", "rules[1].resources[0]", "services"),
             ("{apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [create]}", "rules[1].resources[0]", "networkpolicies"),
         ];
-        for (rule, field, value) in cases {
-            assert_eq!(
-                refused_at(&role_with(rule), &[]),
-                (field.to_owned(), value.to_owned()),
-                "{rule}"
-            );
-        }
+        assert_each_refused_at(&cases);
     }
 
     #[test]
@@ -433,13 +438,7 @@ mod tests {
             ("{apiGroups: [''], resources: [resourcequotas], verbs: [delete]}", "rules[1].resources[0]", "resourcequotas"),
             ("{apiGroups: [networking.k8s.io], resources: [networkpolicies], resourceNames: [sandbox-isolation], verbs: [delete]}", "rules[1].resourceNames[0]", "sandbox-isolation"),
         ];
-        for (rule, field, value) in cases {
-            assert_eq!(
-                refused_at(&role_with(rule), &[]),
-                (field.to_owned(), value.to_owned()),
-                "{rule}"
-            );
-        }
+        assert_each_refused_at(&cases);
     }
 
     #[test]
