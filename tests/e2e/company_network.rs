@@ -98,15 +98,16 @@ fn make_pki(dir: &Path) {
 }
 
 /// Debian's docker-registry: over TLS with a test CA on the node's address, or on 127.0.0.1
-/// (plain HTTP, as localhost registries are), with htpasswd auth if `login` says.
-struct TestRegistry {
+/// (plain HTTP, as localhost registries are), with htpasswd auth if `login` says. (The images
+/// tests use it too.)
+pub(super) struct TestRegistry {
     child: Child,
-    address: String,
+    pub(super) address: String,
     dir: tempfile::TempDir,
 }
 
 impl TestRegistry {
-    fn start(tls: bool, login: Option<(&str, &str)>) -> TestRegistry {
+    pub(super) fn start(tls: bool, login: Option<(&str, &str)>) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let host = if tls { NODE } else { "127.0.0.1" };
         let address = format!("{host}:{}", free_port(host));

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::Api;
 
+use super::company_network::TestRegistry;
 use crate::support::{
     cluster, describe, registry, run_failing, run_ok, up, up_ok, Product, TestNamespace,
 };
@@ -211,63 +212,10 @@ async fn an_unreachable_registry_is_named_with_a_hint_and_nothing_is_created() {
     assert_no_namespace(&client, &product).await;
 }
 
-/// A registry of its own for one test, with htpasswd auth (`user:pass`), on 127.0.0.1.
-struct PrivateRegistry {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRegistry {
-    fn start(user: &str, password: &str) -> PrivateRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", user, password])).stdout;
-        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{address}\"}}\nauth:\n  htpasswd: {{realm: e2e, path: {}}}\n",
-            dir.path().join("data").display(),
-            dir.path().join("htpasswd").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry runs (scripts/setup installs it)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the registry did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PrivateRegistry {
-            child,
-            address,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for PrivateRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_registry_that_wants_credentials_gets_them_from_the_auth_file_or_says_how_to_log_in() {
-    let private = PrivateRegistry::start("ci", "e2e-registry-pass");
+    // A registry of its own, with htpasswd auth, on 127.0.0.1.
+    let private = TestRegistry::start(false, Some(("ci", "e2e-registry-pass")));
     let product = Product::new("img-auth");
     // Resolving only: without `build:` a found-but-missing image is a plain "no image" error.
     product.edit_config(
